@@ -1,0 +1,268 @@
+//! End-to-end figure for the target "a Hamming-3 lookup in a 10M-fingerprint window with p99 under 20 µs
+//! and under 100 bytes per live post".
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/tmp/bench-target cargo run --release -p echotrace-benches --bin window-lookup
+//! CARGO_TARGET_DIR=/tmp/bench-target cargo run --release -p echotrace-benches --bin window-lookup -- --posts 1000000
+//! CARGO_TARGET_DIR=/tmp/bench-target cargo run --release -p echotrace-benches --bin window-lookup -- --minhash
+//! ```
+//!
+//! Default mode: fills a `NearDupIndex` (k = 3) with N random fingerprints (splitmix64; `--posts N`,
+//! default 10,000,000), then times 100,000 lookups one by one (even ones a stored fingerprint with 0 to 3
+//! random bits flipped, odd ones a random fingerprint) and prints p50/p99/p999 and lookups per second.
+//! The baseline, in the same run over the same data: 200 exhaustive scans (`(a ^ b).count_ones() <= 3`
+//! over a `Vec<u64>`), their p50 and the speed-up; the scans also check that the index finds exactly
+//! what they find. Memory per live post is the growth of resident memory (`/proc/self/statm`, 4 KiB
+//! pages) while the index is filled, divided by N; the fingerprints and queries are generated before.
+//!
+//! `--minhash`: the same for the `MinHashIndex` (N defaults to 1,000,000: signatures come from synthetic
+//! English and Chinese posts, which takes a while to generate). Queries are light edits of stored posts
+//! and fresh posts; a lookup is `MinHashIndex::similar` at the detector's default `min_jaccard`, on a
+//! precomputed signature; the baseline compares the query's signature with every stored one.
+
+use anyhow::Context;
+use echotrace_benches::synthetic::{Language, light_edit, post_text};
+use echotrace_benches::{SplitMix, exhaustive_scan, near_dup_queries};
+use echotrace_core::detector::DetectorConfig;
+use echotrace_core::link::minhash::{self, MinHashIndex, Signature, estimated_jaccard};
+use echotrace_core::link::near_dup::NearDupIndex;
+use echotrace_core::normalize::normalize;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Lookups timed one by one.
+const LOOKUPS: usize = 100_000;
+/// Exhaustive scans timed (each reads the whole window).
+const SCANS: usize = 200;
+/// Hamming distance of the target and the detector's default.
+const K: u32 = 3;
+/// Page size of the resident-set counter in `/proc/self/statm`.
+const PAGE_SIZE: u64 = 4096;
+/// The target's p99 latency, in microseconds.
+const P99_TARGET_US: f64 = 20.0;
+/// The target's memory per live post, in bytes.
+const BYTES_TARGET: f64 = 100.0;
+/// What `NearDupIndex` is designed to take at k = 3: 12 bytes in each of 4 tables plus 24 in the ring.
+const NEAR_DUP_DESIGN_BYTES: u32 = 72;
+
+const USAGE: &str = "usage: window-lookup [--posts N] [--minhash]";
+
+fn main() -> anyhow::Result<()> {
+    let mut posts = None;
+    let mut use_minhash = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--posts" => {
+                let n = args.next().context(USAGE)?;
+                posts = Some(n.replace('_', "").parse::<usize>().with_context(|| format!("--posts {n}: {USAGE}"))?);
+            }
+            "--minhash" => use_minhash = true,
+            _ => anyhow::bail!(USAGE),
+        }
+    }
+    if use_minhash { minhash_window(posts.unwrap_or(1_000_000)) } else { hamming_window(posts.unwrap_or(10_000_000)) }
+}
+
+/// The Hamming index over `n` random fingerprints.
+fn hamming_window(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0, "--posts must be positive");
+    let mut rng = SplitMix(7);
+    let stored: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
+    let queries = near_dup_queries(&stored, LOOKUPS, &mut rng);
+
+    let before = resident_bytes()?;
+    let started = Instant::now();
+    let mut index = NearDupIndex::new(K);
+    for (i, &fp) in stored.iter().enumerate() {
+        index.insert(fp, i as u64, i as i64);
+    }
+    let fill = started.elapsed();
+    let bytes_per_post = resident_bytes()?.saturating_sub(before) as f64 / n as f64;
+
+    let lookups = time_each(&queries, |&q| {
+        let mut found = 0;
+        index.for_each_near(q, |_| found += 1);
+        found
+    });
+    let scans = time_each(&queries[..SCANS], |&q| black_box(exhaustive_scan(&stored, q, K)).len());
+    let disagreements = queries[..SCANS]
+        .iter()
+        .filter(|&&q| {
+            let mut found: Vec<u64> = index.near(q).iter().map(|m| m.payload).collect();
+            found.sort_unstable();
+            found != exhaustive_scan(&stored, q, K)
+        })
+        .count();
+
+    println!(
+        "NearDupIndex, k = {K}, window of {} random fingerprints, filled in {:.2} s",
+        group(n),
+        fill.as_secs_f64()
+    );
+    print_table("index lookup", &lookups, "exhaustive scan", &scans, n);
+    println!(
+        "index and scan agree on {} of the {SCANS} scanned queries ({} matches in all)",
+        SCANS - disagreements,
+        scans.found
+    );
+    print_verdict(&lookups, bytes_per_post, Some(NEAR_DUP_DESIGN_BYTES));
+    anyhow::ensure!(disagreements == 0, "the index missed or invented matches");
+    Ok(())
+}
+
+/// The MinHash LSH over the signatures of `n` synthetic posts.
+fn minhash_window(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0, "--posts must be positive");
+    let min_jaccard = DetectorConfig::default().min_jaccard;
+    let started = Instant::now();
+    let stored: Vec<Signature> = (0..n).map(|i| signature_of(&stored_text(i))).collect();
+    let mut rng = SplitMix(11);
+    let queries: Vec<Signature> = (0..LOOKUPS)
+        .map(|i| {
+            let text =
+                if i.is_multiple_of(2) { light_edit(&stored_text(rng.below(n)), &mut rng) } else { fresh_text(i) };
+            signature_of(&text)
+        })
+        .collect();
+    println!(
+        "{} synthetic posts and {} queries signed in {:.1} s",
+        group(n),
+        group(LOOKUPS),
+        started.elapsed().as_secs_f64()
+    );
+
+    let before = resident_bytes()?;
+    let started = Instant::now();
+    let mut index = MinHashIndex::new();
+    for (i, signature) in stored.iter().enumerate() {
+        index.insert(*signature, i as u64, i as i64);
+    }
+    let fill = started.elapsed();
+    let bytes_per_post = resident_bytes()?.saturating_sub(before) as f64 / n as f64;
+
+    let lookups = time_each(&queries, |q| index.similar(q, min_jaccard).len());
+    let scan = |q: &Signature| stored.iter().filter(|s| estimated_jaccard(q, s) >= min_jaccard).count();
+    let scans = time_each(&queries[..SCANS], |q| black_box(scan(q)));
+    let lsh_found: usize = queries[..SCANS].iter().map(|q| index.similar(q, min_jaccard).len()).sum();
+
+    println!(
+        "MinHashIndex ({} bands x {} rows), min_jaccard {min_jaccard}, window of {} synthetic posts, filled in {:.2} s",
+        minhash::BANDS,
+        minhash::ROWS,
+        group(n),
+        fill.as_secs_f64()
+    );
+    print_table("LSH lookup", &lookups, "exhaustive scan", &scans, n);
+    println!(
+        "on the {SCANS} scanned queries the LSH finds {lsh_found} of the {} signatures at Jaccard >= {min_jaccard}",
+        scans.found
+    );
+    print_verdict(&lookups, bytes_per_post, None);
+    Ok(())
+}
+
+/// The text of stored post `i`, reproducible from `i` alone: half English, half Chinese.
+fn stored_text(i: usize) -> String {
+    let language = if i.is_multiple_of(2) { Language::English } else { Language::Chinese };
+    post_text(language, &mut SplitMix((i as u64) << 1))
+}
+
+/// A post that is not stored (its seed is odd, stored posts' seeds are even).
+fn fresh_text(i: usize) -> String {
+    let language = if i % 4 == 1 { Language::English } else { Language::Chinese };
+    post_text(language, &mut SplitMix((i as u64) << 1 | 1))
+}
+
+fn signature_of(text: &str) -> Signature {
+    // Every synthetic post has words; an empty signature would be a bug in the generator.
+    minhash::signature(&normalize(text)).expect("synthetic posts have features")
+}
+
+/// Latencies of one operation, sorted, and how many matches it returned in all.
+struct Latencies {
+    sorted: Vec<Duration>,
+    found: usize,
+}
+
+impl Latencies {
+    /// The `p`-quantile (nearest rank), in microseconds.
+    fn percentile_us(&self, p: f64) -> f64 {
+        let rank = ((p * self.sorted.len() as f64).ceil() as usize).clamp(1, self.sorted.len());
+        self.sorted[rank - 1].as_secs_f64() * 1e6
+    }
+
+    /// Operations per second of timed work.
+    fn per_second(&self) -> f64 {
+        self.sorted.len() as f64 / self.sorted.iter().sum::<Duration>().as_secs_f64()
+    }
+}
+
+/// Times `operation` on each input separately; it returns its number of matches.
+fn time_each<T>(inputs: &[T], mut operation: impl FnMut(&T) -> usize) -> Latencies {
+    let mut found = 0;
+    let mut sorted: Vec<Duration> = inputs
+        .iter()
+        .map(|input| {
+            let started = Instant::now();
+            found += black_box(operation(black_box(input)));
+            started.elapsed()
+        })
+        .collect();
+    sorted.sort_unstable();
+    Latencies { sorted, found }
+}
+
+fn print_table(index_name: &str, index: &Latencies, scan_name: &str, scan: &Latencies, n: usize) {
+    println!();
+    println!("{:<18} {:>8} {:>12} {:>12} {:>12} {:>14}", "", "timed", "p50 µs", "p99 µs", "p999 µs", "per second");
+    for (name, latencies) in [(index_name, index), (scan_name, scan)] {
+        println!(
+            "{name:<18} {:>8} {:>12.2} {:>12.2} {:>12.2} {:>14}",
+            latencies.sorted.len(),
+            latencies.percentile_us(0.50),
+            latencies.percentile_us(0.99),
+            latencies.percentile_us(0.999),
+            group(latencies.per_second().round() as usize)
+        );
+    }
+    println!();
+    println!(
+        "speed-up over the scan at p50: {:.0}x ({} posts scanned per query)",
+        scan.percentile_us(0.50) / index.percentile_us(0.50),
+        group(n)
+    );
+    println!("mean matches per lookup: {:.3}", index.found as f64 / index.sorted.len() as f64);
+}
+
+fn print_verdict(lookups: &Latencies, bytes_per_post: f64, design_bytes: Option<u32>) {
+    let p99 = lookups.percentile_us(0.99);
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    let design = design_bytes.map(|b| format!(" (design: {b})")).unwrap_or_default();
+    println!("resident memory per live post: {bytes_per_post:.1} bytes{design}");
+    println!(
+        "target p99 < {P99_TARGET_US} µs: {} ({p99:.2} µs); target < {BYTES_TARGET} bytes per live post: {} ({bytes_per_post:.1})",
+        verdict(p99 < P99_TARGET_US),
+        verdict(bytes_per_post < BYTES_TARGET)
+    );
+}
+
+/// Resident memory of this process, in bytes.
+fn resident_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
+    let pages: u64 = statm.split_whitespace().nth(1).context("/proc/self/statm has no resident field")?.parse()?;
+    Ok(pages * PAGE_SIZE)
+}
+
+/// `n` with thousands separators.
+fn group(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}

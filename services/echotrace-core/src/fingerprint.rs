@@ -1,0 +1,158 @@
+//! Stable, versioned 64-bit simhash (Charikar 2002) over the shingles of a normalized text.
+//!
+//! Fingerprints are persisted (the `simhash` column) and compared across releases, so every input to
+//! them is pinned: features are hashed with XXH3-64 (a specified algorithm, fixed seed), never with
+//! `std`'s `DefaultHasher`, whose output may change with any Rust release. The `simhash` crate hashes
+//! with `SipHasher`/`DefaultHasher` and fixes its own shingling, so it cannot promise that; this module
+//! is the small amount of code it takes to do so. `tests::golden_fingerprints` pins the output: if it
+//! fails, the algorithm changed, and [`FINGERPRINT_VERSION`] must be bumped with a migration note.
+//!
+//! Features (chosen by measurement, see `docs/near-duplicates.md`): each word as a unigram; CJK text as
+//! character bigrams (a lone character as itself). Unigrams move the fingerprint least under light
+//! edits; CJK single characters carry too little meaning and link unrelated posts 4x as often.
+
+use crate::normalize::{NormalizedText, Script};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Version of the fingerprint algorithm, persisted next to every fingerprint.
+pub const FINGERPRINT_VERSION: u16 = 1;
+/// Name of the algorithm and version, recorded as edge evidence.
+pub const FINGERPRINT_NAME: &str = "simhash-v1";
+/// Seed of the feature hash; part of the versioned algorithm.
+const FEATURE_SEED: u64 = 0x6563_686f_7472_6163; // "echotrac"
+
+/// How a normalized text is cut into features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shingling {
+    /// Longest word n-gram used; every n from 1 to this is a feature.
+    pub max_word_ngram: usize,
+    /// Length of CJK character n-grams.
+    pub cjk_ngram: usize,
+}
+
+/// The shingling of fingerprint version 1.
+pub const SHINGLING_V1: Shingling = Shingling { max_word_ngram: 1, cjk_ngram: 2 };
+
+/// A text's fingerprint and how much evidence went into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The 64-bit simhash.
+    pub simhash: u64,
+    /// Number of features hashed; short texts carry too little evidence to be linked by similarity.
+    pub features: u32,
+}
+
+/// Fingerprints a normalized text with the current version's shingling.
+pub fn fingerprint(text: &NormalizedText) -> Fingerprint {
+    fingerprint_with(text, SHINGLING_V1)
+}
+
+/// Fingerprints a normalized text with the given shingling (for measuring alternatives).
+pub fn fingerprint_with(text: &NormalizedText, shingling: Shingling) -> Fingerprint {
+    let mut counts = [0i32; 64];
+    let mut features = 0u32;
+    for_each_feature(text, shingling, |hash| {
+        features += 1;
+        for (bit, count) in counts.iter_mut().enumerate() {
+            // Branch-free ±1 so the loop vectorizes.
+            *count += (((hash >> bit) & 1) as i32) * 2 - 1;
+        }
+    });
+    let simhash = counts.iter().enumerate().fold(0u64, |acc, (bit, &count)| acc | (u64::from(count > 0) << bit));
+    Fingerprint { simhash, features }
+}
+
+/// Calls `emit` with the hash of every feature of the text.
+pub fn for_each_feature(text: &NormalizedText, shingling: Shingling, mut emit: impl FnMut(u64)) {
+    let mut run: Vec<u64> = Vec::with_capacity(text.len());
+    let mut run_script = None;
+    for (token, script) in text.tokens() {
+        if run_script != Some(script) {
+            emit_run(&run, run_script, shingling, &mut emit);
+            run.clear();
+            run_script = Some(script);
+        }
+        run.push(xxh3_64_with_seed(token.as_bytes(), FEATURE_SEED));
+    }
+    emit_run(&run, run_script, shingling, &mut emit);
+}
+
+/// Emits the n-grams of one run of same-script tokens.
+fn emit_run(run: &[u64], script: Option<Script>, shingling: Shingling, emit: &mut impl FnMut(u64)) {
+    match script {
+        None => {}
+        Some(Script::Word) => {
+            for n in 1..=shingling.max_word_ngram.min(run.len()) {
+                run.windows(n).for_each(|gram| emit(hash_gram(gram)));
+            }
+        }
+        Some(Script::Cjk) => {
+            let n = shingling.cjk_ngram.min(run.len()).max(1);
+            run.windows(n).for_each(|gram| emit(hash_gram(gram)));
+        }
+    }
+}
+
+fn hash_gram(gram: &[u64]) -> u64 {
+    if let [single] = gram {
+        return *single;
+    }
+    let mut bytes = [0u8; 64];
+    let len = gram.len().min(8) * 8;
+    for (chunk, hash) in bytes.chunks_exact_mut(8).zip(gram) {
+        chunk.copy_from_slice(&hash.to_le_bytes());
+    }
+    xxh3_64_with_seed(&bytes[..len], FEATURE_SEED)
+}
+
+/// Number of differing bits between two fingerprints.
+#[inline]
+pub fn hamming(a: u64, b: u64) -> u32 {
+    (a ^ b).count_ones()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::normalize;
+
+    fn simhash(text: &str) -> u64 {
+        fingerprint(&normalize(text)).simhash
+    }
+
+    /// Fingerprints are persisted: these values must never change within a version.
+    #[test]
+    fn golden_fingerprints() {
+        let golden: [(&str, u64); 4] = [
+            ("Open-source maintainer secretly rejected the safety patches", 0x01a3a150bc3842d0),
+            ("继FBI承认罗斯威尔事件是飞碟坠毁后，外星人视频又被曝光", 0x53b2a0a705f81087),
+            ("", 0),
+            ("One", 0x3e33c487080aae4f),
+        ];
+        for (text, expected) in golden {
+            assert_eq!(simhash(text), expected, "fingerprint of {text:?} changed: bump FINGERPRINT_VERSION");
+        }
+    }
+
+    #[test]
+    fn normalization_noise_does_not_change_the_fingerprint() {
+        let a = simhash("The harbour bridge closes tonight at nine, says the city");
+        let b = simhash("THE HARBOUR BRIDGE closes tonight at nine says the city!! https://t.co/x @someone");
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn light_edits_stay_close_and_unrelated_texts_do_not() {
+        let a = simhash("The harbour bridge closes tonight at nine for repairs, says the city council");
+        let b = simhash("The harbour bridge closes tonight at nine for urgent repairs, says the city council");
+        let c = simhash("Our team finally won the derby after twelve long years of waiting for it");
+        assert!(hamming(a, b) < hamming(a, c), "{} vs {}", hamming(a, b), hamming(a, c));
+    }
+
+    #[test]
+    fn counts_features() {
+        let text = normalize("one two three");
+        assert_eq!(fingerprint(&text).features, 3); // 3 unigrams
+        assert_eq!(fingerprint(&normalize("转发微博")).features, 3); // 3 character bigrams
+    }
+}

@@ -1,0 +1,461 @@
+//! The cascade graph: who derives from whom, in which cascade, at which generation.
+//!
+//! Every post is a node with at most one primary parent. A cascade is the tree hanging from its root
+//! (the earliest post); when a post carries evidence into two cascades it bridges them, and they merge
+//! through union-find into the one with the earlier root. The merge is returned so it can be recorded.
+//!
+//! A reference to a post not seen yet (it arrives later, or before the window) becomes a placeholder
+//! node, so the child still gets its parent id; when the post itself arrives it fills the placeholder.
+//!
+//! Memory is bounded by the window: nodes live in arrival order in a ring and are evicted from its
+//! front; a cascade is forgotten once its last post is older than the window.
+
+use crate::records::{CascadeRecord, EdgeKind, MergeRecord};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Longest text excerpt kept per node for the API.
+const EXCERPT_CHARS: usize = 280;
+
+/// A node's key: its arrival number. Keys are never reused.
+pub type NodeKey = u64;
+
+/// One post (or placeholder) in the graph.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The post's id.
+    pub post_id: Box<str>,
+    /// Whether the post itself has been seen (false for a placeholder named by a child).
+    pub seen: bool,
+    platform: u16,
+    author_handle: Box<str>,
+    excerpt: Box<str>,
+    created_at_ms: i64,
+    /// The cascade the node joined; follow merges with [`CascadeGraph::cascade_of`].
+    cascade: NodeKey,
+    generation: u32,
+    parent: Option<(NodeKey, EdgeKind)>,
+    /// Evidence edges other than the primary parent (bridges to other cascades).
+    extra_edges: Vec<(NodeKey, EdgeKind)>,
+}
+
+/// Facts about a post needed to place it in the graph.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeFacts<'a> {
+    /// The post's id.
+    pub post_id: &'a str,
+    /// Its platform.
+    pub platform: &'a str,
+    /// Its author's handle.
+    pub author_handle: &'a str,
+    /// Its text.
+    pub text: &'a str,
+    /// Its event time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The aggregate state of one cascade.
+#[derive(Debug, Clone)]
+struct Cascade {
+    id: String,
+    root_post_id: Box<str>,
+    size: u64,
+    platforms: Vec<u16>,
+    depth: u32,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    merged_into: Option<NodeKey>,
+    members: Vec<NodeKey>,
+}
+
+/// A node as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    /// The post's id.
+    pub post_id: String,
+    /// Whether the post itself has been seen.
+    pub seen: bool,
+    /// Its platform.
+    pub platform: String,
+    /// Its author's handle.
+    pub author_handle: String,
+    /// The first characters of its text.
+    pub excerpt: String,
+    /// Its event time.
+    pub created_at: DateTime<Utc>,
+    /// Derivation depth.
+    pub generation: u32,
+    /// Its primary parent.
+    pub parent_id: Option<String>,
+    /// How it derives from its primary parent.
+    pub parent_kind: Option<EdgeKind>,
+}
+
+/// An edge as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EdgeView {
+    /// The deriving post.
+    pub child_id: String,
+    /// The post it derives from.
+    pub parent_id: String,
+    /// The kind of derivation.
+    pub kind: EdgeKind,
+    /// Whether it is the child's primary parent.
+    pub is_primary: bool,
+}
+
+/// A cascade with its nodes and edges, for the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CascadeView {
+    /// The cascade's aggregate state.
+    pub cascade: CascadeRecord,
+    /// Its posts in the window, in arrival order.
+    pub nodes: Vec<NodeView>,
+    /// The edges between them.
+    pub edges: Vec<EdgeView>,
+}
+
+/// Where a new post landed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// Its key.
+    pub key: NodeKey,
+    /// Its generation.
+    pub generation: u32,
+    /// Its cascade's id after any merges.
+    pub cascade_id: String,
+    /// Merges this post caused.
+    pub merges: Vec<MergeRecord>,
+}
+
+/// The graph of posts and cascades in the window.
+#[derive(Default)]
+pub struct CascadeGraph {
+    nodes: VecDeque<Node>,
+    base_key: NodeKey,
+    by_post_id: HashMap<Box<str>, NodeKey>,
+    cascades: HashMap<NodeKey, Cascade>,
+    cascade_keys: HashMap<String, NodeKey>,
+    platforms: Vec<String>,
+}
+
+impl CascadeGraph {
+    /// The node of a post id, seen or placeholder.
+    pub fn key_of(&self, post_id: &str) -> Option<NodeKey> {
+        self.by_post_id.get(post_id).copied()
+    }
+
+    /// A node by key, if still in the window.
+    pub fn node(&self, key: NodeKey) -> Option<&Node> {
+        key.checked_sub(self.base_key).and_then(|offset| self.nodes.get(offset as usize))
+    }
+
+    fn node_mut(&mut self, key: NodeKey) -> Option<&mut Node> {
+        key.checked_sub(self.base_key).and_then(|offset| self.nodes.get_mut(offset as usize))
+    }
+
+    /// The event time of a node, in milliseconds.
+    pub fn created_at_ms(&self, key: NodeKey) -> Option<i64> {
+        self.node(key).map(|node| node.created_at_ms)
+    }
+
+    /// Number of nodes in the window.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the window holds no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Number of live (unmerged) cascades.
+    pub fn cascade_count(&self) -> usize {
+        self.cascades.values().filter(|c| c.merged_into.is_none()).count()
+    }
+
+    /// Returns the key of a post's node, adding a placeholder if it has not been seen.
+    pub fn node_or_placeholder(&mut self, post_id: &str, seen_at: DateTime<Utc>) -> NodeKey {
+        if let Some(key) = self.key_of(post_id) {
+            return key;
+        }
+        let key = self.push_node(Node {
+            post_id: post_id.into(),
+            seen: false,
+            platform: 0,
+            author_handle: "".into(),
+            excerpt: "".into(),
+            created_at_ms: seen_at.timestamp_millis(),
+            cascade: 0,
+            generation: 0,
+            parent: None,
+            extra_edges: Vec::new(),
+        });
+        self.new_cascade(key);
+        key
+    }
+
+    fn push_node(&mut self, mut node: Node) -> NodeKey {
+        let key = self.base_key + self.nodes.len() as NodeKey;
+        node.cascade = key;
+        self.by_post_id.insert(node.post_id.clone(), key);
+        self.nodes.push_back(node);
+        key
+    }
+
+    fn new_cascade(&mut self, root: NodeKey) {
+        let node = self.node(root).expect("root just added");
+        let id = cascade_id_for(&node.post_id);
+        let cascade = Cascade {
+            id: id.clone(),
+
+            root_post_id: node.post_id.clone(),
+            size: u64::from(node.seen),
+            platforms: if node.seen { vec![node.platform] } else { Vec::new() },
+            depth: 0,
+            first_seen_ms: node.created_at_ms,
+            last_seen_ms: node.created_at_ms,
+            merged_into: None,
+            members: vec![root],
+        };
+        self.cascade_keys.insert(id, root);
+        self.cascades.insert(root, cascade);
+    }
+
+    /// The live cascade a node belongs to, following merges.
+    pub fn cascade_of(&self, key: NodeKey) -> Option<NodeKey> {
+        let mut cascade = self.node(key)?.cascade;
+        while let Some(next) = self.cascades.get(&cascade)?.merged_into {
+            cascade = next;
+        }
+        Some(cascade)
+    }
+
+    /// Adds a seen post with its primary parent and other evidence edges; merges bridged cascades.
+    ///
+    /// If the post was a placeholder, the placeholder is filled and keeps its children.
+    pub fn add_post(
+        &mut self,
+        facts: NodeFacts<'_>,
+        parent: Option<(NodeKey, EdgeKind)>,
+        extra_edges: Vec<(NodeKey, EdgeKind)>,
+    ) -> Placement {
+        let platform = self.intern_platform(facts.platform);
+        let generation = parent.and_then(|(p, _)| self.node(p)).map_or(0, |p| p.generation + 1);
+        let created_at_ms = facts.created_at.timestamp_millis();
+        let excerpt: String = facts.text.chars().take(EXCERPT_CHARS).collect();
+        let key = match self.key_of(facts.post_id) {
+            Some(key) => {
+                let node = self.node_mut(key).expect("indexed node is live");
+                node.seen = true;
+                node.platform = platform;
+                node.author_handle = facts.author_handle.into();
+                node.excerpt = excerpt.into();
+                node.created_at_ms = created_at_ms;
+                node.generation = generation;
+                node.parent = parent;
+                node.extra_edges = extra_edges.clone();
+                let cascade = self.cascade_of(key).expect("placeholder has a cascade");
+                let state = self.cascades.get_mut(&cascade).expect("live cascade");
+                state.size += 1;
+                key
+            }
+            None => {
+                let key = self.push_node(Node {
+                    post_id: facts.post_id.into(),
+                    seen: true,
+                    platform,
+                    author_handle: facts.author_handle.into(),
+                    excerpt: excerpt.into(),
+                    created_at_ms,
+                    cascade: 0,
+                    generation,
+                    parent,
+                    extra_edges: extra_edges.clone(),
+                });
+                match parent.and_then(|(p, _)| self.cascade_of(p)) {
+                    Some(cascade) => {
+                        self.node_mut(key).expect("just added").cascade = cascade;
+                        let state = self.cascades.get_mut(&cascade).expect("live cascade");
+                        state.size += 1;
+                        state.members.push(key);
+                    }
+                    None => self.new_cascade(key),
+                }
+                key
+            }
+        };
+        let mut cascade = self.cascade_of(key).expect("node has a cascade");
+        let mut merges = Vec::new();
+        for (other, _) in parent.into_iter().chain(extra_edges) {
+            let Some(other_cascade) = self.cascade_of(other) else { continue };
+            if other_cascade != cascade {
+                let (merge, survivor) = self.merge(cascade, other_cascade, facts.post_id, facts.created_at);
+                merges.push(merge);
+                cascade = survivor;
+            }
+        }
+        let state = self.cascades.get_mut(&cascade).expect("live cascade");
+        state.depth = state.depth.max(generation);
+        state.first_seen_ms = state.first_seen_ms.min(created_at_ms);
+        state.last_seen_ms = state.last_seen_ms.max(created_at_ms);
+        if let Err(at) = state.platforms.binary_search(&platform) {
+            state.platforms.insert(at, platform);
+        }
+        Placement { key, generation, cascade_id: state.id.clone(), merges }
+    }
+
+    /// Merges two live cascades into the one with the earlier root; returns the record and the survivor.
+    fn merge(&mut self, a: NodeKey, b: NodeKey, bridge: &str, at: DateTime<Utc>) -> (MergeRecord, NodeKey) {
+        let (first_a, first_b) = (self.cascades[&a].first_seen_ms, self.cascades[&b].first_seen_ms);
+        let (survivor, absorbed) = if (first_a, a) <= (first_b, b) { (a, b) } else { (b, a) };
+        let absorbed_state = self.cascades.get_mut(&absorbed).expect("live cascade");
+        absorbed_state.merged_into = Some(survivor);
+        let members = std::mem::take(&mut absorbed_state.members);
+        let (size, depth, platforms) = (absorbed_state.size, absorbed_state.depth, absorbed_state.platforms.clone());
+        let (first, last, absorbed_id) = (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms, absorbed_state.id.clone());
+        let state = self.cascades.get_mut(&survivor).expect("live cascade");
+        state.size += size;
+        state.depth = state.depth.max(depth);
+        state.first_seen_ms = state.first_seen_ms.min(first);
+        state.last_seen_ms = state.last_seen_ms.max(last);
+        state.members.extend(members);
+        for platform in platforms {
+            if let Err(pos) = state.platforms.binary_search(&platform) {
+                state.platforms.insert(pos, platform);
+            }
+        }
+        let record = MergeRecord {
+            absorbed_cascade_id: absorbed_id,
+            into_cascade_id: state.id.clone(),
+            bridging_post_id: bridge.to_owned(),
+            merged_at: at,
+        };
+        (record, survivor)
+    }
+
+    fn intern_platform(&mut self, platform: &str) -> u16 {
+        match self.platforms.iter().position(|p| p == platform) {
+            Some(index) => index as u16,
+            None => {
+                self.platforms.push(platform.to_owned());
+                (self.platforms.len() - 1) as u16
+            }
+        }
+    }
+
+    /// The current state of the live cascade holding `key`.
+    pub fn cascade_record_of(&self, key: NodeKey) -> Option<CascadeRecord> {
+        let cascade = self.cascade_of(key)?;
+        Some(self.record(&self.cascades[&cascade]))
+    }
+
+    fn record(&self, cascade: &Cascade) -> CascadeRecord {
+        CascadeRecord {
+            cascade_id: cascade.id.clone(),
+            root_post_id: cascade.root_post_id.to_string(),
+            size: cascade.size,
+            platforms: cascade.platforms.iter().map(|&p| self.platforms[p as usize].clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+            depth: cascade.depth,
+            first_seen: millis_to_time(cascade.first_seen_ms),
+            last_seen: millis_to_time(cascade.last_seen_ms),
+        }
+    }
+
+    /// The `n` largest live cascades, largest first (ties: most recent activity first).
+    pub fn top_cascades(&self, n: usize) -> Vec<CascadeRecord> {
+        let mut live: Vec<&Cascade> = self.cascades.values().filter(|c| c.merged_into.is_none() && c.size > 0).collect();
+        live.sort_by(|a, b| b.size.cmp(&a.size).then(b.last_seen_ms.cmp(&a.last_seen_ms)).then(a.id.cmp(&b.id)));
+        live.into_iter().take(n).map(|c| self.record(c)).collect()
+    }
+
+    /// A cascade by id (an absorbed id resolves to the cascade it merged into), with nodes and edges.
+    pub fn cascade_view(&self, cascade_id: &str) -> Option<CascadeView> {
+        let mut key = *self.cascade_keys.get(cascade_id)?;
+        while let Some(next) = self.cascades.get(&key)?.merged_into {
+            key = next;
+        }
+        let cascade = &self.cascades[&key];
+        let mut members: Vec<NodeKey> = cascade.members.iter().copied().filter(|&k| self.node(k).is_some()).collect();
+        members.sort_unstable();
+        let nodes = members.iter().filter_map(|&k| self.node_view(k)).collect();
+        let mut edges = Vec::new();
+        for &member in &members {
+            let node = self.node(member).expect("filtered to live nodes");
+            let primary = node.parent.map(|edge| (edge, true));
+            for ((parent, kind), is_primary) in primary.into_iter().chain(node.extra_edges.iter().map(|&e| (e, false))) {
+                if let Some(parent) = self.node(parent) {
+                    edges.push(EdgeView { child_id: node.post_id.to_string(), parent_id: parent.post_id.to_string(), kind, is_primary });
+                }
+            }
+        }
+        Some(CascadeView { cascade: self.record(cascade), nodes, edges })
+    }
+
+    /// A post and its primary ancestors, from the post up to its root.
+    pub fn lineage(&self, post_id: &str) -> Option<Vec<NodeView>> {
+        let mut key = self.key_of(post_id)?;
+        let mut chain = Vec::new();
+        loop {
+            chain.push(self.node_view(key)?);
+            match self.node(key)?.parent {
+                Some((parent, _)) if chain.len() <= self.nodes.len() => key = parent,
+                _ => return Some(chain),
+            }
+        }
+    }
+
+    fn node_view(&self, key: NodeKey) -> Option<NodeView> {
+        let node = self.node(key)?;
+        let parent = node.parent.and_then(|(p, kind)| self.node(p).map(|p| (p.post_id.to_string(), kind)));
+        Some(NodeView {
+            post_id: node.post_id.to_string(),
+            seen: node.seen,
+            platform: if node.seen { self.platforms[node.platform as usize].clone() } else { String::new() },
+            author_handle: node.author_handle.to_string(),
+            excerpt: node.excerpt.to_string(),
+            created_at: millis_to_time(node.created_at_ms),
+            generation: node.generation,
+            parent_id: parent.as_ref().map(|(id, _)| id.clone()),
+            parent_kind: parent.map(|(_, kind)| kind),
+        })
+    }
+
+    /// Forgets nodes that arrived before the first one at or after `cutoff_ms`, and cascades whose
+    /// last post is older than the cutoff. Returns how many nodes were evicted.
+    pub fn evict_before(&mut self, cutoff_ms: i64) -> usize {
+        let mut evicted = 0;
+        while self.nodes.front().is_some_and(|node| node.created_at_ms < cutoff_ms) {
+            let node = self.nodes.pop_front().expect("checked");
+            self.by_post_id.remove(&node.post_id);
+            self.base_key += 1;
+            evicted += 1;
+        }
+        if evicted > 0 {
+            let base = self.base_key;
+            let cascade_keys = &mut self.cascade_keys;
+            self.cascades.retain(|_, cascade| {
+                // An absorbed cascade's last post is no later than its survivor's: it goes first.
+                let keep = cascade.last_seen_ms >= cutoff_ms;
+                if keep {
+                    cascade.members.retain(|&member| member >= base);
+                } else {
+                    cascade_keys.remove(&cascade.id);
+                }
+                keep
+            });
+        }
+        evicted
+    }
+}
+
+/// A cascade's id: a hash of its root post id, so the same stream gives the same ids on every run.
+pub fn cascade_id_for(root_post_id: &str) -> String {
+    format!("c{:016x}", xxh3_64(root_post_id.as_bytes()))
+}
+
+fn millis_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -1,0 +1,35 @@
+//! # echotrace-core
+//!
+//! The detection core of echotrace: everything that turns a stream of posts into cascades, with no I/O.
+//! The services (`echotrace run`, `demo`, `replay`) wrap it with Kafka, Parquet, HTTP and metrics.
+//!
+//! The modules read as the pipeline:
+//!
+//! 1. [`post`] — the input contract: decoding and validating one post.
+//! 2. [`normalize`] — NFKC, case folding, URL/mention/hashtag stripping, tokens (words or CJK characters).
+//! 3. [`fingerprint`] — stable, versioned 64-bit simhash over the normalized features.
+//! 4. [`link`] — candidate parents: explicit ids, canonical URLs ([`link::urls`]) and near-duplicates
+//!    ([`link::near_dup`], a Manku-style permuted-table Hamming index).
+//! 5. [`graph`] — the cascade graph: primary parents, generations, union-find merges, eviction.
+//! 6. [`detector`] — the stages wired together: one post in, one [`detector::Detection`] out.
+//!
+//! ```
+//! use echotrace_core::{detector::{Detector, DetectorConfig}, post::Post};
+//!
+//! let mut detector = Detector::new(DetectorConfig::default());
+//! let original = Post::from_json(br#"{"id":"x:1","platform":"x","author":{"id":"a","handle":"a"},
+//!     "created_at":"2026-11-01T09:00:00Z","text":"A long enough sentence about the harbour bridge closing tonight"}"#).unwrap();
+//! let copy = Post::from_json(br#"{"id":"bluesky:2","platform":"bluesky","author":{"id":"b","handle":"b"},
+//!     "created_at":"2026-11-01T09:01:00Z","text":"a long enough sentence about the Harbour Bridge closing tonight!"}"#).unwrap();
+//! detector.process(original);
+//! let detection = detector.process(copy).expect("a new post");
+//! assert_eq!(detection.post.parent_id.as_deref(), Some("x:1"));
+//! ```
+
+pub mod detector;
+pub mod fingerprint;
+pub mod graph;
+pub mod link;
+pub mod normalize;
+pub mod post;
+pub mod records;

@@ -1,0 +1,236 @@
+//! The near-duplicate index: every earlier fingerprint within Hamming distance `k`, without a scan.
+//!
+//! Manku, Jain & Das Sarma (2007): split the 64 bits into `k + 1` blocks; two fingerprints that differ
+//! in at most `k` bits agree exactly on at least one block (pigeonhole). One table per block, keyed by
+//! (up to 16 bits of) that block, so a query reads `k + 1` buckets and verifies each entry with one
+//! XOR and popcount. At k = 3 that is 4 tables of 65,536 buckets: a 10M-post window leaves about 150
+//! entries per bucket.
+//!
+//! Memory is bounded by the window, not by history: entries live in a ring in arrival order, and
+//! [`NearDupIndex::evict_before`] drops the oldest, removing each from the front of its buckets (each
+//! bucket is in arrival order too, so that is a pop, not a search). A post costs 12 bytes per table
+//! plus 24 in the ring: 72 bytes at k = 3.
+
+use std::collections::VecDeque;
+
+/// A fingerprint found near a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NearDupMatch {
+    /// What the caller stored with the fingerprint (the graph's node id).
+    pub payload: u64,
+    /// Differing bits.
+    pub distance: u32,
+    /// Event time of the stored post, in milliseconds since the epoch.
+    pub created_at_ms: i64,
+}
+
+/// One bucket entry. Packed to 12 bytes: this is the bulk of the index's memory.
+#[derive(Clone, Copy)]
+#[repr(C, packed(4))]
+struct Slot {
+    simhash: u64,
+    seq: u32,
+}
+
+/// One arrival, in the ring.
+#[derive(Clone, Copy)]
+struct Live {
+    simhash: u64,
+    payload: u64,
+    created_at_ms: i64,
+}
+
+/// One block arrangement: which bits key the buckets.
+struct Table {
+    shift: u32,
+    key_bits: u32,
+    buckets: Vec<VecDeque<Slot>>,
+}
+
+impl Table {
+    fn bucket_of(&self, simhash: u64) -> usize {
+        ((simhash >> self.shift) & ((1u64 << self.key_bits) - 1)) as usize
+    }
+}
+
+/// Hamming-distance index over a time window of fingerprints.
+pub struct NearDupIndex {
+    max_distance: u32,
+    tables: Vec<Table>,
+    ring: VecDeque<Live>,
+    /// Sequence number of `ring[0]`; sequence numbers wrap, which is safe while the ring holds fewer
+    /// than 2^31 entries.
+    base_seq: u32,
+}
+
+impl NearDupIndex {
+    /// An empty index answering queries up to `max_distance` differing bits (0 to 15).
+    pub fn new(max_distance: u32) -> NearDupIndex {
+        assert!(max_distance < 16, "max_distance must be below 16, got {max_distance}");
+        let blocks = max_distance + 1;
+        let mut tables = Vec::with_capacity(blocks as usize);
+        let mut start = 0;
+        for block in 0..blocks {
+            // Spread 64 bits over the blocks as evenly as possible.
+            let width = 64 / blocks + u32::from(block < 64 % blocks);
+            let key_bits = width.min(16);
+            tables.push(Table {
+                shift: start + width - key_bits,
+                key_bits,
+                buckets: (0..1usize << key_bits).map(|_| VecDeque::new()).collect(),
+            });
+            start += width;
+        }
+        NearDupIndex { max_distance, tables, ring: VecDeque::new(), base_seq: 0 }
+    }
+
+    /// The configured maximum distance.
+    pub fn max_distance(&self) -> u32 {
+        self.max_distance
+    }
+
+    /// Number of fingerprints in the window.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// Adds a fingerprint with its payload and event time.
+    pub fn insert(&mut self, simhash: u64, payload: u64, created_at_ms: i64) {
+        let seq = self.base_seq.wrapping_add(self.ring.len() as u32);
+        self.ring.push_back(Live { simhash, payload, created_at_ms });
+        for table in &mut self.tables {
+            let bucket = table.bucket_of(simhash);
+            table.buckets[bucket].push_back(Slot { simhash, seq });
+        }
+    }
+
+    /// Calls `found` for every stored fingerprint within the maximum distance of `simhash`.
+    pub fn for_each_near(&self, simhash: u64, mut found: impl FnMut(NearDupMatch)) {
+        let live = self.ring.len() as u32;
+        for (t, table) in self.tables.iter().enumerate() {
+            for slot in &table.buckets[table.bucket_of(simhash)] {
+                let (stored, seq) = (slot.simhash, slot.seq);
+                let distance = (stored ^ simhash).count_ones();
+                if distance > self.max_distance {
+                    continue;
+                }
+                // A pair matching in several tables is reported by the first one only.
+                if self.tables[..t].iter().any(|earlier| earlier.bucket_of(stored) == earlier.bucket_of(simhash)) {
+                    continue;
+                }
+                let offset = seq.wrapping_sub(self.base_seq);
+                if offset < live {
+                    let entry = self.ring[offset as usize];
+                    found(NearDupMatch { payload: entry.payload, distance, created_at_ms: entry.created_at_ms });
+                }
+            }
+        }
+    }
+
+    /// All stored fingerprints within the maximum distance of `simhash`.
+    pub fn near(&self, simhash: u64) -> Vec<NearDupMatch> {
+        let mut out = Vec::new();
+        self.for_each_near(simhash, |m| out.push(m));
+        out
+    }
+
+    /// Drops every entry that arrived before the first one with an event time at or after `cutoff_ms`.
+    /// Returns how many were evicted.
+    pub fn evict_before(&mut self, cutoff_ms: i64) -> usize {
+        let mut evicted = 0;
+        while let Some(front) = self.ring.front().copied() {
+            if front.created_at_ms >= cutoff_ms {
+                break;
+            }
+            self.ring.pop_front();
+            for table in &mut self.tables {
+                let bucket = table.bucket_of(front.simhash);
+                let queue = &mut table.buckets[bucket];
+                // Buckets are in arrival order, so the evicted entry is at the front.
+                debug_assert!(queue.front().is_some_and(|slot| { slot.seq } == self.base_seq));
+                queue.pop_front();
+            }
+            self.base_seq = self.base_seq.wrapping_add(1);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Releases spare capacity after a large eviction.
+    pub fn shrink_to_fit(&mut self) {
+        self.ring.shrink_to_fit();
+        for table in &mut self.tables {
+            table.buckets.iter_mut().for_each(VecDeque::shrink_to_fit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random fingerprints (splitmix64).
+    fn random_fingerprints(n: usize, mut state: u64) -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_exactly_what_an_exhaustive_scan_finds() {
+        for k in [0, 1, 3, 5] {
+            let stored = random_fingerprints(20_000, 7);
+            let mut index = NearDupIndex::new(k);
+            for (i, &fp) in stored.iter().enumerate() {
+                index.insert(fp, i as u64, i as i64);
+            }
+            // Queries: stored fingerprints with 0..=k+1 bits flipped, and random ones.
+            let mut queries: Vec<u64> = stored.iter().take(500).enumerate().map(|(i, fp)| fp ^ ((1u64 << (i % (k as usize + 2))) - 1) << (i % 40)).collect();
+            queries.extend(random_fingerprints(500, 99));
+            for q in queries {
+                let mut got: Vec<u64> = index.near(q).iter().map(|m| m.payload).collect();
+                got.sort_unstable();
+                let expected: Vec<u64> = stored.iter().enumerate().filter(|(_, fp)| (*fp ^ q).count_ones() <= k).map(|(i, _)| i as u64).collect();
+                assert_eq!(got, expected, "k={k} query={q:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn eviction_bounds_the_window() {
+        let mut index = NearDupIndex::new(3);
+        for (i, fp) in random_fingerprints(1000, 1).into_iter().enumerate() {
+            index.insert(fp, i as u64, i as i64 * 1000);
+        }
+        assert_eq!(index.evict_before(500_000), 500);
+        assert_eq!(index.len(), 500);
+        let fps = random_fingerprints(1000, 1);
+        assert!(index.near(fps[10]).is_empty(), "evicted entries are gone");
+        assert_eq!(index.near(fps[900])[0].payload, 900);
+        let buckets: usize = index.tables.iter().map(|t| t.buckets.iter().map(VecDeque::len).sum::<usize>()).sum();
+        assert_eq!(buckets, 500 * 4, "no stale slots left behind");
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_safely() {
+        let mut index = NearDupIndex::new(2);
+        index.base_seq = u32::MAX - 5;
+        for (i, fp) in random_fingerprints(20, 3).into_iter().enumerate() {
+            index.insert(fp, i as u64, i as i64);
+        }
+        index.evict_before(10);
+        let fps = random_fingerprints(20, 3);
+        assert_eq!(index.near(fps[15])[0].payload, 15);
+    }
+}

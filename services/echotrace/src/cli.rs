@@ -1,0 +1,156 @@
+//! The command line: `echotrace run | demo | replay`, with `--help` on each.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::shutdown;
+use crate::sinks::parquet::ParquetSink;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use echotrace_core::detector::Detector;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+/// echotrace: detects content being amplified across platforms, within seconds.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (see deploy/echotrace.toml); `ECHOTRACE_…` variables override it.
+    #[arg(long, global = true, env = "ECHOTRACE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written (to stderr).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume posts from the configured Kafka cluster until stopped (Ctrl-C or SIGTERM).
+    Run,
+    /// Run everything on this machine: an in-process Kafka, a bundled sample stream with an
+    /// amplification campaign, the detector, and the API on localhost.
+    Demo(DemoArgs),
+    /// Run the pipeline over a file of posts (JSONL, optionally gzipped) and write the datasets.
+    Replay(ReplayArgs),
+}
+
+/// Options of `echotrace demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stream seconds replayed per wall-clock second (the sample spans 30 minutes).
+    #[arg(long, default_value_t = 60.0)]
+    pub speed: f64,
+    /// Where the API and /metrics listen.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// Output directory for the Parquet datasets.
+    #[arg(long, default_value = "echotrace-demo-data")]
+    pub out: PathBuf,
+    /// Exit once the whole sample has been processed instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit_when_done: bool,
+}
+
+/// Options of `echotrace replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The posts, one JSON object per line (`.gz` accepted).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output directory for the Parquet datasets (and `dead_letters.jsonl`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Parses the command line, runs the command, and maps errors to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ECHOTRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => {
+            let (trigger, shutdown) = shutdown::channel();
+            trigger.on_signals();
+            let running = crate::run::start(config, None, shutdown).await?;
+            running.consumer.await??;
+            running.server.await?;
+            Ok(())
+        }
+        Command::Demo(args) => crate::demo::run(config, args).await,
+        Command::Replay(args) => replay(config, args),
+    }
+}
+
+fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let metrics = Arc::new(Metrics::new());
+    let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
+    let mut pipeline = Pipeline::new(detector.clone(), ParquetSink::new(&args.out)?, metrics);
+    let summary = crate::replay::replay(&args.input, &mut pipeline, config.output.flush_rows, &args.out)?;
+    let detector = detector.lock().expect("detector lock poisoned");
+    let stats = detector.stats();
+    println!(
+        "replayed {} lines in {:.1}s ({:.0} posts/s): {} posts, {} duplicates, {} dead letters",
+        summary.lines,
+        summary.seconds,
+        summary.posts as f64 / summary.seconds.max(1e-9),
+        summary.posts,
+        summary.duplicates,
+        summary.dead_letters
+    );
+    let kinds: Vec<String> = echotrace_core::records::EdgeKind::ALL
+        .iter()
+        .zip(stats.edges_by_kind)
+        .map(|(kind, count)| format!("{}={count}", kind.as_str()))
+        .collect();
+    println!("edges: {}; cascade merges: {}", kinds.join(" "), stats.merges);
+    println!("largest cascades in the final window:");
+    for cascade in detector.graph().top_cascades(5) {
+        println!(
+            "  {} root {} size {} depth {} platforms {}",
+            cascade.cascade_id,
+            cascade.root_post_id,
+            cascade.size,
+            cascade.depth,
+            cascade.platforms.join(",")
+        );
+    }
+    println!("datasets written under {}", args.out.display());
+    Ok(())
+}

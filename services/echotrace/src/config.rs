@@ -1,0 +1,178 @@
+//! Configuration: a TOML file, then `ECHOTRACE_…` environment overrides, over built-in defaults.
+//!
+//! Nested keys are joined with `__` in the environment: `ECHOTRACE_KAFKA__BROKERS=host:9092` sets
+//! `kafka.brokers`, `ECHOTRACE_DETECTOR__MAX_HAMMING=4` sets `detector.max_hamming`. Every field is
+//! documented in `deploy/echotrace.toml`.
+
+use echotrace_core::detector::DetectorConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka input and output topics.
+    pub kafka: KafkaConfig,
+    /// Linking and windowing.
+    pub detector: DetectorConfig,
+    /// Parquet output.
+    pub output: OutputConfig,
+    /// HTTP API and `/metrics`.
+    pub http: HttpConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            detector: DetectorConfig::default(),
+            output: OutputConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// Where posts come from and where edges and dead letters go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, e.g. `kafka-1:9092,kafka-2:9092`.
+    pub brokers: String,
+    /// Consumer group id; detector instances in one group share the partitions.
+    pub group_id: String,
+    /// Topics of posts to consume.
+    pub input_topics: Vec<String>,
+    /// Topic for messages that are not valid posts.
+    pub dead_letter_topic: String,
+    /// Topic for edges as they are found (empty: do not publish edges).
+    pub edges_topic: String,
+    /// Extra librdkafka properties for every client (SASL, TLS, timeouts), passed through verbatim,
+    /// e.g. `"security.protocol" = "SASL_SSL"`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "echotrace".into(),
+            input_topics: vec!["posts".into()],
+            dead_letter_topic: "echotrace.dead-letter".into(),
+            edges_topic: "echotrace.edges".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parquet output and the cadence of durable checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Directory holding the `posts/`, `edges/`, `cascades/` and `cascade_merges/` datasets.
+    pub dir: PathBuf,
+    /// Flush (and then commit offsets) after this many posts…
+    pub flush_rows: usize,
+    /// …or after this many milliseconds, whichever comes first.
+    pub flush_interval_ms: u64,
+}
+
+impl OutputConfig {
+    /// The flush interval as a duration.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { dir: PathBuf::from("echotrace-data"), flush_rows: 50_000, flush_interval_ms: 5_000 }
+    }
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; loopback by default.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads defaults, then the TOML file if given, then `ECHOTRACE_` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(Box::new(figment::Error::from(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )))));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("ECHOTRACE_").split("__"));
+        figment.extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "echotrace.toml",
+                r#"
+                [kafka]
+                brokers = "k1:9092"
+                input_topics = ["a", "b"]
+                [kafka.properties]
+                "security.protocol" = "SASL_SSL"
+                [detector]
+                max_hamming = 4
+                "#,
+            )?;
+            jail.set_env("ECHOTRACE_KAFKA__GROUP_ID", "g2");
+            jail.set_env("ECHOTRACE_OUTPUT__FLUSH_ROWS", "10");
+            let config = Config::load(Some(Path::new("echotrace.toml"))).expect("valid");
+            assert_eq!(config.kafka.brokers, "k1:9092");
+            assert_eq!(config.kafka.group_id, "g2");
+            assert_eq!(config.kafka.input_topics, ["a", "b"]);
+            assert_eq!(config.kafka.properties["security.protocol"], "SASL_SSL");
+            assert_eq!(config.detector.max_hamming, 4);
+            assert_eq!(config.detector.min_features, DetectorConfig::default().min_features);
+            assert_eq!(config.output.flush_rows, 10);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[kafka]\nbrokerz = \"x\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(err.contains("brokerz"), "{err}");
+            assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

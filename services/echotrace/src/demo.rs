@@ -1,0 +1,139 @@
+//! `echotrace demo`: the whole detector on one machine, no broker to install.
+//!
+//! An in-process Kafka (librdkafka's mock cluster) gets the topics; a producer replays the bundled
+//! sample stream (`services/echotrace/demo/sample.jsonl`: background chatter on five platforms and
+//! one amplification campaign, see its README) at `--speed`, with two malformed messages mixed in;
+//! the detector consumes it through the very same consumer code as `echotrace run`, prints what it
+//! finds as it goes, and serves `/metrics` and the API on `--listen`.
+
+use crate::cli::DemoArgs;
+use crate::config::Config;
+use crate::pipeline::Observer;
+use crate::shutdown;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use echotrace_core::detector::Detection;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The bundled sample stream.
+pub const SAMPLE: &str = include_str!("../demo/sample.jsonl");
+/// Partitions of the demo's posts topic.
+const PARTITIONS: i32 = 3;
+/// Malformed messages the producer slips in, to show dead-lettering: (after this many posts, bytes).
+const MALFORMED: [(usize, &[u8]); 2] = [
+    (120, b"{\"id\": \"x:broken\", \"platform\": \"x\", \"text\": \"truncated"),
+    (240, br#"{"id":"x:1","platform":"x","author":{"id":"a","handle":"a"},"created_at":"2026-11-01T09:20:00Z","text":""}"#),
+];
+
+/// Runs the demo until the sample is done (`--exit-when-done`) or Ctrl-C.
+pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
+    let cluster = MockCluster::new(1).context("cannot start the in-process Kafka")?;
+    let topic = "posts";
+    for name in [topic, config.kafka.dead_letter_topic.as_str(), config.kafka.edges_topic.as_str()] {
+        if !name.is_empty() {
+            cluster.create_topic(name, PARTITIONS, 1).with_context(|| format!("cannot create topic {name}"))?;
+        }
+    }
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.input_topics = vec![topic.to_owned()];
+    config.kafka.group_id = "echotrace-demo".into();
+    config.http.listen = args.listen;
+    config.output.dir = args.out.clone();
+    config.output.flush_interval_ms = config.output.flush_interval_ms.min(1000);
+    println!("echotrace demo: in-process Kafka at {}, writing to {}", config.kafka.brokers, args.out.display());
+
+    let (trigger, shutdown) = shutdown::channel();
+    let running = crate::run::start(config.clone(), Some(printer()), shutdown).await?;
+    println!("API and metrics on http://{}/  (try /cascades?top=5 and /metrics)", running.api_address);
+
+    let produced = produce_sample(&config.kafka.brokers, topic, args.speed).await?;
+    // Wait until the consumer has read everything that was produced.
+    while running.metrics.messages_consumed.get() < produced {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("sample done: {produced} messages consumed; cascades at http://{}/cascades?top=5", running.api_address);
+    if args.exit_when_done {
+        // One flush interval so the last rows are checkpointed before shutting down.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.fire();
+    } else {
+        println!("serving until Ctrl-C");
+        trigger.on_signals();
+    }
+    running.consumer.await??;
+    running.server.await?;
+    drop(cluster);
+    Ok(())
+}
+
+/// Produces the sample at `speed` times real time; returns the number of messages produced.
+async fn produce_sample(brokers: &str, topic: &str, speed: f64) -> anyhow::Result<u64> {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create()?;
+    let lines: Vec<&str> = SAMPLE.lines().filter(|l| !l.trim().is_empty()).collect();
+    let times: Vec<DateTime<Utc>> = lines.iter().map(|line| created_at(line)).collect::<anyhow::Result<_>>()?;
+    let start = tokio::time::Instant::now();
+    let mut produced = 0u64;
+    for (i, (line, time)) in lines.iter().zip(&times).enumerate() {
+        let offset = (*time - times[0]).to_std().unwrap_or_default().div_f64(speed.max(0.001));
+        tokio::time::sleep_until(start + offset).await;
+        for (after, bytes) in MALFORMED {
+            if after == i {
+                send(&producer, topic, b"malformed", bytes).await?;
+                produced += 1;
+            }
+        }
+        let key = serde_json::from_str::<serde_json::Value>(line)?["id"].as_str().unwrap_or_default().to_owned();
+        send(&producer, topic, key.as_bytes(), line.as_bytes()).await?;
+        produced += 1;
+    }
+    Ok(produced)
+}
+
+async fn send(producer: &FutureProducer, topic: &str, key: &[u8], payload: &[u8]) -> anyhow::Result<()> {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("cannot produce to the in-process Kafka: {error}"))?;
+    Ok(())
+}
+
+fn created_at(line: &str) -> anyhow::Result<DateTime<Utc>> {
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    let text = value["created_at"].as_str().context("sample line without created_at")?;
+    Ok(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc))
+}
+
+/// Prints a line when a cascade reaches a size milestone or spreads to another platform.
+fn printer() -> Observer {
+    let mut reported: HashMap<String, (u64, usize)> = HashMap::new();
+    Box::new(move |detection: &Detection| {
+        let cascade = &detection.cascade;
+        for merge in &detection.merges {
+            println!("  merge: cascade {} joined {} (bridged by {})", merge.absorbed_cascade_id, merge.into_cascade_id, merge.bridging_post_id);
+        }
+        let (last_size, last_platforms) = reported.get(&cascade.cascade_id).copied().unwrap_or((1, 1));
+        let milestone = cascade.size >= 3 && (cascade.size >= last_size * 2 || cascade.size == 3);
+        let spread = cascade.platforms.len() > last_platforms;
+        if milestone || spread {
+            let via = detection.post.parent_kind.map_or("root", |k| k.as_str());
+            println!(
+                "[{}] cascade {} root {}: {} posts, {} platform(s) [{}], depth {}; latest {} on {} via {}",
+                detection.post.created_at.format("%H:%M:%S"),
+                cascade.cascade_id,
+                cascade.root_post_id,
+                cascade.size,
+                cascade.platforms.len(),
+                cascade.platforms.join(", "),
+                cascade.depth,
+                detection.post.post_id,
+                detection.post.platform,
+                via
+            );
+            reported.insert(cascade.cascade_id.clone(), (cascade.size, cascade.platforms.len()));
+        }
+    })
+}

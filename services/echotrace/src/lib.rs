@@ -1,0 +1,18 @@
+//! # echotrace
+//!
+//! The services around [`echotrace_core`]: the Kafka consumer ([`ingest`]), the sinks ([`sinks`]:
+//! Parquet, Kafka), the HTTP API and metrics ([`http`], [`metrics`]), and the modes of the binary:
+//! `run` (a real cluster), `demo` ([`demo`]: an in-process cluster and a bundled stream) and `replay`
+//! ([`replay`]: a file). Every mode drives the same [`pipeline::Pipeline`].
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod run;
+pub mod shutdown;
+pub mod sinks;

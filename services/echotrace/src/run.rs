@@ -1,0 +1,53 @@
+//! `echotrace run` (and the detector half of `demo`): the consumer, the pipeline and the HTTP API,
+//! wired together until shutdown.
+
+use crate::config::Config;
+use crate::http::{self, ApiState};
+use crate::ingest;
+use crate::metrics::Metrics;
+use crate::pipeline::{Observer, Pipeline};
+use crate::shutdown::Shutdown;
+use crate::sinks::kafka::KafkaPublisher;
+use crate::sinks::parquet::ParquetSink;
+use anyhow::Context;
+use echotrace_core::detector::Detector;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+/// A detector service that has started: its API address and the handles to wait on.
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub api_address: SocketAddr,
+    /// The metrics it reports.
+    pub metrics: Arc<Metrics>,
+    /// The consumer task; resolves when it has taken its last checkpoint.
+    pub consumer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The HTTP server task.
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the API and the consumer; both stop when `shutdown` fires.
+pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = ApiState { detector: detector.clone(), metrics: metrics.clone(), ready: ready.clone() };
+    let (api_address, server) = http::serve(config.http.listen, state, shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let sink = ParquetSink::new(&config.output.dir)?;
+    let mut pipeline = Pipeline::new(detector, sink, metrics.clone());
+    if let Some(observer) = observer {
+        pipeline = pipeline.with_observer(observer);
+    }
+    let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
+    let consumer = ingest::consumer(&config, metrics.clone()).context("cannot create the Kafka consumer")?;
+    tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, api = %api_address, out = %config.output.dir.display(), "consuming");
+    let task_metrics = metrics.clone();
+    let consumer = tokio::spawn(async move {
+        ingest::consume(&config, &consumer, &publisher, &mut pipeline, &task_metrics, &ready, shutdown).await?;
+        Ok(())
+    });
+    Ok(Running { api_address, metrics, consumer, server })
+}

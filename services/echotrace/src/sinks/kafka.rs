@@ -1,0 +1,106 @@
+//! Kafka sinks: the dead-letter topic and the edges topic.
+//!
+//! Sends return delivery futures instead of being awaited one by one; the consumer awaits them all
+//! before it commits the offsets of the messages that produced them.
+
+use crate::config::KafkaConfig;
+use echotrace_core::post::InvalidPost;
+use echotrace_core::records::EdgeRecord;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::time::Duration;
+
+/// Header naming why a message was dead-lettered, for the operator.
+pub const ERROR_HEADER: &str = "echotrace-error";
+/// Header with the stable kind of error, for tooling.
+pub const ERROR_KIND_HEADER: &str = "echotrace-error-kind";
+/// Header with `topic/partition/offset` of the original message.
+pub const SOURCE_HEADER: &str = "echotrace-source";
+
+/// Where a consumed message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Publishes dead letters and edges.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    dead_letter_topic: String,
+    edges_topic: String,
+}
+
+impl KafkaPublisher {
+    /// A publisher with the configured brokers and pass-through properties.
+    pub fn new(config: &KafkaConfig) -> Result<KafkaPublisher, KafkaError> {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &config.brokers);
+        // Dead letters carry the original bytes intact, even oversized ones.
+        client.set("message.max.bytes", "16777216");
+        client.set("enable.idempotence", "true");
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        Ok(KafkaPublisher {
+            producer: client.create()?,
+            dead_letter_topic: config.dead_letter_topic.clone(),
+            edges_topic: config.edges_topic.clone(),
+        })
+    }
+
+    /// Sends the original message to the dead-letter topic with the reason in its headers.
+    pub async fn dead_letter(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        source: &Source,
+        error: &InvalidPost,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let reason = error.to_string();
+        let origin = format!("{}/{}/{}", source.topic, source.partition, source.offset);
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: ERROR_HEADER, value: Some(reason.as_str()) })
+            .insert(Header { key: ERROR_KIND_HEADER, value: Some(error.kind()) })
+            .insert(Header { key: SOURCE_HEADER, value: Some(origin.as_str()) });
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.enqueue(record).await
+    }
+
+    /// Sends each edge as JSON, keyed by cascade so one cascade's edges stay in order.
+    pub async fn edges(&self, edges: &[EdgeRecord]) -> Result<Vec<DeliveryFuture>, KafkaError> {
+        if self.edges_topic.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut deliveries = Vec::with_capacity(edges.len());
+        for edge in edges {
+            let json = serde_json::to_vec(edge).expect("edges serialize");
+            let record = FutureRecord::<[u8], [u8]>::to(&self.edges_topic).payload(&json).key(edge.cascade_id.as_bytes());
+            deliveries.push(self.enqueue(record).await?);
+        }
+        Ok(deliveries)
+    }
+
+    /// Enqueues a record, waiting while the producer's queue is full (backpressure, not loss).
+    async fn enqueue<'a>(&self, mut record: FutureRecord<'a, [u8], [u8]>) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+}
