@@ -1,17 +1,17 @@
 //! Synthetic tweet-length posts in English and Chinese, generated deterministically from small word lists,
 //! so the benchmarks need no external data and measure the same inputs on every run.
 //!
-//! The texts look like what the detector sees: an optional "BREAKING:"-style opener, one or two clauses
+//! The texts look like what the detector sees: an optional "BREAKING:"-style opener, one to three clauses
 //! built from a subject, a verb, an object and a time, numbers, and the noise normalization has to strip
-//! (hashtags, @mentions, URLs, emoji, full-width punctuation). English posts are about 60 to 250
-//! characters, Chinese posts about 20 to 110 characters, as on X and Weibo.
+//! (hashtags, @mentions, URLs, emoji, full-width punctuation). English posts are about 40 to 240
+//! characters (median 116), Chinese posts about 12 to 100 (median 42), as on X and Weibo.
 
 use crate::SplitMix;
 use echotrace_core::normalize::is_cjk;
 use words::{
-    EMOJI, EN_ADJECTIVES, EN_CLOSERS, EN_DETERMINERS, EN_HASHTAGS, EN_NOUNS, EN_OPENERS, EN_PREPOSITIONS, EN_TIMES,
-    EN_VERBS, ZH_ADVERBS, ZH_CLOSERS, ZH_OBJECTS, ZH_OPENERS, ZH_PEOPLE, ZH_PLACES, ZH_PUNCTUATION, ZH_TAGS, ZH_TIMES,
-    ZH_VERBS,
+    EMOJI, EN_ADJECTIVES, EN_CLOSERS, EN_DETERMINERS, EN_HASHTAGS, EN_NOUNS, EN_OPENERS, EN_PREPOSITIONS, EN_SYLLABLES,
+    EN_TIMES, EN_TITLES, EN_VERBS, ZH_ADVERBS, ZH_CLOSERS, ZH_OBJECTS, ZH_OPENERS, ZH_PEOPLE, ZH_PLACES,
+    ZH_PUNCTUATION, ZH_TAGS, ZH_TIMES, ZH_VERBS,
 };
 
 /// The language of a synthetic post.
@@ -26,22 +26,28 @@ pub enum Language {
 /// The word lists, kept in rows (rustfmt would put one word per line).
 #[rustfmt::skip]
 mod words {
-    pub(super) const EN_OPENERS: &[&str] =
-        &["BREAKING:", "Just in:", "Update:", "PSA:", "Wow.", "Honestly:", "Confirmed:", "Thread 🧵", "Heads up:"];
+    pub(super) const EN_OPENERS: &[&str] = &[
+        "BREAKING:", "Just in:", "Update:", "PSA:", "Wow.", "Honestly:", "Confirmed:", "Thread 🧵", "Heads up:",
+    ];
+    pub(super) const EN_SYLLABLES: &[&str] = &[
+        "ka", "vel", "dor", "mir", "an", "tes", "lo", "rin", "bra", "zel", "qui", "nor", "sa", "ven", "tor", "li",
+        "mar", "eth", "gon", "fa", "ril", "os", "den", "cal", "bo", "ith", "wen", "ur", "pel", "shan",
+    ];
+    pub(super) const EN_TITLES: &[&str] = &["Mayor", "Senator", "Dr.", "Coach", "Judge", "Officer", "Minister"];
     pub(super) const EN_DETERMINERS: &[&str] = &["the", "a", "our", "this", "every", "that", "their"];
     pub(super) const EN_ADJECTIVES: &[&str] = &[
         "local", "new", "old", "huge", "tiny", "secret", "official", "angry", "quiet", "massive", "viral", "public",
-        "private", "broken", "famous", "young", "senior", "independent", "national", "rural", "urban", "leaked", "early",
-        "late", "entire", "whole", "unexpected", "controversial", "historic", "emergency",
+        "private", "broken", "famous", "young", "senior", "independent", "national", "rural", "urban", "leaked",
+        "early", "late", "entire", "whole", "unexpected", "controversial", "historic", "emergency",
     ];
     pub(super) const EN_NOUNS: &[&str] = &[
         "mayor", "council", "bridge", "harbour", "school", "hospital", "police", "team", "coach", "senator", "company",
-        "startup", "union", "court", "judge", "river", "storm", "flood", "fire", "train", "airport", "museum", "library",
-        "festival", "concert", "market", "bank", "factory", "stadium", "park", "tower", "station", "highway", "tunnel",
-        "report", "video", "photo", "statement", "budget", "vaccine", "virus", "election", "vote", "protest", "strike",
-        "game", "match", "derby", "season", "album", "movie", "series", "actor", "singer", "scientist", "researcher",
-        "study", "satellite", "rocket", "engineer", "maintainer", "patch", "update", "outage", "network", "phone",
-        "price", "rent", "tax", "ticket", "road", "village", "city", "country", "border", "ministry", "agency",
+        "startup", "union", "court", "judge", "river", "storm", "flood", "fire", "train", "airport", "museum",
+        "library", "festival", "concert", "market", "bank", "factory", "stadium", "park", "tower", "station", "highway",
+        "tunnel", "report", "video", "photo", "statement", "budget", "vaccine", "virus", "election", "vote", "protest",
+        "strike", "game", "match", "derby", "season", "album", "movie", "series", "actor", "singer", "scientist",
+        "researcher", "study", "satellite", "rocket", "engineer", "maintainer", "patch", "update", "outage", "network",
+        "phone", "price", "rent", "tax", "ticket", "road", "village", "city", "country", "border", "ministry", "agency",
         "spokesperson", "reporter", "witness", "neighbour", "teacher", "student", "doctor", "nurse", "farmer", "driver",
     ];
     pub(super) const EN_VERBS: &[&str] = &[
@@ -50,7 +56,9 @@ mod words {
         "blamed", "sued", "fired", "hired", "raised", "cut", "launched", "delayed", "shared", "deleted", "investigated",
         "questioned", "rebuilt", "sold", "bought", "moved", "warned", "reopened", "shut", "defended",
     ];
-    pub(super) const EN_PREPOSITIONS: &[&str] = &["near", "after", "before", "behind", "outside", "inside", "around", "across", "without"];
+    pub(super) const EN_PREPOSITIONS: &[&str] = &[
+        "near", "after", "before", "behind", "outside", "inside", "around", "across", "without",
+    ];
     pub(super) const EN_TIMES: &[&str] = &[
         "tonight", "this morning", "yesterday", "last week", "on Friday", "on Monday", "over the weekend", "for years",
         "again", "today", "right now", "this afternoon", "since March", "in secret", "for the first time",
@@ -59,28 +67,41 @@ mod words {
         "Unbelievable.", "Stay safe everyone.", "Share this.", "More soon.", "Developing...", "What a day.",
         "Can't make this up.", "Thoughts?", "RT to spread the word.", "Source below.", "lol", "😂😂", "🚨🚨🚨",
     ];
-    pub(super) const EN_HASHTAGS: &[&str] = &["#breaking", "#news", "#local", "#update", "#weather", "#sports", "#tech", "#politics"];
+    pub(super) const EN_HASHTAGS: &[&str] = &[
+        "#breaking", "#news", "#local", "#update", "#weather", "#sports", "#tech", "#politics",
+    ];
     pub(super) const EMOJI: &[&str] = &["🚨", "😂", "🔥", "👀", "🙏", "😱", "💔", "👏"];
 
-    pub(super) const ZH_OPENERS: &[&str] = &["【突发】", "#热点新闻#", "转发微博：", "刚刚，", "【提醒】", "紧急扩散！", "真相来了："];
+    pub(super) const ZH_OPENERS: &[&str] = &[
+        "【突发】", "#热点新闻#", "转发微博：", "刚刚，", "【提醒】", "紧急扩散！", "真相来了：",
+    ];
     pub(super) const ZH_PLACES: &[&str] = &[
         "北京", "上海", "广州", "深圳", "成都", "杭州", "武汉", "西安", "南京", "重庆", "天津", "苏州", "长沙", "郑州",
-        "青岛", "厦门", "昆明", "哈尔滨", "大连", "沈阳",
+        "青岛", "厦门", "昆明", "哈尔滨", "大连", "沈阳", "宁波", "无锡", "济南", "福州", "合肥", "南昌", "贵阳",
+        "南宁", "兰州", "太原", "石家庄", "乌鲁木齐", "呼和浩特", "拉萨", "海口", "三亚", "珠海", "佛山", "东莞",
+        "温州",
     ];
     pub(super) const ZH_PEOPLE: &[&str] = &[
-        "网友", "市民", "记者", "警方", "专家", "学生", "老师", "司机", "医生", "志愿者", "官方", "乘客", "居民", "球迷",
-        "消防员", "外卖小哥", "校长", "村民", "游客", "博主",
+        "网友", "市民", "记者", "警方", "专家", "学生", "老师", "司机", "医生", "志愿者", "官方", "乘客", "居民",
+        "球迷", "消防员", "外卖小哥", "校长", "村民", "游客", "博主", "店主", "保安", "快递员", "护士", "交警", "主播",
+        "粉丝", "家长", "邻居", "工程师",
     ];
-    pub(super) const ZH_TIMES: &[&str] = &["今天上午", "昨晚", "刚刚", "周末", "凌晨三点", "今天下午", "上周", "昨天", "近日", "本月"];
+    pub(super) const ZH_TIMES: &[&str] = &[
+        "今天上午", "昨晚", "刚刚", "周末", "凌晨三点", "今天下午", "上周", "昨天", "近日", "本月",
+    ];
     pub(super) const ZH_ADVERBS: &[&str] = &["突然", "终于", "已经", "正式", "再次", "紧急", "公开", "首次", "意外"];
     pub(super) const ZH_VERBS: &[&str] = &[
         "发布了", "曝光了", "发现了", "宣布", "呼吁", "拍到了", "回应了", "证实", "否认", "关闭了", "开通了", "取消了",
-        "推迟了", "调查", "转发了", "删除了", "举报了", "救出了",
+        "推迟了", "调查", "转发了", "删除了", "举报了", "救出了", "目击了", "支持", "反对", "排查", "修复了", "暂停了",
+        "恢复了", "通报了",
     ];
     pub(super) const ZH_OBJECTS: &[&str] = &[
         "视频", "消息", "通知", "照片", "地铁事故", "暴雨预警", "交通管制", "新政策", "调查结果", "演唱会门票", "房价",
         "疫苗", "飞碟坠毁事件", "外星人视频", "高铁线路", "大桥", "医院", "学校", "比赛", "新手机", "火灾", "地震",
-        "寒潮", "台风", "商场", "机场航班", "景区门票", "停水通知", "招聘信息", "食品安全问题",
+        "寒潮", "台风", "商场", "机场航班", "景区门票", "停水通知", "招聘信息", "食品安全问题", "新规定", "停电通知",
+        "地铁新线", "老房子", "流浪猫", "野生动物", "古建筑", "限行措施", "学区房", "电动车", "充电桩", "共享单车",
+        "无人机", "天然气管道", "垃圾分类", "核酸检测", "退休金", "高速公路", "体育馆", "夜市", "小区门禁", "快递包裹",
+        "假新闻", "网红餐厅", "博物馆", "隧道", "水库", "山火", "沙尘暴", "冰雹",
     ];
     pub(super) const ZH_CLOSERS: &[&str] = &[
         "大家注意安全", "太可怕了", "转发扩散", "求证", "哈哈哈", "支持", "有图有真相", "真的假的", "震惊", "心疼",
@@ -111,7 +132,20 @@ pub fn corpus(language: Language, n: usize, rng: &mut SplitMix) -> Vec<String> {
     (0..n).map(|_| post_text(language, rng)).collect()
 }
 
+/// A made-up proper name of two or three syllables: the long tail of names and places real posts have.
+fn english_name(rng: &mut SplitMix) -> String {
+    let syllables = 2 + rng.below(2);
+    capitalize(&(0..syllables).map(|_| pick(rng, EN_SYLLABLES)).collect::<String>())
+}
+
 fn english_noun_phrase(rng: &mut SplitMix, out: &mut Vec<String>) {
+    if chance(rng, 20) {
+        if chance(rng, 50) {
+            out.push(pick(rng, EN_TITLES).to_owned());
+        }
+        out.push(english_name(rng));
+        return;
+    }
     out.push(pick(rng, EN_DETERMINERS).to_owned());
     if chance(rng, 50) {
         out.push(pick(rng, EN_ADJECTIVES).to_owned());
@@ -131,6 +165,10 @@ fn english_clause(rng: &mut SplitMix, out: &mut Vec<String>) {
     if chance(rng, 60) {
         out.push(pick(rng, EN_PREPOSITIONS).to_owned());
         english_noun_phrase(rng, out);
+    }
+    if chance(rng, 30) {
+        out.push("in".to_owned());
+        out.push(english_name(rng));
     }
     if chance(rng, 60) {
         out.push(pick(rng, EN_TIMES).to_owned());

@@ -79,7 +79,8 @@ fn measure_minhash(texts: &[String], pairs: &[(String, String, usize)], rng: &mu
         .collect();
     for (threshold, max_hamming) in [(0.5f32, 64), (0.6, 64), (0.7, 64), (0.5, 12), (0.6, 12), (0.6, 10)] {
         let links = |a: &str, b: &str| links(a, b, threshold, max_hamming);
-        let false_rate = random.iter().filter(|&&(a, b)| links(&texts[a], &texts[b])).count() as f64 / random.len() as f64;
+        let false_rate =
+            random.iter().filter(|&&(a, b)| links(&texts[a], &texts[b])).count() as f64 / random.len() as f64;
         let recalls: Vec<String> = (0..EDIT_KINDS.len())
             .map(|kind| {
                 let of_kind: Vec<&(String, String, usize)> = pairs.iter().filter(|p| p.2 == kind).collect();

@@ -2,9 +2,9 @@
 //! and under 100 bytes per live post".
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/tmp/bench-target cargo run --release -p echotrace-benches --bin window-lookup
-//! CARGO_TARGET_DIR=/tmp/bench-target cargo run --release -p echotrace-benches --bin window-lookup -- --posts 1000000
-//! CARGO_TARGET_DIR=/tmp/bench-target cargo run --release -p echotrace-benches --bin window-lookup -- --minhash
+//! cargo run --release -p echotrace-benches --bin window-lookup
+//! cargo run --release -p echotrace-benches --bin window-lookup -- --posts 1000000
+//! cargo run --release -p echotrace-benches --bin window-lookup -- --minhash
 //! ```
 //!
 //! Default mode: fills a `NearDupIndex` (k = 3) with N random fingerprints (splitmix64; `--posts N`,
@@ -24,6 +24,7 @@ use anyhow::Context;
 use echotrace_benches::synthetic::{Language, light_edit, post_text};
 use echotrace_benches::{SplitMix, exhaustive_scan, near_dup_queries};
 use echotrace_core::detector::DetectorConfig;
+use echotrace_core::fingerprint::fingerprint;
 use echotrace_core::link::minhash::{self, MinHashIndex, Signature, estimated_jaccard};
 use echotrace_core::link::near_dup::NearDupIndex;
 use echotrace_core::normalize::normalize;
@@ -100,11 +101,11 @@ fn hamming_window(n: usize) -> anyhow::Result<()> {
         group(n),
         fill.as_secs_f64()
     );
-    print_table("index lookup", &lookups, "exhaustive scan", &scans, n);
+    print_table("index lookup", &lookups, "exhaustive scan", &scans, n, ["near stored ones", "random ones"]);
     println!(
         "index and scan agree on {} of the {SCANS} scanned queries ({} matches in all)",
         SCANS - disagreements,
-        scans.found
+        scans.total_found()
     );
     print_verdict(&lookups, bytes_per_post, Some(NEAR_DUP_DESIGN_BYTES));
     anyhow::ensure!(disagreements == 0, "the index missed or invented matches");
@@ -116,13 +117,13 @@ fn minhash_window(n: usize) -> anyhow::Result<()> {
     anyhow::ensure!(n > 0, "--posts must be positive");
     let min_jaccard = DetectorConfig::default().min_jaccard;
     let started = Instant::now();
-    let stored: Vec<Signature> = (0..n).map(|i| signature_of(&stored_text(i))).collect();
+    let stored: Vec<(Signature, u64)> = (0..n).map(|i| sign(&stored_text(i))).collect();
     let mut rng = SplitMix(11);
     let queries: Vec<Signature> = (0..LOOKUPS)
         .map(|i| {
             let text =
                 if i.is_multiple_of(2) { light_edit(&stored_text(rng.below(n)), &mut rng) } else { fresh_text(i) };
-            signature_of(&text)
+            sign(&text).0
         })
         .collect();
     println!(
@@ -135,14 +136,14 @@ fn minhash_window(n: usize) -> anyhow::Result<()> {
     let before = resident_bytes()?;
     let started = Instant::now();
     let mut index = MinHashIndex::new();
-    for (i, signature) in stored.iter().enumerate() {
-        index.insert(*signature, i as u64, i as i64);
+    for (i, &(signature, simhash)) in stored.iter().enumerate() {
+        index.insert(signature, simhash, i as u64, i as i64);
     }
     let fill = started.elapsed();
     let bytes_per_post = resident_bytes()?.saturating_sub(before) as f64 / n as f64;
 
     let lookups = time_each(&queries, |q| index.similar(q, min_jaccard).len());
-    let scan = |q: &Signature| stored.iter().filter(|s| estimated_jaccard(q, s) >= min_jaccard).count();
+    let scan = |q: &Signature| stored.iter().filter(|(s, _)| estimated_jaccard(q, s) >= min_jaccard).count();
     let scans = time_each(&queries[..SCANS], |q| black_box(scan(q)));
     let lsh_found: usize = queries[..SCANS].iter().map(|q| index.similar(q, min_jaccard).len()).sum();
 
@@ -153,10 +154,10 @@ fn minhash_window(n: usize) -> anyhow::Result<()> {
         group(n),
         fill.as_secs_f64()
     );
-    print_table("LSH lookup", &lookups, "exhaustive scan", &scans, n);
+    print_table("LSH lookup", &lookups, "exhaustive scan", &scans, n, ["edited stored posts", "fresh posts"]);
     println!(
         "on the {SCANS} scanned queries the LSH finds {lsh_found} of the {} signatures at Jaccard >= {min_jaccard}",
-        scans.found
+        scans.total_found()
     );
     print_verdict(&lookups, bytes_per_post, None);
     Ok(())
@@ -174,15 +175,18 @@ fn fresh_text(i: usize) -> String {
     post_text(language, &mut SplitMix((i as u64) << 1 | 1))
 }
 
-fn signature_of(text: &str) -> Signature {
+/// The MinHash signature and simhash of a text, as the detector stores them.
+fn sign(text: &str) -> (Signature, u64) {
+    let normalized = normalize(text);
     // Every synthetic post has words; an empty signature would be a bug in the generator.
-    minhash::signature(&normalize(text)).expect("synthetic posts have features")
+    let signature = minhash::signature(&normalized).expect("synthetic posts have features");
+    (signature, fingerprint(&normalized).simhash)
 }
 
-/// Latencies of one operation, sorted, and how many matches it returned in all.
+/// Latencies of one operation, sorted, and how many matches it returned for each input, in input order.
 struct Latencies {
     sorted: Vec<Duration>,
-    found: usize,
+    found: Vec<usize>,
 }
 
 impl Latencies {
@@ -190,6 +194,20 @@ impl Latencies {
     fn percentile_us(&self, p: f64) -> f64 {
         let rank = ((p * self.sorted.len() as f64).ceil() as usize).clamp(1, self.sorted.len());
         self.sorted[rank - 1].as_secs_f64() * 1e6
+    }
+
+    /// Matches returned in all.
+    fn total_found(&self) -> usize {
+        self.found.iter().sum()
+    }
+
+    /// Mean matches per input, over the even inputs and over the odd ones.
+    fn mean_found_even_odd(&self) -> (f64, f64) {
+        let mean = |parity: usize| {
+            let of_parity: Vec<usize> = self.found.iter().skip(parity).step_by(2).copied().collect();
+            of_parity.iter().sum::<usize>() as f64 / of_parity.len().max(1) as f64
+        };
+        (mean(0), mean(1))
     }
 
     /// Operations per second of timed work.
@@ -200,12 +218,12 @@ impl Latencies {
 
 /// Times `operation` on each input separately; it returns its number of matches.
 fn time_each<T>(inputs: &[T], mut operation: impl FnMut(&T) -> usize) -> Latencies {
-    let mut found = 0;
+    let mut found = Vec::with_capacity(inputs.len());
     let mut sorted: Vec<Duration> = inputs
         .iter()
         .map(|input| {
             let started = Instant::now();
-            found += black_box(operation(black_box(input)));
+            found.push(black_box(operation(black_box(input))));
             started.elapsed()
         })
         .collect();
@@ -213,7 +231,9 @@ fn time_each<T>(inputs: &[T], mut operation: impl FnMut(&T) -> usize) -> Latenci
     Latencies { sorted, found }
 }
 
-fn print_table(index_name: &str, index: &Latencies, scan_name: &str, scan: &Latencies, n: usize) {
+/// Prints the latency table; `hits` and `misses` name the even and the odd queries.
+fn print_table(index_name: &str, index: &Latencies, scan_name: &str, scan: &Latencies, n: usize, queries: [&str; 2]) {
+    let [hits, misses] = queries;
     println!();
     println!("{:<18} {:>8} {:>12} {:>12} {:>12} {:>14}", "", "timed", "p50 µs", "p99 µs", "p999 µs", "per second");
     for (name, latencies) in [(index_name, index), (scan_name, scan)] {
@@ -232,7 +252,8 @@ fn print_table(index_name: &str, index: &Latencies, scan_name: &str, scan: &Late
         scan.percentile_us(0.50) / index.percentile_us(0.50),
         group(n)
     );
-    println!("mean matches per lookup: {:.3}", index.found as f64 / index.sorted.len() as f64);
+    let (even, odd) = index.mean_found_even_odd();
+    println!("mean matches per lookup: {even:.3} for the {hits}, {odd:.3} for the {misses}");
 }
 
 fn print_verdict(lookups: &Latencies, bytes_per_post: f64, design_bytes: Option<u32>) {

@@ -10,14 +10,14 @@
 //! consumer offsets that produced it.
 
 use crate::fingerprint::{FINGERPRINT_VERSION, fingerprint, hamming};
-use crate::graph::{CascadeGraph, NodeFacts, NodeKey};
+use crate::graph::{Bridge, CascadeGraph, NodeFacts, NodeKey};
 use crate::link::minhash::{self, MinHashIndex};
 use crate::link::near_dup::NearDupIndex;
 use crate::link::urls::{SharedUrlIndex, canonical_url, urls_in_text};
 use crate::normalize::normalize;
 use crate::post::Post;
 use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostRecord};
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Tuning of the detector. Every field has a default that the docs explain.
@@ -89,6 +89,13 @@ struct Candidate {
     jaccard: Option<f32>,
     evidence: Option<String>,
     parent_time_ms: i64,
+}
+
+impl Candidate {
+    /// Explicit references name their parent; similarity only points back in time.
+    fn may_be_parent_of(&self, created_at_ms: i64) -> bool {
+        matches!(self.kind, EdgeKind::Repost | EdgeKind::Quote | EdgeKind::Reply) || self.parent_time_ms <= created_at_ms
+    }
 }
 
 /// The detector: indexes, graph and configuration.
@@ -163,9 +170,13 @@ impl Detector {
             seen_parents.push(c.parent);
             first
         });
-        let primary = candidates.first().map(|c| (c.parent, c.kind));
+        // Similarity is symmetric but derivation is not: only an earlier post can be a parent by
+        // similarity. A later one (delivered first, from another partition) is bridged instead,
+        // with the edge pointing from it to this post.
+        let primary_index = candidates.iter().position(|c| c.may_be_parent_of(created_at_ms));
+        let primary = primary_index.map(|i| (candidates[i].parent, candidates[i].kind));
         // Which cascades the post bridges is decided before it merges them.
-        let bridges = self.bridging_edges(&candidates);
+        let bridges = self.bridging_edges(&candidates, primary_index, created_at_ms);
         let placement = self.graph.add_post(
             NodeFacts {
                 post_id: &post.id,
@@ -175,7 +186,7 @@ impl Detector {
                 created_at: post.created_at,
             },
             primary,
-            bridges.clone(),
+            bridges.iter().map(|(_, bridge)| *bridge).collect(),
         );
         let key = placement.key;
         if similar_enough {
@@ -188,32 +199,37 @@ impl Detector {
             self.shared_urls.record_share(url, key, created_at_ms);
         }
 
-        let edges: Vec<EdgeRecord> = candidates
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| *i == 0 || bridges.iter().any(|(parent, _)| *parent == c.parent))
-            .map(|(i, c)| {
-                let parent = self.graph.node(c.parent).expect("candidate parents are live");
-                EdgeRecord {
-                    child_id: post.id.clone(),
-                    parent_id: parent.post_id.to_string(),
-                    kind: c.kind,
-                    is_primary: i == 0,
-                    cascade_id: placement.cascade_id.clone(),
-                    hamming_distance: c.hamming.map(|d| d as u8),
-                    jaccard: c.jaccard,
-                    time_delta_ms: parent.seen.then(|| created_at_ms - c.parent_time_ms),
-                    evidence: c.evidence.clone(),
-                    created_at: post.created_at,
-                }
-            })
-            .collect();
-        self.count(&edges, placement.merges.len());
-
-        let (parent_id, parent_kind) = match edges.first() {
+        let edge = |c: &Candidate, is_primary: bool, reversed: bool| {
+            let other = self.graph.node(c.parent).expect("candidate parents are live");
+            let (child_id, parent_id) = match reversed {
+                false => (post.id.clone(), other.post_id.to_string()),
+                true => (other.post_id.to_string(), post.id.clone()),
+            };
+            let delta = created_at_ms - c.parent_time_ms;
+            EdgeRecord {
+                child_id,
+                parent_id,
+                kind: c.kind,
+                is_primary,
+                cascade_id: placement.cascade_id.clone(),
+                hamming_distance: c.hamming.map(|d| d as u8),
+                jaccard: c.jaccard,
+                time_delta_ms: other.seen.then_some(if reversed { -delta } else { delta }),
+                evidence: c.evidence.clone(),
+                created_at: if reversed { millis_to_time(c.parent_time_ms) } else { post.created_at },
+            }
+        };
+        let primary_edge = primary_index.map(|i| edge(&candidates[i], true, false));
+        let (parent_id, parent_kind) = match &primary_edge {
             Some(edge) => (Some(edge.parent_id.clone()), Some(edge.kind)),
             None => (None, None),
         };
+        let edges: Vec<EdgeRecord> = primary_edge
+            .into_iter()
+            .chain(bridges.iter().map(|(i, bridge)| edge(&candidates[*i], false, bridge.other_is_later)))
+            .collect();
+        self.count(&edges, placement.merges.len());
+
         let cascade = self.graph.cascade_record_of(key).expect("placed node has a cascade");
         Some(Detection {
             post: PostRecord {
@@ -302,15 +318,18 @@ impl Detector {
             .collect()
     }
 
-    /// Non-primary candidates kept as evidence: one per other cascade, the best of each.
-    fn bridging_edges(&self, candidates: &[Candidate]) -> Vec<(NodeKey, EdgeKind)> {
-        let mut cascades: Vec<Option<NodeKey>> = candidates.first().map(|c| self.graph.cascade_of(c.parent)).into_iter().collect();
+    /// Candidates kept as evidence besides the primary parent: the best one into each other cascade,
+    /// with the index of the candidate it came from.
+    fn bridging_edges(&self, candidates: &[Candidate], primary: Option<usize>, created_at_ms: i64) -> Vec<(usize, Bridge)> {
+        let mut cascades: Vec<Option<NodeKey>> =
+            primary.map(|i| self.graph.cascade_of(candidates[i].parent)).into_iter().collect();
         let mut bridges = Vec::new();
-        for candidate in candidates.iter().skip(1) {
+        for (i, candidate) in candidates.iter().enumerate() {
             let cascade = self.graph.cascade_of(candidate.parent);
-            if !cascades.contains(&cascade) {
+            if Some(i) != primary && !cascades.contains(&cascade) {
                 cascades.push(cascade);
-                bridges.push((candidate.parent, candidate.kind));
+                let other_is_later = !candidate.may_be_parent_of(created_at_ms);
+                bridges.push((i, Bridge { other: candidate.parent, kind: candidate.kind, other_is_later }));
             }
         }
         bridges
@@ -337,5 +356,95 @@ impl Detector {
             self.graph.evict_before(cutoff);
             self.evicted_to_ms = cutoff;
         }
+    }
+}
+
+fn millis_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(id: &str, minute: u32, text: &str, extra: &str) -> Post {
+        let json = format!(
+            r#"{{"id":"{id}","platform":"{}","author":{{"id":"a-{id}","handle":"h"}},"created_at":"2026-11-01T09:{minute:02}:00Z","text":"{text}"{extra}}}"#,
+            id.split(':').next().unwrap()
+        );
+        Post::from_json(json.as_bytes()).unwrap()
+    }
+
+    const CLAIM: &str = "maintainer dana whitlock secretly rejected the safety patches for the parser library";
+
+    #[test]
+    fn explicit_links_win_over_similarity() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        detector.process(post("x:1", 0, CLAIM, "")).unwrap();
+        detector.process(post("x:2", 1, "something else entirely about lunch plans today", "")).unwrap();
+        let quote = detector.process(post("bluesky:3", 2, CLAIM, r#","quote_of":"x:2""#)).unwrap();
+        assert_eq!(quote.post.parent_id.as_deref(), Some("x:2"));
+        assert_eq!(quote.post.parent_kind, Some(EdgeKind::Quote));
+        // The near-duplicate of x:1 is kept as a bridge and merges the two cascades.
+        assert_eq!(quote.edges.len(), 2);
+        assert_eq!(quote.edges[1].kind, EdgeKind::NearDuplicate);
+        assert_eq!(quote.merges.len(), 1);
+        assert_eq!(quote.cascade.root_post_id, "x:1", "the earlier cascade survives");
+        assert_eq!(quote.cascade.size, 3);
+    }
+
+    #[test]
+    fn light_edits_link_with_generations() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        detector.process(post("x:1", 0, CLAIM, "")).unwrap();
+        let copy = detector.process(post("mastodon:2", 1, &format!("BREAKING: {CLAIM} #opensource"), "")).unwrap();
+        assert_eq!(copy.post.parent_id.as_deref(), Some("x:1"));
+        assert_eq!(copy.post.parent_kind, Some(EdgeKind::NearDuplicate));
+        let repost = detector.process(post("mastodon:3", 2, "", r#","repost_of":"mastodon:2""#)).unwrap();
+        assert_eq!(repost.post.generation, 2);
+        assert_eq!(repost.cascade.platforms, ["mastodon", "x"]);
+        assert_eq!(repost.cascade.depth, 2);
+    }
+
+    #[test]
+    fn a_later_copy_delivered_first_does_not_become_the_parent() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        detector.process(post("threads:9", 5, CLAIM, "")).unwrap();
+        let original = detector.process(post("x:1", 0, CLAIM, "")).unwrap();
+        assert_eq!(original.post.parent_id, None);
+        assert_eq!(original.edges[0].child_id, "threads:9", "the edge points from the later post");
+        assert_eq!(original.edges[0].time_delta_ms, Some(5 * 60_000));
+        assert_eq!(original.cascade.root_post_id, "x:1");
+        assert_eq!(original.cascade.size, 2);
+    }
+
+    #[test]
+    fn duplicates_and_placeholders() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        let reply = detector.process(post("x:2", 1, "replying before the original arrives", r#","reply_to":"x:1""#)).unwrap();
+        assert_eq!(reply.post.parent_id.as_deref(), Some("x:1"));
+        assert_eq!(reply.edges[0].time_delta_ms, None, "the parent has not been seen");
+        let original = detector.process(post("x:1", 0, "the original post, arriving late", "")).unwrap();
+        assert_eq!(original.cascade.size, 2);
+        assert!(detector.process(post("x:1", 0, "the original post, arriving late", "")).is_none());
+        assert_eq!(detector.stats().duplicates, 1);
+        assert_eq!(detector.graph().lineage("x:2").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn short_texts_are_not_linked_by_similarity() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        detector.process(post("x:1", 0, "so true", "")).unwrap();
+        assert_eq!(detector.process(post("x:2", 1, "so true", "")).unwrap().post.parent_id, None);
+    }
+
+    #[test]
+    fn the_window_evicts_old_posts() {
+        let config = DetectorConfig { window_secs: 60, ..DetectorConfig::default() };
+        let mut detector = Detector::new(config);
+        detector.process(post("x:1", 0, CLAIM, "")).unwrap();
+        detector.process(post("x:2", 30, "a later unrelated post moves event time along nicely", "")).unwrap();
+        assert_eq!(detector.process(post("x:3", 31, CLAIM, "")).unwrap().post.parent_id, None);
+        assert!(detector.graph().key_of("x:1").is_none());
     }
 }

@@ -1,10 +1,11 @@
 //! Stable, versioned 64-bit simhash (Charikar 2002) over the shingles of a normalized text.
 //!
 //! Fingerprints are persisted (the `simhash` column) and compared across releases, so every input to
-//! them is pinned: features are hashed with XXH3-64 (a specified algorithm, fixed seed), never with
-//! `std`'s `DefaultHasher`, whose output may change with any Rust release. The `simhash` crate hashes
-//! with `SipHasher`/`DefaultHasher` and fixes its own shingling, so it cannot promise that; this module
-//! is the small amount of code it takes to do so. `tests::golden_fingerprints` pins the output: if it
+//! them is pinned: features are hashed with XXH3-64 over their UTF-8 bytes (a specified algorithm,
+//! fixed seed). The `simhash` crate feeds words to its hasher through `std::hash::Hash`, whose byte
+//! stream std does not promise to keep between compiler versions, and splits on whitespace only (no
+//! normalization, no CJK n-grams), so it cannot promise stable fingerprints; this module is the small
+//! amount of code it takes to do so (see `docs/near-duplicates.md`). `tests::golden_fingerprints` pins the output: if it
 //! fails, the algorithm changed, and [`FINGERPRINT_VERSION`] must be bumped with a migration note.
 //!
 //! Features (chosen by measurement, see `docs/near-duplicates.md`): each word as a unigram; CJK text as

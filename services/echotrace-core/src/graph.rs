@@ -1,7 +1,8 @@
 //! The cascade graph: who derives from whom, in which cascade, at which generation.
 //!
 //! Every post is a node with at most one primary parent. A cascade is the tree hanging from its root
-//! (the earliest post); when a post carries evidence into two cascades it bridges them, and they merge
+//! (the first post of it to arrive; with delivery out of order a later-arriving post may be older, and
+//! `first_seen` is the earliest event time); when a post carries evidence into two cascades it bridges them, and they merge
 //! through union-find into the one with the earlier root. The merge is returned so it can be recorded.
 //!
 //! A reference to a post not seen yet (it arrives later, or before the window) becomes a placeholder
@@ -39,6 +40,17 @@ pub struct Node {
     parent: Option<(NodeKey, EdgeKind)>,
     /// Evidence edges other than the primary parent (bridges to other cascades).
     extra_edges: Vec<(NodeKey, EdgeKind)>,
+}
+
+/// Evidence linking a new post into another cascade, besides its primary parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bridge {
+    /// The post in the other cascade.
+    pub other: NodeKey,
+    /// The kind of evidence.
+    pub kind: EdgeKind,
+    /// Whether the other post is the later one, so the edge points from it to the new post.
+    pub other_is_later: bool,
 }
 
 /// Facts about a post needed to place it in the graph.
@@ -240,8 +252,10 @@ impl CascadeGraph {
         &mut self,
         facts: NodeFacts<'_>,
         parent: Option<(NodeKey, EdgeKind)>,
-        extra_edges: Vec<(NodeKey, EdgeKind)>,
+        bridges: Vec<Bridge>,
     ) -> Placement {
+        let extra_edges: Vec<(NodeKey, EdgeKind)> =
+            bridges.iter().filter(|b| !b.other_is_later).map(|b| (b.other, b.kind)).collect();
         let platform = self.intern_platform(facts.platform);
         let generation = parent.and_then(|(p, _)| self.node(p)).map_or(0, |p| p.generation + 1);
         let created_at_ms = facts.created_at.timestamp_millis();
@@ -287,9 +301,14 @@ impl CascadeGraph {
                 key
             }
         };
+        for bridge in bridges.iter().filter(|b| b.other_is_later) {
+            if let Some(other) = self.node_mut(bridge.other) {
+                other.extra_edges.push((key, bridge.kind));
+            }
+        }
         let mut cascade = self.cascade_of(key).expect("node has a cascade");
         let mut merges = Vec::new();
-        for (other, _) in parent.into_iter().chain(extra_edges) {
+        for other in parent.map(|(p, _)| p).into_iter().chain(bridges.iter().map(|b| b.other)) {
             let Some(other_cascade) = self.cascade_of(other) else { continue };
             if other_cascade != cascade {
                 let (merge, survivor) = self.merge(cascade, other_cascade, facts.post_id, facts.created_at);

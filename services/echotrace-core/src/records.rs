@@ -105,6 +105,16 @@ pub struct EdgeRecord {
     pub created_at: DateTime<Utc>,
 }
 
+impl EdgeRecord {
+    /// The version of the evidence behind this edge (the LSH for near-duplicates it found).
+    pub fn evidence_version(&self) -> &'static str {
+        match self.jaccard {
+            Some(_) => crate::link::minhash::MINHASH_NAME,
+            None => self.kind.evidence_version(),
+        }
+    }
+}
+
 /// The state of one cascade, as stored in `cascades/` (the newest row per id is current).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CascadeRecord {

@@ -127,7 +127,14 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("ECHOTRACE_").split("__"));
+        // Only the configuration's own sections: other ECHOTRACE_ variables (ECHOTRACE_LOG,
+        // ECHOTRACE_CONFIG, test switches) are not configuration keys.
+        let sections = ["kafka__", "detector__", "output__", "http__"];
+        figment = figment.merge(
+            Env::prefixed("ECHOTRACE_")
+                .filter(move |key| sections.iter().any(|s| key.as_str().to_ascii_lowercase().starts_with(s)))
+                .split("__"),
+        );
         figment.extract().map_err(|e| ConfigError(Box::new(e)))
     }
 }
@@ -153,6 +160,8 @@ mod tests {
             )?;
             jail.set_env("ECHOTRACE_KAFKA__GROUP_ID", "g2");
             jail.set_env("ECHOTRACE_OUTPUT__FLUSH_ROWS", "10");
+            jail.set_env("ECHOTRACE_LOG", "debug");
+            jail.set_env("ECHOTRACE_CONFIG", "elsewhere.toml");
             let config = Config::load(Some(Path::new("echotrace.toml"))).expect("valid");
             assert_eq!(config.kafka.brokers, "k1:9092");
             assert_eq!(config.kafka.group_id, "g2");

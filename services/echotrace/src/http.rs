@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 once the consumer has received from Kafka (or the replay started), else 503 |
+//! | `GET /readyz` | 200 while the consumer group has assigned partitions to this instance, else 503 |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /cascades?top=N` | the N largest live cascades (default 20, at most 1000) |
 //! | `GET /cascades/{id}` | one cascade with its nodes and edges; an absorbed id resolves to its merger |
@@ -28,7 +28,7 @@ pub struct ApiState {
     pub detector: Arc<Mutex<Detector>>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
-    /// Set once input is flowing.
+    /// Whether partitions are assigned.
     pub ready: Arc<AtomicBool>,
 }
 
@@ -66,7 +66,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for input\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "no partitions assigned\n").into_response()
     }
 }
 

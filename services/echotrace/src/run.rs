@@ -42,11 +42,11 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         pipeline = pipeline.with_observer(observer);
     }
     let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
-    let consumer = ingest::consumer(&config, metrics.clone()).context("cannot create the Kafka consumer")?;
+    let consumer = ingest::consumer(&config, metrics.clone(), ready).context("cannot create the Kafka consumer")?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, api = %api_address, out = %config.output.dir.display(), "consuming");
     let task_metrics = metrics.clone();
     let consumer = tokio::spawn(async move {
-        ingest::consume(&config, &consumer, &publisher, &mut pipeline, &task_metrics, &ready, shutdown).await?;
+        ingest::consume(&config, &consumer, &publisher, &mut pipeline, &task_metrics, shutdown).await?;
         Ok(())
     });
     Ok(Running { api_address, metrics, consumer, server })

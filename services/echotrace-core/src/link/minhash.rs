@@ -15,9 +15,12 @@
 //! evict by event-time window in arrival order like the Hamming index; it is about a hundred lines.
 
 use crate::fingerprint::{Shingling, for_each_feature};
+use crate::link::near_dup::push_growing_gently;
 use crate::normalize::NormalizedText;
 use std::collections::{HashMap, VecDeque};
 
+/// Name and version of the LSH evidence, recorded on the edges it finds.
+pub const MINHASH_NAME: &str = "minhash-lsh-v1";
 /// Bands of the LSH.
 pub const BANDS: usize = 6;
 /// Rows (hash functions) per band.
@@ -124,7 +127,7 @@ impl MinHashIndex {
         for (band, table) in self.bands.iter_mut().enumerate() {
             table.entry(band_key(&signature, band)).or_default().push_back(seq);
         }
-        self.ring.push_back(Entry { signature, simhash, payload, created_at_ms });
+        push_growing_gently(&mut self.ring, Entry { signature, simhash, payload, created_at_ms });
     }
 
     /// Every stored signature sharing a band with `signature` and an estimated Jaccard of at least

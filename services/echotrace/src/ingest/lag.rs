@@ -1,20 +1,23 @@
-//! Consumer lag from librdkafka's statistics, exported as a gauge per partition.
+//! The consumer's context: lag from librdkafka's statistics (a gauge per partition), and readiness,
+//! which follows whether the group has assigned this member any partition.
 
 use crate::metrics::{Metrics, PartitionLabel};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The consumer's context: receives statistics every `statistics.interval.ms`.
 pub struct LagContext {
     metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
 }
 
 impl LagContext {
-    /// A context reporting into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> LagContext {
-        LagContext { metrics }
+    /// A context reporting into `metrics`, and into `ready` whether partitions are assigned.
+    pub fn new(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> LagContext {
+        LagContext { metrics, ready }
     }
 }
 
@@ -34,4 +37,15 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+                self.ready.store(partitions.count() > 0, Ordering::Relaxed);
+            }
+            Rebalance::Revoke(_) => self.ready.store(false, Ordering::Relaxed),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}

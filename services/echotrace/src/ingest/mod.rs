@@ -25,7 +25,7 @@ use rdkafka::producer::DeliveryFuture;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// Why the consumer stopped.
@@ -43,7 +43,11 @@ pub enum IngestError {
 }
 
 /// Creates the group consumer with the configured properties.
-pub fn consumer(config: &Config, metrics: Arc<Metrics>) -> Result<StreamConsumer<LagContext>, KafkaError> {
+pub fn consumer(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> Result<StreamConsumer<LagContext>, KafkaError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.kafka.brokers)
@@ -52,11 +56,15 @@ pub fn consumer(config: &Config, metrics: Arc<Metrics>) -> Result<StreamConsumer
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
-        .set("fetch.message.max.bytes", "16777216");
+        // Oversized messages must still be fetched, so they can be dead-lettered rather than stall
+        // their partition.
+        .set("fetch.message.max.bytes", "16777216")
+        .set("fetch.max.bytes", "33554432")
+        .set("receive.message.max.bytes", "41943040");
     for (key, value) in &config.kafka.properties {
         client.set(key, value);
     }
-    let consumer: StreamConsumer<LagContext> = client.create_with_context(LagContext::new(metrics))?;
+    let consumer: StreamConsumer<LagContext> = client.create_with_context(LagContext::new(metrics, ready))?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -70,7 +78,6 @@ pub async fn consume(
     publisher: &KafkaPublisher,
     pipeline: &mut Pipeline,
     metrics: &Metrics,
-    ready: &AtomicBool,
     mut shutdown: Shutdown,
 ) -> Result<(), IngestError> {
     let mut checkpoint = Checkpoint::default();
@@ -79,7 +86,6 @@ pub async fn consume(
     loop {
         tokio::select! {
             message = consumer.recv() => {
-                ready.store(true, Ordering::Relaxed);
                 let message = match message {
                     Ok(message) => message,
                     Err(error) => {

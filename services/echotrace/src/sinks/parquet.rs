@@ -221,7 +221,7 @@ pub fn edges_batch(edges: &[EdgeRecord]) -> RecordBatch {
             Arc::new(edges.iter().map(|e| e.jaccard).collect::<Float32Array>()),
             Arc::new(edges.iter().map(|e| e.time_delta_ms).collect::<Int64Array>()),
             optional_strings(edges.iter().map(|e| e.evidence.as_deref())),
-            strings(edges.iter().map(|e| e.kind.evidence_version())),
+            strings(edges.iter().map(|e| e.evidence_version())),
             timestamps(edges.iter().map(|e| e.created_at)),
         ],
     )
@@ -284,6 +284,7 @@ mod tests {
     use super::*;
     use echotrace_core::detector::{Detector, DetectorConfig};
     use echotrace_core::post::Post;
+    use arrow_array::Array;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn post(id: &str, text: &str, repost_of: Option<&str>) -> Post {

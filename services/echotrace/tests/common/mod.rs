@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use arrow_array::{Array, RecordBatch, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+
+/// The bundled demo sample: the project's own fixture stream.
+pub const SAMPLE: &str = include_str!("../../demo/sample.jsonl");
+/// Root of the sample's amplification campaign (see demo/README.md).
+pub const CAMPAIGN_ROOT: &str = "x:1791207077972095700";
+
+/// Messages that must each be dead-lettered, with the error kind expected in the header; the
+/// oversized one carries a text of `large_text_bytes`.
+pub fn bad_messages(large_text_bytes: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let good = |text: &str, time: &str| {
+        format!(r#"{{"id":"x:bad-{time}","platform":"x","author":{{"id":"a","handle":"a"}},"created_at":"{time}","text":"{text}"}}"#)
+    };
+    vec![
+        ("invalid_json", b"{\"id\": \"x:1\", \"text\": ".to_vec()),
+        ("invalid_utf8", b"{\"id\":\"x:\xff\xfe\",\"platform\":\"x\"}".to_vec()),
+        ("missing_field", br#"{"id":"x:nofields","platform":"x","created_at":"2026-11-01T09:00:00Z","text":"no author"}"#.to_vec()),
+        ("too_large", good(&"a".repeat(large_text_bytes), "2026-11-01T09:00:01Z").into_bytes()),
+        ("timestamp_out_of_range", good("from the far future", "3000-01-01T00:00:00Z").into_bytes()),
+        ("empty_text", good("", "2026-11-01T09:00:02Z").into_bytes()),
+    ]
+}
+
+/// A minimal HTTP/1.0 GET: (status, body).
+pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to the API");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Every row of a dataset directory.
+pub fn read_dataset(dir: &Path) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files {
+        assert!(path.extension().is_some_and(|e| e == "parquet"), "unexpected file {}", path.display());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap().build().unwrap();
+        batches.extend(reader.map(Result::unwrap));
+    }
+    batches
+}
+
+/// One string column of a dataset, all rows (nulls as `None`).
+pub fn column(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let array = b.column_by_name(name).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+            (0..array.len()).map(move |i| array.is_valid(i).then(|| array.value(i).to_owned()))
+        })
+        .collect()
+}
+
+/// The ids of the sample's campaign posts according to demo/README.md's rule: posts by accounts created
+/// within 7 days of posting with fewer than 20 followers, posted from the root's minute on.
+pub fn sample_post_ids() -> Vec<String> {
+    SAMPLE.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned()).collect()
+}
