@@ -40,7 +40,14 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig { max_hamming: 3, min_features: 5, min_jaccard: 0.6, max_similar_hamming: 12, window_secs: 6 * 3600, link_shared_urls: true }
+        DetectorConfig {
+            max_hamming: 3,
+            min_features: 5,
+            min_jaccard: 0.6,
+            max_similar_hamming: 12,
+            window_secs: 6 * 3600,
+            link_shared_urls: true,
+        }
     }
 }
 
@@ -94,7 +101,8 @@ struct Candidate {
 impl Candidate {
     /// Explicit references name their parent; similarity only points back in time.
     fn may_be_parent_of(&self, created_at_ms: i64) -> bool {
-        matches!(self.kind, EdgeKind::Repost | EdgeKind::Quote | EdgeKind::Reply) || self.parent_time_ms <= created_at_ms
+        matches!(self.kind, EdgeKind::Repost | EdgeKind::Quote | EdgeKind::Reply)
+            || self.parent_time_ms <= created_at_ms
     }
 }
 
@@ -320,7 +328,12 @@ impl Detector {
 
     /// Candidates kept as evidence besides the primary parent: the best one into each other cascade,
     /// with the index of the candidate it came from.
-    fn bridging_edges(&self, candidates: &[Candidate], primary: Option<usize>, created_at_ms: i64) -> Vec<(usize, Bridge)> {
+    fn bridging_edges(
+        &self,
+        candidates: &[Candidate],
+        primary: Option<usize>,
+        created_at_ms: i64,
+    ) -> Vec<(usize, Bridge)> {
         let mut cascades: Vec<Option<NodeKey>> =
             primary.map(|i| self.graph.cascade_of(candidates[i].parent)).into_iter().collect();
         let mut bridges = Vec::new();
@@ -421,7 +434,8 @@ mod tests {
     #[test]
     fn duplicates_and_placeholders() {
         let mut detector = Detector::new(DetectorConfig::default());
-        let reply = detector.process(post("x:2", 1, "replying before the original arrives", r#","reply_to":"x:1""#)).unwrap();
+        let reply =
+            detector.process(post("x:2", 1, "replying before the original arrives", r#","reply_to":"x:1""#)).unwrap();
         assert_eq!(reply.post.parent_id.as_deref(), Some("x:1"));
         assert_eq!(reply.edges[0].time_delta_ms, None, "the parent has not been seen");
         let original = detector.process(post("x:1", 0, "the original post, arriving late", "")).unwrap();

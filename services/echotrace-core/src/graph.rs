@@ -334,7 +334,8 @@ impl CascadeGraph {
         absorbed_state.merged_into = Some(survivor);
         let members = std::mem::take(&mut absorbed_state.members);
         let (size, depth, platforms) = (absorbed_state.size, absorbed_state.depth, absorbed_state.platforms.clone());
-        let (first, last, absorbed_id) = (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms, absorbed_state.id.clone());
+        let (first, last, absorbed_id) =
+            (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms, absorbed_state.id.clone());
         let state = self.cascades.get_mut(&survivor).expect("live cascade");
         state.size += size;
         state.depth = state.depth.max(depth);
@@ -376,7 +377,13 @@ impl CascadeGraph {
             cascade_id: cascade.id.clone(),
             root_post_id: cascade.root_post_id.to_string(),
             size: cascade.size,
-            platforms: cascade.platforms.iter().map(|&p| self.platforms[p as usize].clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+            platforms: cascade
+                .platforms
+                .iter()
+                .map(|&p| self.platforms[p as usize].clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             depth: cascade.depth,
             first_seen: millis_to_time(cascade.first_seen_ms),
             last_seen: millis_to_time(cascade.last_seen_ms),
@@ -385,7 +392,8 @@ impl CascadeGraph {
 
     /// The `n` largest live cascades, largest first (ties: most recent activity first).
     pub fn top_cascades(&self, n: usize) -> Vec<CascadeRecord> {
-        let mut live: Vec<&Cascade> = self.cascades.values().filter(|c| c.merged_into.is_none() && c.size > 0).collect();
+        let mut live: Vec<&Cascade> =
+            self.cascades.values().filter(|c| c.merged_into.is_none() && c.size > 0).collect();
         live.sort_by(|a, b| b.size.cmp(&a.size).then(b.last_seen_ms.cmp(&a.last_seen_ms)).then(a.id.cmp(&b.id)));
         live.into_iter().take(n).map(|c| self.record(c)).collect()
     }
@@ -404,9 +412,15 @@ impl CascadeGraph {
         for &member in &members {
             let node = self.node(member).expect("filtered to live nodes");
             let primary = node.parent.map(|edge| (edge, true));
-            for ((parent, kind), is_primary) in primary.into_iter().chain(node.extra_edges.iter().map(|&e| (e, false))) {
+            for ((parent, kind), is_primary) in primary.into_iter().chain(node.extra_edges.iter().map(|&e| (e, false)))
+            {
                 if let Some(parent) = self.node(parent) {
-                    edges.push(EdgeView { child_id: node.post_id.to_string(), parent_id: parent.post_id.to_string(), kind, is_primary });
+                    edges.push(EdgeView {
+                        child_id: node.post_id.to_string(),
+                        parent_id: parent.post_id.to_string(),
+                        kind,
+                        is_primary,
+                    });
                 }
             }
         }

@@ -136,7 +136,7 @@ pub fn is_cjk(ch: char) -> bool {
         | 0xAC00..=0xD7AF      // Hangul syllables
         | 0x1100..=0x11FF      // Hangul Jamo
         | 0xF900..=0xFAFF      // CJK compatibility ideographs
-        | 0x20000..=0x3134F)   // Extensions B to G
+        | 0x20000..=0x3134F) // Extensions B to G
 }
 
 #[cfg(test)]
@@ -149,7 +149,10 @@ mod tests {
 
     #[test]
     fn folds_case_width_and_punctuation() {
-        assert_eq!(tokens("BREAKING:  The  Ｆｕｌｌ-width\tREPORT!!! 🚨"), ["breaking", "the", "full", "width", "report"]);
+        assert_eq!(
+            tokens("BREAKING:  The  Ｆｕｌｌ-width\tREPORT!!! 🚨"),
+            ["breaking", "the", "full", "width", "report"]
+        );
     }
 
     #[test]

@@ -128,7 +128,11 @@ impl Post {
         let text = std::str::from_utf8(bytes).map_err(|e| InvalidPost::InvalidUtf8(e.valid_up_to()))?;
         // Check the size before decoding fields one by one, so a huge text costs one pass, not several.
         if bytes.len() > MAX_TEXT_BYTES + 64 * 1024 {
-            return Err(InvalidPost::TooLarge { field: "message", size: bytes.len(), limit: MAX_TEXT_BYTES + 64 * 1024 });
+            return Err(InvalidPost::TooLarge {
+                field: "message",
+                size: bytes.len(),
+                limit: MAX_TEXT_BYTES + 64 * 1024,
+            });
         }
         let post: Post = serde_json::from_str(text).map_err(classify_serde_error)?;
         post.validate(now)?;
@@ -144,7 +148,9 @@ impl Post {
         if self.text.len() > MAX_TEXT_BYTES {
             return Err(InvalidPost::TooLarge { field: "text", size: self.text.len(), limit: MAX_TEXT_BYTES });
         }
-        for (field, value) in [("repost_of", &self.repost_of), ("quote_of", &self.quote_of), ("reply_to", &self.reply_to)] {
+        for (field, value) in
+            [("repost_of", &self.repost_of), ("quote_of", &self.quote_of), ("reply_to", &self.reply_to)]
+        {
             if let Some(id) = value {
                 non_empty_id(field, id)?;
                 if *id == self.id {
@@ -193,9 +199,7 @@ fn classify_serde_error(error: serde_json::Error) -> InvalidPost {
         return InvalidPost::MissingField(field.to_owned());
     }
     match error.classify() {
-        serde_json::error::Category::Data => {
-            InvalidPost::InvalidField { field: field_hint(&message), reason: message }
-        }
+        serde_json::error::Category::Data => InvalidPost::InvalidField { field: field_hint(&message), reason: message },
         _ => InvalidPost::InvalidJson(message),
     }
 }
@@ -236,7 +240,10 @@ mod tests {
     fn classifies_each_kind_of_bad_input() {
         assert_eq!(kind_of(b"{not json"), "invalid_json");
         assert_eq!(kind_of(b"{\"id\":\"\xff\xfe\"}"), "invalid_utf8");
-        assert_eq!(kind_of(br#"{"id":"x:1","platform":"x","created_at":"2026-11-01T09:00:00Z","text":"t"}"#), "missing_field");
+        assert_eq!(
+            kind_of(br#"{"id":"x:1","platform":"x","created_at":"2026-11-01T09:00:00Z","text":"t"}"#),
+            "missing_field"
+        );
         let future = GOOD.replace("2026-11-01T09:00:00Z", "3000-01-01T00:00:00Z");
         assert_eq!(kind_of(future.as_bytes()), "timestamp_out_of_range");
         let bad_time = GOOD.replace("2026-11-01T09:00:00Z", "yesterday");
@@ -255,8 +262,11 @@ mod tests {
 
     #[test]
     fn missing_field_names_the_field() {
-        let err = Post::from_json_at(br#"{"id":"x:1","platform":"x","author":{"id":"u"},"created_at":"2026-11-01T09:00:00Z","text":"t"}"#, now())
-            .unwrap_err();
+        let err = Post::from_json_at(
+            br#"{"id":"x:1","platform":"x","author":{"id":"u"},"created_at":"2026-11-01T09:00:00Z","text":"t"}"#,
+            now(),
+        )
+        .unwrap_err();
         assert_eq!(err, InvalidPost::MissingField("handle".into()));
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Kafka input and output topics.
@@ -25,17 +25,6 @@ pub struct Config {
     pub output: OutputConfig,
     /// HTTP API and `/metrics`.
     pub http: HttpConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            kafka: KafkaConfig::default(),
-            detector: DetectorConfig::default(),
-            output: OutputConfig::default(),
-            http: HttpConfig::default(),
-        }
-    }
 }
 
 /// Where posts come from and where edges and dead letters go.
@@ -140,6 +129,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -72,7 +72,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
 
 /// Produces the sample at `speed` times real time; returns the number of messages produced.
 async fn produce_sample(brokers: &str, topic: &str, speed: f64) -> anyhow::Result<u64> {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create()?;
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create()?;
     let lines: Vec<&str> = SAMPLE.lines().filter(|l| !l.trim().is_empty()).collect();
     let times: Vec<DateTime<Utc>> = lines.iter().map(|line| created_at(line)).collect::<anyhow::Result<_>>()?;
     let start = tokio::time::Instant::now();
@@ -113,7 +114,10 @@ fn printer() -> Observer {
     Box::new(move |detection: &Detection| {
         let cascade = &detection.cascade;
         for merge in &detection.merges {
-            println!("  merge: cascade {} joined {} (bridged by {})", merge.absorbed_cascade_id, merge.into_cascade_id, merge.bridging_post_id);
+            println!(
+                "  merge: cascade {} joined {} (bridged by {})",
+                merge.absorbed_cascade_id, merge.into_cascade_id, merge.bridging_post_id
+            );
         }
         let (last_size, last_platforms) = reported.get(&cascade.cascade_id).copied().unwrap_or((1, 1));
         let milestone = cascade.size >= 3 && (cascade.size >= last_size * 2 || cascade.size == 3);

@@ -93,7 +93,11 @@ impl Metrics {
         };
         registry.register("messages_consumed", "Kafka messages received", metrics.messages_consumed.clone());
         registry.register("posts_processed", "Posts processed into the graph", metrics.posts_processed.clone());
-        registry.register("posts_duplicate", "Posts dropped as duplicates of a processed id", metrics.posts_duplicate.clone());
+        registry.register(
+            "posts_duplicate",
+            "Posts dropped as duplicates of a processed id",
+            metrics.posts_duplicate.clone(),
+        );
         registry.register("dead_letters", "Messages dead-lettered, by reason", metrics.dead_letters.clone());
         registry.register("edges", "Edges found, by kind", metrics.edges.clone());
         registry.register("cascade_merges", "Cascades merged by a bridging post", metrics.cascade_merges.clone());

@@ -12,12 +12,13 @@ use echotrace_core::post::Post;
 use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
 /// The latest `created_at` a replay accepts.
-pub const REPLAY_LATEST: DateTime<Utc> = DateTime::from_timestamp(4_102_444_800, 0).expect("2100-01-01 is a valid time");
+pub const REPLAY_LATEST: DateTime<Utc> =
+    DateTime::from_timestamp(4_102_444_800, 0).expect("2100-01-01 is a valid time");
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
@@ -34,22 +35,28 @@ pub struct ReplaySummary {
     pub seconds: f64,
 }
 
-/// Opens a JSONL file, gunzipping it when it is gzipped (by magic bytes, not by name).
-pub fn open_input(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
+/// Opens a JSONL file, gunzipping it when it is gzipped (by magic bytes, not by name); says which.
+pub fn open_input(path: &Path) -> std::io::Result<(Box<dyn BufRead>, bool)> {
     let mut file = BufReader::new(File::open(path)?);
     let gzipped = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gzipped { Box::new(BufReader::new(MultiGzDecoder::new(file))) } else { Box::new(file) })
+    Ok(if gzipped { (Box::new(BufReader::new(MultiGzDecoder::new(file))), true) } else { (Box::new(file), false) })
 }
 
 /// Replays `input` through `pipeline`, flushing every `flush_rows` posts and at the end.
-pub fn replay(input: &Path, pipeline: &mut Pipeline, flush_rows: usize, out_dir: &Path) -> anyhow::Result<ReplaySummary> {
+pub fn replay(
+    input: &Path,
+    pipeline: &mut Pipeline,
+    flush_rows: usize,
+    out_dir: &Path,
+) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     let size = std::fs::metadata(input)?.len();
-    let reader = open_input(input)?;
+    let (reader, gzipped) = open_input(input)?;
     // Bytes read are known only for plain files; a gzipped one shows a spinner with the post count.
-    let gzipped = File::open(input)?.bytes().take(2).collect::<Result<Vec<u8>, _>>()? == [0x1f, 0x8b];
     let progress = if gzipped { ProgressBar::new_spinner() } else { ProgressBar::new(size) };
-    progress.set_style(ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:30}] {msg} ({eta})")?.progress_chars("=> "));
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:30}] {msg} ({eta})")?.progress_chars("=> "),
+    );
     let mut dead_letters = BufWriter::new(File::create(out_dir.join("dead_letters.jsonl"))?);
     let mut summary = ReplaySummary::default();
     let latest_now = REPLAY_LATEST - echotrace_core::post::MAX_FUTURE_SKEW;

@@ -33,7 +33,9 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     let tansu = std::env::var_os("ECHOTRACE_TANSU").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/echotrace/tools/bin/tansu")
     });
-    let kcat = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|d| d.join("kcat")).find(|p| p.exists());
+    let kcat = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("kcat"))
+        .find(|p| p.exists());
     match (tansu.exists(), kcat) {
         (true, Some(kcat)) => Some((tansu, kcat)),
         _ => {
@@ -130,7 +132,15 @@ fn real_broker_kcat_in_echotrace_run_out() {
     let url = format!("tcp://{broker}");
     let _broker = Reaper(
         Command::new(&tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -138,7 +148,10 @@ fn real_broker_kcat_in_echotrace_run_out() {
     );
     wait_for("the broker to listen", Duration::from_secs(30), || std::net::TcpStream::connect(&broker).is_ok());
     for (topic, partitions) in [("posts", "2"), ("echotrace.dead-letter", "1"), ("echotrace.edges", "1")] {
-        let status = Command::new(&tansu).args(["topic", "create", topic, "--broker", &url, "--partitions", partitions]).status().unwrap();
+        let status = Command::new(&tansu)
+            .args(["topic", "create", topic, "--broker", &url, "--partitions", partitions])
+            .status()
+            .unwrap();
         assert!(status.success(), "creating {topic}");
     }
 
@@ -181,7 +194,20 @@ fn real_broker_kcat_in_echotrace_run_out() {
     // kcat reads what echotrace produced: dead letters with their reasons, and edges.
     let dead = kcat(
         &kcat_bin,
-        &["-C", "-b", &broker, "-t", "echotrace.dead-letter", "-o", "beginning", "-e", "-X", "fetch.message.max.bytes=16777216", "-f", "%h\n"],
+        &[
+            "-C",
+            "-b",
+            &broker,
+            "-t",
+            "echotrace.dead-letter",
+            "-o",
+            "beginning",
+            "-e",
+            "-X",
+            "fetch.message.max.bytes=16777216",
+            "-f",
+            "%h\n",
+        ],
         None,
     );
     for (kind, _) in &bad {

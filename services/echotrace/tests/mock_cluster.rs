@@ -32,8 +32,11 @@ async fn consumes_links_dead_letters_and_commits() {
     config.output.flush_interval_ms = 200;
 
     // The sample, a duplicate delivery, and each bad input in between.
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).set("message.max.bytes", "16777216").create().unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("message.max.bytes", "16777216")
+        .create()
+        .unwrap();
     let lines: Vec<&str> = SAMPLE.lines().collect();
     // librdkafka's mock broker stalls the partition on a 10 MB message (the real broker in
     // broker_e2e.rs takes one); 1 MB is still four times the text limit.
@@ -68,7 +71,8 @@ async fn consumes_links_dead_letters_and_commits() {
     assert!(top[0]["size"].as_u64().unwrap() >= 35, "{body}");
     assert_eq!(top[0]["platforms"].as_array().unwrap().len(), 4, "{body}");
     let cascade_id = top[0]["cascade_id"].as_str().unwrap().to_owned();
-    let (status, view) = tokio::task::spawn_blocking(move || http_get(address, &format!("/cascades/{cascade_id}"))).await.unwrap();
+    let (status, view) =
+        tokio::task::spawn_blocking(move || http_get(address, &format!("/cascades/{cascade_id}"))).await.unwrap();
     assert_eq!(status, 200);
     let view: serde_json::Value = serde_json::from_str(&view).unwrap();
     assert!(view["edges"].as_array().unwrap().iter().any(|e| e["kind"] == "near_duplicate"));
@@ -117,7 +121,12 @@ async fn consumes_links_dead_letters_and_commits() {
         let committed = verifier.committed_offsets(list, Duration::from_secs(10)).unwrap();
         for element in committed.elements() {
             let (_, high) = verifier.fetch_watermarks(POSTS, element.partition(), Duration::from_secs(10)).unwrap();
-            assert_eq!(element.offset(), Offset::Offset(high), "partition {} committed to its end", element.partition());
+            assert_eq!(
+                element.offset(),
+                Offset::Offset(high),
+                "partition {} committed to its end",
+                element.partition()
+            );
             committed_total += high;
         }
     }
@@ -125,7 +134,11 @@ async fn consumes_links_dead_letters_and_commits() {
 }
 
 async fn send(producer: &FutureProducer, payload: &[u8]) {
-    producer.send(FutureRecord::<(), [u8]>::to(POSTS).payload(payload), Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    producer
+        .send(FutureRecord::<(), [u8]>::to(POSTS).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
 }
 
 /// Reads up to `want` messages from the start of a topic: (error kind header, payload, source header).
@@ -144,7 +157,11 @@ fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<(String, Vec<u8>, 
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             let headers: HashMap<String, String> = message
                 .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push((
                 headers.get(ERROR_KIND_HEADER).cloned().unwrap_or_default(),

@@ -188,7 +188,8 @@ mod tests {
         let mut index = MinHashIndex::new();
         index.insert(sig("the harbour bridge closes tonight at nine for repairs says the city council"), 0, 1, 0);
         index.insert(sig("our team finally won the derby after twelve long years of waiting"), 0, 2, 1);
-        let found = index.similar(&sig("the harbour bridge closes tonight at nine for urgent repairs says the city council"), 0.5);
+        let found = index
+            .similar(&sig("the harbour bridge closes tonight at nine for urgent repairs says the city council"), 0.5);
         assert_eq!(found.iter().map(|m| m.payload).collect::<Vec<_>>(), [1]);
         assert!(found[0].jaccard > 0.7);
         assert!(index.similar(&sig("a completely different sentence about cooking pasta with garlic"), 0.5).is_empty());

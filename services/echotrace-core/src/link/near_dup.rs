@@ -208,12 +208,22 @@ mod tests {
                 index.insert(fp, i as u64, i as i64);
             }
             // Queries: stored fingerprints with 0..=k+1 bits flipped, and random ones.
-            let mut queries: Vec<u64> = stored.iter().take(500).enumerate().map(|(i, fp)| fp ^ ((1u64 << (i % (k as usize + 2))) - 1) << (i % 40)).collect();
+            let mut queries: Vec<u64> = stored
+                .iter()
+                .take(500)
+                .enumerate()
+                .map(|(i, fp)| fp ^ ((1u64 << (i % (k as usize + 2))) - 1) << (i % 40))
+                .collect();
             queries.extend(random_fingerprints(500, 99));
             for q in queries {
                 let mut got: Vec<u64> = index.near(q).iter().map(|m| m.payload).collect();
                 got.sort_unstable();
-                let expected: Vec<u64> = stored.iter().enumerate().filter(|(_, fp)| (*fp ^ q).count_ones() <= k).map(|(i, _)| i as u64).collect();
+                let expected: Vec<u64> = stored
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, fp)| (*fp ^ q).count_ones() <= k)
+                    .map(|(i, _)| i as u64)
+                    .collect();
                 assert_eq!(got, expected, "k={k} query={q:#x}");
             }
         }

@@ -84,7 +84,8 @@ impl KafkaPublisher {
         let mut deliveries = Vec::with_capacity(edges.len());
         for edge in edges {
             let json = serde_json::to_vec(edge).expect("edges serialize");
-            let record = FutureRecord::<[u8], [u8]>::to(&self.edges_topic).payload(&json).key(edge.cascade_id.as_bytes());
+            let record =
+                FutureRecord::<[u8], [u8]>::to(&self.edges_topic).payload(&json).key(edge.cascade_id.as_bytes());
             deliveries.push(self.enqueue(record).await?);
         }
         Ok(deliveries)

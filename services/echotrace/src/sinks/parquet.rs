@@ -141,7 +141,9 @@ fn timestamp_type() -> DataType {
 }
 
 fn timestamps(values: impl Iterator<Item = DateTime<Utc>>) -> ArrayRef {
-    Arc::new(TimestampMillisecondArray::from(values.map(|t| t.timestamp_millis()).collect::<Vec<_>>()).with_timezone("UTC"))
+    Arc::new(
+        TimestampMillisecondArray::from(values.map(|t| t.timestamp_millis()).collect::<Vec<_>>()).with_timezone("UTC"),
+    )
 }
 
 fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
@@ -282,9 +284,9 @@ pub fn merges_batch(merges: &[MergeRecord]) -> RecordBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
     use echotrace_core::detector::{Detector, DetectorConfig};
     use echotrace_core::post::Post;
-    use arrow_array::Array;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn post(id: &str, text: &str, repost_of: Option<&str>) -> Post {

@@ -16,12 +16,17 @@ pub const CAMPAIGN_ROOT: &str = "x:1791207077972095700";
 /// oversized one carries a text of `large_text_bytes`.
 pub fn bad_messages(large_text_bytes: usize) -> Vec<(&'static str, Vec<u8>)> {
     let good = |text: &str, time: &str| {
-        format!(r#"{{"id":"x:bad-{time}","platform":"x","author":{{"id":"a","handle":"a"}},"created_at":"{time}","text":"{text}"}}"#)
+        format!(
+            r#"{{"id":"x:bad-{time}","platform":"x","author":{{"id":"a","handle":"a"}},"created_at":"{time}","text":"{text}"}}"#
+        )
     };
     vec![
         ("invalid_json", b"{\"id\": \"x:1\", \"text\": ".to_vec()),
         ("invalid_utf8", b"{\"id\":\"x:\xff\xfe\",\"platform\":\"x\"}".to_vec()),
-        ("missing_field", br#"{"id":"x:nofields","platform":"x","created_at":"2026-11-01T09:00:00Z","text":"no author"}"#.to_vec()),
+        (
+            "missing_field",
+            br#"{"id":"x:nofields","platform":"x","created_at":"2026-11-01T09:00:00Z","text":"no author"}"#.to_vec(),
+        ),
         ("too_large", good(&"a".repeat(large_text_bytes), "2026-11-01T09:00:01Z").into_bytes()),
         ("timestamp_out_of_range", good("from the far future", "3000-01-01T00:00:00Z").into_bytes()),
         ("empty_text", good("", "2026-11-01T09:00:02Z").into_bytes()),
@@ -46,7 +51,8 @@ pub fn read_dataset(dir: &Path) -> Vec<RecordBatch> {
     files.sort();
     for path in files {
         assert!(path.extension().is_some_and(|e| e == "parquet"), "unexpected file {}", path.display());
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap().build().unwrap();
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap().build().unwrap();
         batches.extend(reader.map(Result::unwrap));
     }
     batches
@@ -66,5 +72,8 @@ pub fn column(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
 /// The ids of the sample's campaign posts according to demo/README.md's rule: posts by accounts created
 /// within 7 days of posting with fewer than 20 followers, posted from the root's minute on.
 pub fn sample_post_ids() -> Vec<String> {
-    SAMPLE.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned()).collect()
+    SAMPLE
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect()
 }
