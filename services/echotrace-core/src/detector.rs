@@ -432,6 +432,18 @@ mod tests {
     }
 
     #[test]
+    fn an_original_filling_its_placeholder_becomes_the_root_of_the_merged_cascade() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        // A copy and a repost arrive before the original (three partitions, three speeds).
+        detector.process(post("bluesky:5", 5, CLAIM, "")).unwrap();
+        detector.process(post("x:6", 6, "", r#","repost_of":"x:1""#)).unwrap();
+        let original = detector.process(post("x:1", 0, CLAIM, "")).unwrap();
+        assert_eq!(original.cascade.root_post_id, "x:1");
+        assert_eq!(original.cascade.size, 3);
+        assert_eq!(original.merges[0].absorbed_cascade_id, crate::graph::cascade_id_for("bluesky:5"));
+    }
+
+    #[test]
     fn duplicates_and_placeholders() {
         let mut detector = Detector::new(DetectorConfig::default());
         let reply =

@@ -307,6 +307,14 @@ impl CascadeGraph {
             }
         }
         let mut cascade = self.cascade_of(key).expect("node has a cascade");
+        // The post's own facts go in before any merge, which picks its survivor by first_seen.
+        let state = self.cascades.get_mut(&cascade).expect("live cascade");
+        state.depth = state.depth.max(generation);
+        state.first_seen_ms = state.first_seen_ms.min(created_at_ms);
+        state.last_seen_ms = state.last_seen_ms.max(created_at_ms);
+        if let Err(at) = state.platforms.binary_search(&platform) {
+            state.platforms.insert(at, platform);
+        }
         let mut merges = Vec::new();
         for other in parent.map(|(p, _)| p).into_iter().chain(bridges.iter().map(|b| b.other)) {
             let Some(other_cascade) = self.cascade_of(other) else { continue };
@@ -316,14 +324,7 @@ impl CascadeGraph {
                 cascade = survivor;
             }
         }
-        let state = self.cascades.get_mut(&cascade).expect("live cascade");
-        state.depth = state.depth.max(generation);
-        state.first_seen_ms = state.first_seen_ms.min(created_at_ms);
-        state.last_seen_ms = state.last_seen_ms.max(created_at_ms);
-        if let Err(at) = state.platforms.binary_search(&platform) {
-            state.platforms.insert(at, platform);
-        }
-        Placement { key, generation, cascade_id: state.id.clone(), merges }
+        Placement { key, generation, cascade_id: self.cascades[&cascade].id.clone(), merges }
     }
 
     /// Merges two live cascades into the one with the earlier root; returns the record and the survivor.
