@@ -55,7 +55,21 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     while running.metrics.messages_consumed.get() < produced {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("sample done: {produced} messages consumed; cascades at http://{}/cascades?top=5", running.api_address);
+    println!("sample done: {produced} messages consumed. Largest cascades:");
+    for cascade in running.detector.lock().expect("detector lock poisoned").graph().top_cascades(3) {
+        println!(
+            "  {} root {}: {} posts on {} ({}), depth {}, {} to {}",
+            cascade.cascade_id,
+            cascade.root_post_id,
+            cascade.size,
+            cascade.platforms.len(),
+            cascade.platforms.join(", "),
+            cascade.depth,
+            cascade.first_seen.format("%H:%M:%S"),
+            cascade.last_seen.format("%H:%M:%S")
+        );
+    }
+    println!("nodes and edges: http://{}/cascades/<id>", running.api_address);
     if args.exit_when_done {
         // One flush interval so the last rows are checkpointed before shutting down.
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -21,6 +21,8 @@ pub struct Running {
     pub api_address: SocketAddr,
     /// The metrics it reports.
     pub metrics: Arc<Metrics>,
+    /// The live detector (what the API reads).
+    pub detector: Arc<Mutex<Detector>>,
     /// The consumer task; resolves when it has taken its last checkpoint.
     pub consumer: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// The HTTP server task.
@@ -37,7 +39,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let sink = ParquetSink::new(&config.output.dir)?;
-    let mut pipeline = Pipeline::new(detector, sink, metrics.clone());
+    let mut pipeline = Pipeline::new(detector.clone(), sink, metrics.clone());
     if let Some(observer) = observer {
         pipeline = pipeline.with_observer(observer);
     }
@@ -49,5 +51,5 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         ingest::consume(&config, &consumer, &publisher, &mut pipeline, &task_metrics, shutdown).await?;
         Ok(())
     });
-    Ok(Running { api_address, metrics, consumer, server })
+    Ok(Running { api_address, metrics, detector, consumer, server })
 }
