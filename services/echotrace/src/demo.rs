@@ -13,6 +13,7 @@ use crate::shutdown;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::Detection;
+use echotrace_core::records::CascadeRecord;
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -58,13 +59,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     println!("sample done: {produced} messages consumed. Largest cascades:");
     for cascade in running.detector.lock().expect("detector lock poisoned").graph().top_cascades(3) {
         println!(
-            "  {} root {}: {} posts on {} ({}), depth {}, {} to {}",
-            cascade.cascade_id,
-            cascade.root_post_id,
-            cascade.size,
-            cascade.platforms.len(),
-            cascade.platforms.join(", "),
-            cascade.depth,
+            "  {}, {} to {}",
+            describe(&cascade),
             cascade.first_seen.format("%H:%M:%S"),
             cascade.last_seen.format("%H:%M:%S")
         );
@@ -122,6 +118,19 @@ fn created_at(line: &str) -> anyhow::Result<DateTime<Utc>> {
     Ok(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc))
 }
 
+/// One line about a cascade: id, root, size, platforms, depth.
+fn describe(cascade: &CascadeRecord) -> String {
+    format!(
+        "cascade {} root {}: {} posts on {} platform(s) [{}], depth {}",
+        cascade.cascade_id,
+        cascade.root_post_id,
+        cascade.size,
+        cascade.platforms.len(),
+        cascade.platforms.join(", "),
+        cascade.depth
+    )
+}
+
 /// Prints a line when a cascade reaches a size milestone or spreads to another platform.
 fn printer() -> Observer {
     let mut reported: HashMap<String, (u64, usize)> = HashMap::new();
@@ -139,14 +148,9 @@ fn printer() -> Observer {
         if milestone || spread {
             let via = detection.post.parent_kind.map_or("root", |k| k.as_str());
             println!(
-                "[{}] cascade {} root {}: {} posts, {} platform(s) [{}], depth {}; latest {} on {} via {}",
+                "[{}] {}; latest {} on {} via {}",
                 detection.post.created_at.format("%H:%M:%S"),
-                cascade.cascade_id,
-                cascade.root_post_id,
-                cascade.size,
-                cascade.platforms.len(),
-                cascade.platforms.join(", "),
-                cascade.depth,
+                describe(cascade),
                 detection.post.post_id,
                 detection.post.platform,
                 via
