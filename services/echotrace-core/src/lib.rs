@@ -33,3 +33,4 @@ pub mod link;
 pub mod normalize;
 pub mod post;
 pub mod records;
+pub mod score;

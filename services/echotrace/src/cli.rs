@@ -7,6 +7,7 @@ use crate::shutdown;
 use crate::sinks::parquet::ParquetSink;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use echotrace_core::detector::Detector;
+use echotrace_core::score::alerts::Scorer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,7 +122,8 @@ fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let metrics = Arc::new(Metrics::new());
     let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
-    let mut pipeline = Pipeline::new(detector.clone(), ParquetSink::new(&args.out)?, metrics);
+    let scorer = Scorer::new(config.alerting.rules()?, &config.alerting.score_config());
+    let mut pipeline = Pipeline::new(detector.clone(), scorer, ParquetSink::new(&args.out)?, metrics.clone());
     let summary = crate::replay::replay(&args.input, &mut pipeline, config.output.flush_rows, &args.out)?;
     let detector = detector.lock().expect("detector lock poisoned");
     let stats = detector.stats();
@@ -151,6 +153,13 @@ fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
             cascade.platforms.join(",")
         );
     }
+    let fired: Vec<String> = metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("echotrace_alert_transitions_total{") && l.contains("state=\"firing\""))
+        .map(str::to_owned)
+        .collect();
+    println!("alerts fired: {}", if fired.is_empty() { "none".to_owned() } else { fired.join("; ") });
     println!("datasets written under {}", args.out.display());
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub output: OutputConfig,
     /// HTTP API and `/metrics`.
     pub http: HttpConfig,
+    /// Features, rules and alert delivery.
+    pub alerting: AlertingConfig,
 }
 
 /// Where posts come from and where edges and dead letters go.
@@ -41,6 +43,8 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Topic for edges as they are found (empty: do not publish edges).
     pub edges_topic: String,
+    /// Topic for alert events, the audit trail (empty: do not publish alerts).
+    pub alerts_topic: String,
     /// Extra librdkafka properties for every client (SASL, TLS, timeouts), passed through verbatim,
     /// e.g. `"security.protocol" = "SASL_SSL"`.
     pub properties: BTreeMap<String, String>,
@@ -54,6 +58,7 @@ impl Default for KafkaConfig {
             input_topics: vec!["posts".into()],
             dead_letter_topic: "echotrace.dead-letter".into(),
             edges_topic: "echotrace.edges".into(),
+            alerts_topic: "echotrace.alerts".into(),
             properties: BTreeMap::new(),
         }
     }
@@ -98,6 +103,60 @@ impl Default for HttpConfig {
     }
 }
 
+/// Scoring and alerting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Rules file (TOML, see `deploy/rules.toml`); the built-in defaults when absent.
+    pub rules_file: Option<PathBuf>,
+    /// Sliding window of the cascade features, in seconds of event time.
+    pub window_secs: u64,
+    /// How often idle cascades with open alerts are re-evaluated, in seconds of event time.
+    pub sweep_secs: u64,
+    /// Alertmanager's base URL, e.g. `http://alertmanager:9093` (empty: do not push alerts).
+    pub alertmanager_url: String,
+    /// How often firing alerts are re-sent to Alertmanager, in milliseconds.
+    pub resend_interval_ms: u64,
+    /// Base URL of this instance's API as on-call reaches it, for the links in alerts (empty: the
+    /// listen address).
+    pub public_url: String,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            rules_file: None,
+            window_secs: 300,
+            sweep_secs: 10,
+            alertmanager_url: String::new(),
+            resend_interval_ms: 30_000,
+            public_url: String::new(),
+        }
+    }
+}
+
+/// The rules shipped with echotrace (`deploy/rules.toml`).
+pub const DEFAULT_RULES: &str = include_str!("../../../deploy/rules.toml");
+
+impl AlertingConfig {
+    /// Loads the configured rules, or the built-in ones.
+    pub fn rules(&self) -> anyhow::Result<echotrace_core::score::rules::RuleSet> {
+        use anyhow::Context;
+        let text = match &self.rules_file {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read rules file {}", path.display()))?
+            }
+            None => DEFAULT_RULES.to_owned(),
+        };
+        Ok(echotrace_core::score::rules::RuleSet::from_toml(&text)?)
+    }
+
+    /// The scorer's settings.
+    pub fn score_config(&self) -> echotrace_core::score::alerts::ScoreConfig {
+        echotrace_core::score::alerts::ScoreConfig { window_secs: self.window_secs, sweep_secs: self.sweep_secs }
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -118,7 +177,7 @@ impl Config {
         }
         // Only the configuration's own sections: other ECHOTRACE_ variables (ECHOTRACE_LOG,
         // ECHOTRACE_CONFIG, test switches) are not configuration keys.
-        let sections = ["kafka__", "detector__", "output__", "http__"];
+        let sections = ["kafka__", "detector__", "output__", "http__", "alerting__"];
         figment = figment.merge(
             Env::prefixed("ECHOTRACE_")
                 .filter(move |key| sections.iter().any(|s| key.as_str().to_ascii_lowercase().starts_with(s)))
@@ -163,6 +222,12 @@ mod tests {
             assert_eq!(config.output.flush_rows, 10);
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_shipped_rules_load() {
+        let rules = AlertingConfig::default().rules().expect("deploy/rules.toml is valid");
+        assert_eq!(rules.rules[0].name, "amplification_campaign");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `run` (a real cluster), `demo` ([`demo`]: an in-process cluster and a bundled stream) and `replay`
 //! ([`replay`]: a file). Every mode drives the same [`pipeline::Pipeline`].
 
+pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! `echotrace run` (and the detector half of `demo`): the consumer, the pipeline and the HTTP API,
 //! wired together until shutdown.
 
+use crate::alerting::AlertDispatcher;
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::ingest;
@@ -11,9 +12,12 @@ use crate::sinks::kafka::KafkaPublisher;
 use crate::sinks::parquet::ParquetSink;
 use anyhow::Context;
 use echotrace_core::detector::Detector;
+use echotrace_core::score::alerts::Scorer;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// A detector service that has started: its API address and the handles to wait on.
 pub struct Running {
@@ -39,16 +43,37 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let sink = ParquetSink::new(&config.output.dir)?;
-    let mut pipeline = Pipeline::new(detector.clone(), sink, metrics.clone());
+    let scorer = Scorer::new(config.alerting.rules()?, &config.alerting.score_config());
+    let mut pipeline = Pipeline::new(detector.clone(), scorer, sink, metrics.clone());
     if let Some(observer) = observer {
         pipeline = pipeline.with_observer(observer);
     }
     let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
     let consumer = ingest::consumer(&config, metrics.clone(), ready).context("cannot create the Kafka consumer")?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, api = %api_address, out = %config.output.dir.display(), "consuming");
+    let (notices, dispatcher) = if config.alerting.alertmanager_url.is_empty() {
+        (None, None)
+    } else {
+        let public_url = match config.alerting.public_url.as_str() {
+            "" => format!("http://{api_address}"),
+            url => url.to_owned(),
+        };
+        let resend = Duration::from_millis(config.alerting.resend_interval_ms.max(100));
+        let dispatcher = AlertDispatcher::new(&config.alerting.alertmanager_url, &public_url, resend, metrics.clone());
+        let (sender, receiver) = mpsc::channel(1024);
+        (Some(sender), Some(tokio::spawn(dispatcher.run(receiver))))
+    };
     let task_metrics = metrics.clone();
     let consumer = tokio::spawn(async move {
-        ingest::consume(&config, &consumer, &publisher, &mut pipeline, &task_metrics, shutdown).await?;
+        let outcome =
+            ingest::consume(&config, &consumer, &publisher, &mut pipeline, &task_metrics, notices.as_ref(), shutdown)
+                .await;
+        // Closing the channel lets the dispatcher deliver what is pending and stop.
+        drop(notices);
+        if let Some(dispatcher) = dispatcher {
+            let _ = dispatcher.await;
+        }
+        outcome?;
         Ok(())
     });
     Ok(Running { api_address, metrics, detector, consumer, server })

@@ -32,6 +32,18 @@ fn replays_a_gzipped_file_and_pyarrow_reads_the_datasets() {
     assert!(stdout.contains(&format!("{posts} posts, 0 duplicates, 1 dead letters")), "{stdout}");
     assert!(stdout.contains(&format!("root {CAMPAIGN_ROOT} size 41")), "the campaign is the largest cascade: {stdout}");
 
+    // The campaign, and only the campaign, raises the page; it fires and resolves on stream time.
+    let alerts = read_dataset(&out.join("alerts"));
+    let (rules, states, cascades) = (column(&alerts, "rule"), column(&alerts, "state"), column(&alerts, "cascade_id"));
+    let page: Vec<usize> =
+        (0..rules.len()).filter(|&i| rules[i].as_deref() == Some("amplification_campaign")).collect();
+    assert!(page.iter().any(|&i| states[i].as_deref() == Some("firing")), "{rules:?}");
+    assert_eq!(states[*page.last().unwrap()].as_deref(), Some("resolved"), "the page resolves after the campaign");
+    let campaign = cascades[page[0]].clone();
+    assert!(cascades.iter().all(|c| *c == campaign), "chatter raised an alert: {cascades:?}");
+    let sql = column(&alerts, "sql");
+    assert!(sql[page[0]].as_deref().unwrap().contains(campaign.as_deref().unwrap()));
+
     let dead = std::fs::read_to_string(out.join("dead_letters.jsonl")).unwrap();
     assert_eq!(dead.lines().count(), 1);
     assert!(dead.contains("\"error_kind\":\"missing_field\""), "{dead}");

@@ -10,11 +10,13 @@
 
 pub mod lag;
 
+use crate::alerting::AlertNotice;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 use crate::sinks::kafka::{KafkaPublisher, Source};
+use chrono::DateTime;
 use echotrace_core::post::Post;
 use futures::future::try_join_all;
 use lag::LagContext;
@@ -27,6 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
+use tokio::sync::mpsc;
 
 /// Why the consumer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,7 @@ pub async fn consume(
     publisher: &KafkaPublisher,
     pipeline: &mut Pipeline,
     metrics: &Metrics,
+    alert_notices: Option<&mpsc::Sender<AlertNotice>>,
     mut shutdown: Shutdown,
 ) -> Result<(), IngestError> {
     let mut checkpoint = Checkpoint::default();
@@ -99,8 +103,16 @@ pub async fn consume(
                 let payload = message.payload().unwrap_or_default();
                 match Post::from_json(payload) {
                     Ok(post) => {
-                        if let Some(edges) = pipeline.process(post) {
-                            checkpoint.deliveries.extend(publisher.edges(&edges).await?);
+                        if let Some(processed) = pipeline.process(post) {
+                            checkpoint.deliveries.extend(publisher.edges(&processed.edges).await?);
+                            checkpoint.deliveries.extend(publisher.alerts(&processed.alerts).await?);
+                            if let Some(notices) = alert_notices {
+                                let produced_at = message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
+                                for event in processed.alerts {
+                                    // A full channel waits: alerts slow the consumer down, never vanish.
+                                    let _ = notices.send(AlertNotice { event, produced_at }).await;
+                                }
+                            }
                         }
                     }
                     Err(error) => {

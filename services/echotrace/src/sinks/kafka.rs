@@ -1,4 +1,4 @@
-//! Kafka sinks: the dead-letter topic and the edges topic.
+//! Kafka sinks: the dead-letter topic, the edges topic and the alerts topic.
 //!
 //! Sends return delivery futures instead of being awaited one by one; the consumer awaits them all
 //! before it commits the offsets of the messages that produced them.
@@ -6,6 +6,7 @@
 use crate::config::KafkaConfig;
 use echotrace_core::post::InvalidPost;
 use echotrace_core::records::EdgeRecord;
+use echotrace_core::score::alerts::AlertEvent;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -35,6 +36,7 @@ pub struct KafkaPublisher {
     producer: FutureProducer,
     dead_letter_topic: String,
     edges_topic: String,
+    alerts_topic: String,
 }
 
 impl KafkaPublisher {
@@ -52,6 +54,7 @@ impl KafkaPublisher {
             producer: client.create()?,
             dead_letter_topic: config.dead_letter_topic.clone(),
             edges_topic: config.edges_topic.clone(),
+            alerts_topic: config.alerts_topic.clone(),
         })
     }
 
@@ -78,14 +81,26 @@ impl KafkaPublisher {
 
     /// Sends each edge as JSON, keyed by cascade so one cascade's edges stay in order.
     pub async fn edges(&self, edges: &[EdgeRecord]) -> Result<Vec<DeliveryFuture>, KafkaError> {
-        if self.edges_topic.is_empty() {
-            return Ok(Vec::new());
+        self.json_by_cascade(&self.edges_topic, edges.iter().map(|e| (e.cascade_id.as_str(), e))).await
+    }
+
+    /// Sends each alert event as JSON (the audit trail), keyed by cascade.
+    pub async fn alerts(&self, alerts: &[AlertEvent]) -> Result<Vec<DeliveryFuture>, KafkaError> {
+        self.json_by_cascade(&self.alerts_topic, alerts.iter().map(|a| (a.cascade_id.as_str(), a))).await
+    }
+
+    async fn json_by_cascade<'a, T: serde::Serialize + 'a>(
+        &self,
+        topic: &str,
+        items: impl Iterator<Item = (&'a str, &'a T)>,
+    ) -> Result<Vec<DeliveryFuture>, KafkaError> {
+        let mut deliveries = Vec::new();
+        if topic.is_empty() {
+            return Ok(deliveries);
         }
-        let mut deliveries = Vec::with_capacity(edges.len());
-        for edge in edges {
-            let json = serde_json::to_vec(edge).expect("edges serialize");
-            let record =
-                FutureRecord::<[u8], [u8]>::to(&self.edges_topic).payload(&json).key(edge.cascade_id.as_bytes());
+        for (cascade_id, item) in items {
+            let json = serde_json::to_vec(item).expect("records serialize");
+            let record = FutureRecord::<[u8], [u8]>::to(topic).payload(&json).key(cascade_id.as_bytes());
             deliveries.push(self.enqueue(record).await?);
         }
         Ok(deliveries)

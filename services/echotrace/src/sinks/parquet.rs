@@ -1,4 +1,5 @@
-//! The Parquet sink: `posts/`, `edges/`, `cascades/` and `cascade_merges/` datasets under one directory.
+//! The Parquet sink: `posts/`, `edges/`, `cascades/`, `cascade_merges/` and `alerts/` datasets under one
+//! directory.
 //!
 //! Rows are buffered in memory and written by [`ParquetSink::flush`], one file per dataset per flush.
 //! Each file is written under a hidden temporary name (`.part-….parquet.tmp`, which Parquet readers
@@ -15,6 +16,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::Detection;
 use echotrace_core::records::{CascadeRecord, EdgeRecord, MergeRecord, PostRecord};
+use echotrace_core::score::alerts::AlertEvent;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -50,6 +52,7 @@ pub struct ParquetSink {
     posts: Vec<PostRecord>,
     edges: Vec<EdgeRecord>,
     merges: Vec<MergeRecord>,
+    alerts: Vec<(AlertEvent, DateTime<Utc>)>,
     /// The newest state of each cascade changed since the last flush.
     cascades: HashMap<String, CascadeRecord>,
     files_written: u64,
@@ -58,7 +61,7 @@ pub struct ParquetSink {
 impl ParquetSink {
     /// A sink writing under `dir` (created if missing).
     pub fn new(dir: &Path) -> Result<ParquetSink, SinkError> {
-        for dataset in ["posts", "edges", "cascades", "cascade_merges"] {
+        for dataset in ["posts", "edges", "cascades", "cascade_merges", "alerts"] {
             let path = dir.join(dataset);
             fs::create_dir_all(&path).map_err(|source| SinkError::Io { path, source })?;
         }
@@ -67,6 +70,7 @@ impl ParquetSink {
             posts: Vec::new(),
             edges: Vec::new(),
             merges: Vec::new(),
+            alerts: Vec::new(),
             cascades: HashMap::new(),
             files_written: 0,
         })
@@ -81,6 +85,11 @@ impl ParquetSink {
         self.posts.push(detection.post);
         self.edges.extend(detection.edges);
         self.merges.extend(detection.merges);
+    }
+
+    /// Buffers an alert event, stamped with the wall clock (`emitted_at`).
+    pub fn push_alert(&mut self, event: AlertEvent) {
+        self.alerts.push((event, Utc::now()));
     }
 
     /// Posts buffered since the last flush.
@@ -107,9 +116,13 @@ impl ParquetSink {
         if !self.merges.is_empty() {
             rows += self.write("cascade_merges", &stamp, merges_batch(&self.merges))?;
         }
+        if !self.alerts.is_empty() {
+            rows += self.write("alerts", &stamp, alerts_batch(&self.alerts))?;
+        }
         self.posts.clear();
         self.edges.clear();
         self.merges.clear();
+        self.alerts.clear();
         self.cascades.clear();
         self.files_written += 1;
         Ok(rows)
@@ -259,6 +272,59 @@ pub fn cascades_batch(cascades: &[&CascadeRecord], updated_at: DateTime<Utc>) ->
             timestamps(cascades.iter().map(|c| c.first_seen)),
             timestamps(cascades.iter().map(|c| c.last_seen)),
             timestamps(cascades.iter().map(|_| updated_at)),
+        ],
+    )
+}
+
+/// The `alerts` dataset's rows: every alert event with its wall-clock emission time.
+pub fn alerts_batch(alerts: &[(AlertEvent, DateTime<Utc>)]) -> RecordBatch {
+    let mut platforms = ListBuilder::new(StringBuilder::new());
+    for (alert, _) in alerts {
+        platforms.append_value(alert.platforms.iter().map(Some));
+    }
+    let item = Field::new("item", DataType::Utf8, true);
+    batch(
+        vec![
+            Field::new("alert_id", DataType::Utf8, false),
+            Field::new("rule", DataType::Utf8, false),
+            Field::new("severity", DataType::Utf8, false),
+            Field::new("cascade_id", DataType::Utf8, false),
+            Field::new("root_post_id", DataType::Utf8, false),
+            Field::new("platforms", DataType::List(Arc::new(item)), false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("event_time", timestamp_type(), false),
+            Field::new("started_at", timestamp_type(), false),
+            Field::new("emitted_at", timestamp_type(), false),
+            Field::new("triggered_by", DataType::Utf8, true),
+            Field::new("merged_into", DataType::Utf8, true),
+            Field::new("summary", DataType::Utf8, false),
+            Field::new("evidence", DataType::Utf8, false),
+            Field::new("features", DataType::Utf8, false),
+            Field::new("sql", DataType::Utf8, false),
+        ],
+        vec![
+            strings(alerts.iter().map(|(a, _)| a.alert_id.as_str())),
+            strings(alerts.iter().map(|(a, _)| a.rule.as_str())),
+            strings(alerts.iter().map(|(a, _)| a.severity.as_str())),
+            strings(alerts.iter().map(|(a, _)| a.cascade_id.as_str())),
+            strings(alerts.iter().map(|(a, _)| a.root_post_id.as_str())),
+            Arc::new(platforms.finish()),
+            strings(alerts.iter().map(|(a, _)| a.state.as_str())),
+            timestamps(alerts.iter().map(|(a, _)| a.event_time)),
+            timestamps(alerts.iter().map(|(a, _)| a.started_at)),
+            timestamps(alerts.iter().map(|(_, emitted)| *emitted)),
+            optional_strings(alerts.iter().map(|(a, _)| a.triggered_by.as_deref())),
+            optional_strings(alerts.iter().map(|(a, _)| a.merged_into.as_deref())),
+            strings(alerts.iter().map(|(a, _)| a.summary.as_str())),
+            Arc::new(StringArray::from_iter_values(
+                alerts.iter().map(|(a, _)| serde_json::to_string(&a.evidence).expect("evidence serializes")),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                alerts.iter().map(|(a, _)| serde_json::to_string(&a.features).expect("features serialize")),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                alerts.iter().map(|(a, _)| crate::alerting::alert_sql(&a.cascade_id)),
+            )),
         ],
     )
 }

@@ -1,0 +1,204 @@
+//! Alert delivery to Alertmanager's API v2, and what every alert carries for on-call.
+//!
+//! The [`AlertDispatcher`] task receives alert events from the pipeline through a bounded channel
+//! (a full channel slows the consumer rather than dropping alerts). It keeps every firing alert and
+//! re-sends them all every `resend_interval_ms`, as Alertmanager expects of a client, with `endsAt`
+//! a few intervals ahead so a crashed echotrace's alerts expire rather than page forever. A resolved
+//! alert is sent with `endsAt` set and kept until Alertmanager has accepted it. A failed push is
+//! counted, logged, and retried with exponential backoff (up to 30 s); nothing is dropped.
+
+use crate::metrics::Metrics;
+use chrono::{DateTime, Utc};
+use echotrace_core::score::alerts::{AlertEvent, AlertState};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// An alert event on its way out, with the produce time of the post behind it.
+#[derive(Debug, Clone)]
+pub struct AlertNotice {
+    /// The event.
+    pub event: AlertEvent,
+    /// When the triggering post was produced to Kafka (for time-to-alert), if known.
+    pub produced_at: Option<DateTime<Utc>>,
+}
+
+/// The SQL that returns the posts of an alert's cascade, including cascades merged into it, over
+/// the stored datasets (`echotrace query`, DataFusion).
+pub fn alert_sql(cascade_id: &str) -> String {
+    let id = cascade_id.replace('\'', "''");
+    format!(
+        "SELECT post_id, platform, author_id, created_at, parent_id, parent_kind, generation, text FROM posts \
+         WHERE cascade_id = '{id}' OR cascade_id IN (SELECT absorbed_cascade_id FROM cascade_merges \
+         WHERE into_cascade_id = '{id}') ORDER BY created_at"
+    )
+}
+
+/// The API link to an alert's cascade.
+pub fn cascade_url(public_url: &str, cascade_id: &str) -> String {
+    format!("{}/cascades/{cascade_id}", public_url.trim_end_matches('/'))
+}
+
+/// The Alertmanager v2 representation of an alert.
+fn to_alertmanager(event: &AlertEvent, public_url: &str, ends_at: DateTime<Utc>) -> Value {
+    let features = &event.features;
+    let target =
+        features.top_target.as_ref().map(|(account, n)| format!("@{account} ({n} mentions)")).unwrap_or_default();
+    let evidence: Vec<String> = event.evidence.iter().map(|(k, v)| format!("{k}={}", round(*v))).collect();
+    json!({
+        "labels": {
+            "alertname": event.rule,
+            "severity": event.severity,
+            "cascade_id": event.cascade_id,
+            "service": "echotrace",
+        },
+        "annotations": {
+            "summary": event.summary,
+            "description": format!(
+                "Cascade {} (root {}) has {} posts on {} platform(s) [{}], {} authors, {} posts/min, {:.0}% automated-looking, coordination {}{}.",
+                event.cascade_id, event.root_post_id, features.size, features.platforms, event.platforms.join(", "),
+                features.distinct_authors, round(features.posts_per_minute), features.automated_share * 100.0,
+                features.coordination,
+                if target.is_empty() { String::new() } else { format!(", most mentioned {target}") },
+            ),
+            "root_post_id": event.root_post_id,
+            "platforms": event.platforms.join(","),
+            "evidence": evidence.join(" "),
+            "cascade_url": cascade_url(public_url, &event.cascade_id),
+            "sql": alert_sql(&event.cascade_id),
+            "runbook": format!("deploy/RUNBOOK.md#{}", event.rule),
+        },
+        "startsAt": event.started_at.to_rfc3339(),
+        "endsAt": ends_at.to_rfc3339(),
+        "generatorURL": cascade_url(public_url, &event.cascade_id),
+    })
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// Pushes alerts to Alertmanager until the channel closes.
+pub struct AlertDispatcher {
+    client: reqwest::Client,
+    endpoint: String,
+    public_url: String,
+    resend: Duration,
+    metrics: Arc<Metrics>,
+    firing: HashMap<String, AlertNotice>,
+    resolved: HashMap<String, (AlertNotice, DateTime<Utc>)>,
+    undelivered_since: HashMap<String, DateTime<Utc>>,
+}
+
+impl AlertDispatcher {
+    /// A dispatcher for Alertmanager at `base_url`.
+    pub fn new(base_url: &str, public_url: &str, resend: Duration, metrics: Arc<Metrics>) -> AlertDispatcher {
+        AlertDispatcher {
+            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a plain HTTP client"),
+            endpoint: format!("{}/api/v2/alerts", base_url.trim_end_matches('/')),
+            public_url: public_url.to_owned(),
+            resend,
+            metrics,
+            firing: HashMap::new(),
+            resolved: HashMap::new(),
+            undelivered_since: HashMap::new(),
+        }
+    }
+
+    /// Runs until `notices` is closed and everything pending has been delivered (or, after the
+    /// channel closes, until one last attempt).
+    pub async fn run(mut self, mut notices: mpsc::Receiver<AlertNotice>) {
+        let mut backoff = self.resend;
+        let mut next_push = tokio::time::Instant::now() + self.resend;
+        loop {
+            tokio::select! {
+                notice = notices.recv() => match notice {
+                    Some(notice) => {
+                        self.take(notice);
+                        // New state goes out at once; the resend timer keeps its rhythm.
+                        if self.push().await { backoff = self.resend } else { next_push = tokio::time::Instant::now() + backoff; backoff = (backoff * 2).min(Duration::from_secs(30)); }
+                    }
+                    None => {
+                        self.push().await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(next_push) => {
+                    if self.push().await { backoff = self.resend } else { backoff = (backoff * 2).min(Duration::from_secs(30)); }
+                    next_push = tokio::time::Instant::now() + backoff;
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, notice: AlertNotice) {
+        let id = notice.event.alert_id.clone();
+        match notice.event.state {
+            AlertState::Firing => {
+                // Time to alert is measured for the start of an alert, not for its growth updates.
+                if notice.event.started_at == notice.event.event_time {
+                    self.undelivered_since.entry(id.clone()).or_insert_with(Utc::now);
+                }
+                let previous = self.firing.insert(id, notice.clone());
+                // Keep the produce time of the post that first fired it, for time-to-alert.
+                if let (Some(previous), Some(current)) = (previous, self.firing.get_mut(&notice.event.alert_id)) {
+                    current.produced_at = previous.produced_at.or(current.produced_at);
+                }
+            }
+            AlertState::Resolved => {
+                self.firing.remove(&id);
+                self.resolved.insert(id, (notice, Utc::now()));
+            }
+        }
+    }
+
+    /// Sends every firing and not-yet-delivered resolved alert; true when Alertmanager accepted them.
+    async fn push(&mut self) -> bool {
+        if self.firing.is_empty() && self.resolved.is_empty() {
+            return true;
+        }
+        let now = Utc::now();
+        let ends_firing = now + chrono::Duration::from_std(self.resend * 4).unwrap_or_default();
+        let mut body: Vec<Value> =
+            self.firing.values().map(|n| to_alertmanager(&n.event, &self.public_url, ends_firing)).collect();
+        body.extend(self.resolved.values().map(|(n, at)| to_alertmanager(&n.event, &self.public_url, *at)));
+        let result = self.client.post(&self.endpoint).json(&body).send().await.and_then(|r| r.error_for_status());
+        match result {
+            Ok(_) => {
+                self.metrics.alert_deliveries.inc();
+                let delivered_at = Utc::now();
+                for (id, notice) in &self.firing {
+                    if self.undelivered_since.remove(id).is_some()
+                        && let Some(produced) = notice.produced_at
+                    {
+                        let seconds = (delivered_at - produced).num_milliseconds() as f64 / 1000.0;
+                        self.metrics.time_to_alert_seconds.observe(seconds.max(0.0));
+                    }
+                }
+                self.resolved.clear();
+                true
+            }
+            Err(error) => {
+                self.metrics.alert_delivery_failures.inc();
+                tracing::warn!(%error, endpoint = %self.endpoint, alerts = body.len(), "cannot deliver alerts to Alertmanager; retrying");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sql_names_the_cascade_and_its_merged_parts() {
+        let sql = alert_sql("c0123");
+        assert!(sql.contains("cascade_id = 'c0123'"));
+        assert!(sql.contains("into_cascade_id = 'c0123'"));
+        assert_eq!(alert_sql("c'x").matches("'c''x'").count(), 2, "quotes are escaped");
+        assert_eq!(cascade_url("http://h:1/", "c1"), "http://h:1/cascades/c1");
+    }
+}
