@@ -34,7 +34,8 @@ const MALFORMED: [(usize, &[u8]); 2] = [
 pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("cannot start the in-process Kafka")?;
     let topic = "posts";
-    for name in [topic, config.kafka.dead_letter_topic.as_str(), config.kafka.edges_topic.as_str()] {
+    let outputs = [&config.kafka.dead_letter_topic, &config.kafka.edges_topic, &config.kafka.alerts_topic];
+    for name in std::iter::once(topic).chain(outputs.iter().map(|t| t.as_str())) {
         if !name.is_empty() {
             cluster.create_topic(name, PARTITIONS, 1).with_context(|| format!("cannot create topic {name}"))?;
         }

@@ -49,6 +49,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         pipeline = pipeline.with_observer(observer);
     }
     let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
+    publisher.check_topics(Duration::from_secs(10)).context("cannot confirm that the output topics exist")?;
     let consumer = ingest::consumer(&config, metrics.clone(), ready).context("cannot create the Kafka consumer")?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, api = %api_address, out = %config.output.dir.display(), "consuming");
     let (notices, dispatcher) = if config.alerting.alertmanager_url.is_empty() {

@@ -147,7 +147,9 @@ fn real_broker_kcat_in_echotrace_run_out() {
             .unwrap(),
     );
     wait_for("the broker to listen", Duration::from_secs(30), || std::net::TcpStream::connect(&broker).is_ok());
-    for (topic, partitions) in [("posts", "2"), ("echotrace.dead-letter", "1"), ("echotrace.edges", "1")] {
+    for (topic, partitions) in
+        [("posts", "2"), ("echotrace.dead-letter", "1"), ("echotrace.edges", "1"), ("echotrace.alerts", "1")]
+    {
         let status = Command::new(&tansu)
             .args(["topic", "create", topic, "--broker", &url, "--partitions", partitions])
             .status()
@@ -215,6 +217,8 @@ fn real_broker_kcat_in_echotrace_run_out() {
     }
     let edges = kcat(&kcat_bin, &["-C", "-b", &broker, "-t", "echotrace.edges", "-o", "beginning", "-e"], None);
     assert!(edges.lines().any(|l| l.contains("\"kind\":\"near_duplicate\"")), "{edges}");
+    let alerts = kcat(&kcat_bin, &["-C", "-b", &broker, "-t", "echotrace.alerts", "-o", "beginning", "-e"], None);
+    assert!(alerts.lines().any(|l| l.contains("\"rule\":\"amplification_campaign\"")), "{alerts}");
 
     // The group's committed offsets reached the end of the input: a restart re-reads nothing.
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -20,7 +20,7 @@ const POSTS: &str = "posts";
 async fn consumes_links_dead_letters_and_commits() {
     let cluster = MockCluster::new(1).unwrap();
     let mut config = Config::default();
-    for topic in [POSTS, &config.kafka.dead_letter_topic, &config.kafka.edges_topic] {
+    for topic in [POSTS, &config.kafka.dead_letter_topic, &config.kafka.edges_topic, &config.kafka.alerts_topic] {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
     let out = tempfile::tempdir().unwrap();

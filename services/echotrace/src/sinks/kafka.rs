@@ -58,6 +58,26 @@ impl KafkaPublisher {
         })
     }
 
+    /// Fails unless every output topic exists, so a missing topic stops start-up with its name rather
+    /// than failing the first delivery (brokers in production seldom auto-create topics).
+    pub fn check_topics(&self, timeout: Duration) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer;
+        for topic in [&self.dead_letter_topic, &self.edges_topic, &self.alerts_topic] {
+            if topic.is_empty() {
+                continue;
+            }
+            let metadata = self.producer.client().fetch_metadata(Some(topic), timeout)?;
+            if let Some(error) = metadata.topics().iter().find_map(|t| t.error()) {
+                tracing::error!(
+                    topic,
+                    "output topic missing or unusable: create it (deploy/README.md lists the topics)"
+                );
+                return Err(KafkaError::MetadataFetch(error.into()));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the original message to the dead-letter topic with the reason in its headers.
     pub async fn dead_letter(
         &self,
