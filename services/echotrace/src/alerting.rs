@@ -192,6 +192,81 @@ impl AlertDispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
+    use echotrace_core::score::features::CascadeFeatures;
+    use std::sync::Mutex;
+
+    fn event(state: AlertState) -> AlertEvent {
+        let at = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        AlertEvent {
+            alert_id: "a1".into(),
+            rule: "amplification_campaign".into(),
+            severity: "critical".into(),
+            summary: "s".into(),
+            cascade_id: "c1".into(),
+            root_post_id: "x:1".into(),
+            platforms: vec!["x".into(), "bluesky".into()],
+            state,
+            event_time: at,
+            started_at: at,
+            triggered_by: Some("x:9".into()),
+            merged_into: None,
+            evidence: Default::default(),
+            features: CascadeFeatures::default(),
+        }
+    }
+
+    /// An Alertmanager stand-in that refuses the first `failures` pushes and records the rest.
+    async fn flaky_alertmanager(failures: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(Mutex::new(0usize));
+        let sink = accepted.clone();
+        let app = axum::Router::new().route(
+            "/api/v2/alerts",
+            axum::routing::post(move |axum::Json(body): axum::Json<Vec<Value>>| {
+                let (sink, attempts) = (sink.clone(), attempts.clone());
+                async move {
+                    let mut attempts = attempts.lock().unwrap();
+                    *attempts += 1;
+                    if *attempts <= failures {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    sink.lock().unwrap().extend(body);
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}"), accepted)
+    }
+
+    #[tokio::test]
+    async fn retries_until_alertmanager_accepts_and_loses_nothing() {
+        let (url, accepted) = flaky_alertmanager(3).await;
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher =
+            AlertDispatcher::new(&url, "http://echotrace:9464", Duration::from_millis(50), metrics.clone());
+        let (sender, receiver) = mpsc::channel(8);
+        let task = tokio::spawn(dispatcher.run(receiver));
+        sender.send(AlertNotice { event: event(AlertState::Firing), produced_at: Some(Utc::now()) }).await.unwrap();
+        sender.send(AlertNotice { event: event(AlertState::Resolved), produced_at: None }).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !accepted.lock().unwrap().iter().any(|a| a["endsAt"].as_str() < Some(Utc::now().to_rfc3339().as_str())) {
+            assert!(std::time::Instant::now() < deadline, "the resolution never got through");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(sender);
+        task.await.unwrap();
+        assert!(metrics.alert_delivery_failures.get() >= 3, "failures are counted");
+        assert!(metrics.alert_deliveries.get() >= 1);
+        let first = accepted.lock().unwrap()[0].clone();
+        assert_eq!(first["labels"]["alertname"], "amplification_campaign");
+        assert_eq!(first["labels"]["cascade_id"], "c1");
+        assert_eq!(first["annotations"]["cascade_url"], "http://echotrace:9464/cascades/c1");
+        assert_eq!(first["annotations"]["runbook"], "deploy/RUNBOOK.md#amplification_campaign");
+    }
 
     #[test]
     fn the_sql_names_the_cascade_and_its_merged_parts() {

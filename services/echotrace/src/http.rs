@@ -71,8 +71,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
-        .into_response()
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], state.metrics.encode()).into_response()
 }
 
 #[derive(Deserialize)]

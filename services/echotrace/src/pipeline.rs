@@ -4,7 +4,7 @@
 //!
 //! `run` and `demo` drive it from the Kafka consumer, `replay` from a file; the stage code is the same.
 
-use crate::metrics::{Metrics, PlatformLabel};
+use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
 use echotrace_core::detector::{Detection, Detector};
 use echotrace_core::post::Post;
@@ -65,10 +65,7 @@ impl Pipeline {
         if event_time > self.metrics.event_time_seconds.get() {
             self.metrics.event_time_seconds.set(event_time);
         }
-        self.metrics
-            .posts_by_platform
-            .get_or_create(&PlatformLabel { platform: detection.post.platform.clone() })
-            .inc();
+        self.metrics.posts_by_platform.with_label_values(&[detection.post.platform.as_str()]).inc();
         let alerts = self.scorer.observe(&detection, &signals);
         for alert in &alerts {
             self.metrics.observe_alert(alert);

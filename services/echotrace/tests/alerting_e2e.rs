@@ -226,6 +226,24 @@ fn the_demo_campaign_pages_through_alertmanager_and_resolves() {
             result["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
         })
     });
+    // The exposition passes Prometheus's own linter.
+    let (_, exposition) = common::http_get(api, "/metrics");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let lint = promtool.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
     let rules = get_json(prometheus, "/api/v1/rules");
     assert!(rules["data"]["groups"].as_array().is_some_and(|g| !g.is_empty()), "the shipped rules loaded");
 

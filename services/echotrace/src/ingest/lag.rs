@@ -1,7 +1,7 @@
 //! The consumer's context: lag from librdkafka's statistics (a gauge per partition), and readiness,
 //! which follows whether the group has assigned this member any partition.
 
-use crate::metrics::{Metrics, PartitionLabel};
+use crate::metrics::Metrics;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
@@ -30,8 +30,11 @@ impl ClientContext for LagContext {
                 if *partition < 0 || stats.consumer_lag < 0 {
                     continue;
                 }
-                let label = PartitionLabel { topic: topic.clone(), partition: partition.to_string() };
-                self.metrics.consumer_lag.get_or_create(&label).set(stats.consumer_lag);
+                let partition = partition.to_string();
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic.as_str(), partition.as_str()])
+                    .set(stats.consumer_lag);
             }
         }
     }

@@ -117,7 +117,7 @@ pub async fn consume(
                     }
                     Err(error) => {
                         tracing::warn!(source = %format!("{}/{}/{}", source.topic, source.partition, source.offset), kind = error.kind(), %error, "dead-lettering message");
-                        metrics.dead_letters.get_or_create(&crate::metrics::ReasonLabel { reason: error.kind().to_owned() }).inc();
+                        metrics.dead_letters.with_label_values(&[error.kind()]).inc();
                         checkpoint.deliveries.push(publisher.dead_letter(message.key(), payload, &source, &error).await?);
                     }
                 }
