@@ -404,6 +404,7 @@ mod tests {
         assert_eq!(quote.merges.len(), 1);
         assert_eq!(quote.cascade.root_post_id, "x:1", "the earlier cascade survives");
         assert_eq!(quote.cascade.size, 3);
+        assert_eq!(detector.graph().cascade_count(), 1);
     }
 
     #[test]
@@ -470,7 +471,9 @@ mod tests {
         let mut detector = Detector::new(config);
         detector.process(post("x:1", 0, CLAIM, "")).unwrap();
         detector.process(post("x:2", 30, "a later unrelated post moves event time along nicely", "")).unwrap();
+        assert_eq!(detector.graph().cascade_count(), 1, "x:1's cascade left the window as x:2 came");
         assert_eq!(detector.process(post("x:3", 31, CLAIM, "")).unwrap().post.parent_id, None);
         assert!(detector.graph().key_of("x:1").is_none());
+        assert_eq!(detector.graph().cascade_count(), 2);
     }
 }

@@ -150,6 +150,8 @@ pub struct CascadeGraph {
     by_post_id: HashMap<Box<str>, NodeKey>,
     cascades: HashMap<NodeKey, Cascade>,
     cascade_keys: HashMap<String, NodeKey>,
+    /// Cascades not merged into another, kept as a count: counting them is asked for every post.
+    live_cascades: usize,
     platforms: Vec<String>,
 }
 
@@ -185,7 +187,7 @@ impl CascadeGraph {
 
     /// Number of live (unmerged) cascades.
     pub fn cascade_count(&self) -> usize {
-        self.cascades.values().filter(|c| c.merged_into.is_none()).count()
+        self.live_cascades
     }
 
     /// Returns the key of a post's node, adding a placeholder if it has not been seen.
@@ -234,6 +236,7 @@ impl CascadeGraph {
         };
         self.cascade_keys.insert(id, root);
         self.cascades.insert(root, cascade);
+        self.live_cascades += 1;
     }
 
     /// The live cascade a node belongs to, following merges.
@@ -333,6 +336,7 @@ impl CascadeGraph {
         let (survivor, absorbed) = if (first_a, a) <= (first_b, b) { (a, b) } else { (b, a) };
         let absorbed_state = self.cascades.get_mut(&absorbed).expect("live cascade");
         absorbed_state.merged_into = Some(survivor);
+        self.live_cascades -= 1;
         let members = std::mem::take(&mut absorbed_state.members);
         let (size, depth, platforms) = (absorbed_state.size, absorbed_state.depth, absorbed_state.platforms.clone());
         let (first, last, absorbed_id) =
@@ -470,6 +474,7 @@ impl CascadeGraph {
         if evicted > 0 {
             let base = self.base_key;
             let cascade_keys = &mut self.cascade_keys;
+            let live_cascades = &mut self.live_cascades;
             self.cascades.retain(|_, cascade| {
                 // An absorbed cascade's last post is no later than its survivor's: it goes first.
                 let keep = cascade.last_seen_ms >= cutoff_ms;
@@ -477,6 +482,7 @@ impl CascadeGraph {
                     cascade.members.retain(|&member| member >= base);
                 } else {
                     cascade_keys.remove(&cascade.id);
+                    *live_cascades -= usize::from(cascade.merged_into.is_none());
                 }
                 keep
             });

@@ -64,6 +64,7 @@ fn to_alertmanager(event: &AlertEvent, public_url: &str, ends_at: DateTime<Utc>)
                 if target.is_empty() { String::new() } else { format!(", most mentioned {target}") },
             ),
             "root_post_id": event.root_post_id,
+            "triggered_by": event.triggered_by.clone().unwrap_or_default(),
             "platforms": event.platforms.join(","),
             "evidence": evidence.join(" "),
             "cascade_url": cascade_url(public_url, &event.cascade_id),

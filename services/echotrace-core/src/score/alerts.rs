@@ -142,8 +142,11 @@ impl Scorer {
     }
 
     /// Current features of a cascade at the watermark.
-    pub fn features(&self, cascade_id: &str) -> Option<CascadeFeatures> {
-        Some(self.activity.get(cascade_id)?.features(self.watermark?, self.window))
+    pub fn features(&mut self, cascade_id: &str) -> Option<CascadeFeatures> {
+        let watermark = self.watermark?;
+        let activity = self.activity.get_mut(cascade_id)?;
+        activity.slide(watermark, self.window);
+        Some(activity.features(watermark, self.window))
     }
 
     /// Takes in one detection and the signals of its post; returns the alert events it caused.

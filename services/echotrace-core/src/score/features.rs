@@ -24,8 +24,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 pub const FRESH_ACCOUNT: Duration = Duration::days(7);
 /// Two authors posting co-similar text within this interval count as coordinated.
 pub const CO_SIMILAR_WITHIN: Duration = Duration::minutes(10);
-/// Posts by one author in one cascade within a minute at which the author looks automated.
-const BOT_CADENCE_POSTS: usize = 3;
 
 /// What the scorer needs to know about one post beyond the detection itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,17 +67,25 @@ pub struct CascadeFeatures {
 #[derive(Debug, Clone)]
 struct WindowPost {
     at: DateTime<Utc>,
-    author: u32,
     automated_looking: bool,
 }
 
-/// The running activity of one cascade.
+/// The running activity of one cascade. Every update and every feature is O(1) amortized (the
+/// half-window count is a binary search), so a viral cascade of thousands of posts a minute costs
+/// no more per post than a small one.
 #[derive(Debug, Clone, Default)]
 pub struct CascadeActivity {
+    /// The window's posts in arrival order (event times nearly sorted).
     window: VecDeque<WindowPost>,
+    automated_in_window: u32,
     authors: HashMap<String, u32>,
     posts_by_author: Vec<u32>,
+    /// The two latest post times of each author: a third post within a minute of the first of them
+    /// is bot cadence.
+    recent_by_author: Vec<[Option<DateTime<Utc>>; 2]>,
+    top_author_posts: u32,
     mentions: HashMap<String, u32>,
+    top_target: Option<(String, u32)>,
     coordinated: HashSet<u32>,
     size: u64,
     depth: u32,
@@ -98,19 +104,27 @@ impl CascadeActivity {
         depth: u32,
         platforms: u32,
     ) {
-        let author = self.author_index(&signals.author_id);
-        self.posts_by_author[author as usize] += 1;
-        let recent_by_author =
-            self.window.iter().filter(|p| p.author == author && at - p.at <= Duration::minutes(1)).count();
+        let author = self.author_index(&signals.author_id) as usize;
+        self.posts_by_author[author] += 1;
+        self.top_author_posts = self.top_author_posts.max(self.posts_by_author[author]);
+        let [older, newer] = self.recent_by_author[author];
+        let bot_cadence = older.is_some_and(|first| at - first <= Duration::minutes(1)) && newer.is_some();
+        self.recent_by_author[author] = [newer, Some(at)];
         let fresh = signals.author_created_at.is_some_and(|created| at - created < FRESH_ACCOUNT);
-        let automated_looking = signals.declared_automated || fresh || recent_by_author + 1 >= BOT_CADENCE_POSTS;
-        self.window.push_back(WindowPost { at, author, automated_looking });
+        let automated_looking = signals.declared_automated || fresh || bot_cadence;
+        self.automated_in_window += u32::from(automated_looking);
+        self.window.push_back(WindowPost { at, automated_looking });
         for mention in &signals.mentions {
-            *self.mentions.entry(mention.trim_start_matches('@').to_lowercase()).or_default() += 1;
+            let account = mention.trim_start_matches('@').to_lowercase();
+            let count = self.mentions.entry(account.clone()).or_default();
+            *count += 1;
+            if self.top_target.as_ref().is_none_or(|(_, top)| *count > *top) {
+                self.top_target = Some((account, *count));
+            }
         }
         if let Some(other) = co_similar_author.filter(|other| *other != signals.author_id) {
             let other = self.author_index(other);
-            self.coordinated.insert(author);
+            self.coordinated.insert(author as u32);
             self.coordinated.insert(other);
         }
         self.size = size;
@@ -123,6 +137,7 @@ impl CascadeActivity {
         let index = *self.authors.entry(author_id.to_owned()).or_insert(next);
         if index == next {
             self.posts_by_author.push(0);
+            self.recent_by_author.push([None, None]);
         }
         index
     }
@@ -130,7 +145,8 @@ impl CascadeActivity {
     /// Drops window posts older than `window` before `now`.
     pub fn slide(&mut self, now: DateTime<Utc>, window: Duration) {
         while self.window.front().is_some_and(|p| now - p.at > window) {
-            self.window.pop_front();
+            let gone = self.window.pop_front().expect("checked");
+            self.automated_in_window -= u32::from(gone.automated_looking);
         }
     }
 
@@ -139,31 +155,29 @@ impl CascadeActivity {
         self.window.back().map(|p| p.at)
     }
 
-    /// The features at `now`, over a window of `window`.
+    /// The features at `now`, over a window of `window`; call [`CascadeActivity::slide`] first.
     pub fn features(&self, now: DateTime<Utc>, window: Duration) -> CascadeFeatures {
         let minutes = (window.num_milliseconds() as f64 / 60_000.0).max(1e-9);
-        let in_window: Vec<&WindowPost> = self.window.iter().filter(|p| now - p.at <= window && p.at <= now).collect();
+        let in_window = self.window.len() as f64;
+        // Arrival order is event order up to small skew, so the half-window boundary is a search.
         let half = window / 2;
-        let latest = in_window.iter().filter(|p| now - p.at <= half).count() as f64;
-        let earlier = in_window.len() as f64 - latest;
-        let automated = in_window.iter().filter(|p| p.automated_looking).count() as f64;
-        let top_author_posts = self.posts_by_author.iter().copied().max().unwrap_or(0) as f64;
-        let top_target = self
-            .mentions
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(account, count)| (account.clone(), *count));
+        let latest = (self.window.len() - self.window.partition_point(|p| now - p.at > half)) as f64;
+        let earlier = in_window - latest;
         CascadeFeatures {
             size: self.size,
-            posts_per_minute: in_window.len() as f64 / minutes,
+            posts_per_minute: in_window / minutes,
             acceleration: (latest - earlier) / (minutes / 2.0) / (minutes / 2.0),
             depth: self.depth,
             platforms: self.platforms,
             distinct_authors: self.authors.len() as u32,
-            author_concentration: if self.size == 0 { 0.0 } else { top_author_posts / self.size as f64 },
-            automated_share: if in_window.is_empty() { 0.0 } else { automated / in_window.len() as f64 },
+            author_concentration: if self.size == 0 {
+                0.0
+            } else {
+                f64::from(self.top_author_posts) / self.size as f64
+            },
+            automated_share: if in_window == 0.0 { 0.0 } else { f64::from(self.automated_in_window) / in_window },
             coordination: self.coordinated.len() as u32,
-            top_target,
+            top_target: self.top_target.clone(),
         }
     }
 
@@ -172,14 +186,26 @@ impl CascadeActivity {
         let remap: HashMap<u32, u32> =
             other.authors.iter().map(|(id, &index)| (index, self.author_index(id))).collect();
         for (index, posts) in other.posts_by_author.iter().enumerate() {
-            self.posts_by_author[remap[&(index as u32)] as usize] += posts;
+            let mine = remap[&(index as u32)] as usize;
+            self.posts_by_author[mine] += posts;
+            self.top_author_posts = self.top_author_posts.max(self.posts_by_author[mine]);
+            let mut times: Vec<DateTime<Utc>> =
+                self.recent_by_author[mine].iter().chain(&other.recent_by_author[index]).flatten().copied().collect();
+            times.sort();
+            let n = times.len();
+            self.recent_by_author[mine] = [n.checked_sub(2).map(|i| times[i]), times.last().copied()];
         }
         let mut merged: Vec<WindowPost> = self.window.drain(..).collect();
-        merged.extend(other.window.into_iter().map(|p| WindowPost { author: remap[&p.author], ..p }));
+        merged.extend(other.window);
         merged.sort_by_key(|p| p.at);
+        self.automated_in_window = merged.iter().filter(|p| p.automated_looking).count() as u32;
         self.window = merged.into();
         for (account, count) in other.mentions {
-            *self.mentions.entry(account).or_default() += count;
+            let total = self.mentions.entry(account.clone()).or_default();
+            *total += count;
+            if self.top_target.as_ref().is_none_or(|(_, top)| *total > *top) {
+                self.top_target = Some((account, *total));
+            }
         }
         self.coordinated.extend(other.coordinated.iter().map(|a| remap[a]));
     }
@@ -216,6 +242,7 @@ mod tests {
                 2,
             );
         }
+        activity.slide(at(150), window);
         let features = activity.features(at(150), window);
         assert_eq!(features.size, 10);
         assert!((features.posts_per_minute - 2.0).abs() < 1e-9, "{features:?}");
@@ -237,6 +264,7 @@ mod tests {
         }
         let fresh = PostSignals { author_created_at: Some(at(-3600)), ..signals("new", false) };
         activity.record(at(40), &fresh, None, 4, 0, 1);
+        activity.slide(at(40), Duration::minutes(5));
         let features = activity.features(at(40), Duration::minutes(5));
         assert!(
             (features.automated_share - 0.5).abs() < 1e-9,
