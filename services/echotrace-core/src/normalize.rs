@@ -61,19 +61,32 @@ impl NormalizedText {
 /// Normalizes a post's text.
 pub fn normalize(text: &str) -> NormalizedText {
     let mut out = NormalizedText { text: String::with_capacity(text.len()), tokens: Vec::new() };
-    let folded: String = text.nfkc().flat_map(char::to_lowercase).collect();
+    // ASCII is already in NFKC, and its Unicode lower case is its ASCII lower case: most posts skip
+    // the normalizer's tables (measured: a third of the time of a tweet's pipeline).
+    let folded: String =
+        if text.is_ascii() { text.to_ascii_lowercase() } else { text.nfkc().flat_map(char::to_lowercase).collect() };
     for chunk in folded.split_whitespace() {
         if chunk.starts_with('@') || chunk.starts_with("www.") {
             continue;
         }
         // A URL may be glued to the text before it (common in CJK posts): cut it off there.
-        let chunk = match chunk.find("http://").or_else(|| chunk.find("https://")) {
+        let chunk = match url_start(chunk) {
             Some(at) => &chunk[..at],
             None => chunk,
         };
         push_tokens(chunk, &mut out);
     }
     out
+}
+
+/// Where the first `http://` or `https://` in a chunk starts. A byte scan: building a substring
+/// searcher for every chunk cost more than the scan (measured).
+fn url_start(chunk: &str) -> Option<usize> {
+    let bytes = chunk.as_bytes();
+    (0..bytes.len().saturating_sub(6)).find(|&at| {
+        let rest = &bytes[at..];
+        rest.starts_with(b"http://") || rest.starts_with(b"https://")
+    })
 }
 
 fn push_tokens(chunk: &str, out: &mut NormalizedText) {
@@ -171,6 +184,15 @@ mod tests {
         assert_eq!(got.len(), 13);
         assert!(got.iter().all(|(_, script)| *script == Script::Cjk));
         assert_eq!(got[0].0, "外");
+    }
+
+    #[test]
+    fn ascii_and_unicode_paths_agree() {
+        assert_eq!(normalize("Hello WORLD, it's 9am").joined(), "hello world its 9am");
+        assert_eq!(normalize("Hello WORLD, it’s 9am").joined(), "hello world its 9am");
+        assert_eq!(tokens("see http://a.b/c"), ["see"]);
+        assert_eq!(tokens("xhttp://a.b"), ["x"]);
+        assert_eq!(tokens("http:/not-a-url"), ["http", "not", "a", "url"]);
     }
 
     #[test]

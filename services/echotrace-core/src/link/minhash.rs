@@ -21,6 +21,10 @@ use std::collections::{HashMap, VecDeque};
 
 /// Name and version of the LSH evidence, recorded on the edges it finds.
 pub const MINHASH_NAME: &str = "minhash-lsh-v1";
+/// Entries read per band and query, newest first. A campaign of thousands of copies shares its band
+/// keys; reading them all would make each copy cost as much as the campaign is large. The newest 32
+/// are enough to find a parent, and keep a lookup's cost flat.
+pub const MAX_CHAIN_PER_BAND: usize = 32;
 /// Bands of the LSH.
 pub const BANDS: usize = 6;
 /// Rows (hash functions) per band.
@@ -95,12 +99,20 @@ struct Entry {
     simhash: u64,
     payload: u64,
     created_at_ms: i64,
+    /// Per band, the sequence number of the next older entry with the same band key (its own
+    /// sequence number when there is none): the buckets are chains through the ring.
+    older: [u32; BANDS],
 }
 
 /// MinHash LSH over a time window, evicted in arrival order.
+///
+/// A bucket is not a collection of its own but a chain through the ring: each band's map holds the
+/// newest entry of each band key, and each entry links to the next older one with the same key.
+/// Inserting allocates nothing but the ring slot and (for a new key) a map entry; a bucket of
+/// `VecDeque`s per key cost an allocation per key and a third of the index's time (measured).
 #[derive(Default)]
 pub struct MinHashIndex {
-    bands: Vec<HashMap<u64, VecDeque<u32>>>,
+    newest: Vec<HashMap<u64, u32>>,
     ring: VecDeque<Entry>,
     base_seq: u32,
 }
@@ -108,7 +120,7 @@ pub struct MinHashIndex {
 impl MinHashIndex {
     /// An empty index.
     pub fn new() -> MinHashIndex {
-        MinHashIndex { bands: (0..BANDS).map(|_| HashMap::new()).collect(), ring: VecDeque::new(), base_seq: 0 }
+        MinHashIndex { newest: (0..BANDS).map(|_| HashMap::new()).collect(), ring: VecDeque::new(), base_seq: 0 }
     }
 
     /// Number of signatures in the window.
@@ -121,28 +133,41 @@ impl MinHashIndex {
         self.ring.is_empty()
     }
 
+    /// The live entry with sequence number `seq`, if it is still in the window.
+    fn live(&self, seq: u32) -> Option<&Entry> {
+        self.ring.get(seq.wrapping_sub(self.base_seq) as usize)
+    }
+
     /// Adds a signature with the post's simhash, its payload and event time.
     pub fn insert(&mut self, signature: Signature, simhash: u64, payload: u64, created_at_ms: i64) {
         let seq = self.base_seq.wrapping_add(self.ring.len() as u32);
-        for (band, table) in self.bands.iter_mut().enumerate() {
-            table.entry(band_key(&signature, band)).or_default().push_back(seq);
+        let mut older = [seq; BANDS];
+        for (band, newest) in self.newest.iter_mut().enumerate() {
+            if let Some(previous) = newest.insert(band_key(&signature, band), seq) {
+                older[band] = previous;
+            }
         }
-        push_growing_gently(&mut self.ring, Entry { signature, simhash, payload, created_at_ms });
+        push_growing_gently(&mut self.ring, Entry { signature, simhash, payload, created_at_ms, older });
     }
 
-    /// Every stored signature sharing a band with `signature` and an estimated Jaccard of at least
-    /// `min_jaccard`.
+    /// The stored signatures sharing a band with `signature` (at most [`MAX_CHAIN_PER_BAND`] per band,
+    /// newest first) with an estimated Jaccard of at least `min_jaccard`.
     pub fn similar(&self, signature: &Signature, min_jaccard: f32) -> Vec<SetMatch> {
         let mut seqs: Vec<u32> = Vec::new();
-        for (band, table) in self.bands.iter().enumerate() {
-            if let Some(bucket) = table.get(&band_key(signature, band)) {
-                seqs.extend(bucket);
+        for (band, newest) in self.newest.iter().enumerate() {
+            let mut next = newest.get(&band_key(signature, band)).copied();
+            let mut read = 0;
+            while let Some(seq) = next.filter(|_| read < MAX_CHAIN_PER_BAND) {
+                read += 1;
+                let Some(entry) = self.live(seq) else { break };
+                seqs.push(seq);
+                next = (entry.older[band] != seq).then_some(entry.older[band]);
             }
         }
         seqs.sort_unstable();
         seqs.dedup();
         seqs.into_iter()
-            .filter_map(|seq| self.ring.get(seq.wrapping_sub(self.base_seq) as usize))
+            .filter_map(|seq| self.live(seq))
             .map(|entry| SetMatch {
                 payload: entry.payload,
                 jaccard: estimated_jaccard(signature, &entry.signature),
@@ -158,13 +183,12 @@ impl MinHashIndex {
         let mut evicted = 0;
         while self.ring.front().is_some_and(|entry| entry.created_at_ms < cutoff_ms) {
             let entry = self.ring.pop_front().expect("checked");
-            for (band, table) in self.bands.iter_mut().enumerate() {
+            let seq = self.base_seq;
+            for (band, newest) in self.newest.iter_mut().enumerate() {
                 let key = band_key(&entry.signature, band);
-                if let Some(bucket) = table.get_mut(&key) {
-                    bucket.pop_front();
-                    if bucket.is_empty() {
-                        table.remove(&key);
-                    }
+                // Older entries of the key are gone already; if this was the newest, the key is too.
+                if newest.get(&key) == Some(&seq) {
+                    newest.remove(&key);
                 }
             }
             self.base_seq = self.base_seq.wrapping_add(1);
@@ -203,8 +227,10 @@ mod tests {
         }
         assert_eq!(index.evict_before(60), 60);
         assert_eq!(index.len(), 40);
-        let entries: usize = index.bands.iter().map(|t| t.values().map(VecDeque::len).sum::<usize>()).sum();
-        assert_eq!(entries, 40 * BANDS);
+        let keys: usize = index.newest.iter().map(HashMap::len).sum();
+        let live_keys: std::collections::HashSet<(usize, u64)> =
+            index.ring.iter().flat_map(|e| (0..BANDS).map(move |b| (b, band_key(&e.signature, b)))).collect();
+        assert_eq!(keys, live_keys.len(), "exactly the keys of live entries remain");
         assert!(index.similar(&sig("post number 3 about the weather in town 21"), 0.9).is_empty());
         assert_eq!(index.similar(&sig("post number 80 about the weather in town 560"), 0.9)[0].payload, 80);
     }
