@@ -15,6 +15,9 @@
 
 use std::collections::VecDeque;
 
+/// Matches read per table and query; see [`NearDupIndex::for_each_near`].
+pub const MAX_MATCHES_PER_TABLE: usize = 64;
+
 /// A fingerprint found near a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NearDupMatch {
@@ -111,15 +114,25 @@ impl NearDupIndex {
         }
     }
 
-    /// Calls `found` for every stored fingerprint within the maximum distance of `simhash`.
+    /// Calls `found` for the stored fingerprints within the maximum distance of `simhash`.
+    ///
+    /// Each table reads its bucket oldest first and stops after [`MAX_MATCHES_PER_TABLE`] matches:
+    /// a campaign of thousands of exact copies fills one bucket with them, and reading them all would
+    /// make every new copy cost as much as the campaign is large. The earliest copies are the ones a
+    /// new copy links to anyway.
     pub fn for_each_near(&self, simhash: u64, mut found: impl FnMut(NearDupMatch)) {
         let live = self.ring.len() as u32;
         for (t, table) in self.tables.iter().enumerate() {
+            let mut matches = 0;
             for slot in &table.buckets[table.bucket_of(simhash)] {
                 let (stored, seq) = (slot.simhash, slot.seq);
                 let distance = (stored ^ simhash).count_ones();
                 if distance > self.max_distance {
                     continue;
+                }
+                matches += 1;
+                if matches > MAX_MATCHES_PER_TABLE {
+                    break;
                 }
                 // A pair matching in several tables is reported by the first one only.
                 if self.tables[..t].iter().any(|earlier| earlier.bucket_of(stored) == earlier.bucket_of(simhash)) {
@@ -134,7 +147,7 @@ impl NearDupIndex {
         }
     }
 
-    /// All stored fingerprints within the maximum distance of `simhash`.
+    /// The stored fingerprints within the maximum distance of `simhash` (see [`Self::for_each_near`]).
     pub fn near(&self, simhash: u64) -> Vec<NearDupMatch> {
         let mut out = Vec::new();
         self.for_each_near(simhash, |m| out.push(m));
@@ -227,6 +240,16 @@ mod tests {
                 assert_eq!(got, expected, "k={k} query={q:#x}");
             }
         }
+    }
+
+    #[test]
+    fn a_flood_of_copies_reads_only_the_earliest() {
+        let mut index = NearDupIndex::new(3);
+        for i in 0..10_000 {
+            index.insert(0xDEAD_BEEF, i, i as i64);
+        }
+        let found: Vec<u64> = index.near(0xDEAD_BEEF).iter().map(|m| m.payload).collect();
+        assert_eq!(found, (0..MAX_MATCHES_PER_TABLE as u64).collect::<Vec<_>>());
     }
 
     #[test]
