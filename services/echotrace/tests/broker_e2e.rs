@@ -10,24 +10,10 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Kills a child process when dropped, so a failing test leaves no broker behind.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn tools() -> Option<(PathBuf, PathBuf)> {
     let tansu = std::env::var_os("ECHOTRACE_TANSU").map(PathBuf::from).unwrap_or_else(|| {
@@ -80,14 +66,6 @@ fn kcat(kcat: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "kcat {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn start_run(broker: &str, out: &Path, http: SocketAddr) -> Reaper {
