@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::query::output::Format;
 use crate::shutdown;
 use crate::sinks::parquet::ParquetSink;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -47,6 +48,28 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the pipeline over a file of posts (JSONL, optionally gzipped) and write the datasets.
     Replay(ReplayArgs),
+    /// Run SQL over the stored datasets (posts, edges, cascades, cascade_merges, alerts); with no
+    /// statement, an interactive prompt with history.
+    Query(QueryArgs),
+}
+
+/// Options of `echotrace query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Output directory of `run`, `demo` or `replay` (default: the configured `output.dir`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run the SQL in this file instead of a statement on the command line.
+    #[arg(long, conflicts_with = "sql")]
+    pub file: Option<PathBuf>,
+    /// How to write the result.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the result to this file instead of standard output (required for parquet).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// The SQL statement.
+    pub sql: Option<String>,
 }
 
 /// Options of `echotrace demo`.
@@ -115,6 +138,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => crate::demo::run(config, args).await,
         Command::Replay(args) => replay(config, args),
+        Command::Query(args) => query(config, args).await,
+    }
+}
+
+async fn query(config: Config, args: QueryArgs) -> anyhow::Result<()> {
+    let data = args.data.unwrap_or(config.output.dir);
+    let session = crate::query::session(&data).await?;
+    let sql = match (&args.sql, &args.file) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)?,
+        (None, None) => return crate::query::prompt::interactive(&session, &data).await,
+    };
+    let batches = crate::query::run(&session, &sql).await?;
+    match &args.output {
+        Some(path) if args.format != Format::Parquet => {
+            crate::query::output::write(&batches, args.format, &mut std::fs::File::create(path)?, None)
+        }
+        path => crate::query::output::write(&batches, args.format, &mut std::io::stdout().lock(), path.as_deref()),
     }
 }
 

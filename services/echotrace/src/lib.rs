@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod query;
 pub mod replay;
 pub mod run;
 pub mod shutdown;
