@@ -1451,6 +1451,14 @@ def summary(posts: list[dict], info: dict) -> str:
     return "\n".join(out)
 
 
+def refuse(prefix, problems):
+    """Reports chatter texts that are too similar to each other; returns the exit status."""
+    print(f"{prefix} {len(problems)} chatter text(s) too similar:", file=sys.stderr)
+    for line in problems[:20]:
+        print("  " + line, file=sys.stderr)
+    return 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--output", type=Path, default=OUT_PATH)
@@ -1471,19 +1479,13 @@ def main() -> int:
         on_disk = [json.loads(line) for line in current.decode("utf-8").splitlines() if line.strip()]
         problems, report = check_chatter_similarity(on_disk, info)
         if problems:
-            print(f"{args.output}: {len(problems)} chatter text(s) too similar:", file=sys.stderr)
-            for line in problems[:20]:
-                print("  " + line, file=sys.stderr)
-            return 1
+            return refuse(f"{args.output}:", problems)
         print(report)
         print(f"{args.output} is up to date ({len(posts)} posts)")
         return 0
     problems, report = check_chatter_similarity(posts, info)
     if problems:
-        print(f"refusing to write: {len(problems)} chatter text(s) too similar:", file=sys.stderr)
-        for line in problems[:20]:
-            print("  " + line, file=sys.stderr)
-        return 1
+        return refuse("refusing to write:", problems)
     args.output.write_bytes(data)
     print(report)
     print(f"wrote {len(posts)} posts to {args.output}")
