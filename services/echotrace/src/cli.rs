@@ -103,13 +103,17 @@ pub struct ReplayArgs {
 /// Parses the command line, runs the command, and maps errors to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let format = cli.log_format;
+    init_logging(format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the runtime");
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Once: a plain line for a person, or a structured record for a log pipeline.
+            match format {
+                LogFormat::Text => eprintln!("error: {error:#}"),
+                LogFormat::Json => tracing::error!("{error:#}"),
+            }
             ExitCode::FAILURE
         }
     }
