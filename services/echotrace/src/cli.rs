@@ -1,4 +1,4 @@
-//! The command line: `echotrace run | demo | replay`, with `--help` on each.
+//! The command line: `echotrace run | demo | replay | query | serve-sql`, with `--help` on each.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -51,6 +51,21 @@ pub enum Command {
     /// Run SQL over the stored datasets (posts, edges, cascades, cascade_merges, alerts); with no
     /// statement, an interactive prompt with history.
     Query(QueryArgs),
+    /// Serve the stored datasets to Arrow Flight SQL clients (DBeaver, ADBC, JDBC) until stopped
+    /// (Ctrl-C or SIGTERM).
+    ServeSql(ServeSqlArgs),
+}
+
+/// Options of `echotrace serve-sql`.
+#[derive(Debug, Args)]
+pub struct ServeSqlArgs {
+    /// Output directory of `run`, `demo` or `replay` (default: the configured `output.dir`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Address to listen on (default: the configured `query.listen`, 127.0.0.1:32010). Any address
+    /// but loopback requires a token (`query.token` or `query.token_file`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Options of `echotrace query`.
@@ -143,7 +158,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => crate::demo::run(config, args).await,
         Command::Replay(args) => replay(config, args),
         Command::Query(args) => query(config, args).await,
+        Command::ServeSql(args) => serve_sql(config, args).await,
     }
+}
+
+async fn serve_sql(config: Config, args: ServeSqlArgs) -> anyhow::Result<()> {
+    let data = args.data.unwrap_or(config.output.dir);
+    let listen = args.listen.unwrap_or(config.query.listen);
+    let token = config.query.token()?;
+    let (trigger, shutdown) = shutdown::channel();
+    trigger.on_signals();
+    Ok(crate::query::flight::serve(&data, listen, token, shutdown).await?)
 }
 
 async fn query(config: Config, args: QueryArgs) -> anyhow::Result<()> {

@@ -27,6 +27,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Features, rules and alert delivery.
     pub alerting: AlertingConfig,
+    /// The Flight SQL server of `echotrace serve-sql`.
+    pub query: QueryConfig,
 }
 
 /// Where posts come from and where edges and dead letters go.
@@ -100,6 +102,59 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+/// The Flight SQL server (`echotrace serve-sql`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Address to listen on; loopback by default. Any other address requires a token.
+    pub listen: SocketAddr,
+    /// Token every client must present (`authorization: Bearer <token>`); empty: none.
+    pub token: String,
+    /// File holding the token (surrounding whitespace ignored), instead of `token`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { listen: SocketAddr::from(([127, 0, 0, 1], 32010)), token: String::new(), token_file: None }
+    }
+}
+
+/// Leaves the token out, so that logging the configuration does not leak it.
+impl std::fmt::Debug for QueryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryConfig")
+            .field("listen", &self.listen)
+            .field("token", &if self.token.is_empty() { "" } else { "<redacted>" })
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+impl QueryConfig {
+    /// The configured token, from `token` or `token_file`; `None` when neither is set.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        let token = match (&self.token_file, self.token.is_empty()) {
+            (Some(_), false) => anyhow::bail!("set query.token or query.token_file, not both"),
+            (Some(path), true) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read query.token_file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, _) => self.token.clone(),
+        };
+        if token.is_empty() {
+            return Ok(None);
+        }
+        // It travels in a header: printable ASCII, no spaces.
+        anyhow::ensure!(
+            token.bytes().all(|b| b.is_ascii_graphic()),
+            "the query token must be printable ASCII without spaces"
+        );
+        Ok(Some(token))
     }
 }
 
@@ -177,7 +232,7 @@ impl Config {
         }
         // Only the configuration's own sections: other ECHOTRACE_ variables (ECHOTRACE_LOG,
         // ECHOTRACE_CONFIG, test switches) are not configuration keys.
-        let sections = ["kafka__", "detector__", "output__", "http__", "alerting__"];
+        let sections = ["kafka__", "detector__", "output__", "http__", "alerting__", "query__"];
         figment = figment.merge(
             Env::prefixed("ECHOTRACE_")
                 .filter(move |key| sections.iter().any(|s| key.as_str().to_ascii_lowercase().starts_with(s)))
@@ -220,6 +275,27 @@ mod tests {
             assert_eq!(config.detector.max_hamming, 4);
             assert_eq!(config.detector.min_features, DetectorConfig::default().min_features);
             assert_eq!(config.output.flush_rows, 10);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_query_token_comes_from_the_environment_or_a_file() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).expect("defaults").query.token().unwrap(), None);
+            jail.set_env("ECHOTRACE_QUERY__TOKEN", "s3cret");
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.query.token().unwrap().as_deref(), Some("s3cret"));
+            assert!(!format!("{config:?}").contains("s3cret"), "the token stays out of Debug");
+            jail.create_file("token", "fil3-token\n")?;
+            jail.set_env("ECHOTRACE_QUERY__TOKEN_FILE", "token");
+            assert!(Config::load(None).expect("valid").query.token().is_err(), "both set");
+            jail.clear_env();
+            jail.set_env("ECHOTRACE_QUERY__TOKEN_FILE", "token");
+            assert_eq!(Config::load(None).expect("valid").query.token().unwrap().as_deref(), Some("fil3-token"));
+            jail.clear_env();
+            jail.set_env("ECHOTRACE_QUERY__TOKEN", "two words");
+            assert!(Config::load(None).expect("valid").query.token().is_err());
             Ok(())
         });
     }

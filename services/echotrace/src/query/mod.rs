@@ -3,11 +3,13 @@
 //! [`session`] registers the tables `posts`, `edges`, `cascades`, `cascade_merges` and `alerts` over
 //! the Parquet datasets of an output directory of `run`, `demo` or `replay` (a dataset with no file
 //! yet is an empty table with its schema, so every query parses), and the analysts' functions in
-//! [`udfs`]. [`output`] renders results as a table, CSV, JSON or a Parquet file.
+//! [`udfs`]. [`output`] renders results as a table, CSV, JSON or a Parquet file. [`flight`] serves
+//! the same tables to Arrow Flight SQL clients (`echotrace serve-sql`).
 //!
 //! Files appear at each checkpoint (`output.flush_interval_ms`, 5 s by default): rows younger than
 //! that are not yet queryable.
 
+pub mod flight;
 pub mod output;
 pub mod prompt;
 pub mod udfs;
@@ -46,10 +48,17 @@ impl From<DataFusionError> for QueryError {
 
 /// A session with every table and function registered over `data_dir`.
 pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
+    let context = SessionContext::new();
+    register(&context, data_dir).await?;
+    Ok(context)
+}
+
+/// Registers every table and function over `data_dir` in `context`: what [`session`] does, for a
+/// context with its own configuration or runtime ([`flight`] shares one runtime across queries).
+pub async fn register(context: &SessionContext, data_dir: &Path) -> Result<(), QueryError> {
     if !TABLES.iter().any(|t| data_dir.join(t).is_dir()) {
         return Err(QueryError::NoData(data_dir.display().to_string()));
     }
-    let context = SessionContext::new();
     for table in TABLES {
         let dir = data_dir.join(table);
         if has_parquet_files(&dir) {
@@ -60,8 +69,8 @@ pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
             context.register_table(table, Arc::new(MemTable::try_new(empty.schema(), vec![vec![empty]])?))?;
         }
     }
-    udfs::register(&context);
-    Ok(context)
+    udfs::register(context);
+    Ok(())
 }
 
 /// Runs one SQL statement and collects its result.
