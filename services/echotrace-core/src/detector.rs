@@ -1,10 +1,16 @@
 //! The stages wired together: one post in, one [`Detection`] out.
 //!
-//! [`Detector::process`] normalizes and fingerprints the text, gathers candidate parents (explicit
-//! ids, shared canonical URLs, near-duplicates), picks the primary parent by precedence
-//! (repost > quote > reply > shared URL > near-duplicate; among near-duplicates the closest, then the
-//! earliest), places the post in the [`CascadeGraph`] and returns every row it produced. It is
-//! deterministic: the same stream gives the same output, whether it comes from Kafka or a file.
+//! [`Detector::process_embedded`] normalizes and fingerprints the text, gathers candidate parents
+//! (explicit ids, shared canonical URLs, near-duplicates), and, when none of them explains the post
+//! and its embedding is given, the best paraphrase or summary parent by meaning. It picks the primary
+//! parent by precedence (repost > quote > reply > shared URL > near-duplicate > paraphrase > summary;
+//! among near-duplicates the closest, then the earliest), places the post in the [`CascadeGraph`] and
+//! returns every row it produced. It is deterministic: the same stream (and embeddings) gives the
+//! same output, whether it comes from Kafka or a file.
+//!
+//! Embeddings cost milliseconds where everything else costs microseconds, so the caller asks
+//! [`Detector::embedding_key`] first: only posts that nothing lexical explains are embedded, and
+//! identical normalized texts share one embedding.
 //!
 //! All state (indexes and graph) lives here, behind one value, so it can be snapshotted with the
 //! consumer offsets that produced it.
@@ -13,8 +19,9 @@ use crate::fingerprint::{FINGERPRINT_VERSION, fingerprint, hamming};
 use crate::graph::{Bridge, CascadeGraph, NodeFacts, NodeKey};
 use crate::link::minhash::{self, MinHashIndex};
 use crate::link::near_dup::NearDupIndex;
+use crate::link::semantic::{SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding, content_words};
 use crate::link::urls::{SharedUrlIndex, canonical_url, urls_in_text};
-use crate::normalize::normalize;
+use crate::normalize::{Script, normalize};
 use crate::post::Post;
 use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostRecord};
 use chrono::{DateTime, Duration, Utc};
@@ -36,6 +43,8 @@ pub struct DetectorConfig {
     pub window_secs: u64,
     /// Whether posts sharing a canonical URL are linked.
     pub link_shared_urls: bool,
+    /// Paraphrase and summary linking by sentence embedding.
+    pub semantic: SemanticConfig,
 }
 
 impl Default for DetectorConfig {
@@ -47,6 +56,7 @@ impl Default for DetectorConfig {
             max_similar_hamming: 12,
             window_secs: 6 * 3600,
             link_shared_urls: true,
+            semantic: SemanticConfig::default(),
         }
     }
 }
@@ -72,7 +82,7 @@ pub struct DetectorStats {
     /// Posts dropped as duplicates of an already processed id.
     pub duplicates: u64,
     /// Edges emitted, by kind, in [`EdgeKind::ALL`] order.
-    pub edges_by_kind: [u64; 5],
+    pub edges_by_kind: [u64; EdgeKind::ALL.len()],
     /// Cascade merges.
     pub merges: u64,
 }
@@ -95,6 +105,7 @@ struct Candidate {
     hamming: Option<u32>,
     jaccard: Option<f32>,
     evidence: Option<String>,
+    semantic: Option<SemanticEvidence>,
     parent_time_ms: i64,
 }
 
@@ -112,6 +123,7 @@ pub struct Detector {
     near_dups: NearDupIndex,
     similar_sets: MinHashIndex,
     shared_urls: SharedUrlIndex,
+    embedded: SemanticIndex,
     graph: CascadeGraph,
     watermark_ms: i64,
     evicted_to_ms: i64,
@@ -125,6 +137,7 @@ impl Detector {
             near_dups: NearDupIndex::new(config.max_hamming),
             similar_sets: MinHashIndex::new(),
             shared_urls: SharedUrlIndex::default(),
+            embedded: SemanticIndex::new(),
             graph: CascadeGraph::default(),
             watermark_ms: i64::MIN,
             evicted_to_ms: i64::MIN,
@@ -148,9 +161,65 @@ impl Detector {
         self.near_dups.len()
     }
 
-    /// Processes one post. Returns `None` when a post with the same id was already processed.
+    /// Embedded posts in the semantic window.
+    pub fn semantic_window_len(&self) -> usize {
+        self.embedded.len()
+    }
+
+    /// Bytes held by the semantic window (vectors, words, document frequencies), an estimate.
+    pub fn semantic_window_bytes(&self) -> usize {
+        self.embedded.memory_bytes()
+    }
+
+    fn is_duplicate(&self, post: &Post) -> bool {
+        self.graph.key_of(&post.id).and_then(|key| self.graph.node(key)).is_some_and(|node| node.seen)
+    }
+
+    /// Whether `post` should be embedded before it is processed: `Some(key)` when semantic linking
+    /// is on and nothing lexical (explicit ids, a shared URL, a near-duplicate) explains it now. The
+    /// key identifies its normalized text, so identical texts can share one embedding.
+    ///
+    /// Later posts only add to the indexes, so a post explained now is explained when processed.
+    pub fn embedding_key(&self, post: &Post) -> Option<u64> {
+        if !self.config.semantic.enabled || post.explicit_references().next().is_some() || self.is_duplicate(post) {
+            return None;
+        }
+        let normalized = normalize(&post.text);
+        // The shipped model reads English (and, poorly, other space-separated languages): texts
+        // mostly in CJK script are linked lexically only, or any two of them would look alike.
+        let cjk = normalized.tokens().filter(|(_, script)| *script == Script::Cjk).count();
+        if cjk * 2 > normalized.len() || content_words(&normalized).len() < self.config.semantic.min_words as usize {
+            return None;
+        }
+        let created_at_ms = post.created_at.timestamp_millis();
+        let explains = |c: &Candidate| c.may_be_parent_of(created_at_ms);
+        if self.config.link_shared_urls && self.url_candidates(&canonical_urls_of(post)).iter().any(explains) {
+            return None;
+        }
+        let print = fingerprint(&normalized);
+        if print.features >= self.config.min_features {
+            if self.near_dup_candidates(print.simhash).iter().any(explains) {
+                return None;
+            }
+            if let Some(signature) = minhash::signature(&normalized)
+                && self.similar_set_candidates(&signature, print.simhash).iter().any(explains)
+            {
+                return None;
+            }
+        }
+        Some(xxhash_rust::xxh3::xxh3_64(normalized.joined().as_bytes()))
+    }
+
+    /// Processes one post without an embedding. Returns `None` when a post with the same id was
+    /// already processed.
     pub fn process(&mut self, post: Post) -> Option<Detection> {
-        if self.graph.key_of(&post.id).and_then(|key| self.graph.node(key)).is_some_and(|node| node.seen) {
+        self.process_embedded(post, None)
+    }
+
+    /// Processes one post with its embedding, if it was embedded (see [`Detector::embedding_key`]).
+    /// Returns `None` when a post with the same id was already processed.
+    pub fn process_embedded(&mut self, post: Post, embedding: Option<&TextEmbedding>) -> Option<Detection> {
+        if self.is_duplicate(&post) {
             self.stats.duplicates += 1;
             return None;
         }
@@ -169,6 +238,13 @@ impl Detector {
         }
         if let Some(signature) = &signature {
             candidates.extend(self.similar_set_candidates(signature, print.simhash));
+        }
+        // Meaning is weighed only for what nothing lexical explains.
+        let embedded = embedding
+            .filter(|_| self.config.semantic.enabled && !candidates.iter().any(|c| c.may_be_parent_of(created_at_ms)))
+            .map(|embedding| (embedding, content_words(&normalized)));
+        if let Some((embedding, words)) = &embedded {
+            candidates.extend(self.semantic_candidate(embedding, words, created_at_ms));
         }
         // Precedence by kind, then strongest evidence, then earliest; at most one edge per parent.
         candidates.sort_by_key(|c| (c.kind, c.rank, c.parent_time_ms, c.parent));
@@ -206,6 +282,9 @@ impl Detector {
         for url in &canonical_urls {
             self.shared_urls.record_share(url, key, created_at_ms);
         }
+        if let Some((embedding, words)) = embedded {
+            self.embedded.insert(key, created_at_ms, embedding, words);
+        }
 
         let edge = |c: &Candidate, is_primary: bool, reversed: bool| {
             let other = self.graph.node(c.parent).expect("candidate parents are live");
@@ -223,6 +302,7 @@ impl Detector {
                 hamming_distance: c.hamming.map(|d| d as u8),
                 jaccard: c.jaccard,
                 time_delta_ms: other.seen.then_some(if reversed { -delta } else { delta }),
+                semantic: c.semantic,
                 evidence: c.evidence.clone(),
                 created_at: if reversed { millis_to_time(c.parent_time_ms) } else { post.created_at },
             }
@@ -252,6 +332,7 @@ impl Detector {
                 parent_id,
                 parent_kind,
                 generation: placement.generation,
+                summary_depth: placement.summary_depth,
                 simhash: print.simhash,
                 fingerprint_version: FINGERPRINT_VERSION,
             },
@@ -266,7 +347,16 @@ impl Detector {
             .map(|(kind, id)| {
                 let parent = self.graph.node_or_placeholder(id, post.created_at);
                 let parent_time_ms = self.graph.created_at_ms(parent).expect("just looked up");
-                Candidate { parent, kind, rank: 0, hamming: None, jaccard: None, evidence: None, parent_time_ms }
+                Candidate {
+                    parent,
+                    kind,
+                    rank: 0,
+                    hamming: None,
+                    jaccard: None,
+                    evidence: None,
+                    semantic: None,
+                    parent_time_ms,
+                }
             })
             .collect()
     }
@@ -284,6 +374,7 @@ impl Detector {
                     hamming: None,
                     jaccard: None,
                     evidence: Some(url.clone()),
+                    semantic: None,
                     parent_time_ms: first.created_at_ms,
                 })
             })
@@ -301,6 +392,7 @@ impl Detector {
                     hamming: Some(m.distance),
                     jaccard: None,
                     evidence: None,
+                    semantic: None,
                     parent_time_ms: m.created_at_ms,
                 });
             }
@@ -321,9 +413,48 @@ impl Detector {
                 hamming: Some(hamming(m.simhash, simhash)),
                 jaccard: Some(m.jaccard),
                 evidence: None,
+                semantic: None,
                 parent_time_ms: m.created_at_ms,
             })
             .collect()
+    }
+
+    /// The best earlier post by meaning, if its evidence passes the rule for its kind.
+    ///
+    /// Candidates are ranked by cosine plus weighted word overlap; the margin is the winner's lead
+    /// over the best candidate in another cascade, so earlier summaries of the same article do not
+    /// count against it.
+    fn semantic_candidate(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<Candidate> {
+        let config = &self.config.semantic;
+        let mut ranked: Vec<_> = self
+            .embedded
+            .nearest(embedding, words, config.top_k, config.min_cosine)
+            .into_iter()
+            .filter(|n| n.created_at_ms <= created_at_ms && self.graph.node(n.key).is_some())
+            .map(|n| (n.evidence.cosine + config.rank_overlap_weight * n.evidence.word_overlap, n))
+            .collect();
+        ranked.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.created_at_ms.cmp(&y.created_at_ms)));
+        let (best_rank, best) = ranked.first()?;
+        let best_cascade = self.graph.cascade_of(best.key);
+        let runner_up = ranked.iter().skip(1).find(|(_, n)| self.graph.cascade_of(n.key) != best_cascade);
+        let mut evidence = best.evidence;
+        evidence.margin = best_rank - runner_up.map_or(0.0, |(rank, _)| *rank);
+        evidence.is_summary = evidence.length_ratio <= config.summary_max_length_ratio;
+        let (kind, rule) = match evidence.is_summary {
+            true => (EdgeKind::Summary, &config.summary),
+            false => (EdgeKind::Paraphrase, &config.paraphrase),
+        };
+        evidence.score = rule.score(&evidence);
+        (evidence.score >= rule.min_score).then_some(Candidate {
+            parent: best.key,
+            kind,
+            rank: 0,
+            hamming: None,
+            jaccard: None,
+            evidence: None,
+            semantic: Some(evidence),
+            parent_time_ms: best.created_at_ms,
+        })
     }
 
     /// Candidates kept as evidence besides the primary parent: the best one into each other cascade,
@@ -366,6 +497,7 @@ impl Detector {
             self.near_dups.evict_before(cutoff);
             self.similar_sets.evict_before(cutoff);
             self.shared_urls.evict_before(cutoff);
+            self.embedded.evict_before(cutoff);
             self.graph.evict_before(cutoff);
             self.evicted_to_ms = cutoff;
         }
@@ -475,5 +607,94 @@ mod tests {
         assert_eq!(detector.process(post("x:3", 31, CLAIM, "")).unwrap().post.parent_id, None);
         assert!(detector.graph().key_of("x:1").is_none());
         assert_eq!(detector.graph().cascade_count(), 2);
+    }
+
+    /// A unit vector along `axis`, tilted towards `towards` by `tilt`, in 8 dimensions.
+    fn embedding(axis: usize, towards: usize, tilt: f32, tokens: u32) -> TextEmbedding {
+        let mut vectors = vec![0.0f32; 8];
+        vectors[axis] = 1.0;
+        vectors[towards] += tilt;
+        let norm = vectors.iter().map(|v| v * v).sum::<f32>().sqrt();
+        vectors.iter_mut().for_each(|v| *v /= norm);
+        TextEmbedding { vectors, dimension: 8, tokens }
+    }
+
+    const ARTICLE: &str = "The harbour authority confirmed the old swing bridge will close for repairs for six weeks from \
+        Monday, diverting ferry traffic to the north quay while divers inspect the piers";
+    const SUMMARY: &str = "Swing bridge closes six weeks for repairs; ferries diverted to north quay";
+    const SUMMARY_OF_SUMMARY: &str = "Bridge repairs: six weeks closed, ferries use the north quay";
+
+    #[test]
+    fn summaries_and_summaries_of_summaries_become_generations_with_their_evidence() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        let article = post("news:1", 0, ARTICLE, "");
+        assert!(detector.embedding_key(&article).is_some());
+        detector.process_embedded(article, Some(&embedding(0, 1, 0.0, 60))).unwrap();
+        // Something unrelated in another cascade, so the margin means something.
+        let other = post("news:2", 1, "Local football club signs a new goalkeeper ahead of the derby weekend", "");
+        detector.process_embedded(other, Some(&embedding(3, 1, 0.0, 15))).unwrap();
+
+        let summary = detector.process_embedded(post("x:3", 2, SUMMARY, ""), Some(&embedding(0, 1, 0.3, 15))).unwrap();
+        assert_eq!(summary.post.parent_id.as_deref(), Some("news:1"));
+        assert_eq!(summary.post.parent_kind, Some(EdgeKind::Summary));
+        assert_eq!(summary.post.summary_depth, 1);
+        let evidence = summary.edges[0].semantic.expect("semantic evidence");
+        assert!(evidence.is_summary && (evidence.length_ratio - 0.25).abs() < 1e-6);
+        assert!(evidence.cosine > 0.95 && evidence.word_overlap > 0.4 && evidence.score >= 1.55);
+
+        let again = post("threads:4", 3, SUMMARY_OF_SUMMARY, "");
+        let again = detector.process_embedded(again, Some(&embedding(0, 1, 0.45, 12))).unwrap();
+        assert_eq!(again.post.parent_id.as_deref(), Some("x:3"), "the closest earlier text is the summary");
+        assert_eq!(again.post.parent_kind, Some(EdgeKind::Paraphrase));
+        assert_eq!((again.post.generation, again.post.summary_depth), (2, 2));
+        assert_eq!(again.cascade.summary_depth, 2);
+        assert_eq!(again.cascade.root_post_id, "news:1");
+        assert_eq!(detector.stats().edges_by_kind[6], 1);
+    }
+
+    #[test]
+    fn weak_semantic_evidence_does_not_link() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        detector.process_embedded(post("news:1", 0, ARTICLE, ""), Some(&embedding(0, 1, 0.0, 60))).unwrap();
+        // Close in meaning, but a different story: no shared words.
+        let unrelated = post("x:2", 1, "Council approves new cycle lanes downtown after long public consultation", "");
+        let detection = detector.process_embedded(unrelated, Some(&embedding(0, 2, 0.9, 12))).unwrap();
+        assert_eq!(detection.post.parent_id, None);
+        assert_eq!(detector.semantic_window_len(), 2);
+    }
+
+    #[test]
+    fn only_what_nothing_lexical_explains_is_embedded() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        detector.process(post("x:1", 0, CLAIM, "")).unwrap();
+        assert_eq!(detector.embedding_key(&post("x:2", 1, CLAIM, "")), None, "a near-duplicate");
+        assert_eq!(detector.embedding_key(&post("x:3", 1, "anything at all here", r#","reply_to":"x:1""#)), None);
+        assert_eq!(detector.embedding_key(&post("x:4", 1, "so true", "")), None, "too few words");
+        assert_eq!(
+            detector.embedding_key(&post("weibo:8", 1, "继FBI承认罗斯威尔事件是飞碟坠毁后，外星人视频又被曝光", "")),
+            None
+        );
+        let a = detector.embedding_key(&post("x:5", 1, "Bridge closes for six weeks of repairs!", ""));
+        let b = detector.embedding_key(&post("mastodon:6", 1, "bridge closes for six weeks of repairs", ""));
+        assert!(a.is_some() && a == b, "identical normalized texts share a key");
+        let off = DetectorConfig {
+            semantic: SemanticConfig { enabled: false, ..SemanticConfig::default() },
+            ..DetectorConfig::default()
+        };
+        assert_eq!(
+            Detector::new(off).embedding_key(&post("x:7", 1, "Bridge closes for six weeks of repairs", "")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_lexical_parent_wins_and_keeps_the_post_out_of_the_semantic_window() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        detector.process_embedded(post("x:1", 0, CLAIM, ""), Some(&embedding(0, 1, 0.0, 20))).unwrap();
+        // Embedded speculatively in the same batch, but a near-duplicate explains it.
+        let copy = detector.process_embedded(post("x:2", 1, CLAIM, ""), Some(&embedding(0, 1, 0.0, 20))).unwrap();
+        assert_eq!(copy.post.parent_kind, Some(EdgeKind::NearDuplicate));
+        assert_eq!(copy.post.summary_depth, 0);
+        assert_eq!(detector.semantic_window_len(), 1);
     }
 }

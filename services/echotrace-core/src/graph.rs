@@ -37,6 +37,7 @@ pub struct Node {
     /// The cascade the node joined; follow merges with [`CascadeGraph::cascade_of`].
     cascade: NodeKey,
     generation: u32,
+    summary_depth: u32,
     parent: Option<(NodeKey, EdgeKind)>,
     /// Evidence edges other than the primary parent (bridges to other cascades).
     extra_edges: Vec<(NodeKey, EdgeKind)>,
@@ -76,6 +77,7 @@ struct Cascade {
     size: u64,
     platforms: Vec<u16>,
     depth: u32,
+    summary_depth: u32,
     first_seen_ms: i64,
     last_seen_ms: i64,
     merged_into: Option<NodeKey>,
@@ -99,6 +101,8 @@ pub struct NodeView {
     pub created_at: DateTime<Utc>,
     /// Derivation depth.
     pub generation: u32,
+    /// Semantic hops on its path from the root.
+    pub summary_depth: u32,
     /// Its primary parent.
     pub parent_id: Option<String>,
     /// How it derives from its primary parent.
@@ -136,6 +140,8 @@ pub struct Placement {
     pub key: NodeKey,
     /// Its generation.
     pub generation: u32,
+    /// Semantic hops on its path from the root.
+    pub summary_depth: u32,
     /// Its cascade's id after any merges.
     pub cascade_id: String,
     /// Merges this post caused.
@@ -204,6 +210,7 @@ impl CascadeGraph {
             created_at_ms: seen_at.timestamp_millis(),
             cascade: 0,
             generation: 0,
+            summary_depth: 0,
             parent: None,
             extra_edges: Vec::new(),
         });
@@ -229,6 +236,7 @@ impl CascadeGraph {
             size: u64::from(node.seen),
             platforms: if node.seen { vec![node.platform] } else { Vec::new() },
             depth: 0,
+            summary_depth: 0,
             first_seen_ms: node.created_at_ms,
             last_seen_ms: node.created_at_ms,
             merged_into: None,
@@ -261,6 +269,9 @@ impl CascadeGraph {
             bridges.iter().filter(|b| !b.other_is_later).map(|b| (b.other, b.kind)).collect();
         let platform = self.intern_platform(facts.platform);
         let generation = parent.and_then(|(p, _)| self.node(p)).map_or(0, |p| p.generation + 1);
+        let summary_depth = parent
+            .and_then(|(p, kind)| self.node(p).map(|p| p.summary_depth + u32::from(kind.is_semantic())))
+            .unwrap_or(0);
         let created_at_ms = facts.created_at.timestamp_millis();
         let excerpt: String = facts.text.chars().take(EXCERPT_CHARS).collect();
         let key = match self.key_of(facts.post_id) {
@@ -272,6 +283,7 @@ impl CascadeGraph {
                 node.excerpt = excerpt.into();
                 node.created_at_ms = created_at_ms;
                 node.generation = generation;
+                node.summary_depth = summary_depth;
                 node.parent = parent;
                 node.extra_edges = extra_edges.clone();
                 let cascade = self.cascade_of(key).expect("placeholder has a cascade");
@@ -289,6 +301,7 @@ impl CascadeGraph {
                     created_at_ms,
                     cascade: 0,
                     generation,
+                    summary_depth,
                     parent,
                     extra_edges: extra_edges.clone(),
                 });
@@ -313,6 +326,7 @@ impl CascadeGraph {
         // The post's own facts go in before any merge, which picks its survivor by first_seen.
         let state = self.cascades.get_mut(&cascade).expect("live cascade");
         state.depth = state.depth.max(generation);
+        state.summary_depth = state.summary_depth.max(summary_depth);
         state.first_seen_ms = state.first_seen_ms.min(created_at_ms);
         state.last_seen_ms = state.last_seen_ms.max(created_at_ms);
         if let Err(at) = state.platforms.binary_search(&platform) {
@@ -327,7 +341,7 @@ impl CascadeGraph {
                 cascade = survivor;
             }
         }
-        Placement { key, generation, cascade_id: self.cascades[&cascade].id.clone(), merges }
+        Placement { key, generation, summary_depth, cascade_id: self.cascades[&cascade].id.clone(), merges }
     }
 
     /// Merges two live cascades into the one with the earlier root; returns the record and the survivor.
@@ -338,12 +352,14 @@ impl CascadeGraph {
         absorbed_state.merged_into = Some(survivor);
         self.live_cascades -= 1;
         let members = std::mem::take(&mut absorbed_state.members);
-        let (size, depth, platforms) = (absorbed_state.size, absorbed_state.depth, absorbed_state.platforms.clone());
+        let (size, depth, summary_depth, platforms) =
+            (absorbed_state.size, absorbed_state.depth, absorbed_state.summary_depth, absorbed_state.platforms.clone());
         let (first, last, absorbed_id) =
             (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms, absorbed_state.id.clone());
         let state = self.cascades.get_mut(&survivor).expect("live cascade");
         state.size += size;
         state.depth = state.depth.max(depth);
+        state.summary_depth = state.summary_depth.max(summary_depth);
         state.first_seen_ms = state.first_seen_ms.min(first);
         state.last_seen_ms = state.last_seen_ms.max(last);
         state.members.extend(members);
@@ -390,6 +406,7 @@ impl CascadeGraph {
                 .into_iter()
                 .collect(),
             depth: cascade.depth,
+            summary_depth: cascade.summary_depth,
             first_seen: millis_to_time(cascade.first_seen_ms),
             last_seen: millis_to_time(cascade.last_seen_ms),
         }
@@ -456,6 +473,7 @@ impl CascadeGraph {
             excerpt: node.excerpt.to_string(),
             created_at: millis_to_time(node.created_at_ms),
             generation: node.generation,
+            summary_depth: node.summary_depth,
             parent_id: parent.as_ref().map(|(id, _)| id.clone()),
             parent_kind: parent.map(|(_, kind)| kind),
         })

@@ -21,6 +21,10 @@ pub enum EdgeKind {
     /// The texts are near-identical: simhashes within the Hamming distance, or word sets within the
     /// Jaccard similarity of the MinHash LSH.
     NearDuplicate,
+    /// Similar meaning at a similar length (sentence embeddings and word overlap).
+    Paraphrase,
+    /// Clearly shorter and semantically contained: a summary, possibly of a summary.
+    Summary,
 }
 
 impl EdgeKind {
@@ -32,12 +36,26 @@ impl EdgeKind {
             EdgeKind::Reply => "reply",
             EdgeKind::SharedUrl => "shared_url",
             EdgeKind::NearDuplicate => "near_duplicate",
+            EdgeKind::Paraphrase => "paraphrase",
+            EdgeKind::Summary => "summary",
         }
     }
 
     /// Every kind, in order of precedence for the primary parent.
-    pub const ALL: [EdgeKind; 5] =
-        [EdgeKind::Repost, EdgeKind::Quote, EdgeKind::Reply, EdgeKind::SharedUrl, EdgeKind::NearDuplicate];
+    pub const ALL: [EdgeKind; 7] = [
+        EdgeKind::Repost,
+        EdgeKind::Quote,
+        EdgeKind::Reply,
+        EdgeKind::SharedUrl,
+        EdgeKind::NearDuplicate,
+        EdgeKind::Paraphrase,
+        EdgeKind::Summary,
+    ];
+
+    /// Whether the kind was found by meaning (embeddings) rather than by ids or text.
+    pub fn is_semantic(self) -> bool {
+        matches!(self, EdgeKind::Paraphrase | EdgeKind::Summary)
+    }
 
     /// The version of the evidence that produced an edge of this kind.
     pub fn evidence_version(self) -> &'static str {
@@ -45,6 +63,7 @@ impl EdgeKind {
             EdgeKind::Repost | EdgeKind::Quote | EdgeKind::Reply => "explicit-v1",
             EdgeKind::SharedUrl => "url-v1",
             EdgeKind::NearDuplicate => crate::fingerprint::FINGERPRINT_NAME,
+            EdgeKind::Paraphrase | EdgeKind::Summary => crate::link::semantic::SEMANTIC_EVIDENCE_NAME,
         }
     }
 }
@@ -74,6 +93,9 @@ pub struct PostRecord {
     pub parent_kind: Option<EdgeKind>,
     /// Derivation depth: 0 for a root.
     pub generation: u32,
+    /// Semantic hops (paraphrase or summary edges) on its path from the root: 2 for a summary of a
+    /// summary.
+    pub summary_depth: u32,
     /// 64-bit simhash of the normalized text.
     pub simhash: u64,
     /// Version of the fingerprint algorithm.
@@ -99,6 +121,8 @@ pub struct EdgeRecord {
     pub jaccard: Option<f32>,
     /// Child time minus parent time, when the parent has been seen.
     pub time_delta_ms: Option<i64>,
+    /// Embedding evidence (paraphrase and summary edges).
+    pub semantic: Option<crate::link::semantic::SemanticEvidence>,
     /// Extra evidence, e.g. the canonical URL for `shared_url`.
     pub evidence: Option<String>,
     /// Child event time.
@@ -128,6 +152,8 @@ pub struct CascadeRecord {
     pub platforms: Vec<String>,
     /// Deepest generation.
     pub depth: u32,
+    /// Most semantic hops (paraphrase or summary edges) on any path from the root.
+    pub summary_depth: u32,
     /// Earliest event time.
     pub first_seen: DateTime<Utc>,
     /// Latest event time.

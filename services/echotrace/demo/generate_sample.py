@@ -45,8 +45,8 @@ DURATION_MS = 30 * 60 * 1000
 TOTAL_POSTS = 500
 CHATTER_ACCOUNTS = {"x": 48, "bluesky": 36, "mastodon": 27, "threads": 27, "weibo": 12}
 # Chatter posts per platform (originals, replies and reposts; the benign cascade
-# and the campaign come on top). They add up to TOTAL_POSTS - 6 - 41.
-CHATTER_POSTS = {"x": 168, "bluesky": 98, "mastodon": 63, "threads": 85, "weibo": 39}
+# and the campaign come on top). They add up to TOTAL_POSTS - 6 - 46.
+CHATTER_POSTS = {"x": 166, "bluesky": 97, "mastodon": 62, "threads": 84, "weibo": 39}
 REPLY_SHARE = 0.07
 REPOST_SHARE = 0.05
 URL_SHARE = 0.15
@@ -1128,6 +1128,22 @@ URL_REWRITES = [
     "Disgusting if true. Every single user of that library got betrayed.",
     "Mirror in case the original gets taken down.",
 ]
+# LLM summary bots on other platforms: summaries of the root, then summaries of those summaries.
+# No ids, URLs or shared wording tie them to the root: only their meaning does (semantic linking).
+SUMMARIES = [
+    # (offset after the root in ms, platform, text, index of the summary it summarises or None)
+    (150_412, "threads", "Summary: leaked chat logs reportedly show the maintainer of the Larkspur encryption "
+     "library turning down three security fixes while being paid to leave a backdoor in place.", None),
+    (212_930, "bluesky", "TL;DR - Larkspur's lead developer allegedly took money to keep a hidden backdoor and "
+     "blocked security fixes, according to leaked logs.", None),
+    (268_051, "mastodon", "AI digest: a report built on leaked messages claims Dana Whitlock, who maintains "
+     "Larkspur, refused security patches and accepted payment to preserve a backdoor.", None),
+    (391_377, "threads", "In short: Larkspur developer accused of taking money to keep a backdoor and blocking "
+     "fixes.", 1),
+    (455_803, "x", "Recap: the Larkspur maintainer was reportedly paid to preserve a backdoor and refused "
+     "security patches, leaked messages claim.", 2),
+]
+
 QUOTE_TEXTS = [
     "This is exactly why single-maintainer projects scare me. @dwhitlock owes everyone an answer.",
     "If this holds up, every team shipping Larkspur has a very long week ahead.",
@@ -1173,7 +1189,7 @@ def build() -> tuple[list[dict], dict]:
 
     # Campaign and benign texts are fixed; chatter must stay clear of them.
     guard.forbid(ROOT_TEXT)
-    for t in URL_REWRITES + QUOTE_TEXTS:
+    for t in URL_REWRITES + QUOTE_TEXTS + [text for _, _, text, _ in SUMMARIES]:
         guard.forbid(t)
     for t in [BENIGN_ROOT_TEXT] + BENIGN_QUOTES:
         guard.forbid(t)
@@ -1272,8 +1288,14 @@ def build() -> tuple[list[dict], dict]:
     p["repost_of"] = target["id"]
     campaign.append(p)
     groups["explicit"].append(p["id"])
-    info["campaign"]["groups"] = groups
     info["campaign"]["second_generation"] = (p["id"], target["id"])
+    groups["semantic"] = []
+    for off, platform, text, _ in SUMMARIES:
+        ms = CAMPAIGN_START_MS + off
+        p = new_post(platform, ms, fresh_account(platform, ms, automated_share=1.0), text, "en")
+        campaign.append(p)
+        groups["semantic"].append(p["id"])
+    info["campaign"]["groups"] = groups
 
     # --- chatter --------------------------------------------------------------
     n_chatter = TOTAL_POSTS - len(benign_posts) - len(campaign)

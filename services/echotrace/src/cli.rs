@@ -2,13 +2,11 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
 use crate::query::output::Format;
 use crate::shutdown;
 use crate::sinks::parquet::ParquetSink;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use echotrace_core::detector::Detector;
-use echotrace_core::score::alerts::Scorer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -192,8 +190,8 @@ fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let metrics = Arc::new(Metrics::new());
     let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
-    let scorer = Scorer::new(config.alerting.rules()?, &config.alerting.score_config());
-    let mut pipeline = Pipeline::new(detector.clone(), scorer, ParquetSink::new(&args.out)?, metrics.clone());
+    let mut pipeline =
+        crate::pipeline::from_config(&config, detector.clone(), ParquetSink::new(&args.out)?, metrics.clone())?;
     let summary = crate::replay::replay(&args.input, &mut pipeline, config.output.flush_rows, &args.out)?;
     let detector = detector.lock().expect("detector lock poisoned");
     let stats = detector.stats();

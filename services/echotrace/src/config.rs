@@ -4,6 +4,7 @@
 //! `kafka.brokers`, `ECHOTRACE_DETECTOR__MAX_HAMMING=4` sets `detector.max_hamming`. Every field is
 //! documented in `deploy/echotrace.toml`.
 
+use crate::embed::EmbedConfig;
 use echotrace_core::detector::DetectorConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -21,6 +22,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Linking and windowing.
     pub detector: DetectorConfig,
+    /// The sentence-embedding model behind semantic linking (`detector.semantic`).
+    pub embed: EmbedConfig,
     /// Parquet output.
     pub output: OutputConfig,
     /// HTTP API and `/metrics`.

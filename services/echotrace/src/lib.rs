@@ -9,6 +9,7 @@ pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod embed;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -35,6 +35,18 @@ pub struct Metrics {
     pub window_posts: IntGauge,
     /// Live cascades in the window.
     pub cascades_live: IntGauge,
+    /// Embedded posts in the semantic window.
+    pub semantic_window_posts: IntGauge,
+    /// Posts waiting for the next embedding batch.
+    pub embed_backlog: IntGauge,
+    /// Texts embedded by the model.
+    pub embeddings: IntCounter,
+    /// Posts that reused an embedding of the same normalized text.
+    pub embedding_reuses: IntCounter,
+    /// Embedding batches that failed (their posts were linked without meaning).
+    pub embedding_failures: IntCounter,
+    /// Time to embed one batch.
+    pub embed_batch_seconds: Histogram,
     /// Time to process one message, from receipt to its rows being buffered.
     pub processing_seconds: Histogram,
     /// Flushes of the Parquet datasets followed by an offset commit.
@@ -123,6 +135,33 @@ impl Metrics {
                 &r,
                 IntGauge::new("echotrace_cascades_live", "Live cascades in the window").expect("valid"),
             ),
+            semantic_window_posts: register(
+                &r,
+                IntGauge::new("echotrace_semantic_window_posts", "Embedded posts in the semantic window")
+                    .expect("valid"),
+            ),
+            embed_backlog: register(
+                &r,
+                IntGauge::new("echotrace_embed_backlog_posts", "Posts waiting for the next embedding batch")
+                    .expect("valid"),
+            ),
+            embeddings: counter(&r, "echotrace_embeddings_total", "Texts embedded by the sentence model"),
+            embedding_reuses: counter(
+                &r,
+                "echotrace_embedding_reuses_total",
+                "Posts that reused the embedding of an identical normalized text",
+            ),
+            embedding_failures: counter(
+                &r,
+                "echotrace_embedding_failures_total",
+                "Embedding batches that failed; their posts were linked without meaning",
+            ),
+            embed_batch_seconds: histogram(
+                &r,
+                "echotrace_embed_batch_seconds",
+                "Time to embed one batch of texts",
+                prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets"),
+            ),
             processing_seconds: histogram(
                 &r,
                 "echotrace_processing_seconds",
@@ -187,7 +226,8 @@ impl Metrics {
     }
 
     /// Brings the detector-derived counters in line with the detector's own counts.
-    pub fn observe_detector(&self, stats: DetectorStats, window_posts: usize, cascades_live: usize) {
+    pub fn observe_detector(&self, stats: DetectorStats, windows: (usize, usize), cascades_live: usize) {
+        let (window_posts, semantic_window_posts) = windows;
         catch_up(&self.posts_processed, stats.posts);
         catch_up(&self.posts_duplicate, stats.duplicates);
         catch_up(&self.cascade_merges, stats.merges);
@@ -195,6 +235,7 @@ impl Metrics {
             catch_up(&self.edges.with_label_values(&[kind.as_str()]), count);
         }
         self.window_posts.set(window_posts as i64);
+        self.semantic_window_posts.set(semantic_window_posts as i64);
         self.cascades_live.set(cascades_live as i64);
     }
 

@@ -3,15 +3,29 @@
 //! metrics and to an optional observer (the demo's printer).
 //!
 //! `run` and `demo` drive it from the Kafka consumer, `replay` from a file; the stage code is the same.
+//!
+//! With semantic linking on, posts wait in a small batch before they are processed: the batch runs
+//! when `embed.batch_size` posts wait or the oldest has waited `embed.batch_latency_ms`. Then the
+//! posts that nothing lexical explains are embedded together (identical normalized texts once, and
+//! recent texts come from a cache), and every post of the batch is processed in arrival order. The
+//! batch is bounded, and embedding runs on the consumer's task: when the model falls behind, the
+//! consumer slows down and Kafka holds the backlog (consumer lag), never an unbounded queue here.
 
+use crate::config::Config;
+use crate::embed::{EmbedConfig, Embedder};
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
 use echotrace_core::detector::{Detection, Detector};
+use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::Post;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::{AlertEvent, Scorer};
 use echotrace_core::score::features::PostSignals;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Called with every detection, after it is buffered.
 pub type Observer = Box<dyn FnMut(&Detection) + Send>;
@@ -23,6 +37,38 @@ pub struct Processed {
     pub edges: Vec<EdgeRecord>,
     /// Alert events caused.
     pub alerts: Vec<AlertEvent>,
+    /// When the post's message was produced, as given to [`Pipeline::submit`].
+    pub produced_at: Option<DateTime<Utc>>,
+}
+
+/// Recent embeddings by normalized-text key, oldest forgotten first.
+struct EmbeddingCache {
+    entries: HashMap<u64, Arc<TextEmbedding>>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl EmbeddingCache {
+    fn insert(&mut self, key: u64, embedding: Arc<TextEmbedding>) {
+        if self.capacity == 0 || self.entries.insert(key, embedding).is_some() {
+            return;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            let oldest = self.order.pop_front().expect("non-empty");
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+/// The embedding model and the posts waiting for the next batch.
+struct SemanticStage {
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    pending: Vec<(Post, Option<DateTime<Utc>>)>,
+    oldest_since: Option<Instant>,
+    batch_size: usize,
+    batch_latency: Duration,
 }
 
 /// The detector, the scorer and their sinks.
@@ -32,12 +78,44 @@ pub struct Pipeline {
     sink: ParquetSink,
     metrics: Arc<Metrics>,
     observer: Option<Observer>,
+    semantic: Option<SemanticStage>,
+}
+
+/// The pipeline `config` asks for: with the embedding model loaded when semantic linking is on,
+/// which fails here, at start-up, if the model or ONNX Runtime cannot be loaded.
+pub fn from_config(
+    config: &Config,
+    detector: Arc<Mutex<Detector>>,
+    sink: ParquetSink,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Pipeline> {
+    let scorer = Scorer::new(config.alerting.rules()?, &config.alerting.score_config());
+    let pipeline = Pipeline::new(detector, scorer, sink, metrics);
+    if !config.detector.semantic.enabled {
+        return Ok(pipeline);
+    }
+    let embedder = Embedder::new(&config.embed).context("semantic linking is on (detector.semantic.enabled)")?;
+    tracing::info!(model = %config.embed.model_file, dimension = embedder.dimension(), device = ?config.embed.device, "sentence embeddings loaded");
+    Ok(pipeline.with_embedder(embedder, &config.embed))
 }
 
 impl Pipeline {
     /// A pipeline over a shared detector (the HTTP API reads the same one).
     pub fn new(detector: Arc<Mutex<Detector>>, scorer: Scorer, sink: ParquetSink, metrics: Arc<Metrics>) -> Pipeline {
-        Pipeline { detector, scorer, sink, metrics, observer: None }
+        Pipeline { detector, scorer, sink, metrics, observer: None, semantic: None }
+    }
+
+    /// Turns semantic linking on: posts are batched and embedded by `embedder`.
+    pub fn with_embedder(mut self, embedder: Embedder, config: &EmbedConfig) -> Pipeline {
+        self.semantic = Some(SemanticStage {
+            embedder,
+            cache: EmbeddingCache { entries: HashMap::new(), order: VecDeque::new(), capacity: config.cache_entries },
+            pending: Vec::with_capacity(config.batch_size),
+            oldest_since: None,
+            batch_size: config.batch_size.max(1),
+            batch_latency: Duration::from_millis(config.batch_latency_ms),
+        });
+        self
     }
 
     /// Adds an observer of every detection.
@@ -46,8 +124,82 @@ impl Pipeline {
         self
     }
 
+    /// Takes one post (with its message's production time, for alert latency). Without semantic
+    /// linking it is processed at once; with it, it waits for its batch. Returns what the posts
+    /// processed now produced (duplicates produce nothing).
+    pub fn submit(&mut self, post: Post, produced_at: Option<DateTime<Utc>>) -> Vec<Processed> {
+        let Some(stage) = &mut self.semantic else {
+            return self.process(post, None, produced_at).into_iter().collect();
+        };
+        stage.pending.push((post, produced_at));
+        stage.oldest_since.get_or_insert_with(Instant::now);
+        self.metrics.embed_backlog.set(stage.pending.len() as i64);
+        if stage.pending.len() >= stage.batch_size { self.run_batch() } else { Vec::new() }
+    }
+
+    /// When the waiting batch must run (its oldest post's latency bound), if any post waits.
+    pub fn batch_deadline(&self) -> Option<Instant> {
+        let stage = self.semantic.as_ref()?;
+        stage.oldest_since.map(|since| since + stage.batch_latency)
+    }
+
+    /// Runs the waiting batch now (at its deadline, and before every checkpoint).
+    pub fn run_batch(&mut self) -> Vec<Processed> {
+        let Some(stage) = &mut self.semantic else { return Vec::new() };
+        let batch = std::mem::take(&mut stage.pending);
+        stage.oldest_since = None;
+        self.metrics.embed_backlog.set(0);
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<Option<u64>> = {
+            let detector = self.detector.lock().expect("detector lock poisoned");
+            batch.iter().map(|(post, _)| detector.embedding_key(post)).collect()
+        };
+        let mut missing: Vec<(u64, &str)> = Vec::new();
+        for (key, (post, _)) in keys.iter().zip(&batch) {
+            if let Some(key) = *key {
+                if stage.cache.entries.contains_key(&key) || missing.iter().any(|(k, _)| *k == key) {
+                    self.metrics.embedding_reuses.inc();
+                } else {
+                    missing.push((key, post.text.as_str()));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let started = Instant::now();
+            let texts: Vec<&str> = missing.iter().map(|(_, text)| *text).collect();
+            match stage.embedder.embed(&texts) {
+                Ok(embeddings) => {
+                    for ((key, _), embedding) in missing.iter().zip(embeddings) {
+                        stage.cache.insert(*key, Arc::new(embedding));
+                    }
+                    self.metrics.embeddings.inc_by(texts.len() as u64);
+                }
+                // The posts are still processed, linked by everything but meaning; the error is counted.
+                Err(error) => {
+                    tracing::error!(%error, posts = texts.len(), "embedding failed; linking this batch without it");
+                    self.metrics.embedding_failures.inc();
+                }
+            }
+            self.metrics.embed_batch_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        let embeddings: Vec<Option<Arc<TextEmbedding>>> =
+            keys.iter().map(|key| key.and_then(|key| stage.cache.entries.get(&key).cloned())).collect();
+        batch
+            .into_iter()
+            .zip(embeddings)
+            .filter_map(|((post, produced_at), embedding)| self.process(post, embedding.as_deref(), produced_at))
+            .collect()
+    }
+
     /// Processes one post; returns what it produced, or `None` for a duplicate.
-    pub fn process(&mut self, post: Post) -> Option<Processed> {
+    fn process(
+        &mut self,
+        post: Post,
+        embedding: Option<&TextEmbedding>,
+        produced_at: Option<DateTime<Utc>>,
+    ) -> Option<Processed> {
         let event_time = post.created_at.timestamp_millis() as f64 / 1000.0;
         let signals = PostSignals {
             author_id: post.author.id.clone(),
@@ -55,12 +207,13 @@ impl Pipeline {
             author_created_at: post.author.created_at,
             mentions: post.mentions.clone(),
         };
-        let (detection, stats, window, cascades) = {
+        let (detection, stats, windows, cascades) = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
-            let detection = detector.process(post);
-            (detection, detector.stats(), detector.window_len(), detector.graph().cascade_count())
+            let detection = detector.process_embedded(post, embedding);
+            let windows = (detector.window_len(), detector.semantic_window_len());
+            (detection, detector.stats(), windows, detector.graph().cascade_count())
         };
-        self.metrics.observe_detector(stats, window, cascades);
+        self.metrics.observe_detector(stats, windows, cascades);
         let detection = detection?;
         if event_time > self.metrics.event_time_seconds.get() {
             self.metrics.event_time_seconds.set(event_time);
@@ -76,7 +229,12 @@ impl Pipeline {
         }
         let edges = detection.edges.clone();
         self.sink.push(detection);
-        Some(Processed { edges, alerts })
+        Some(Processed { edges, alerts, produced_at })
+    }
+
+    /// Posts dropped so far as duplicates of an already processed id.
+    pub fn duplicates(&self) -> u64 {
+        self.detector.lock().expect("detector lock poisoned").stats().duplicates
     }
 
     /// Posts buffered and not yet durable.
@@ -84,7 +242,8 @@ impl Pipeline {
         self.sink.buffered_posts()
     }
 
-    /// Makes every buffered row durable, and refreshes the top-cascade gauges.
+    /// Makes every buffered row durable, and refreshes the top-cascade gauges. Posts waiting for an
+    /// embedding batch are not rows yet: run the batch first ([`Pipeline::run_batch`]).
     pub fn flush(&mut self) -> Result<usize, SinkError> {
         let rows = self.sink.flush()?;
         self.metrics.rows_written.inc_by(rows as u64);

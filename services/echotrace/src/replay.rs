@@ -69,10 +69,10 @@ pub fn replay(
             continue;
         }
         match Post::from_json_at(&line, latest_now) {
-            Ok(post) => match pipeline.process(post) {
-                Some(_) => summary.posts += 1,
-                None => summary.duplicates += 1,
-            },
+            Ok(post) => {
+                summary.posts += 1;
+                pipeline.submit(post, None);
+            }
             Err(error) => {
                 summary.dead_letters += 1;
                 let record = serde_json::json!({
@@ -85,6 +85,7 @@ pub fn replay(
             }
         }
         if pipeline.buffered_posts() >= flush_rows {
+            pipeline.run_batch();
             pipeline.flush()?;
         }
         if summary.lines % 1024 == 0 {
@@ -92,7 +93,10 @@ pub fn replay(
             progress.set_message(format!("{} posts", summary.posts));
         }
     }
+    pipeline.run_batch();
     pipeline.flush()?;
+    summary.duplicates = pipeline.duplicates();
+    summary.posts -= summary.duplicates;
     dead_letters.flush()?;
     progress.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();

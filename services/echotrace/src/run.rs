@@ -6,13 +6,12 @@ use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::ingest;
 use crate::metrics::Metrics;
-use crate::pipeline::{Observer, Pipeline};
+use crate::pipeline::Observer;
 use crate::shutdown::Shutdown;
 use crate::sinks::kafka::KafkaPublisher;
 use crate::sinks::parquet::ParquetSink;
 use anyhow::Context;
 use echotrace_core::detector::Detector;
-use echotrace_core::score::alerts::Scorer;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -43,8 +42,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let sink = ParquetSink::new(&config.output.dir)?;
-    let scorer = Scorer::new(config.alerting.rules()?, &config.alerting.score_config());
-    let mut pipeline = Pipeline::new(detector.clone(), scorer, sink, metrics.clone());
+    let mut pipeline = crate::pipeline::from_config(&config, detector.clone(), sink, metrics.clone())?;
     if let Some(observer) = observer {
         pipeline = pipeline.with_observer(observer);
     }

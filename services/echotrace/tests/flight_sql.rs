@@ -117,7 +117,7 @@ fn flight_sql_clients_query_the_replayed_sample() {
     let stored = query(&data, alert, dir.path());
     let sql = arrow_cast::display::array_value_to_string(stored[0].column(0), 0).unwrap();
     let campaign = fetch(&uri, &[], &sql, dir.path());
-    assert_eq!(campaign.iter().map(RecordBatch::num_rows).sum::<usize>(), 41);
+    assert_eq!(campaign.iter().map(RecordBatch::num_rows).sum::<usize>(), 46);
     assert_eq!(rows(&campaign), rows(&query(&data, &sql, dir.path())));
 
     // What DBeaver and other tools list: the server, the five tables, a table's columns.

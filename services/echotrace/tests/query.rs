@@ -42,7 +42,7 @@ fn sql_over_the_replayed_sample() {
         "SELECT sql, cascade_id FROM alerts WHERE rule = 'amplification_campaign' AND state = 'firing' LIMIT 1",
     );
     let campaign = query(&data, alert[0]["sql"].as_str().unwrap());
-    assert_eq!(campaign.len(), 41);
+    assert_eq!(campaign.len(), 46);
     assert!(campaign.iter().any(|p| p["post_id"] == CAMPAIGN_ROOT));
 
     // Lineage by recursive CTE: a campaign post's ancestry ends at the root.

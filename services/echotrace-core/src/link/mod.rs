@@ -2,8 +2,11 @@
 //!
 //! Explicit ids (`repost_of`, `quote_of`, `reply_to`) come from the post itself; [`urls`] finds earlier
 //! posts that shared the same canonical URL; [`near_dup`] finds earlier posts whose simhash is within
-//! Hamming distance `k`. The [`crate::detector`] ranks the candidates and picks the primary parent.
+//! Hamming distance `k`, and [`minhash`] those whose word sets overlap; [`semantic`] finds paraphrases
+//! and summaries by sentence embedding, for posts nothing else explains. The [`crate::detector`] ranks
+//! the candidates and picks the primary parent.
 
 pub mod minhash;
 pub mod near_dup;
+pub mod semantic;
 pub mod urls;

@@ -13,7 +13,7 @@ pub mod lag;
 use crate::alerting::AlertNotice;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Processed};
 use crate::shutdown::Shutdown;
 use crate::sinks::kafka::{KafkaPublisher, Source};
 use chrono::DateTime;
@@ -103,17 +103,9 @@ pub async fn consume(
                 let payload = message.payload().unwrap_or_default();
                 match Post::from_json(payload) {
                     Ok(post) => {
-                        if let Some(processed) = pipeline.process(post) {
-                            checkpoint.deliveries.extend(publisher.edges(&processed.edges).await?);
-                            checkpoint.deliveries.extend(publisher.alerts(&processed.alerts).await?);
-                            if let Some(notices) = alert_notices {
-                                let produced_at = message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
-                                for event in processed.alerts {
-                                    // A full channel waits: alerts slow the consumer down, never vanish.
-                                    let _ = notices.send(AlertNotice { event, produced_at }).await;
-                                }
-                            }
-                        }
+                        let produced_at = message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
+                        let processed = pipeline.submit(post, produced_at);
+                        checkpoint.publish(processed, publisher, alert_notices).await?;
                     }
                     Err(error) => {
                         tracing::warn!(source = %format!("{}/{}/{}", source.topic, source.partition, source.offset), kind = error.kind(), %error, "dead-lettering message");
@@ -124,13 +116,17 @@ pub async fn consume(
                 checkpoint.offsets.insert((source.topic, source.partition), source.offset + 1);
                 metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
                 if pipeline.buffered_posts() >= config.output.flush_rows {
-                    checkpoint.take(consumer, pipeline, metrics).await?;
+                    checkpoint.take(consumer, pipeline, publisher, alert_notices, metrics).await?;
                 }
             }
-            _ = ticker.tick() => checkpoint.take(consumer, pipeline, metrics).await?,
+            _ = until(pipeline.batch_deadline()) => {
+                let processed = pipeline.run_batch();
+                checkpoint.publish(processed, publisher, alert_notices).await?;
+            }
+            _ = ticker.tick() => checkpoint.take(consumer, pipeline, publisher, alert_notices, metrics).await?,
             _ = shutdown.recv() => {
                 tracing::info!("shutting down: taking a last checkpoint");
-                return checkpoint.take(consumer, pipeline, metrics).await;
+                return checkpoint.take(consumer, pipeline, publisher, alert_notices, metrics).await;
             }
         }
     }
@@ -143,17 +139,51 @@ struct Checkpoint {
     deliveries: Vec<DeliveryFuture>,
 }
 
+/// Waits until `deadline`, or forever when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Checkpoint {
-    /// Flushes Parquet, awaits every delivery, then commits the offsets, in that order.
+    /// Publishes what processed posts produced (edges and alerts to Kafka, alerts to the dispatcher)
+    /// and keeps the deliveries to await at the checkpoint.
+    async fn publish(
+        &mut self,
+        processed: Vec<Processed>,
+        publisher: &KafkaPublisher,
+        alert_notices: Option<&mpsc::Sender<AlertNotice>>,
+    ) -> Result<(), IngestError> {
+        for processed in processed {
+            self.deliveries.extend(publisher.edges(&processed.edges).await?);
+            self.deliveries.extend(publisher.alerts(&processed.alerts).await?);
+            if let Some(notices) = alert_notices {
+                for event in processed.alerts {
+                    // A full channel waits: alerts slow the consumer down, never vanish.
+                    let _ = notices.send(AlertNotice { event, produced_at: processed.produced_at }).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the waiting embedding batch, flushes Parquet, awaits every delivery, then commits the
+    /// offsets, in that order.
     async fn take(
         &mut self,
         consumer: &StreamConsumer<LagContext>,
         pipeline: &mut Pipeline,
+        publisher: &KafkaPublisher,
+        alert_notices: Option<&mpsc::Sender<AlertNotice>>,
         metrics: &Metrics,
     ) -> Result<(), IngestError> {
         if self.offsets.is_empty() {
             return Ok(());
         }
+        let processed = pipeline.run_batch();
+        self.publish(processed, publisher, alert_notices).await?;
         pipeline.flush()?;
         let outcomes = try_join_all(self.deliveries.drain(..))
             .await

@@ -103,3 +103,27 @@ pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The shipped embedding model's folder.
+pub fn model_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+}
+
+/// ONNX Runtime's library: `ORT_DYLIB_PATH`, or the one in the Python `onnxruntime` wheel. `None`
+/// (the caller skips) when neither is there, unless `ECHOTRACE_E2E_REQUIRED=1`, where it panics.
+pub fn onnxruntime_library() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from).filter(|p| p.is_file()).or_else(|| {
+        let output = std::process::Command::new("python3")
+            .args(["-c", "import onnxruntime, glob, os; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])"])
+            .output()
+            .ok()?;
+        let path = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+        (output.status.success() && !path.is_empty()).then(|| path.into())
+    });
+    if found.is_none() {
+        let required = std::env::var("ECHOTRACE_E2E_REQUIRED").is_ok_and(|v| v == "1");
+        assert!(!required, "ONNX Runtime missing (pip install onnxruntime==1.31.1) and ECHOTRACE_E2E_REQUIRED=1");
+        eprintln!("skipping: ONNX Runtime not installed (run scripts/setup)");
+    }
+    found
+}

@@ -1,0 +1,434 @@
+//! Paraphrases and summaries: the nearest earlier posts by sentence embedding, and the evidence that
+//! decides whether one of them is the parent.
+//!
+//! The embeddings come from outside the core (the service runs the model); each text arrives as one
+//! unit vector per chunk of at most `max_tokens` tokens, so a summary of a 600-word article is
+//! compared with every part of it (the best chunk counts).
+//!
+//! [`SemanticIndex`] holds the embeddings of the recent posts that were embedded (those no explicit
+//! link or near-duplicate explained) and finds the `top_k` nearest by an exact scan. An exact scan was
+//! chosen over an approximate index because only unexplained posts are embedded, which keeps the
+//! window to tens of thousands of vectors; there a scan costs microseconds to a few milliseconds, less
+//! than the model itself (see `benches/README.md`), evicts in step with the lexical indexes for free
+//! and never misses. Vectors are stored contiguously and compacted as the window slides.
+//!
+//! The embedding alone does not decide: a global cosine threshold either attributes summaries of
+//! unseen articles to articles on the same story, or misses real paraphrases. [`SemanticEvidence`]
+//! combines, for the best candidate:
+//!
+//! - `cosine`: the largest cosine between any chunk of the post and any chunk of the candidate;
+//! - `word_overlap`: how much of the post's vocabulary the candidate contains, each word weighted by
+//!   its inverse document frequency in the window (names, numbers and rare words count most);
+//! - `margin`: how far the candidate's rank score is ahead of the best candidate in another cascade;
+//! - `length_ratio`: the post's tokens over the candidate's.
+//!
+//! Candidates are ranked by `cosine + rank_overlap_weight × word_overlap`; the winner becomes a
+//! `summary` edge when the post is clearly shorter (`length_ratio ≤ summary_max_length_ratio`) and a
+//! `paraphrase` edge otherwise, each kind with its own linear rule
+//! `cosine + overlap_weight × word_overlap + margin_weight × margin ≥ min_score`. The weights and
+//! thresholds are a handful of numbers chosen on the development streams (`docs/semantic-linking.md`).
+
+use crate::graph::NodeKey;
+use crate::normalize::{NormalizedText, Script};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The version of the semantic evidence: the model and the rules that weigh it.
+pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-int8+idf-overlap-v1";
+
+/// The embedding of one text: one L2-normalized vector per chunk, and the text's token count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextEmbedding {
+    /// Chunk vectors, concatenated (`chunks × dimension` values).
+    pub vectors: Vec<f32>,
+    /// The model's dimension.
+    pub dimension: usize,
+    /// Tokens in the whole text (before chunking), which gives length ratios.
+    pub tokens: u32,
+}
+
+impl TextEmbedding {
+    /// Number of chunks.
+    pub fn chunks(&self) -> usize {
+        self.vectors.len().checked_div(self.dimension).unwrap_or(0)
+    }
+
+    fn chunk(&self, i: usize) -> &[f32] {
+        &self.vectors[i * self.dimension..(i + 1) * self.dimension]
+    }
+}
+
+/// The linear rule for one edge kind.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRule {
+    /// Weight of the IDF-weighted word overlap.
+    pub overlap_weight: f32,
+    /// Weight of the margin over the best candidate in another cascade.
+    pub margin_weight: f32,
+    /// Smallest score that links.
+    pub min_score: f32,
+}
+
+impl LinkRule {
+    /// The rule's score for the evidence.
+    pub fn score(&self, evidence: &SemanticEvidence) -> f32 {
+        evidence.cosine + self.overlap_weight * evidence.word_overlap + self.margin_weight * evidence.margin
+    }
+}
+
+/// Tuning of semantic linking. The defaults were chosen on the development streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemanticConfig {
+    /// Whether posts are embedded and linked by meaning at all.
+    pub enabled: bool,
+    /// Texts with fewer content words than this are not embedded (too little meaning to attribute).
+    pub min_words: u32,
+    /// How many nearest posts by cosine are weighed.
+    pub top_k: usize,
+    /// Candidates below this cosine are not weighed at all.
+    pub min_cosine: f32,
+    /// Weight of word overlap when ranking the candidates.
+    pub rank_overlap_weight: f32,
+    /// A post at most this long relative to its candidate (in tokens) is a summary of it.
+    pub summary_max_length_ratio: f32,
+    /// The rule for `summary` edges.
+    pub summary: LinkRule,
+    /// The rule for `paraphrase` edges.
+    pub paraphrase: LinkRule,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        SemanticConfig {
+            enabled: true,
+            min_words: 3,
+            top_k: 5,
+            min_cosine: 0.3,
+            rank_overlap_weight: 1.0,
+            summary_max_length_ratio: 0.6,
+            summary: LinkRule { overlap_weight: 1.0, margin_weight: 1.0, min_score: 1.55 },
+            paraphrase: LinkRule { overlap_weight: 0.0, margin_weight: 1.0, min_score: 1.15 },
+        }
+    }
+}
+
+/// Why a candidate is (or is not) a semantic parent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SemanticEvidence {
+    /// Largest chunk-to-chunk cosine.
+    pub cosine: f32,
+    /// IDF-weighted share of the post's words found in the candidate.
+    pub word_overlap: f32,
+    /// Rank score ahead of the best candidate in another cascade (the full rank score if none).
+    pub margin: f32,
+    /// The post's tokens over the candidate's.
+    pub length_ratio: f32,
+    /// The score of the rule for the chosen kind.
+    pub score: f32,
+    /// Whether the post is clearly shorter: a summary rather than a paraphrase.
+    pub is_summary: bool,
+}
+
+/// A post in the index.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: NodeKey,
+    created_at_ms: i64,
+    tokens: u32,
+    /// Absolute number of its first chunk; its chunks are contiguous.
+    first_chunk: u64,
+    chunks: u32,
+    /// Hashes of its distinct content words, sorted.
+    words: Box<[u64]>,
+}
+
+/// A candidate found by the scan, before the evidence is weighed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    /// The candidate post.
+    pub key: NodeKey,
+    /// Its event time.
+    pub created_at_ms: i64,
+    /// Evidence with `score`, `margin` and `is_summary` not yet decided.
+    pub evidence: SemanticEvidence,
+}
+
+/// Embeddings of recent posts, searched by exact scan, with windowed document frequencies.
+#[derive(Debug, Default)]
+pub struct SemanticIndex {
+    dimension: usize,
+    entries: VecDeque<Entry>,
+    /// Chunk vectors of the live entries (and evicted ones not compacted yet), contiguous.
+    vectors: Vec<f32>,
+    /// Absolute number of the chunk at `vectors[0]`.
+    vectors_base: u64,
+    next_chunk: u64,
+    document_frequency: HashMap<u64, u32>,
+}
+
+/// Words too common to say anything about derivation.
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "after", "also", "an", "and", "are", "as", "at", "be", "been", "before", "being", "but", "by", "can",
+    "could", "did", "do", "does", "down", "for", "from", "had", "has", "have", "he", "her", "here", "him", "his", "i",
+    "if", "in", "into", "is", "it", "its", "just", "may", "me", "might", "more", "most", "must", "my", "new", "no",
+    "not", "of", "on", "or", "our", "out", "over", "said", "says", "she", "should", "so", "than", "that", "the",
+    "their", "them", "then", "there", "these", "they", "this", "those", "to", "up", "us", "very", "via", "was", "we",
+    "were", "will", "with", "would", "you", "your",
+];
+
+/// The distinct content words of a normalized text, hashed and sorted: word tokens longer than one
+/// character that are not stop words, and CJK character bigrams.
+pub fn content_words(text: &NormalizedText) -> Vec<u64> {
+    let mut words = Vec::with_capacity(text.len());
+    let mut previous_cjk: Option<&str> = None;
+    for (token, script) in text.tokens() {
+        match script {
+            Script::Word => {
+                previous_cjk = None;
+                if token.chars().nth(1).is_some() && STOP_WORDS.binary_search(&token).is_err() {
+                    words.push(xxh3_64(token.as_bytes()));
+                }
+            }
+            Script::Cjk => {
+                if let Some(previous) = previous_cjk {
+                    let bigram = [previous.as_bytes(), token.as_bytes()].concat();
+                    words.push(xxh3_64(&bigram));
+                }
+                previous_cjk = Some(token);
+            }
+        }
+    }
+    words.sort_unstable();
+    words.dedup();
+    words
+}
+
+/// The dot product of two equally long vectors, in eight lanes so the compiler vectorizes it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+impl SemanticIndex {
+    /// An empty index.
+    pub fn new() -> SemanticIndex {
+        SemanticIndex::default()
+    }
+
+    /// Posts in the index.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The inverse document frequency of a word among the indexed posts.
+    fn idf(&self, word: u64) -> f32 {
+        let documents = self.entries.len() as f32;
+        let frequency = self.document_frequency.get(&word).copied().unwrap_or(0) as f32;
+        ((documents + 1.0) / (frequency + 1.0)).ln().max(0.0) + 1e-3
+    }
+
+    /// IDF-weighted share of `words` found in `other` (both sorted).
+    fn word_overlap(&self, words: &[u64], other: &[u64]) -> f32 {
+        let (mut shared, mut total) = (0.0f32, 0.0f32);
+        for word in words {
+            let weight = self.idf(*word);
+            total += weight;
+            if other.binary_search(word).is_ok() {
+                shared += weight;
+            }
+        }
+        if total > 0.0 { shared / total } else { 0.0 }
+    }
+
+    /// The `top_k` posts with the largest cosine to `embedding` (at least `min_cosine`), best first,
+    /// with their word overlap and length ratio.
+    pub fn nearest(&self, embedding: &TextEmbedding, words: &[u64], top_k: usize, min_cosine: f32) -> Vec<Neighbour> {
+        if self.entries.is_empty() || embedding.dimension != self.dimension || top_k == 0 {
+            return Vec::new();
+        }
+        let mut best: Vec<(f32, usize)> = Vec::with_capacity(top_k + 1);
+        for (position, entry) in self.entries.iter().enumerate() {
+            let start = (entry.first_chunk - self.vectors_base) as usize * self.dimension;
+            let stored = &self.vectors[start..start + entry.chunks as usize * self.dimension];
+            let mut cosine = f32::MIN;
+            for chunk in stored.chunks_exact(self.dimension) {
+                for query in 0..embedding.chunks() {
+                    cosine = cosine.max(dot(chunk, embedding.chunk(query)));
+                }
+            }
+            if cosine < min_cosine || (best.len() == top_k && cosine <= best[top_k - 1].0) {
+                continue;
+            }
+            let at = best.partition_point(|(other, _)| *other >= cosine);
+            best.insert(at, (cosine, position));
+            best.truncate(top_k);
+        }
+        best.into_iter()
+            .map(|(cosine, position)| {
+                let entry = &self.entries[position];
+                Neighbour {
+                    key: entry.key,
+                    created_at_ms: entry.created_at_ms,
+                    evidence: SemanticEvidence {
+                        cosine,
+                        word_overlap: self.word_overlap(words, &entry.words),
+                        margin: 0.0,
+                        length_ratio: embedding.tokens as f32 / entry.tokens.max(1) as f32,
+                        score: 0.0,
+                        is_summary: false,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Adds a post. Posts are expected in roughly ascending time; eviction goes by arrival order.
+    pub fn insert(&mut self, key: NodeKey, created_at_ms: i64, embedding: &TextEmbedding, words: Vec<u64>) {
+        if embedding.chunks() == 0 {
+            return;
+        }
+        if self.dimension == 0 {
+            self.dimension = embedding.dimension;
+        }
+        if embedding.dimension != self.dimension {
+            return;
+        }
+        for word in &words {
+            *self.document_frequency.entry(*word).or_default() += 1;
+        }
+        self.vectors.extend_from_slice(&embedding.vectors);
+        self.entries.push_back(Entry {
+            key,
+            created_at_ms,
+            tokens: embedding.tokens,
+            first_chunk: self.next_chunk,
+            chunks: embedding.chunks() as u32,
+            words: words.into_boxed_slice(),
+        });
+        self.next_chunk += embedding.chunks() as u64;
+    }
+
+    /// Forgets posts that arrived before the first one at or after `cutoff_ms`; returns how many.
+    pub fn evict_before(&mut self, cutoff_ms: i64) -> usize {
+        let mut evicted = 0;
+        while self.entries.front().is_some_and(|entry| entry.created_at_ms < cutoff_ms) {
+            let entry = self.entries.pop_front().expect("checked");
+            for word in entry.words.iter() {
+                if let Some(count) = self.document_frequency.get_mut(word) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.document_frequency.remove(word);
+                    }
+                }
+            }
+            evicted += 1;
+        }
+        // Compact once the evicted prefix is at least half the buffer: amortized O(1) per vector.
+        let live_from = self.entries.front().map_or(self.next_chunk, |entry| entry.first_chunk);
+        let dead = (live_from - self.vectors_base) as usize * self.dimension;
+        if dead > 0 && dead * 2 >= self.vectors.len() {
+            self.vectors.drain(..dead);
+            self.vectors_base = live_from;
+        }
+        evicted
+    }
+
+    /// Bytes held by vectors, entries and document frequencies (an estimate for metrics).
+    pub fn memory_bytes(&self) -> usize {
+        self.vectors.capacity() * 4
+            + self.entries.iter().map(|e| std::mem::size_of::<Entry>() + e.words.len() * 8).sum::<usize>()
+            + self.document_frequency.capacity() * 16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::normalize;
+
+    fn unit(values: &[f32]) -> TextEmbedding {
+        let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+        TextEmbedding { vectors: values.iter().map(|v| v / norm).collect(), dimension: values.len(), tokens: 10 }
+    }
+
+    #[test]
+    fn stop_words_are_sorted_for_binary_search() {
+        assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn dot_matches_the_plain_sum() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.25).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-3);
+    }
+
+    #[test]
+    fn content_words_drop_stop_words_and_single_letters() {
+        let words = content_words(&normalize("The harbour bridge is a bridge, closing at 9 tonight"));
+        let expected: Vec<u64> = {
+            let mut w: Vec<u64> =
+                ["harbour", "bridge", "closing", "tonight"].iter().map(|w| xxh3_64(w.as_bytes())).collect();
+            w.sort_unstable();
+            w
+        };
+        assert_eq!(words, expected);
+    }
+
+    #[test]
+    fn nearest_ranks_by_cosine_and_takes_the_best_chunk() {
+        let mut index = SemanticIndex::new();
+        index.insert(1, 0, &unit(&[1.0, 0.0, 0.0]), vec![1, 2]);
+        // Two chunks: the second one points where the query does.
+        let mut two = unit(&[0.0, 1.0, 0.0]);
+        two.vectors.extend(unit(&[0.0, 0.6, 0.8]).vectors);
+        two.tokens = 40;
+        index.insert(2, 1, &two, vec![2, 3]);
+        let found = index.nearest(&unit(&[0.0, 0.0, 1.0]), &[3], 5, 0.5);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, 2);
+        assert!((found[0].evidence.cosine - 0.8).abs() < 1e-5);
+        assert!((found[0].evidence.length_ratio - 0.25).abs() < 1e-6);
+        assert_eq!(found[0].evidence.word_overlap, 1.0);
+    }
+
+    #[test]
+    fn rare_words_weigh_more_in_the_overlap() {
+        let mut index = SemanticIndex::new();
+        for key in 0..10 {
+            index.insert(key, key as i64, &unit(&[1.0, 0.0]), if key == 0 { vec![7, 8] } else { vec![7] });
+        }
+        // Word 7 is in every post, word 8 in one: sharing only 8 says more than sharing only 7.
+        assert!(index.word_overlap(&[7, 8], &[8]) > index.word_overlap(&[7, 8], &[7]));
+    }
+
+    #[test]
+    fn eviction_forgets_old_posts_and_compacts() {
+        let mut index = SemanticIndex::new();
+        for key in 0..100u64 {
+            index.insert(key, key as i64 * 1000, &unit(&[1.0, key as f32]), vec![key]);
+        }
+        assert_eq!(index.evict_before(60_000), 60);
+        assert_eq!(index.len(), 40);
+        assert!(index.vectors.len() <= 40 * 2);
+        let found = index.nearest(&unit(&[1.0, 99.0]), &[], 1, 0.0);
+        assert_eq!(found[0].key, 99);
+        assert!(!index.document_frequency.contains_key(&3));
+    }
+}

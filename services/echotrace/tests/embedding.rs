@@ -1,0 +1,123 @@
+//! The Rust embedding path against references computed by `models/all-MiniLM-L6-v2/export.py`:
+//! the same int8 model run by Python onnxruntime one sentence at a time (no padding), and the fp32
+//! model.
+//!
+//! One sentence per batch, Rust and Python agree to 1e-3 in cosine. In a padded batch of several,
+//! the int8 model's activations are quantized with one scale per tensor, computed over the whole
+//! batch, so a text's vector moves a little with its batch-mates: the test bounds that at 0.98 cosine,
+//! the same order as the int8-to-fp32 error (docs/semantic-linking.md).
+
+mod common;
+
+use echotrace::embed::{EmbedConfig, Embedder};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    max_tokens: usize,
+    sentences: Vec<String>,
+    fp32: Vec<Vec<f32>>,
+    int8: Vec<Vec<f32>>,
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn embedder(chunk_tokens: usize, max_chunks: usize, batch_size: usize) -> Option<Embedder> {
+    let library = common::onnxruntime_library()?;
+    let config = EmbedConfig {
+        model_dir: common::model_dir(),
+        runtime_library: Some(library),
+        threads: 2,
+        chunk_tokens,
+        max_chunks,
+        batch_size,
+        ..EmbedConfig::default()
+    };
+    Some(Embedder::new(&config).expect("the shipped model loads"))
+}
+
+#[test]
+fn rust_embeddings_match_python_onnxruntime_and_stay_close_to_fp32() {
+    let reference: Reference =
+        serde_json::from_str(include_str!("fixtures/embedding_reference.json")).expect("fixture parses");
+    // The reference truncates at max_tokens including [CLS] and [SEP]: one chunk of the same length.
+    let Some(mut one_by_one) = embedder(reference.max_tokens - 2, 1, 1) else { return };
+    let Some(mut batched) = embedder(reference.max_tokens - 2, 1, 32) else { return };
+    assert_eq!(one_by_one.dimension(), 384);
+    let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let embeddings = one_by_one.embed(&texts).unwrap();
+    let in_one_batch = batched.embed(&texts).unwrap();
+    for (i, embedding) in embeddings.iter().enumerate() {
+        assert_eq!(embedding.chunks(), 1);
+        let same_model = cosine(&embedding.vectors, &reference.int8[i]);
+        assert!(same_model >= 1.0 - 1e-3, "{:?}: cosine to Python onnxruntime {same_model}", texts[i]);
+        // Texts of a word or two move most; semantic linking never embeds them (min_words).
+        let padded = cosine(&in_one_batch[i].vectors, &reference.int8[i]);
+        let floor = if texts[i].split_whitespace().count() >= 5 { 0.98 } else { 0.9 };
+        assert!(padded >= floor, "{:?}: cosine in a padded batch {padded}", texts[i]);
+        // Quantization error is largest on texts of one or two word pieces.
+        let to_fp32 = cosine(&embedding.vectors, &reference.fp32[i]);
+        let floor = if texts[i].split_whitespace().count() >= 5 { 0.985 } else { 0.97 };
+        assert!(to_fp32 >= floor, "{:?}: cosine to fp32 {to_fp32} < {floor}", texts[i]);
+        let norm: f32 = embedding.vectors.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn long_texts_are_embedded_chunk_by_chunk_and_summaries_find_their_part() {
+    let Some(mut embedder) = embedder(128, 8, 32) else { return };
+    let filler = "The committee also reviewed the budget for the municipal library and the parks. ".repeat(20);
+    let article = format!(
+        "{filler} In the final session the harbour authority confirmed the old swing bridge will close for \
+         repairs for six weeks from Monday, diverting ferry traffic to the north quay."
+    );
+    let summary =
+        "The harbour's swing bridge closes for six weeks of repairs from Monday; ferries move to the north quay.";
+    let unrelated = "Local football club signs a new goalkeeper ahead of the derby.";
+    let out = embedder.embed(&[&article, summary, unrelated]).unwrap();
+    assert!(out[0].chunks() > 2, "a long article becomes several chunks");
+    assert!(out[0].tokens > 300);
+    let best = |query: &[f32], target: &echotrace_core::link::semantic::TextEmbedding| {
+        target.vectors.chunks(384).map(|chunk| cosine(query, chunk)).fold(f32::MIN, f32::max)
+    };
+    let last_chunk = best(&out[1].vectors, &out[0]);
+    let first_chunk = cosine(&out[1].vectors, &out[0].vectors[..384]);
+    assert!(last_chunk > 0.6, "the summary matches the article's last part: {last_chunk}");
+    assert!(last_chunk > first_chunk + 0.2, "and not its opening: {first_chunk}");
+    assert!(best(&out[2].vectors, &out[0]) < 0.4);
+}
+
+#[test]
+fn a_missing_runtime_or_model_is_a_clear_error() {
+    let config =
+        EmbedConfig { runtime_library: Some("/nonexistent/libonnxruntime.so".into()), ..EmbedConfig::default() };
+    let message = Embedder::new(&config).err().expect("no runtime").to_string();
+    assert!(message.contains("/nonexistent/libonnxruntime.so"), "{message}");
+    let Some(library) = common::onnxruntime_library() else { return };
+    let config = EmbedConfig {
+        runtime_library: Some(library),
+        model_dir: "/nonexistent/model".into(),
+        ..EmbedConfig::default()
+    };
+    let message = Embedder::new(&config).err().expect("no model").to_string();
+    assert!(message.contains("/nonexistent/model/tokenizer.json"), "{message}");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_cuda_build_fails_at_start_up() {
+    let Some(library) = common::onnxruntime_library() else { return };
+    let config = EmbedConfig {
+        runtime_library: Some(library),
+        model_dir: common::model_dir(),
+        device: echotrace::embed::Device::Cuda,
+        ..EmbedConfig::default()
+    };
+    let message = Embedder::new(&config).err().expect("no CUDA in this build").to_string();
+    assert!(message.contains("--features cuda"), "{message}");
+}
