@@ -14,14 +14,10 @@ use arrow_array::types::Int64Type;
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/flight_sql_client.py");
-
-fn echotrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_echotrace")).args(args).output().unwrap()
-}
 
 /// Starts `serve-sql` over `data` on a free loopback port, with `env` set; returns the server and
 /// the URI to connect to.
@@ -99,11 +95,7 @@ fn flight_sql_clients_query_the_replayed_sample() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("sample.jsonl");
-    std::fs::write(&input, SAMPLE).unwrap();
-    let data = dir.path().join("out");
-    let replay = echotrace(&["replay", "--input", input.to_str().unwrap(), "--out", data.to_str().unwrap()]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let data = replay_sample(dir.path());
     let (mut server, uri) = serve(&data, &[]);
 
     // The same answers as `echotrace query`: a count, and the alert's reproducing SQL as stored.

@@ -5,11 +5,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn echotrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_echotrace")).args(args).output().unwrap()
-}
 
 /// Runs a query and parses its JSON-lines result.
 fn query(data: &Path, sql: &str) -> Vec<serde_json::Value> {
@@ -27,11 +22,7 @@ fn failing(data: &Path, sql: &str) -> String {
 #[test]
 fn sql_over_the_replayed_sample() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("sample.jsonl");
-    std::fs::write(&input, SAMPLE).unwrap();
-    let data = dir.path().join("out");
-    let replay = echotrace(&["replay", "--input", input.to_str().unwrap(), "--out", data.to_str().unwrap()]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let data = replay_sample(dir.path());
 
     let count = query(&data, "SELECT count(*) AS n FROM posts");
     assert_eq!(count[0]["n"], SAMPLE.lines().count());

@@ -127,3 +127,18 @@ pub fn onnxruntime_library() -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// Runs the `echotrace` binary built for these tests and waits for it.
+pub fn echotrace(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_echotrace")).args(args).output().unwrap()
+}
+
+/// Replays the bundled sample with `echotrace replay` into `dir/out`; returns that directory.
+pub fn replay_sample(dir: &Path) -> std::path::PathBuf {
+    let input = dir.join("sample.jsonl");
+    std::fs::write(&input, SAMPLE).unwrap();
+    let data = dir.join("out");
+    let replay = echotrace(&["replay", "--input", input.to_str().unwrap(), "--out", data.to_str().unwrap()]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    data
+}
