@@ -166,11 +166,6 @@ impl Detector {
         self.embedded.len()
     }
 
-    /// Bytes held by the semantic window (vectors, words, document frequencies), an estimate.
-    pub fn semantic_window_bytes(&self) -> usize {
-        self.embedded.memory_bytes()
-    }
-
     fn is_duplicate(&self, post: &Post) -> bool {
         self.graph.key_of(&post.id).and_then(|key| self.graph.node(key)).is_some_and(|node| node.seen)
     }

@@ -347,13 +347,6 @@ impl SemanticIndex {
         }
         evicted
     }
-
-    /// Bytes held by vectors, entries and document frequencies (an estimate for metrics).
-    pub fn memory_bytes(&self) -> usize {
-        self.vectors.capacity() * 4
-            + self.entries.iter().map(|e| std::mem::size_of::<Entry>() + e.words.len() * 8).sum::<usize>()
-            + self.document_frequency.capacity() * 16
-    }
 }
 
 #[cfg(test)]
