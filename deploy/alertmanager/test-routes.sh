@@ -46,6 +46,7 @@ receiver_for() {
 expect oncall-pager alertname=amplification_campaign severity=critical cascade_id=c-1 service=echotrace
 expect oncall-ticket alertname=coordinated_copying severity=warning cascade_id=c-1 service=echotrace
 expect ts-dashboard-feed alertname=cross_platform_spread severity=info cascade_id=c-1 service=echotrace
+expect oncall-ticket alertname=recursive_summarisation severity=warning cascade_id=c-1 service=echotrace
 
 # Health alerts, each with the severity its rule gives it.
 rules=0

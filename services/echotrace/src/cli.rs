@@ -52,6 +52,21 @@ pub enum Command {
     /// Serve the stored datasets to Arrow Flight SQL clients (DBeaver, ADBC, JDBC) until stopped
     /// (Ctrl-C or SIGTERM).
     ServeSql(ServeSqlArgs),
+    /// Merge the small files of closed event-hour partitions into one sorted file each, dropping
+    /// rows written twice.
+    Compact(CompactArgs),
+}
+
+/// Options of `echotrace compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Output directory of `run`, `demo` or `replay` (default: the configured `output.dir`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Compact an hour once it ended at least this many minutes ago (wall clock), so late posts
+    /// have landed.
+    #[arg(long, default_value_t = 60)]
+    pub min_age_minutes: i64,
 }
 
 /// Options of `echotrace serve-sql`.
@@ -157,6 +172,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(config, args),
         Command::Query(args) => query(config, args).await,
         Command::ServeSql(args) => serve_sql(config, args).await,
+        Command::Compact(args) => {
+            let data = args.data.unwrap_or(config.output.dir);
+            let options = crate::compact::CompactOptions {
+                min_age: chrono::Duration::minutes(args.min_age_minutes),
+                ..Default::default()
+            };
+            let summary = crate::compact::compact(&data, &options, chrono::Utc::now()).await?;
+            println!(
+                "compacted {} partitions: {} files into {} rows; {} files of an interrupted run removed",
+                summary.partitions, summary.files_in, summary.rows_out, summary.leftovers_removed
+            );
+            Ok(())
+        }
     }
 }
 
@@ -171,12 +199,12 @@ async fn serve_sql(config: Config, args: ServeSqlArgs) -> anyhow::Result<()> {
 
 async fn query(config: Config, args: QueryArgs) -> anyhow::Result<()> {
     let data = args.data.unwrap_or(config.output.dir);
-    let session = crate::query::session(&data).await?;
     let sql = match (&args.sql, &args.file) {
         (Some(sql), _) => sql.clone(),
         (None, Some(file)) => std::fs::read_to_string(file)?,
-        (None, None) => return crate::query::prompt::interactive(&session, &data).await,
+        (None, None) => return crate::query::prompt::interactive(&data).await,
     };
+    let session = crate::query::session(&data).await?;
     let batches = crate::query::run(&session, &sql).await?;
     match &args.output {
         Some(path) if args.format != Format::Parquet => {
@@ -190,8 +218,8 @@ fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let metrics = Arc::new(Metrics::new());
     let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
-    let mut pipeline =
-        crate::pipeline::from_config(&config, detector.clone(), ParquetSink::new(&args.out)?, metrics.clone())?;
+    let sink = ParquetSink::new(&args.out)?.with_embeddings(config.output.store_embeddings);
+    let mut pipeline = crate::pipeline::from_config(&config, detector.clone(), sink, metrics.clone())?;
     let summary = crate::replay::replay(&args.input, &mut pipeline, config.output.flush_rows, &args.out)?;
     let detector = detector.lock().expect("detector lock poisoned");
     let stats = detector.stats();

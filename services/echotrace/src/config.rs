@@ -79,6 +79,8 @@ pub struct OutputConfig {
     pub flush_rows: usize,
     /// …or after this many milliseconds, whichever comes first.
     pub flush_interval_ms: u64,
+    /// Whether embedded posts keep their embedding in `posts.embedding` (for `cosine()` in SQL).
+    pub store_embeddings: bool,
 }
 
 impl OutputConfig {
@@ -90,7 +92,12 @@ impl OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { dir: PathBuf::from("echotrace-data"), flush_rows: 50_000, flush_interval_ms: 5_000 }
+        OutputConfig {
+            dir: PathBuf::from("echotrace-data"),
+            flush_rows: 50_000,
+            flush_interval_ms: 5_000,
+            store_embeddings: true,
+        }
     }
 }
 

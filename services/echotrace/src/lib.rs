@@ -3,10 +3,12 @@
 //! The services around [`echotrace_core`]: the Kafka consumer ([`ingest`]), the sinks ([`sinks`]:
 //! Parquet, Kafka), the HTTP API and metrics ([`http`], [`metrics`]), and the modes of the binary:
 //! `run` (a real cluster), `demo` ([`demo`]: an in-process cluster and a bundled stream) and `replay`
-//! ([`replay`]: a file). Every mode drives the same [`pipeline::Pipeline`].
+//! ([`replay`]: a file). Every mode drives the same [`pipeline::Pipeline`]. `query` and `serve-sql`
+//! ([`query`]) read what they wrote, and `compact` ([`compact`]) merges its small files.
 
 pub mod alerting;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod demo;
 pub mod embed;

@@ -189,7 +189,7 @@ impl Pipeline {
         batch
             .into_iter()
             .zip(embeddings)
-            .filter_map(|((post, produced_at), embedding)| self.process(post, embedding.as_deref(), produced_at))
+            .filter_map(|((post, produced_at), embedding)| self.process(post, embedding, produced_at))
             .collect()
     }
 
@@ -197,7 +197,7 @@ impl Pipeline {
     fn process(
         &mut self,
         post: Post,
-        embedding: Option<&TextEmbedding>,
+        embedding: Option<Arc<TextEmbedding>>,
         produced_at: Option<DateTime<Utc>>,
     ) -> Option<Processed> {
         let event_time = post.created_at.timestamp_millis() as f64 / 1000.0;
@@ -209,7 +209,7 @@ impl Pipeline {
         };
         let (detection, stats, windows, cascades) = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
-            let detection = detector.process_embedded(post, embedding);
+            let detection = detector.process_embedded(post, embedding.as_deref());
             let windows = (detector.window_len(), detector.semantic_window_len());
             (detection, detector.stats(), windows, detector.graph().cascade_count())
         };
@@ -228,7 +228,7 @@ impl Pipeline {
             observer(&detection);
         }
         let edges = detection.edges.clone();
-        self.sink.push(detection);
+        self.sink.push(detection, embedding);
         Some(Processed { edges, alerts, produced_at })
     }
 

@@ -41,7 +41,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let (api_address, server) = http::serve(config.http.listen, state, shutdown.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    let sink = ParquetSink::new(&config.output.dir)?;
+    let sink = ParquetSink::new(&config.output.dir)?.with_embeddings(config.output.store_embeddings);
     let mut pipeline = crate::pipeline::from_config(&config, detector.clone(), sink, metrics.clone())?;
     if let Some(observer) = observer {
         pipeline = pipeline.with_observer(observer);

@@ -135,8 +135,8 @@ fn flight_sql_clients_query_the_replayed_sample() {
     // A file flushed after the server started is read by the next query.
     let posts = |batches: &[RecordBatch]| batches[0].column(0).as_primitive::<Int64Type>().value(0) as usize;
     assert_eq!(posts(&fetch(&uri, &[], count, dir.path())), SAMPLE.lines().count());
-    let first = std::fs::read_dir(data.join("posts")).unwrap().next().unwrap().unwrap().path();
-    std::fs::copy(&first, data.join("posts/part-flushed-later.parquet")).unwrap();
+    let first = dataset_files(&data.join("posts")).remove(0);
+    std::fs::copy(&first, first.with_file_name("part-flushed-later.parquet")).unwrap();
     let grown = fetch(&uri, &[], count, dir.path());
     assert!(posts(&grown) > SAMPLE.lines().count());
     assert_eq!(rows(&grown), rows(&query(&data, count, dir.path())));

@@ -66,6 +66,37 @@ fn sql_over_the_replayed_sample() {
     let urls = query(&data, "SELECT count(DISTINCT canonical_url(evidence)) AS n FROM edges WHERE kind = 'shared_url'");
     assert!(urls[0]["n"].as_u64().unwrap() >= 1);
 
+    // Partitions by event hour: the columns exist, and a filter on them prunes whole folders.
+    let hours = query(&data, "SELECT date, hour, count(*) AS n FROM posts GROUP BY date, hour ORDER BY date, hour");
+    assert!(!hours.is_empty() && hours.iter().all(|h| h["date"] == "2026-11-01"), "{hours:?}");
+    let first_hour = hours[0]["hour"].as_str().unwrap();
+    let pruned = query(
+        &data,
+        &format!(
+            "SELECT count(*) AS n, min(date_part('hour', created_at)) AS h FROM posts WHERE date = '2026-11-01' AND hour = '{first_hour}'"
+        ),
+    );
+    assert_eq!(pruned[0]["n"], hours[0]["n"]);
+    assert_eq!(pruned[0]["h"].as_f64().unwrap() as u32, first_hour.parse::<u32>().unwrap());
+
+    // cosine() over the stored embeddings gives back the cosine each semantic edge was linked by.
+    let semantic = query(
+        &data,
+        "SELECT e.cosine AS linked, cosine(c.embedding, p.embedding) AS recomputed
+         FROM edges e JOIN posts c ON c.post_id = e.child_id JOIN posts p ON p.post_id = e.parent_id
+         WHERE e.kind IN ('paraphrase', 'summary')",
+    );
+    assert!(semantic.len() >= 3, "{semantic:?}");
+    for edge in &semantic {
+        let (linked, recomputed) = (edge["linked"].as_f64().unwrap(), edge["recomputed"].as_f64().unwrap());
+        assert!((linked - recomputed).abs() < 1e-4, "{edge:?}");
+    }
+    let unembedded =
+        query(&data, &format!("SELECT cosine(embedding, embedding) AS c FROM posts WHERE post_id = '{CAMPAIGN_ROOT}'"));
+    assert!(unembedded[0]["c"].is_null() || unembedded[0]["c"].as_f64().unwrap() > 0.999, "{unembedded:?}");
+    let wrong = failing(&data, "SELECT cosine(text, text) FROM posts");
+    assert!(wrong.contains("posts.embedding"), "{wrong}");
+
     // CSV and Parquet outputs.
     let csv =
         echotrace(&["query", "--data", data.to_str().unwrap(), "--format", "csv", "SELECT post_id FROM posts LIMIT 2"]);
@@ -96,9 +127,15 @@ fn sql_over_the_replayed_sample() {
     assert!(bad.contains("Line: 1") && bad.contains("Column"), "{bad}");
     let missing = failing(&data, "SELECT * FROM likes");
     assert!(missing.contains("likes") && missing.contains("not found"), "{missing}");
-    std::fs::write(data.join("posts/part-corrupt.parquet"), b"this is not parquet").unwrap();
+    let partition = dataset_files(&data.join("posts"))[0].parent().unwrap().to_owned();
+    std::fs::write(partition.join("part-corrupt.parquet"), b"this is not parquet").unwrap();
     let corrupt = failing(&data, "SELECT count(*) FROM posts");
     assert!(corrupt.to_lowercase().contains("parquet"), "{corrupt}");
+    std::fs::remove_file(partition.join("part-corrupt.parquet")).unwrap();
+    // A file of the flat layout would be left out by a partitioned reader: refused, with the reason.
+    std::fs::copy(dataset_files(&data.join("edges"))[0].clone(), data.join("edges/part-flat.parquet")).unwrap();
+    let flat = failing(&data, "SELECT count(*) FROM posts");
+    assert!(flat.contains("part-flat.parquet") && flat.contains("flat layout"), "{flat}");
     let nothing = failing(dir.path(), "SELECT 1");
     assert!(nothing.contains("not an echotrace output directory"), "{nothing}");
 }

@@ -12,7 +12,7 @@
 //! Everything runs on event time, so replaying a stream raises the same alerts at the same stream
 //! times as the live run did.
 
-use super::features::{CO_SIMILAR_WITHIN, CascadeActivity, CascadeFeatures, PostSignals};
+use super::features::{CO_SIMILAR_WITHIN, CascadeActivity, CascadeFeatures, CascadeShape, PostSignals};
 use super::rules::{Rule, RuleSet};
 use crate::detector::Detection;
 use crate::records::EdgeKind;
@@ -176,9 +176,12 @@ impl Scorer {
             at,
             signals,
             co_similar_author.as_deref(),
-            record.size,
-            record.depth,
-            record.platforms.len() as u32,
+            CascadeShape {
+                size: record.size,
+                depth: record.depth,
+                summary_depth: record.summary_depth,
+                platforms: record.platforms.len() as u32,
+            },
         );
         let watermark = self.watermark.map_or(at, |w| w.max(at));
         self.watermark = Some(watermark);

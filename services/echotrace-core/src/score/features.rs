@@ -6,8 +6,9 @@
 //!
 //! - `posts_per_minute` over the window, and its `acceleration` (the latest half of the window against
 //!   the half before, in posts per minute per minute);
-//! - `depth` (generations), `size`, `platforms`, `distinct_authors`, `author_concentration` (share of the
-//!   cascade's posts by its most active author);
+//! - `depth` (generations), `summary_depth` (rounds of re-summarising: 2 for a summary of a summary),
+//!   `size`, `platforms`, `distinct_authors`, `author_concentration` (share of the cascade's posts by
+//!   its most active author);
 //! - `automated_share`: share of the window's posts by accounts that declare automation, are younger
 //!   than [`FRESH_ACCOUNT`] when they post, or post at bot cadence (3 posts in one cascade within a
 //!   minute);
@@ -49,6 +50,9 @@ pub struct CascadeFeatures {
     pub acceleration: f64,
     /// Deepest generation.
     pub depth: u32,
+    /// The most semantic hops (paraphrase or summary edges) on a path from the root.
+    #[serde(default)]
+    pub summary_depth: u32,
     /// Distinct platforms.
     pub platforms: u32,
     /// Distinct authors.
@@ -61,6 +65,19 @@ pub struct CascadeFeatures {
     pub coordination: u32,
     /// The most-mentioned account and how often.
     pub top_target: Option<(String, u32)>,
+}
+
+/// What the graph says of a cascade as one of its posts arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CascadeShape {
+    /// Posts in the cascade.
+    pub size: u64,
+    /// Deepest generation.
+    pub depth: u32,
+    /// The most semantic hops on a path from the root.
+    pub summary_depth: u32,
+    /// Distinct platforms.
+    pub platforms: u32,
 }
 
 /// One post in the window.
@@ -87,9 +104,7 @@ pub struct CascadeActivity {
     mentions: HashMap<String, u32>,
     top_target: Option<(String, u32)>,
     coordinated: HashSet<u32>,
-    size: u64,
-    depth: u32,
-    platforms: u32,
+    shape: CascadeShape,
 }
 
 impl CascadeActivity {
@@ -100,9 +115,7 @@ impl CascadeActivity {
         at: DateTime<Utc>,
         signals: &PostSignals,
         co_similar_author: Option<&str>,
-        size: u64,
-        depth: u32,
-        platforms: u32,
+        shape: CascadeShape,
     ) {
         let author = self.author_index(&signals.author_id) as usize;
         self.posts_by_author[author] += 1;
@@ -127,9 +140,7 @@ impl CascadeActivity {
             self.coordinated.insert(author as u32);
             self.coordinated.insert(other);
         }
-        self.size = size;
-        self.depth = depth;
-        self.platforms = platforms;
+        self.shape = shape;
     }
 
     fn author_index(&mut self, author_id: &str) -> u32 {
@@ -163,17 +174,19 @@ impl CascadeActivity {
         let half = window / 2;
         let latest = (self.window.len() - self.window.partition_point(|p| now - p.at > half)) as f64;
         let earlier = in_window - latest;
+        let shape = self.shape;
         CascadeFeatures {
-            size: self.size,
+            size: shape.size,
             posts_per_minute: in_window / minutes,
             acceleration: (latest - earlier) / (minutes / 2.0) / (minutes / 2.0),
-            depth: self.depth,
-            platforms: self.platforms,
+            depth: shape.depth,
+            summary_depth: shape.summary_depth,
+            platforms: shape.platforms,
             distinct_authors: self.authors.len() as u32,
-            author_concentration: if self.size == 0 {
+            author_concentration: if shape.size == 0 {
                 0.0
             } else {
-                f64::from(self.top_author_posts) / self.size as f64
+                f64::from(self.top_author_posts) / shape.size as f64
             },
             automated_share: if in_window == 0.0 { 0.0 } else { f64::from(self.automated_in_window) / in_window },
             coordination: self.coordinated.len() as u32,
@@ -228,6 +241,10 @@ mod tests {
         }
     }
 
+    fn shape(size: u64, depth: u32, platforms: u32) -> CascadeShape {
+        CascadeShape { size, depth, summary_depth: depth.saturating_sub(1), platforms }
+    }
+
     #[test]
     fn rates_shares_and_targets() {
         let mut activity = CascadeActivity::default();
@@ -237,9 +254,7 @@ mod tests {
                 at(i * 15),
                 &signals(&format!("a{i}"), i % 2 == 0),
                 (i > 0).then_some("a0"),
-                i as u64 + 1,
-                1,
-                2,
+                shape(i as u64 + 1, 1, 2),
             );
         }
         activity.slide(at(150), window);
@@ -260,10 +275,10 @@ mod tests {
     fn bot_cadence_and_fresh_accounts_look_automated() {
         let mut activity = CascadeActivity::default();
         for i in 0..3 {
-            activity.record(at(i * 10), &signals("busy", false), None, i as u64 + 1, 0, 1);
+            activity.record(at(i * 10), &signals("busy", false), None, shape(i as u64 + 1, 0, 1));
         }
         let fresh = PostSignals { author_created_at: Some(at(-3600)), ..signals("new", false) };
-        activity.record(at(40), &fresh, None, 4, 0, 1);
+        activity.record(at(40), &fresh, None, shape(4, 0, 1));
         activity.slide(at(40), Duration::minutes(5));
         let features = activity.features(at(40), Duration::minutes(5));
         assert!(
@@ -276,9 +291,9 @@ mod tests {
     fn absorbing_merges_authors_and_windows() {
         let mut a = CascadeActivity::default();
         let mut b = CascadeActivity::default();
-        a.record(at(0), &signals("x", false), None, 1, 0, 1);
-        b.record(at(5), &signals("x", false), None, 1, 0, 1);
-        b.record(at(6), &signals("y", false), Some("x"), 2, 1, 1);
+        a.record(at(0), &signals("x", false), None, shape(1, 0, 1));
+        b.record(at(5), &signals("x", false), None, shape(1, 0, 1));
+        b.record(at(6), &signals("y", false), Some("x"), shape(2, 1, 1));
         a.absorb(b);
         let features = a.features(at(10), Duration::minutes(5));
         assert_eq!(features.distinct_authors, 2);

@@ -89,11 +89,12 @@ pub enum RuleError {
 }
 
 /// The features a condition may name.
-pub const FEATURES: [&str; 9] = [
+pub const FEATURES: [&str; 10] = [
     "size",
     "posts_per_minute",
     "acceleration",
     "depth",
+    "summary_depth",
     "platforms",
     "distinct_authors",
     "author_concentration",
@@ -107,6 +108,7 @@ fn feature_value(features: &CascadeFeatures, name: &str) -> f64 {
         "posts_per_minute" => features.posts_per_minute,
         "acceleration" => features.acceleration,
         "depth" => f64::from(features.depth),
+        "summary_depth" => f64::from(features.summary_depth),
         "platforms" => f64::from(features.platforms),
         "distinct_authors" => f64::from(features.distinct_authors),
         "author_concentration" => features.author_concentration,

@@ -223,6 +223,10 @@ impl From<QueryError> for Status {
         let message = error.to_string();
         match &error {
             QueryError::NoData(_) => Status::failed_precondition(message),
+            QueryError::Layout { .. } => {
+                tracing::warn!("Flight SQL query refused: {message}");
+                Status::failed_precondition(message)
+            }
             QueryError::DataFusion(error) => match error.find_root() {
                 DataFusionError::SQL(..)
                 | DataFusionError::Plan(_)

@@ -1,14 +1,16 @@
 //! The interactive prompt of `echotrace query`: statements end with `;`, history is kept in
-//! `~/.echotrace_history`, `\q` or Ctrl-D leaves. An error is printed and the prompt goes on.
+//! `~/.echotrace_history`, `\q` or Ctrl-D leaves. An error is printed and the prompt goes on. Each
+//! statement reads the files present when it runs, so a long session sees what a running consumer
+//! flushed since it started.
 
 use super::output::{Format, write};
-use datafusion::prelude::SessionContext;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use std::path::{Path, PathBuf};
 
 /// Reads statements until `\q` or end of input, running each and printing its result as a table.
-pub async fn interactive(session: &SessionContext, data: &Path) -> anyhow::Result<()> {
+pub async fn interactive(data: &Path) -> anyhow::Result<()> {
+    super::session(data).await?;
     let mut editor = DefaultEditor::new()?;
     let history = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".echotrace_history"));
     if let Some(history) = &history {
@@ -40,7 +42,11 @@ pub async fn interactive(session: &SessionContext, data: &Path) -> anyhow::Resul
             continue;
         }
         let _ = editor.add_history_entry(statement.trim());
-        match super::run(session, &statement).await {
+        let result = match super::session(data).await {
+            Ok(session) => super::run(&session, &statement).await,
+            Err(error) => Err(error),
+        };
+        match result {
             Ok(batches) => write(&batches, Format::Table, &mut std::io::stdout().lock(), None)?,
             Err(error) => eprintln!("error: {error}"),
         }

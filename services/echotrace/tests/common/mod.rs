@@ -46,12 +46,24 @@ pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The visible files of a dataset directory, in every partition, sorted by path.
+pub fn dataset_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(dataset_files(&entry.path()));
+        } else if !entry.file_name().to_string_lossy().starts_with('.') {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    files
+}
+
 /// Every row of a dataset directory.
 pub fn read_dataset(dir: &Path) -> Vec<RecordBatch> {
     let mut batches = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for path in files {
+    for path in dataset_files(dir) {
         assert!(path.extension().is_some_and(|e| e == "parquet"), "unexpected file {}", path.display());
         let reader =
             ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap().build().unwrap();
