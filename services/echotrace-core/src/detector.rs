@@ -418,7 +418,8 @@ impl Detector {
     ///
     /// Candidates are ranked by cosine plus weighted word overlap; the margin is the winner's lead
     /// over the best candidate in another cascade, so earlier summaries of the same article do not
-    /// count against it.
+    /// count against it. When the winner was itself linked by meaning, the post must also pass the
+    /// rule against the origin of that chain (`check_origin`).
     fn semantic_candidate(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<Candidate> {
         let config = &self.config.semantic;
         let mut ranked: Vec<_> = self
@@ -434,13 +435,24 @@ impl Detector {
         let runner_up = ranked.iter().skip(1).find(|(_, n)| self.graph.cascade_of(n.key) != best_cascade);
         let mut evidence = best.evidence;
         evidence.margin = best_rank - runner_up.map_or(0.0, |(rank, _)| *rank);
-        evidence.is_summary = evidence.length_ratio <= config.summary_max_length_ratio;
-        let (kind, rule) = match evidence.is_summary {
-            true => (EdgeKind::Summary, &config.summary),
-            false => (EdgeKind::Paraphrase, &config.paraphrase),
-        };
-        evidence.score = rule.score(&evidence);
-        (evidence.score >= rule.min_score).then_some(Candidate {
+        let (kind, passes) = self.weigh(&mut evidence);
+        if !passes {
+            return None;
+        }
+        if config.check_origin {
+            let origin = self.semantic_origin(best.key);
+            if origin != best.key {
+                // `semantic_origin` walks only through posts in the index, so the origin is there.
+                let mut against_origin = self.embedded.evidence(origin, embedding, words)?;
+                against_origin.margin = evidence.margin;
+                let (_, origin_passes) = self.weigh(&mut against_origin);
+                evidence.origin_score = Some(against_origin.score);
+                if !origin_passes {
+                    return None;
+                }
+            }
+        }
+        Some(Candidate {
             parent: best.key,
             kind,
             rank: 0,
@@ -450,6 +462,34 @@ impl Detector {
             semantic: Some(evidence),
             parent_time_ms: best.created_at_ms,
         })
+    }
+
+    /// Decides the kind of `evidence` by its length ratio and scores it by that kind's rule; returns
+    /// the kind and whether the score reaches the rule's minimum.
+    fn weigh(&self, evidence: &mut SemanticEvidence) -> (EdgeKind, bool) {
+        let config = &self.config.semantic;
+        evidence.is_summary = evidence.length_ratio <= config.summary_max_length_ratio;
+        let (kind, rule) = match evidence.is_summary {
+            true => (EdgeKind::Summary, &config.summary),
+            false => (EdgeKind::Paraphrase, &config.paraphrase),
+        };
+        evidence.score = rule.score(evidence);
+        (kind, evidence.score >= rule.min_score)
+    }
+
+    /// The earliest post of the chain of meaning that `key` ends: up its primary parents for as long
+    /// as they are `paraphrase` or `summary` links to posts still in the semantic window.
+    fn semantic_origin(&self, key: NodeKey) -> NodeKey {
+        let mut origin = key;
+        while let Some((parent, EdgeKind::Paraphrase | EdgeKind::Summary)) =
+            self.graph.node(origin).and_then(|node| node.parent())
+        {
+            if !self.embedded.contains(parent) {
+                break;
+            }
+            origin = parent;
+        }
+        origin
     }
 
     /// Candidates kept as evidence besides the primary parent: the best one into each other cascade,
@@ -641,10 +681,35 @@ mod tests {
         let again = detector.process_embedded(again, Some(&embedding(0, 1, 0.45, 12))).unwrap();
         assert_eq!(again.post.parent_id.as_deref(), Some("x:3"), "the closest earlier text is the summary");
         assert_eq!(again.post.parent_kind, Some(EdgeKind::Paraphrase));
+        let origin_score = again.edges[0].semantic.and_then(|e| e.origin_score).expect("checked against the article");
+        assert!(origin_score >= DetectorConfig::default().semantic.summary.min_score);
         assert_eq!((again.post.generation, again.post.summary_depth), (2, 2));
         assert_eq!(again.cascade.summary_depth, 2);
         assert_eq!(again.cascade.root_post_id, "news:1");
         assert_eq!(detector.stats().edges_by_kind[6], 1);
+    }
+
+    #[test]
+    fn a_summary_of_a_summary_must_also_pass_against_the_origin() {
+        let run = |check_origin: bool| {
+            let semantic = SemanticConfig { check_origin, ..SemanticConfig::default() };
+            let mut detector = Detector::new(DetectorConfig { semantic, ..DetectorConfig::default() });
+            detector.process_embedded(post("news:1", 0, ARTICLE, ""), Some(&embedding(0, 1, 0.0, 60))).unwrap();
+            let other = post("news:2", 1, "Local football club signs a new goalkeeper ahead of the derby weekend", "");
+            detector.process_embedded(other, Some(&embedding(1, 2, 0.6, 60))).unwrap();
+            // A loose summary of the article: linked, but it leans away from it.
+            let summary = detector.process_embedded(post("x:3", 2, SUMMARY, ""), Some(&embedding(0, 1, 0.9, 15)));
+            assert_eq!(summary.unwrap().post.parent_id.as_deref(), Some("news:1"));
+            // Close to the summary, far from the article, and about commuters the article never mentions.
+            let drift =
+                post("threads:4", 3, "Swing bridge closes and commuters are furious about the traffic chaos", "");
+            let bent =
+                TextEmbedding { vectors: vec![0.1, 0.995, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dimension: 8, tokens: 12 };
+            detector.process_embedded(drift, Some(&bent)).unwrap()
+        };
+        let unchecked = run(false);
+        assert_eq!(unchecked.post.parent_id.as_deref(), Some("x:3"), "the summary alone would take it");
+        assert_eq!(run(true).post.parent_id, None, "the article does not explain it");
     }
 
     #[test]

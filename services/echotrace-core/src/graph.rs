@@ -43,6 +43,13 @@ pub struct Node {
     extra_edges: Vec<(NodeKey, EdgeKind)>,
 }
 
+impl Node {
+    /// The primary parent and the kind of its edge; `None` for a root.
+    pub fn parent(&self) -> Option<(NodeKey, EdgeKind)> {
+        self.parent
+    }
+}
+
 /// Evidence linking a new post into another cascade, besides its primary parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bridge {

@@ -3,7 +3,11 @@
 //!
 //! The embeddings come from outside the core (the service runs the model); each text arrives as one
 //! unit vector per chunk of at most `max_tokens` tokens, so a summary of a 600-word article is
-//! compared with every part of it (the best chunk counts).
+//! compared with every part of it. The cosine of a post to a candidate is how well the candidate
+//! covers the post: each chunk of the post takes its best cosine with any chunk of the candidate, and
+//! those are averaged. A one-chunk summary thus finds the part of the article it summarises, while a
+//! long post is close to a candidate only if all of its parts are (two articles on the same story
+//! share a paragraph, not their whole text).
 //!
 //! [`SemanticIndex`] holds the embeddings of the recent posts that were embedded (those no explicit
 //! link or near-duplicate explained) and finds the `top_k` nearest by an exact scan. An exact scan was
@@ -16,7 +20,7 @@
 //! unseen articles to articles on the same story, or misses real paraphrases. [`SemanticEvidence`]
 //! combines, for the best candidate:
 //!
-//! - `cosine`: the largest cosine between any chunk of the post and any chunk of the candidate;
+//! - `cosine`: how well the candidate covers the post (above);
 //! - `word_overlap`: how much of the post's vocabulary the candidate contains, each word weighted by
 //!   its inverse document frequency in the window (names, numbers and rare words count most);
 //! - `margin`: how far the candidate's rank score is ahead of the best candidate in another cascade;
@@ -27,6 +31,12 @@
 //! `paraphrase` edge otherwise, each kind with its own linear rule
 //! `cosine + overlap_weight × word_overlap + margin_weight × margin ≥ min_score`. The weights and
 //! thresholds are a handful of numbers chosen on the development streams (`docs/semantic-linking.md`).
+//!
+//! A candidate that was itself linked by meaning is checked once more: the post must also pass the
+//! rule against the chain's origin (the detector asks [`SemanticIndex::evidence`]), so a summary of a
+//! summary is attributed only when it is a summary of the original too. Without it, one doubtful link
+//! (a summary of an unseen article attached to an article on the same story) draws every later
+//! summary of the unseen article after it.
 
 use crate::graph::NodeKey;
 use crate::normalize::{NormalizedText, Script};
@@ -35,7 +45,7 @@ use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The version of the semantic evidence: the model and the rules that weigh it.
-pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-int8+idf-overlap-v1";
+pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-int8+idf-overlap+origin-v2";
 
 /// The embedding of one text: one L2-normalized vector per chunk, and the text's token count.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +108,9 @@ pub struct SemanticConfig {
     pub summary: LinkRule,
     /// The rule for `paraphrase` edges.
     pub paraphrase: LinkRule,
+    /// Whether a candidate that was itself linked by meaning is accepted only when the post also
+    /// passes the rule against the chain's origin.
+    pub check_origin: bool,
 }
 
 impl Default for SemanticConfig {
@@ -110,7 +123,8 @@ impl Default for SemanticConfig {
             rank_overlap_weight: 1.0,
             summary_max_length_ratio: 0.6,
             summary: LinkRule { overlap_weight: 1.0, margin_weight: 1.0, min_score: 1.55 },
-            paraphrase: LinkRule { overlap_weight: 0.0, margin_weight: 1.0, min_score: 1.15 },
+            paraphrase: LinkRule { overlap_weight: 0.5, margin_weight: 0.25, min_score: 0.8 },
+            check_origin: true,
         }
     }
 }
@@ -118,7 +132,8 @@ impl Default for SemanticConfig {
 /// Why a candidate is (or is not) a semantic parent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SemanticEvidence {
-    /// Largest chunk-to-chunk cosine.
+    /// How well the candidate covers the post: each of the post's chunks takes its best cosine with
+    /// any of the candidate's chunks, averaged over the post's chunks.
     pub cosine: f32,
     /// IDF-weighted share of the post's words found in the candidate.
     pub word_overlap: f32,
@@ -130,6 +145,9 @@ pub struct SemanticEvidence {
     pub score: f32,
     /// Whether the post is clearly shorter: a summary rather than a paraphrase.
     pub is_summary: bool,
+    /// When the candidate was itself linked by meaning: the score of the rule, for the kind its
+    /// length ratio gives, between the post and the origin of the candidate's chain.
+    pub origin_score: Option<f32>,
 }
 
 /// A post in the index.
@@ -161,6 +179,10 @@ pub struct Neighbour {
 pub struct SemanticIndex {
     dimension: usize,
     entries: VecDeque<Entry>,
+    /// Absolute number of the entry at `entries[0]`.
+    entries_base: u64,
+    /// Absolute entry number of each live post.
+    entry_of: HashMap<NodeKey, u64>,
     /// Chunk vectors of the live entries (and evicted ones not compacted yet), contiguous.
     vectors: Vec<f32>,
     /// Absolute number of the chunk at `vectors[0]`.
@@ -263,14 +285,7 @@ impl SemanticIndex {
         }
         let mut best: Vec<(f32, usize)> = Vec::with_capacity(top_k + 1);
         for (position, entry) in self.entries.iter().enumerate() {
-            let start = (entry.first_chunk - self.vectors_base) as usize * self.dimension;
-            let stored = &self.vectors[start..start + entry.chunks as usize * self.dimension];
-            let mut cosine = f32::MIN;
-            for chunk in stored.chunks_exact(self.dimension) {
-                for query in 0..embedding.chunks() {
-                    cosine = cosine.max(dot(chunk, embedding.chunk(query)));
-                }
-            }
+            let cosine = self.coverage(entry, embedding);
             if cosine < min_cosine || (best.len() == top_k && cosine <= best[top_k - 1].0) {
                 continue;
             }
@@ -284,17 +299,51 @@ impl SemanticIndex {
                 Neighbour {
                     key: entry.key,
                     created_at_ms: entry.created_at_ms,
-                    evidence: SemanticEvidence {
-                        cosine,
-                        word_overlap: self.word_overlap(words, &entry.words),
-                        margin: 0.0,
-                        length_ratio: embedding.tokens as f32 / entry.tokens.max(1) as f32,
-                        score: 0.0,
-                        is_summary: false,
-                    },
+                    evidence: self.evidence_with(entry, cosine, embedding, words),
                 }
             })
             .collect()
+    }
+
+    /// The evidence between a post and one indexed post, if that post is still in the window.
+    pub fn evidence(&self, key: NodeKey, embedding: &TextEmbedding, words: &[u64]) -> Option<SemanticEvidence> {
+        if embedding.dimension != self.dimension {
+            return None;
+        }
+        let position = self.entry_of.get(&key)?.checked_sub(self.entries_base)?;
+        let entry = self.entries.get(position as usize)?;
+        Some(self.evidence_with(entry, self.coverage(entry, embedding), embedding, words))
+    }
+
+    /// Whether a post is in the window.
+    pub fn contains(&self, key: NodeKey) -> bool {
+        self.entry_of.contains_key(&key)
+    }
+
+    /// How well `entry` covers the embedded text: for each of the text's chunks its best cosine with
+    /// any of the entry's chunks, averaged over the text's chunks.
+    fn coverage(&self, entry: &Entry, embedding: &TextEmbedding) -> f32 {
+        let start = (entry.first_chunk - self.vectors_base) as usize * self.dimension;
+        let stored = &self.vectors[start..start + entry.chunks as usize * self.dimension];
+        let mut sum = 0.0f32;
+        for query in 0..embedding.chunks() {
+            let best = stored.chunks_exact(self.dimension).map(|chunk| dot(chunk, embedding.chunk(query)));
+            sum += best.fold(f32::MIN, f32::max);
+        }
+        sum / embedding.chunks().max(1) as f32
+    }
+
+    /// The evidence for `entry` with its cosine known; the margin and the decision come later.
+    fn evidence_with(&self, entry: &Entry, cosine: f32, embedding: &TextEmbedding, words: &[u64]) -> SemanticEvidence {
+        SemanticEvidence {
+            cosine,
+            word_overlap: self.word_overlap(words, &entry.words),
+            margin: 0.0,
+            length_ratio: embedding.tokens as f32 / entry.tokens.max(1) as f32,
+            score: 0.0,
+            is_summary: false,
+            origin_score: None,
+        }
     }
 
     /// Adds a post. Posts are expected in roughly ascending time; eviction goes by arrival order.
@@ -312,6 +361,7 @@ impl SemanticIndex {
             *self.document_frequency.entry(*word).or_default() += 1;
         }
         self.vectors.extend_from_slice(&embedding.vectors);
+        self.entry_of.insert(key, self.entries_base + self.entries.len() as u64);
         self.entries.push_back(Entry {
             key,
             created_at_ms,
@@ -328,6 +378,10 @@ impl SemanticIndex {
         let mut evicted = 0;
         while self.entries.front().is_some_and(|entry| entry.created_at_ms < cutoff_ms) {
             let entry = self.entries.pop_front().expect("checked");
+            self.entries_base += 1;
+            if self.entry_of.get(&entry.key) == Some(&(self.entries_base - 1)) {
+                self.entry_of.remove(&entry.key);
+            }
             for word in entry.words.iter() {
                 if let Some(count) = self.document_frequency.get_mut(word) {
                     *count -= 1;
@@ -399,6 +453,36 @@ mod tests {
         assert!((found[0].evidence.cosine - 0.8).abs() < 1e-5);
         assert!((found[0].evidence.length_ratio - 0.25).abs() < 1e-6);
         assert_eq!(found[0].evidence.word_overlap, 1.0);
+    }
+
+    #[test]
+    fn a_long_post_is_close_only_to_what_covers_all_of_it() {
+        let mut index = SemanticIndex::new();
+        // One part of the story, then the whole story in two parts.
+        index.insert(1, 0, &unit(&[1.0, 0.0, 0.0]), vec![1]);
+        let mut whole = unit(&[1.0, 0.0, 0.0]);
+        whole.vectors.extend(unit(&[0.0, 1.0, 0.0]).vectors);
+        index.insert(2, 1, &whole, vec![1]);
+        let mut query = unit(&[1.0, 0.0, 0.0]);
+        query.vectors.extend(unit(&[0.0, 0.8, 0.6]).vectors);
+        let found = index.nearest(&query, &[1], 5, 0.0);
+        assert_eq!(found.iter().map(|n| n.key).collect::<Vec<_>>(), [2, 1]);
+        assert!((found[0].evidence.cosine - 0.9).abs() < 1e-5, "(1 + 0.8) / 2");
+        assert!((found[1].evidence.cosine - 0.5).abs() < 1e-5, "(1 + 0) / 2: half of it is not there");
+    }
+
+    #[test]
+    fn evidence_against_one_post_until_it_is_evicted() {
+        let mut index = SemanticIndex::new();
+        index.insert(7, 0, &unit(&[1.0, 0.0]), vec![1, 2]);
+        index.insert(9, 5_000, &unit(&[0.0, 1.0]), vec![3]);
+        let evidence = index.evidence(7, &unit(&[0.6, 0.8]), &[1, 3]).expect("in the window");
+        assert!((evidence.cosine - 0.6).abs() < 1e-5);
+        assert!(evidence.word_overlap > 0.0 && evidence.word_overlap < 1.0);
+        assert_eq!(index.evict_before(1_000), 1);
+        assert!(!index.contains(7) && index.contains(9));
+        assert_eq!(index.evidence(7, &unit(&[0.6, 0.8]), &[1]), None);
+        assert!(index.evidence(9, &unit(&[0.6, 0.8]), &[1]).is_some());
     }
 
     #[test]
