@@ -43,13 +43,13 @@ fn compaction_keeps_every_answer_in_one_file_per_hour() {
     let data = dir.path().join("out");
     let replay = std::process::Command::new(env!("CARGO_BIN_EXE_echotrace"))
         .args(["replay", "--input", input.to_str().unwrap(), "--out", data.to_str().unwrap()])
-        .env("ECHOTRACE_OUTPUT__FLUSH_ROWS", "40")
+        .env("ECHOTRACE_OUTPUT__FLUSH_ROWS", "20")
         .output()
         .unwrap();
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     let before = answers(&data);
     let small_files = dataset_files(&data.join("posts"));
-    assert!(small_files.len() >= 10, "checkpoints of 40 posts: {}", small_files.len());
+    assert!(small_files.len() >= 10, "a checkpoint every embedding batch: {}", small_files.len());
 
     // A redelivery after a restart writes some posts again.
     let redelivered = small_files[3].with_file_name("part-redelivered.parquet");

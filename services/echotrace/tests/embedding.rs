@@ -17,7 +17,6 @@ struct Reference {
     max_tokens: usize,
     sentences: Vec<String>,
     fp32: Vec<Vec<f32>>,
-    int8: Vec<Vec<f32>>,
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -40,6 +39,28 @@ fn embedder(chunk_tokens: usize, max_chunks: usize, batch_size: usize) -> Option
     Some(Embedder::new(&config).expect("the shipped model loads"))
 }
 
+/// The int8 model's vectors from Python onnxruntime on this machine (`int8_reference.py`): int8
+/// kernels differ between processors, so the fixture's int8 vectors, taken where the model was
+/// exported, are no reference to 1e-3 elsewhere (0.96 measured between a VNNI and a non-VNNI
+/// machine). The fp32 vectors are the same everywhere, and the fixture's are used for them.
+fn python_int8_reference(sentences: &[String], max_tokens: usize) -> Vec<Vec<f32>> {
+    use std::io::Write;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/int8_reference.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(common::model_dir())
+        .arg(max_tokens.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(serde_json::to_string(sentences).unwrap().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "int8_reference.py: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("vectors as JSON")
+}
+
 #[test]
 fn rust_embeddings_match_python_onnxruntime_and_stay_close_to_fp32() {
     let reference: Reference =
@@ -49,14 +70,15 @@ fn rust_embeddings_match_python_onnxruntime_and_stay_close_to_fp32() {
     let Some(mut batched) = embedder(reference.max_tokens - 2, 1, 32) else { return };
     assert_eq!(one_by_one.dimension(), 384);
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let python_int8 = python_int8_reference(&reference.sentences, reference.max_tokens);
     let embeddings = one_by_one.embed(&texts).unwrap();
     let in_one_batch = batched.embed(&texts).unwrap();
     for (i, embedding) in embeddings.iter().enumerate() {
         assert_eq!(embedding.chunks(), 1);
-        let same_model = cosine(&embedding.vectors, &reference.int8[i]);
+        let same_model = cosine(&embedding.vectors, &python_int8[i]);
         assert!(same_model >= 1.0 - 1e-3, "{:?}: cosine to Python onnxruntime {same_model}", texts[i]);
         // Texts of a word or two move most; semantic linking never embeds them (min_words).
-        let padded = cosine(&in_one_batch[i].vectors, &reference.int8[i]);
+        let padded = cosine(&in_one_batch[i].vectors, &python_int8[i]);
         let floor = if texts[i].split_whitespace().count() >= 5 { 0.98 } else { 0.9 };
         assert!(padded >= floor, "{:?}: cosine in a padded batch {padded}", texts[i]);
         // Quantization error is largest on texts of one or two word pieces.
