@@ -67,7 +67,9 @@ fn generate(args: &Args) -> anyhow::Result<DateTime<Utc>> {
     let mut background: Vec<Post> = Vec::new();
     for path in &args.streams {
         for line in std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?.lines() {
-            background.push(Post::from_json(line.as_bytes()).map_err(|e| anyhow::anyhow!("{path}: {e}"))?);
+            // Judged like `echotrace replay`: by the file's content, not by today's clock.
+            let latest = echotrace::replay::REPLAY_LATEST - echotrace_core::post::MAX_FUTURE_SKEW;
+            background.push(Post::from_json_at(line.as_bytes(), latest).map_err(|e| anyhow::anyhow!("{path}: {e}"))?);
         }
     }
     background.sort_by_key(|p| p.created_at);
