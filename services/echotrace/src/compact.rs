@@ -22,7 +22,7 @@
 //! before can fail to open a removed file (and is retried): schedule compaction for closed hours,
 //! which analysts rarely query at that moment.
 
-use crate::sinks::parquet::{DATASETS, SinkError, dataset_schema, sync_dir, writer_id, writer_properties};
+use crate::sinks::parquet::{DATASETS, dataset_schema, io_error, sync_dir, writer_id, writer_properties};
 use anyhow::Context;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -76,9 +76,15 @@ pub struct CompactSummary {
 pub async fn compact(data_dir: &Path, options: &CompactOptions, now: DateTime<Utc>) -> anyhow::Result<CompactSummary> {
     let lock_path = data_dir.join(".compact.lock");
     let lock = File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
-    lock.try_lock().map_err(|_| {
-        anyhow::anyhow!("another `echotrace compact` holds {}; run one at a time per directory", lock_path.display())
-    })?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another `echotrace compact` holds {}; run one at a time per directory", lock_path.display())
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    }
     let mut summary = CompactSummary::default();
     for dataset in DATASETS {
         for (partition, hour_end) in partitions(&data_dir.join(dataset))? {
@@ -225,10 +231,6 @@ async fn merge(
         Some(COMPACTED_ROW_GROUP_ROWS),
         vec![KeyValue::new(COMPACTED_FROM_KEY.to_owned(), serde_json::to_string(&names)?)],
     );
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| SinkError::Io { path, source }
-    };
     // The writer takes the schema of the statement's batches: the dataset's columns, in order, with
     // the types the reader gave them.
     let mut writer: Option<ArrowWriter<File>> = None;
@@ -237,21 +239,25 @@ async fn merge(
         let batch = batch?;
         rows += batch.num_rows();
         if writer.is_none() {
-            let file = File::create(&tmp).map_err(io(&tmp))?;
+            let file = File::create(&tmp).map_err(io_error(&tmp))?;
             writer = Some(ArrowWriter::try_new(file, batch.schema(), Some(properties.clone()))?);
         }
         writer.as_mut().expect("created above").write(&batch)?;
     }
     let writer = match writer {
         Some(writer) => writer,
-        None => ArrowWriter::try_new(File::create(&tmp).map_err(io(&tmp))?, dataset_schema(dataset), Some(properties))?,
+        None => ArrowWriter::try_new(
+            File::create(&tmp).map_err(io_error(&tmp))?,
+            dataset_schema(dataset),
+            Some(properties),
+        )?,
     };
     let file = writer.into_inner()?;
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &done).map_err(io(&done))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    fs::rename(&tmp, &done).map_err(io_error(&done))?;
     sync_dir(partition)?;
     for input in inputs {
-        fs::remove_file(input).map_err(io(input))?;
+        fs::remove_file(input).map_err(io_error(input))?;
     }
     sync_dir(partition)?;
     Ok(rows)

@@ -197,23 +197,25 @@ fn write_file(dataset: &'static str, dir: &Path, name: &str, batch: &RecordBatch
     let tmp = dir.join(format!(".{name}.tmp"));
     let done = dir.join(name);
     let encode = |e: parquet::errors::ParquetError| SinkError::Encode { dataset, message: e.to_string() };
-    let file = File::create(&tmp).map_err(|source| SinkError::Io { path: tmp.clone(), source })?;
+    let file = File::create(&tmp).map_err(io_error(&tmp))?;
     let properties = writer_properties(dataset, batch.num_rows(), None, Vec::new());
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(encode)?;
     writer.write(batch).map_err(encode)?;
     let file = writer.into_inner().map_err(encode)?;
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| SinkError::Io { path, source }
-    };
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &done).map_err(io(&done))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    fs::rename(&tmp, &done).map_err(io_error(&done))?;
     sync_dir(dir)
+}
+
+/// Turns an OS error on `path` into a [`SinkError::Io`], for `map_err`.
+pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + use<> {
+    let path = path.to_owned();
+    move |source| SinkError::Io { path, source }
 }
 
 /// Fsyncs a directory, so that the renames and removals in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| SinkError::Io { path: dir.to_owned(), source })
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
 }
 
 /// Snappy, the schema version (and `metadata`), and bloom filters sized to a row group of at most
@@ -533,6 +535,16 @@ mod tests {
         .unwrap()
     }
 
+    fn first_batch(path: &Path) -> RecordBatch {
+        ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+    }
+
     fn files(dir: &Path) -> Vec<PathBuf> {
         let mut found = Vec::new();
         for entry in fs::read_dir(dir).unwrap().flatten() {
@@ -578,13 +590,7 @@ mod tests {
         assert!(has_bloom("post_id") && has_bloom("cascade_id"));
         assert!(!has_bloom("text"));
 
-        let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&posts[1]).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = first_batch(&posts[1]);
         assert_eq!(batch.num_rows(), 1);
         let parents = batch.column_by_name("parent_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(parents.value(0), "x:1");
@@ -606,13 +612,7 @@ mod tests {
         sink.push(detection, Some(Arc::new(embedding)));
         sink.flush().unwrap();
         let posts = files(&dir.path().join("posts"));
-        let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&posts[0]).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = first_batch(&posts[0]);
         assert!(batch.column_by_name("embedding").unwrap().is_null(0), "store_embeddings off");
     }
 }
