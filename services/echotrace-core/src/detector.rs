@@ -612,6 +612,26 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_of_merges_names_every_absorbed_cascade() {
+        const OTHER: &str = "the committee postponed the vote on the harbour bridge until the spring session";
+        const THIRD: &str = "volunteers cleared four tonnes of plastic from the northern beaches this weekend";
+        let mut detector = Detector::new(DetectorConfig::default());
+        for (id, minute, text) in [("x:1", 0, CLAIM), ("x:2", 1, OTHER), ("x:3", 2, THIRD)] {
+            detector.process(post(id, minute, text, "")).unwrap();
+        }
+        // Quotes x:3 and copies x:2: x:3's cascade merges into x:2's.
+        let first = detector.process(post("y:4", 3, OTHER, r#","quote_of":"x:3""#)).unwrap();
+        let absorbed: Vec<_> = first.merges.iter().map(|m| m.absorbed_cascade_id.as_str()).collect();
+        assert_eq!(absorbed, [crate::graph::cascade_id_for("x:3")]);
+        // Quotes x:2 and copies x:1: x:2's cascade, holding x:3's, merges into x:1's.
+        let second = detector.process(post("y:5", 4, CLAIM, r#","quote_of":"x:2""#)).unwrap();
+        let absorbed: Vec<_> = second.merges.iter().map(|m| m.absorbed_cascade_id.as_str()).collect();
+        assert_eq!(absorbed, [crate::graph::cascade_id_for("x:2"), crate::graph::cascade_id_for("x:3")]);
+        assert!(second.merges.iter().all(|m| m.into_cascade_id == crate::graph::cascade_id_for("x:1")));
+        assert_eq!(second.cascade.size, 5);
+    }
+
+    #[test]
     fn duplicates_and_placeholders() {
         let mut detector = Detector::new(DetectorConfig::default());
         let reply =

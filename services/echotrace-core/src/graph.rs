@@ -89,6 +89,8 @@ struct Cascade {
     last_seen_ms: i64,
     merged_into: Option<NodeKey>,
     members: Vec<NodeKey>,
+    /// The ids of every cascade merged into this one, directly or through a cascade it absorbed.
+    absorbed_ids: Vec<String>,
 }
 
 /// A node as the API shows it.
@@ -248,6 +250,7 @@ impl CascadeGraph {
             last_seen_ms: node.created_at_ms,
             merged_into: None,
             members: vec![root],
+            absorbed_ids: Vec::new(),
         };
         self.cascade_keys.insert(id, root);
         self.cascades.insert(root, cascade);
@@ -343,26 +346,31 @@ impl CascadeGraph {
         for other in parent.map(|(p, _)| p).into_iter().chain(bridges.iter().map(|b| b.other)) {
             let Some(other_cascade) = self.cascade_of(other) else { continue };
             if other_cascade != cascade {
-                let (merge, survivor) = self.merge(cascade, other_cascade, facts.post_id, facts.created_at);
-                merges.push(merge);
+                let (records, survivor) = self.merge(cascade, other_cascade, facts.post_id, facts.created_at);
+                merges.extend(records);
                 cascade = survivor;
             }
         }
         Placement { key, generation, summary_depth, cascade_id: self.cascades[&cascade].id.clone(), merges }
     }
 
-    /// Merges two live cascades into the one with the earlier root; returns the record and the survivor.
-    fn merge(&mut self, a: NodeKey, b: NodeKey, bridge: &str, at: DateTime<Utc>) -> (MergeRecord, NodeKey) {
+    /// Merges two live cascades into the one with the earlier root; returns the records and the survivor.
+    ///
+    /// One record names the absorbed cascade; one more names each cascade it had absorbed before, so
+    /// `cascade_merges` holds every id whose posts now belong to the survivor, and one join on it
+    /// (the alert's SQL) finds them all however long the chain of merges.
+    fn merge(&mut self, a: NodeKey, b: NodeKey, bridge: &str, at: DateTime<Utc>) -> (Vec<MergeRecord>, NodeKey) {
         let (first_a, first_b) = (self.cascades[&a].first_seen_ms, self.cascades[&b].first_seen_ms);
         let (survivor, absorbed) = if (first_a, a) <= (first_b, b) { (a, b) } else { (b, a) };
         let absorbed_state = self.cascades.get_mut(&absorbed).expect("live cascade");
         absorbed_state.merged_into = Some(survivor);
         self.live_cascades -= 1;
         let members = std::mem::take(&mut absorbed_state.members);
+        let mut absorbed_ids = std::mem::take(&mut absorbed_state.absorbed_ids);
+        absorbed_ids.insert(0, absorbed_state.id.clone());
         let (size, depth, summary_depth, platforms) =
             (absorbed_state.size, absorbed_state.depth, absorbed_state.summary_depth, absorbed_state.platforms.clone());
-        let (first, last, absorbed_id) =
-            (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms, absorbed_state.id.clone());
+        let (first, last) = (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms);
         let state = self.cascades.get_mut(&survivor).expect("live cascade");
         state.size += size;
         state.depth = state.depth.max(depth);
@@ -375,13 +383,17 @@ impl CascadeGraph {
                 state.platforms.insert(pos, platform);
             }
         }
-        let record = MergeRecord {
-            absorbed_cascade_id: absorbed_id,
-            into_cascade_id: state.id.clone(),
-            bridging_post_id: bridge.to_owned(),
-            merged_at: at,
-        };
-        (record, survivor)
+        let records = absorbed_ids
+            .iter()
+            .map(|absorbed_id| MergeRecord {
+                absorbed_cascade_id: absorbed_id.clone(),
+                into_cascade_id: state.id.clone(),
+                bridging_post_id: bridge.to_owned(),
+                merged_at: at,
+            })
+            .collect();
+        state.absorbed_ids.extend(absorbed_ids);
+        (records, survivor)
     }
 
     fn intern_platform(&mut self, platform: &str) -> u16 {

@@ -54,6 +54,23 @@ fn sql_over_the_replayed_sample() {
     assert_eq!(lineage.len(), 3);
     assert_eq!(lineage[2]["post_id"], CAMPAIGN_ROOT);
 
+    // lineage() gives the same chain, and for every derived post one row per generation up to a root.
+    let by_function =
+        query(&data, &format!("SELECT post_id FROM lineage('{}') ORDER BY depth", deepest[0]["post_id"].as_str().unwrap()));
+    assert_eq!(by_function, lineage);
+    let derived = query(&data, "SELECT post_id, generation FROM posts WHERE generation > 0 ORDER BY post_id");
+    for post in &derived {
+        let id = post["post_id"].as_str().unwrap();
+        let chain = query(&data, &format!("SELECT depth, post_id, parent_id, generation FROM lineage('{id}') ORDER BY depth"));
+        assert_eq!(chain.len() as u64, post["generation"].as_u64().unwrap() + 1, "{id}: {chain:?}");
+        for (child, parent) in chain.iter().zip(&chain[1..]) {
+            assert_eq!(child["parent_id"], parent["post_id"], "{id}: {chain:?}");
+        }
+        assert_eq!(chain.last().unwrap()["generation"], 0, "{id} ends at a root: {chain:?}");
+    }
+    assert!(query(&data, "SELECT * FROM lineage('no-such-post')").is_empty());
+    assert!(failing(&data, "SELECT * FROM lineage(42)").contains("lineage takes one post id as a string literal"));
+
     // hamming() finds the exact copies of the root; canonical_url() folds tracking parameters.
     let copies = query(
         &data,
@@ -146,4 +163,39 @@ fn sql_over_the_replayed_sample() {
     assert!(flat.contains("part-flat.parquet") && flat.contains("flat layout"), "{flat}");
     let nothing = failing(dir.path(), "SELECT 1");
     assert!(nothing.contains("not an echotrace output directory"), "{nothing}");
+}
+
+#[test]
+fn lineage_crosses_merged_cascades_and_names_unseen_parents() {
+    const CLAIM: &str = "maintainer dana whitlock secretly rejected the safety patches for the parser library";
+    const OTHER: &str = "the committee postponed the vote on the harbour bridge until the spring session";
+    let post = |id: &str, minute: u32, text: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{id}","platform":"x","author":{{"id":"a-{id}","handle":"h{id}"}},"created_at":"2026-11-01T09:{minute:02}:00Z","text":"{text}"{extra}}}"#
+        )
+    };
+    let stream = [
+        post("x:1", 0, CLAIM, ""),
+        post("x:2", 1, OTHER, ""),
+        // Quotes x:2 and copies x:1: x:2's cascade merges into x:1's; x:2 stays stored under its own.
+        post("x:3", 2, CLAIM, r#","quote_of":"x:2""#),
+        post("x:4", 3, "reposting this", r#","repost_of":"x:3""#),
+        post("x:5", 4, "quoting a post this consumer never saw", r#","quote_of":"x:99""#),
+    ]
+    .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let data = replay(dir.path(), &stream);
+
+    let stored = query(&data, "SELECT post_id, cascade_id FROM posts WHERE post_id IN ('x:2', 'x:4') ORDER BY post_id");
+    assert_ne!(stored[0]["cascade_id"], stored[1]["cascade_id"], "x:4's chain crosses a merge: {stored:?}");
+    let chain = query(&data, "SELECT depth, post_id, parent_kind FROM lineage('x:4') ORDER BY depth");
+    let ids: Vec<&str> = chain.iter().map(|r| r["post_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["x:4", "x:3", "x:2"], "{chain:?}");
+    assert_eq!(chain[1]["parent_kind"], "quote");
+
+    // A parent referenced but never stored ends the chain with its id alone.
+    let unseen = query(&data, "SELECT depth, post_id, platform FROM lineage('x:5') ORDER BY depth");
+    assert_eq!(unseen.len(), 2, "{unseen:?}");
+    assert_eq!(unseen[1]["post_id"], "x:99");
+    assert!(unseen[1].get("platform").is_none_or(|p| p.is_null()), "{unseen:?}");
 }

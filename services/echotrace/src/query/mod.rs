@@ -1,8 +1,8 @@
 //! `echotrace query`: SQL over the stored datasets, with Apache DataFusion.
 //!
 //! [`session`] registers the tables `posts`, `edges`, `cascades`, `cascade_merges` and `alerts` over
-//! the Parquet datasets of an output directory of `run`, `demo` or `replay`, and the analysts'
-//! functions in [`udfs`]. [`output`] renders results as a table, CSV, JSON or a Parquet file.
+//! the Parquet datasets of an output directory of `run`, `demo` or `replay`, the analysts'
+//! functions in [`udfs`] and the table function [`lineage`]. [`output`] renders results as a table, CSV, JSON or a Parquet file.
 //! [`flight`] serves the same tables to Arrow Flight SQL clients (`echotrace serve-sql`).
 //!
 //! Each table is a listing table over its dataset's event-hour partitions, with the partition
@@ -17,6 +17,7 @@
 //! which is what lets them run on different machines over object storage.
 
 pub mod flight;
+pub mod lineage;
 pub mod output;
 pub mod prompt;
 pub mod udfs;
@@ -90,6 +91,7 @@ pub async fn register(context: &SessionContext, data_dir: &Path) -> Result<(), Q
         }
     }
     udfs::register(context);
+    context.register_udtf("lineage", std::sync::Arc::new(lineage::LineageFunction));
     Ok(())
 }
 
@@ -100,7 +102,7 @@ pub async fn run(context: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
 
 /// The schema a table is read with: the dataset's, strings as views (what DataFusion computes on
 /// fastest; Flight SQL casts them back to `Utf8` for its clients).
-fn table_schema(table: &str) -> Schema {
+pub(crate) fn table_schema(table: &str) -> Schema {
     let fields: Vec<Field> = dataset_schema(table)
         .fields()
         .iter()

@@ -10,7 +10,7 @@
 //!   parent; for two one-chunk texts (most posts) the plain cosine, and symmetric. NULL when
 //!   either post was not embedded.
 //!
-//! A cascade's lineage is a recursive CTE over `posts.parent_id`; `docs/queries.md` has it.
+//! A post's lineage is the table function `lineage(post_id)` ([`super::lineage`]).
 
 use arrow_array::{Array, ArrayRef, Float32Array, ListArray, StringArray, UInt32Array};
 use arrow_schema::DataType;

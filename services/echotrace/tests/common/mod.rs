@@ -147,8 +147,13 @@ pub fn echotrace(args: &[&str]) -> std::process::Output {
 
 /// Replays the bundled sample with `echotrace replay` into `dir/out`; returns that directory.
 pub fn replay_sample(dir: &Path) -> std::path::PathBuf {
-    let input = dir.join("sample.jsonl");
-    std::fs::write(&input, SAMPLE).unwrap();
+    replay(dir, SAMPLE)
+}
+
+/// Replays `stream` (JSON lines) with `echotrace replay` into `dir/out`; returns that directory.
+pub fn replay(dir: &Path, stream: &str) -> std::path::PathBuf {
+    let input = dir.join("stream.jsonl");
+    std::fs::write(&input, stream).unwrap();
     let data = dir.join("out");
     let replay = echotrace(&["replay", "--input", input.to_str().unwrap(), "--out", data.to_str().unwrap()]);
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
