@@ -279,6 +279,7 @@ impl Detector {
         }
         if let Some((embedding, words)) = embedded {
             self.embedded.insert(key, created_at_ms, embedding, words);
+            self.embedded.evict_beyond(self.config.semantic.max_window_posts);
         }
 
         let edge = |c: &Candidate, is_primary: bool, reversed: bool| {
@@ -741,6 +742,19 @@ mod tests {
         let detection = detector.process_embedded(unrelated, Some(&embedding(0, 2, 0.9, 12))).unwrap();
         assert_eq!(detection.post.parent_id, None);
         assert_eq!(detector.semantic_window_len(), 2);
+    }
+
+    #[test]
+    fn the_semantic_window_holds_at_most_its_bound() {
+        let config = DetectorConfig {
+            semantic: SemanticConfig { max_window_posts: 1, ..SemanticConfig::default() },
+            ..DetectorConfig::default()
+        };
+        let mut detector = Detector::new(config);
+        detector.process_embedded(post("news:1", 0, ARTICLE, ""), Some(&embedding(0, 1, 0.0, 60))).unwrap();
+        let other = post("x:2", 1, "Council approves new cycle lanes downtown after long public consultation", "");
+        detector.process_embedded(other, Some(&embedding(0, 2, 0.9, 12))).unwrap();
+        assert_eq!(detector.semantic_window_len(), 1);
     }
 
     #[test]

@@ -55,13 +55,16 @@ fn sql_over_the_replayed_sample() {
     assert_eq!(lineage[2]["post_id"], CAMPAIGN_ROOT);
 
     // lineage() gives the same chain, and for every derived post one row per generation up to a root.
-    let by_function =
-        query(&data, &format!("SELECT post_id FROM lineage('{}') ORDER BY depth", deepest[0]["post_id"].as_str().unwrap()));
+    let by_function = query(
+        &data,
+        &format!("SELECT post_id FROM lineage('{}') ORDER BY depth", deepest[0]["post_id"].as_str().unwrap()),
+    );
     assert_eq!(by_function, lineage);
     let derived = query(&data, "SELECT post_id, generation FROM posts WHERE generation > 0 ORDER BY post_id");
     for post in &derived {
         let id = post["post_id"].as_str().unwrap();
-        let chain = query(&data, &format!("SELECT depth, post_id, parent_id, generation FROM lineage('{id}') ORDER BY depth"));
+        let chain =
+            query(&data, &format!("SELECT depth, post_id, parent_id, generation FROM lineage('{id}') ORDER BY depth"));
         assert_eq!(chain.len() as u64, post["generation"].as_u64().unwrap() + 1, "{id}: {chain:?}");
         for (child, parent) in chain.iter().zip(&chain[1..]) {
             assert_eq!(child["parent_id"], parent["post_id"], "{id}: {chain:?}");

@@ -44,6 +44,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
 
+/// The default bound on the semantic window ([`SemanticConfig::max_window_posts`]).
+pub const MAX_WINDOW_POSTS: usize = 100_000;
+
 /// The version of the semantic evidence: the model and the rules that weigh it.
 pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-int8+idf-overlap+origin-v2";
 
@@ -111,6 +114,10 @@ pub struct SemanticConfig {
     /// Whether a candidate that was itself linked by meaning is accepted only when the post also
     /// passes the rule against the chain's origin.
     pub check_origin: bool,
+    /// The most embedded posts the semantic window holds; past it the oldest leave before the
+    /// window's time would evict them. The exact scan's cost per post grows with it
+    /// (`benches/README.md`, "Semantic window").
+    pub max_window_posts: usize,
 }
 
 impl Default for SemanticConfig {
@@ -125,6 +132,7 @@ impl Default for SemanticConfig {
             summary: LinkRule { overlap_weight: 1.0, margin_weight: 1.0, min_score: 1.55 },
             paraphrase: LinkRule { overlap_weight: 0.5, margin_weight: 0.25, min_score: 0.8 },
             check_origin: true,
+            max_window_posts: MAX_WINDOW_POSTS,
         }
     }
 }
@@ -375,8 +383,18 @@ impl SemanticIndex {
 
     /// Forgets posts that arrived before the first one at or after `cutoff_ms`; returns how many.
     pub fn evict_before(&mut self, cutoff_ms: i64) -> usize {
+        self.evict_front_while(|entry, _| entry.created_at_ms < cutoff_ms)
+    }
+
+    /// Forgets the oldest posts until at most `max_posts` are left; returns how many.
+    pub fn evict_beyond(&mut self, max_posts: usize) -> usize {
+        self.evict_front_while(|_, len| len > max_posts)
+    }
+
+    /// Forgets posts from the oldest while `evict(oldest, posts held)` says so.
+    fn evict_front_while(&mut self, mut evict: impl FnMut(&Entry, usize) -> bool) -> usize {
         let mut evicted = 0;
-        while self.entries.front().is_some_and(|entry| entry.created_at_ms < cutoff_ms) {
+        while self.entries.front().is_some_and(|entry| evict(entry, self.entries.len())) {
             let entry = self.entries.pop_front().expect("checked");
             self.entries_base += 1;
             if self.entry_of.get(&entry.key) == Some(&(self.entries_base - 1)) {
@@ -507,5 +525,17 @@ mod tests {
         let found = index.nearest(&unit(&[1.0, 99.0]), &[], 1, 0.0);
         assert_eq!(found[0].key, 99);
         assert!(!index.document_frequency.contains_key(&3));
+    }
+
+    #[test]
+    fn the_bound_evicts_the_oldest_first() {
+        let mut index = SemanticIndex::new();
+        for key in 0..10u64 {
+            index.insert(key, key as i64, &unit(&[1.0, key as f32]), vec![key]);
+        }
+        assert_eq!(index.evict_beyond(4), 6);
+        assert_eq!(index.len(), 4);
+        assert!(!index.contains(5) && index.contains(6) && index.contains(9));
+        assert_eq!(index.evict_beyond(4), 0);
     }
 }

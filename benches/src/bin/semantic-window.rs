@@ -1,0 +1,178 @@
+//! The semantic window's search: `SemanticIndex`'s exact scan against an HNSW index (`hnsw_rs`) at
+//! windows of 10⁴ to 10⁶ vectors, per post as the detector spends it: one insert and one top-5
+//! search.
+//!
+//! ```text
+//! cargo run --release -p echotrace-benches --bin semantic-window -- [--sizes 10000,100000,1000000] [--queries 2000]
+//! ```
+//!
+//! Vectors are 384-dimensional unit vectors (MiniLM's), drawn around 2,000 topic centres so that
+//! near neighbours exist as they do among real posts: half the queries are a stored vector moved
+//! slightly (a paraphrase), half a fresh draw (a post on a known topic with no parent). For each
+//! size it prints the scan's and HNSW's search time (p50, p99), HNSW's insert time, the cost per
+//! post (insert + search), HNSW's recall of the scan's top 5, and the resident memory each index
+//! grew by per vector. The baseline is the exact scan in the same run. Single thread, as the
+//! detector runs.
+
+use anyhow::Context;
+use echotrace_core::link::semantic::{SemanticIndex, TextEmbedding};
+use hnsw_rs::anndists::dist::DistDot;
+use hnsw_rs::hnsw::Hnsw;
+use std::time::Instant;
+
+const DIMENSION: usize = 384;
+const TOPICS: usize = 2_000;
+const TOP_K: usize = 5;
+/// HNSW's parameters: the usual defaults for 10⁵–10⁶ vectors of this dimension.
+const HNSW_CONNECTIONS: usize = 16;
+const HNSW_EF_CONSTRUCTION: usize = 100;
+const HNSW_EF_SEARCH: usize = 64;
+
+/// splitmix64: a seeded, reproducible stream.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A standard normal draw (Box–Muller).
+    fn normal(&mut self) -> f32 {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let v = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * (u.max(1e-300)).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// `around` moved by noise of `spread` per dimension (relative to a unit vector's), normalized.
+fn near(random: &mut Random, around: &[f32], spread: f32) -> Vec<f32> {
+    let scale = spread / (DIMENSION as f32).sqrt();
+    normalized(around.iter().map(|x| x + scale * random.normal()).collect())
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn embedding(vector: &[f32]) -> TextEmbedding {
+    TextEmbedding { vectors: vector.to_vec(), dimension: DIMENSION, tokens: 30 }
+}
+
+fn measure(size: usize, queries: usize) {
+    let mut random = Random(size as u64);
+    let topics: Vec<Vec<f32>> =
+        (0..TOPICS).map(|_| normalized((0..DIMENSION).map(|_| random.normal()).collect())).collect();
+    let vectors: Vec<Vec<f32>> = (0..size).map(|i| near(&mut random, &topics[i % TOPICS], 1.2)).collect();
+    let probes: Vec<Vec<f32>> = (0..queries)
+        .map(|q| {
+            let pick = random.next() as usize;
+            if q % 2 == 0 {
+                near(&mut random, &vectors[pick % size], 0.4)
+            } else {
+                near(&mut random, &topics[pick % TOPICS], 1.2)
+            }
+        })
+        .collect();
+
+    let before = resident_bytes();
+    let mut index = SemanticIndex::new();
+    for (i, vector) in vectors.iter().enumerate() {
+        index.insert(i as u64, i as i64, &embedding(vector), Vec::new());
+    }
+    let scan_bytes = resident_bytes().saturating_sub(before) as f64 / size as f64;
+    let mut scan_times = Vec::with_capacity(queries);
+    let mut exact: Vec<Vec<u64>> = Vec::with_capacity(queries);
+    for probe in &probes {
+        let query = embedding(probe);
+        let started = Instant::now();
+        let found = index.nearest(&query, &[], TOP_K, -1.0);
+        scan_times.push(started.elapsed().as_secs_f64() * 1e6);
+        exact.push(found.iter().map(|n| n.key).collect());
+    }
+    drop(index);
+
+    let before = resident_bytes();
+    let hnsw: Hnsw<f32, DistDot> = Hnsw::new(HNSW_CONNECTIONS, size, 16, HNSW_EF_CONSTRUCTION, DistDot);
+    let started = Instant::now();
+    for (i, vector) in vectors.iter().enumerate() {
+        hnsw.insert((vector.as_slice(), i));
+    }
+    let insert_us = started.elapsed().as_secs_f64() * 1e6 / size as f64;
+    let hnsw_bytes = resident_bytes().saturating_sub(before) as f64 / size as f64;
+    let mut hnsw_times = Vec::with_capacity(queries);
+    let mut hits = 0usize;
+    for (probe, exact) in probes.iter().zip(&exact) {
+        let started = Instant::now();
+        let found = hnsw.search(probe, TOP_K, HNSW_EF_SEARCH);
+        hnsw_times.push(started.elapsed().as_secs_f64() * 1e6);
+        hits += found.iter().filter(|n| exact.contains(&(n.d_id as u64))).count();
+    }
+    let recall = hits as f64 / exact.iter().map(Vec::len).sum::<usize>() as f64;
+
+    scan_times.sort_by(f64::total_cmp);
+    hnsw_times.sort_by(f64::total_cmp);
+    let (scan_p50, hnsw_p50) = (percentile(&scan_times, 0.5), percentile(&hnsw_times, 0.5));
+    println!("\n{size} vectors, {queries} queries");
+    println!(
+        "  {:<26} {:>12} {:>12} {:>14} {:>16} {:>10}",
+        "", "search p50", "search p99", "insert (mean)", "per post", "bytes/vec"
+    );
+    println!(
+        "  {:<26} {:>10.1}µs {:>10.1}µs {:>12.1}µs {:>14.1}µs {:>10.0}",
+        "exact scan (baseline)",
+        scan_p50,
+        percentile(&scan_times, 0.99),
+        0.0,
+        scan_p50,
+        scan_bytes
+    );
+    println!(
+        "  {:<26} {:>10.1}µs {:>10.1}µs {:>12.1}µs {:>14.1}µs {:>10.0}",
+        format!("hnsw M={HNSW_CONNECTIONS} ef={HNSW_EF_SEARCH}"),
+        hnsw_p50,
+        percentile(&hnsw_times, 0.99),
+        insert_us,
+        hnsw_p50 + insert_us,
+        hnsw_bytes
+    );
+    println!(
+        "  per post, scan ÷ hnsw: {:.2}; hnsw recall of the scan's top {TOP_K}: {:.3}",
+        scan_p50 / (hnsw_p50 + insert_us),
+        recall
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut sizes = vec![10_000, 100_000, 1_000_000];
+    let mut queries = 2_000;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--sizes" => {
+                let list = args.next().context("--sizes N,N,…")?;
+                sizes = list.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            "--queries" => queries = args.next().context("--queries N")?.parse()?,
+            _ => anyhow::bail!("usage: semantic-window [--sizes 10000,100000,1000000] [--queries N]"),
+        }
+    }
+    for size in sizes {
+        measure(size, queries);
+    }
+    Ok(())
+}
