@@ -19,7 +19,7 @@
 //! table's shape). `--reuse` queries an existing `--out` without writing it again.
 //!
 //! Each query is timed five times (median), from a new session each time, as `echotrace query`
-//! runs; the recursive CTE, which takes a minute at ten million posts, once.
+//! runs; the recursive CTE, which takes minutes at ten million posts, once.
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
