@@ -44,8 +44,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// The default bound on the semantic window ([`SemanticConfig::max_window_posts`]).
-pub const MAX_WINDOW_POSTS: usize = 100_000;
+/// The default bound on the semantic window ([`SemanticConfig::max_window_posts`]): about where
+/// an HNSW index (insert plus search) starts to cost less per post than the exact scan.
+pub const MAX_WINDOW_POSTS: usize = 50_000;
 
 /// The version of the semantic evidence: the model and the rules that weigh it.
 pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-int8+idf-overlap+origin-v2";
