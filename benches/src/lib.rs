@@ -1,5 +1,6 @@
 //! Shared helpers for echotrace's benchmarks and measurement tools.
 
+use anyhow::Context;
 use std::io::BufRead;
 
 pub mod synthetic;
@@ -62,4 +63,20 @@ pub fn near_dup_queries(stored: &[u64], n: usize, rng: &mut SplitMix) -> Vec<u64
 /// within Hamming distance `k` of `query`, by one XOR and popcount each.
 pub fn exhaustive_scan(stored: &[u64], query: u64, k: u32) -> Vec<u64> {
     stored.iter().enumerate().filter(|(_, fp)| (*fp ^ query).count_ones() <= k).map(|(i, _)| i as u64).collect()
+}
+
+/// Resident memory of this process, in bytes (`/proc/self/statm`, 4 KiB pages).
+pub fn resident_bytes() -> anyhow::Result<u64> {
+    const PAGE_SIZE: u64 = 4096;
+    let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
+    let pages: u64 = statm.split_whitespace().nth(1).context("/proc/self/statm has no resident field")?.parse()?;
+    Ok(pages * PAGE_SIZE)
+}
+
+/// The `q` quantile (nearest rank) of sorted values; NaN when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
 }

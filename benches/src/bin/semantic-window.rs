@@ -15,6 +15,7 @@
 //! detector runs.
 
 use anyhow::Context;
+use echotrace_benches::{SplitMix, percentile, resident_bytes};
 use echotrace_core::link::semantic::{SemanticIndex, TextEmbedding};
 use hnsw_rs::anndists::dist::DistDot;
 use hnsw_rs::hnsw::Hnsw;
@@ -28,24 +29,11 @@ const HNSW_CONNECTIONS: usize = 16;
 const HNSW_EF_CONSTRUCTION: usize = 100;
 const HNSW_EF_SEARCH: usize = 64;
 
-/// splitmix64: a seeded, reproducible stream.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A standard normal draw (Box–Muller).
-    fn normal(&mut self) -> f32 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        let v = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((-2.0 * (u.max(1e-300)).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
+/// A standard normal draw (Box–Muller).
+fn normal(random: &mut SplitMix) -> f32 {
+    let u = (random.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let v = (random.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((-2.0 * u.max(1e-300).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
 }
 
 fn normalized(mut v: Vec<f32>) -> Vec<f32> {
@@ -55,32 +43,23 @@ fn normalized(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// `around` moved by noise of `spread` per dimension (relative to a unit vector's), normalized.
-fn near(random: &mut Random, around: &[f32], spread: f32) -> Vec<f32> {
+fn near(random: &mut SplitMix, around: &[f32], spread: f32) -> Vec<f32> {
     let scale = spread / (DIMENSION as f32).sqrt();
-    normalized(around.iter().map(|x| x + scale * random.normal()).collect())
-}
-
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    normalized(around.iter().map(|x| x + scale * normal(random)).collect())
 }
 
 fn embedding(vector: &[f32]) -> TextEmbedding {
     TextEmbedding { vectors: vector.to_vec(), dimension: DIMENSION, tokens: 30 }
 }
 
-fn measure(size: usize, queries: usize) {
-    let mut random = Random(size as u64);
+fn measure(size: usize, queries: usize) -> anyhow::Result<()> {
+    let mut random = SplitMix(size as u64);
     let topics: Vec<Vec<f32>> =
-        (0..TOPICS).map(|_| normalized((0..DIMENSION).map(|_| random.normal()).collect())).collect();
+        (0..TOPICS).map(|_| normalized((0..DIMENSION).map(|_| normal(&mut random)).collect())).collect();
     let vectors: Vec<Vec<f32>> = (0..size).map(|i| near(&mut random, &topics[i % TOPICS], 1.2)).collect();
     let probes: Vec<Vec<f32>> = (0..queries)
         .map(|q| {
-            let pick = random.next() as usize;
+            let pick = random.next_u64() as usize;
             if q % 2 == 0 {
                 near(&mut random, &vectors[pick % size], 0.4)
             } else {
@@ -89,12 +68,12 @@ fn measure(size: usize, queries: usize) {
         })
         .collect();
 
-    let before = resident_bytes();
+    let before = resident_bytes()?;
     let mut index = SemanticIndex::new();
     for (i, vector) in vectors.iter().enumerate() {
         index.insert(i as u64, i as i64, &embedding(vector), Vec::new());
     }
-    let scan_bytes = resident_bytes().saturating_sub(before) as f64 / size as f64;
+    let scan_bytes = resident_bytes()?.saturating_sub(before) as f64 / size as f64;
     let mut scan_times = Vec::with_capacity(queries);
     let mut exact: Vec<Vec<u64>> = Vec::with_capacity(queries);
     for probe in &probes {
@@ -106,14 +85,14 @@ fn measure(size: usize, queries: usize) {
     }
     drop(index);
 
-    let before = resident_bytes();
+    let before = resident_bytes()?;
     let hnsw: Hnsw<f32, DistDot> = Hnsw::new(HNSW_CONNECTIONS, size, 16, HNSW_EF_CONSTRUCTION, DistDot);
     let started = Instant::now();
     for (i, vector) in vectors.iter().enumerate() {
         hnsw.insert((vector.as_slice(), i));
     }
     let insert_us = started.elapsed().as_secs_f64() * 1e6 / size as f64;
-    let hnsw_bytes = resident_bytes().saturating_sub(before) as f64 / size as f64;
+    let hnsw_bytes = resident_bytes()?.saturating_sub(before) as f64 / size as f64;
     let mut hnsw_times = Vec::with_capacity(queries);
     let mut hits = 0usize;
     for (probe, exact) in probes.iter().zip(&exact) {
@@ -155,6 +134,7 @@ fn measure(size: usize, queries: usize) {
         scan_p50 / (hnsw_p50 + insert_us),
         recall
     );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -172,7 +152,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     for size in sizes {
-        measure(size, queries);
+        measure(size, queries)?;
     }
     Ok(())
 }

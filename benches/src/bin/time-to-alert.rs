@@ -21,7 +21,7 @@ use axum::Json;
 use axum::routing::post;
 use chrono::Utc;
 use echotrace::config::Config;
-use echotrace_benches::SplitMix;
+use echotrace_benches::{SplitMix, percentile};
 use echotrace_core::post::Post;
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -263,11 +263,4 @@ fn latencies(clock: &Mutex<Clock>, phase: &str) -> Vec<f64> {
         .collect();
     out.sort_by(f64::total_cmp);
     out
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
 }

@@ -22,7 +22,7 @@
 
 use anyhow::Context;
 use echotrace_benches::synthetic::{Language, light_edit, post_text};
-use echotrace_benches::{SplitMix, exhaustive_scan, near_dup_queries};
+use echotrace_benches::{SplitMix, exhaustive_scan, near_dup_queries, resident_bytes};
 use echotrace_core::detector::DetectorConfig;
 use echotrace_core::fingerprint::fingerprint;
 use echotrace_core::link::minhash::{self, MinHashIndex, Signature, estimated_jaccard};
@@ -37,8 +37,6 @@ const LOOKUPS: usize = 100_000;
 const SCANS: usize = 200;
 /// Hamming distance of the target and the detector's default.
 const K: u32 = 3;
-/// Page size of the resident-set counter in `/proc/self/statm`.
-const PAGE_SIZE: u64 = 4096;
 /// The target's p99 latency, in microseconds.
 const P99_TARGET_US: f64 = 20.0;
 /// The target's memory per live post, in bytes.
@@ -266,13 +264,6 @@ fn print_verdict(lookups: &Latencies, bytes_per_post: f64, design_bytes: Option<
         verdict(p99 < P99_TARGET_US),
         verdict(bytes_per_post < BYTES_TARGET)
     );
-}
-
-/// Resident memory of this process, in bytes.
-fn resident_bytes() -> anyhow::Result<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
-    let pages: u64 = statm.split_whitespace().nth(1).context("/proc/self/statm has no resident field")?.parse()?;
-    Ok(pages * PAGE_SIZE)
 }
 
 /// `n` with thousands separators.
