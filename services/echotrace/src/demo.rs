@@ -53,11 +53,11 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     println!("API and metrics on http://{}/  (try /cascades?top=5 and /metrics)", running.api_address);
 
     let produced = produce_sample(&config.kafka.brokers, topic, args.speed).await?;
-    // Wait until the consumer has read everything that was produced.
-    while running.metrics.messages_consumed.get() < produced {
+    // Wait until everything produced has been processed (posts may wait for an embedding batch).
+    while running.metrics.messages_settled() < produced {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("sample done: {produced} messages consumed. Largest cascades:");
+    println!("sample done: {produced} messages processed. Largest cascades:");
     for cascade in running.detector.lock().expect("detector lock poisoned").graph().top_cascades(3) {
         println!(
             "  {}, {} to {}",

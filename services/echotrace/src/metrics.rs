@@ -6,6 +6,7 @@
 use echotrace_core::detector::DetectorStats;
 use echotrace_core::records::{CascadeRecord, EdgeKind};
 use echotrace_core::score::alerts::{AlertEvent, AlertState};
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -266,6 +267,20 @@ impl Metrics {
             self.top_cascade_posts.with_label_values(&[label.as_str()]).set(size);
             self.top_cascade_platforms.with_label_values(&[label.as_str()]).set(platforms);
         }
+    }
+
+    /// Messages whose outcome is known: processed into the graph, dropped as a duplicate, or
+    /// dead-lettered. It trails [`Metrics::messages_consumed`] while posts wait for an embedding
+    /// batch, so "everything sent has been handled" is `messages_settled() >= sent`.
+    pub fn messages_settled(&self) -> u64 {
+        let dead_letters: u64 = self
+            .dead_letters
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|metric| metric.get_counter().get_value() as u64)
+            .sum();
+        self.posts_processed.get() + self.posts_duplicate.get() + dead_letters
     }
 
     /// The Prometheus text exposition of every metric.
