@@ -102,6 +102,16 @@ fn metric(address: SocketAddr, name: &str) -> f64 {
     body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
+/// The sum of every series of a metric family (all label sets) in a Prometheus text exposition.
+fn series_sum(exposition: &str, family: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(family))
+        .filter(|rest| rest.starts_with(['{', ' ']))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[test]
 fn real_broker_kcat_in_echotrace_run_out() {
     let Some((tansu, kcat_bin)) = tools() else { return };
@@ -152,9 +162,12 @@ fn real_broker_kcat_in_echotrace_run_out() {
     wait_for("every message consumed", Duration::from_secs(90), || {
         metric(http, "echotrace_messages_consumed_total ") >= messages as f64
     });
-    let checkpoints = metric(http, "echotrace_checkpoints_total ");
-    wait_for("a checkpoint after the last message", Duration::from_secs(30), || {
-        metric(http, "echotrace_checkpoints_total ") > checkpoints
+    // Settled, not just consumed: the last posts may still wait for their embedding batch.
+    wait_for("every message processed or dead-lettered", Duration::from_secs(30), || {
+        let settled =
+            ["echotrace_posts_processed_total", "echotrace_posts_duplicate_total", "echotrace_dead_letters_total"];
+        let (_, body) = http_get(http, "/metrics");
+        settled.iter().map(|family| series_sum(&body, family)).sum::<f64>() >= messages as f64
     });
 
     // The campaign: one cascade over four platforms, with lineage back to its root.
