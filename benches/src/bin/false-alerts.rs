@@ -1,5 +1,6 @@
 //! False amplification alerts per million posts of background traffic, under the shipped rules
-//! (`deploy/rules.toml`), with the true positive measured in the same run as the baseline.
+//! (`deploy/rules.toml`) and the shipped linking, sentence embeddings included, with the true
+//! positive measured in the same run as the baseline.
 //!
 //! ```text
 //! cargo run --release -p echotrace-benches --bin false-alerts -- --copies 12 \
@@ -10,19 +11,30 @@
 //! The streams hold no amplification campaign (reply threads, repost cascades, news and the tweets
 //! that share it), so every alert they raise is a false one. They are replayed `--copies` times, each
 //! copy with its ids prefixed and its times shifted past the previous copy and the linking window, so
-//! that a million and more posts go through `Detector` and `Scorer` as one stream. The demo's
-//! sample (a campaign in chatter) runs through the same code first: it must raise the page.
+//! that a million and more posts go through the same [`Pipeline`] as `echotrace replay` (detector,
+//! embedding batches, scorer, Parquet sink) as one stream. The demo's sample (a campaign in chatter,
+//! with LLM summaries of summaries) runs through the same code first: it must raise the page, and
+//! `recursive_summarisation` when embeddings are on.
+//!
+//! `--no-embed` turns semantic linking off (lexical links only; the model is not loaded). With
+//! embeddings on, the model and ONNX Runtime are found as by `echotrace replay` (`ORT_DYLIB_PATH`,
+//! the repository's `models/`). The embedding cache is made large enough to hold every distinct text
+//! of one copy, so each copy after the first reuses the first one's embeddings: the copies are an
+//! artefact of the benchmark, and embedding the same text twelve times would measure nothing more.
 
 use anyhow::Context;
 use chrono::Duration;
-use echotrace_core::detector::{Detector, DetectorConfig};
+use echotrace::config::Config;
+use echotrace::metrics::Metrics;
+use echotrace::pipeline::{Pipeline, Processed};
+use echotrace::sinks::parquet::ParquetSink;
+use echotrace_core::detector::Detector;
 use echotrace_core::post::Post;
-use echotrace_core::score::alerts::{AlertState, ScoreConfig, Scorer};
-use echotrace_core::score::features::PostSignals;
-use echotrace_core::score::rules::RuleSet;
+use echotrace_core::score::alerts::AlertState;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-const RULES: &str = include_str!("../../../deploy/rules.toml");
 const SAMPLE: &str = include_str!("../../../services/echotrace/demo/sample.jsonl");
 
 fn main() -> anyhow::Result<()> {
@@ -32,12 +44,26 @@ fn main() -> anyhow::Result<()> {
         copies = args.get(at + 1).context("--copies needs a number")?.parse()?;
         args.drain(at..at + 2);
     }
-    anyhow::ensure!(!args.is_empty(), "usage: false-alerts [--copies N] STREAM.jsonl...");
+    let embed = match args.iter().position(|a| a == "--no-embed") {
+        Some(at) => {
+            args.remove(at);
+            false
+        }
+        None => true,
+    };
+    anyhow::ensure!(!args.is_empty(), "usage: false-alerts [--copies N] [--no-embed] STREAM.jsonl...");
+    let mut config = Config::default();
+    config.detector.semantic.enabled = embed;
+    println!("semantic linking (sentence embeddings): {}", if embed { "on" } else { "off" });
 
     let sample: Vec<Post> = SAMPLE.lines().map(parse).collect::<anyhow::Result<_>>()?;
-    let (posts, fired) = run(sample.into_iter());
-    println!("baseline: demo sample, {posts} posts, alerts fired: {fired:?}");
-    anyhow::ensure!(fired.contains_key("amplification_campaign"), "the sample's campaign was not detected");
+    let baseline = run(&config, sample.into_iter())?;
+    println!("baseline: demo sample, {} posts, alerts fired: {:?}", baseline.posts, baseline.fired);
+    anyhow::ensure!(baseline.fired.contains_key("amplification_campaign"), "the sample's campaign was not detected");
+    anyhow::ensure!(
+        !embed || baseline.fired.contains_key("recursive_summarisation"),
+        "the sample's summaries of summaries were not detected"
+    );
 
     let mut background: Vec<Post> = Vec::new();
     for path in &args {
@@ -48,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     background.sort_by_key(|p| p.created_at);
     let span = background.last().map(|p| p.created_at).unwrap_or_default() - background[0].created_at;
     let shift = span + Duration::days(1);
+    config.embed.cache_entries = config.embed.cache_entries.max(background.len());
     let stream = (0..copies).flat_map(|copy| {
         background.iter().map(move |post| {
             let prefix = |id: &str| format!("c{copy}-{id}");
@@ -60,48 +87,72 @@ fn main() -> anyhow::Result<()> {
             post
         })
     });
-    let started = std::time::Instant::now();
-    let (posts, fired) = run(stream);
-    let total: u64 = fired.values().sum();
+    let started = Instant::now();
+    let background = run(&config, stream)?;
+    let total: u64 = background.fired.values().sum();
     println!(
-        "background: {posts} posts ({} streams x {copies} copies) in {:.1}s; alerts fired: {fired:?}",
+        "background: {} posts ({} streams x {copies} copies) in {:.1}s, {} texts embedded; alerts fired: {:?}",
+        background.posts,
         args.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        background.embedded,
+        background.fired
     );
+    let per_million = |count: u64| count as f64 * 1e6 / background.posts as f64;
     println!(
         "false alerts per million posts: {:.2} (all rules), {:.2} (amplification_campaign, the page)",
-        total as f64 * 1e6 / posts as f64,
-        fired.get("amplification_campaign").copied().unwrap_or(0) as f64 * 1e6 / posts as f64
+        per_million(total),
+        per_million(background.fired.get("amplification_campaign").copied().unwrap_or(0))
     );
+    for (rule, count) in &background.fired {
+        println!("  {rule}: {count} ({:.2} per million)", per_million(*count));
+    }
     Ok(())
 }
 
 fn parse(line: &str) -> anyhow::Result<Post> {
     // Judged like a replay: by the stream's own times, not the wall clock.
-    let latest = chrono::DateTime::from_timestamp(4_102_444_800, 0).expect("2100-01-01") - Duration::days(1);
+    let latest = echotrace::replay::REPLAY_LATEST - echotrace_core::post::MAX_FUTURE_SKEW;
     Post::from_json_at(line.as_bytes(), latest).map_err(|e| anyhow::anyhow!("{e}: {line}"))
 }
 
-/// Runs posts through the detector and scorer; returns the posts processed and alerts fired by rule.
-fn run(posts: impl Iterator<Item = Post>) -> (u64, BTreeMap<String, u64>) {
-    let mut detector = Detector::new(DetectorConfig::default());
-    let mut scorer = Scorer::new(RuleSet::from_toml(RULES).expect("shipped rules are valid"), &ScoreConfig::default());
+/// What one run through the pipeline gave.
+struct Outcome {
+    /// Posts processed (duplicates left out).
+    posts: u64,
+    /// Texts the model embedded.
+    embedded: u64,
+    /// Alerts that started firing, by rule.
+    fired: BTreeMap<String, u64>,
+}
+
+/// Runs posts through a fresh pipeline, its Parquet output in a temporary folder, as a replay does.
+fn run(config: &Config, posts: impl Iterator<Item = Post>) -> anyhow::Result<Outcome> {
+    let out = tempfile::tempdir()?;
+    let metrics = Arc::new(Metrics::new());
+    let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
+    let sink = ParquetSink::new(out.path())?;
+    let mut pipeline = echotrace::pipeline::from_config(config, detector, sink, metrics.clone())?;
     let mut fired = BTreeMap::new();
-    let mut count = 0;
-    for post in posts {
-        let signals = PostSignals {
-            author_id: post.author.id.clone(),
-            declared_automated: post.author.declared_automated.unwrap_or(false),
-            author_created_at: post.author.created_at,
-            mentions: post.mentions.clone(),
-        };
-        let Some(detection) = detector.process(post) else { continue };
-        count += 1;
-        for alert in scorer.observe(&detection, &signals) {
+    let mut count = |processed: Vec<Processed>| {
+        for alert in processed.into_iter().flat_map(|p| p.alerts) {
             if alert.state == AlertState::Firing && alert.started_at == alert.event_time {
                 *fired.entry(alert.rule).or_default() += 1;
             }
         }
+    };
+    for post in posts {
+        count(pipeline.submit(post, None));
+        if pipeline.buffered_posts() >= config.output.flush_rows {
+            count(pipeline.run_batch());
+            flush(&mut pipeline)?;
+        }
     }
-    (count, fired)
+    count(pipeline.run_batch());
+    flush(&mut pipeline)?;
+    Ok(Outcome { posts: metrics.posts_processed.get(), embedded: metrics.embeddings.get(), fired })
+}
+
+fn flush(pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    pipeline.flush().map(drop).map_err(|e| anyhow::anyhow!("writing Parquet: {e}"))
 }
