@@ -26,7 +26,7 @@ use anyhow::Context;
 use chrono::Duration;
 use echotrace::config::Config;
 use echotrace::metrics::Metrics;
-use echotrace::pipeline::{Pipeline, Processed};
+use echotrace::pipeline::Processed;
 use echotrace::sinks::parquet::ParquetSink;
 use echotrace_core::detector::Detector;
 use echotrace_core::post::Post;
@@ -145,14 +145,10 @@ fn run(config: &Config, posts: impl Iterator<Item = Post>) -> anyhow::Result<Out
         count(pipeline.submit(post, None));
         if pipeline.buffered_posts() >= config.output.flush_rows {
             count(pipeline.run_batch());
-            flush(&mut pipeline)?;
+            pipeline.flush().context("writing Parquet")?;
         }
     }
     count(pipeline.run_batch());
-    flush(&mut pipeline)?;
+    pipeline.flush().context("writing Parquet")?;
     Ok(Outcome { posts: metrics.posts_processed.get(), embedded: metrics.embeddings.get(), fired })
-}
-
-fn flush(pipeline: &mut Pipeline) -> anyhow::Result<()> {
-    pipeline.flush().map(drop).map_err(|e| anyhow::anyhow!("writing Parquet: {e}"))
 }

@@ -57,7 +57,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     while running.metrics.messages_settled() < produced {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("sample done: {produced} messages processed. Largest cascades:");
+    println!("sample done: {produced} messages processed or dead-lettered. Largest cascades:");
     for cascade in running.detector.lock().expect("detector lock poisoned").graph().top_cascades(3) {
         println!(
             "  {}, {} to {}",

@@ -97,13 +97,9 @@ fn stop(run: &mut Reaper) {
     assert!(status.success(), "echotrace exited with {status}");
 }
 
-fn metric(address: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(address, "/metrics");
-    body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
-}
-
-/// The sum of every series of a metric family (all label sets) in a Prometheus text exposition.
-fn series_sum(exposition: &str, family: &str) -> f64 {
+/// The sum of every series of a metric family (all label sets) on the instance's `/metrics`.
+fn metric(address: SocketAddr, family: &str) -> f64 {
+    let (_, exposition) = http_get(address, "/metrics");
     exposition
         .lines()
         .filter_map(|line| line.strip_prefix(family))
@@ -160,14 +156,13 @@ fn real_broker_kcat_in_echotrace_run_out() {
     let mut run = start_run(&broker, out.path(), http);
     wait_for("the API", Duration::from_secs(30), || std::net::TcpStream::connect(http).is_ok());
     wait_for("every message consumed", Duration::from_secs(90), || {
-        metric(http, "echotrace_messages_consumed_total ") >= messages as f64
+        metric(http, "echotrace_messages_consumed_total") >= messages as f64
     });
     // Settled, not just consumed: the last posts may still wait for their embedding batch.
     wait_for("every message processed or dead-lettered", Duration::from_secs(30), || {
         let settled =
             ["echotrace_posts_processed_total", "echotrace_posts_duplicate_total", "echotrace_dead_letters_total"];
-        let (_, body) = http_get(http, "/metrics");
-        settled.iter().map(|family| series_sum(&body, family)).sum::<f64>() >= messages as f64
+        settled.iter().map(|family| metric(http, family)).sum::<f64>() >= messages as f64
     });
 
     // The campaign: one cascade over four platforms, with lineage back to its root.
@@ -218,6 +213,6 @@ fn real_broker_kcat_in_echotrace_run_out() {
         std::net::TcpStream::connect(http).is_ok() && http_get(http, "/readyz").0 == 200
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(metric(http, "echotrace_messages_consumed_total "), 0.0, "a restart re-read committed messages");
+    assert_eq!(metric(http, "echotrace_messages_consumed_total"), 0.0, "a restart re-read committed messages");
     stop(&mut rerun);
 }
