@@ -16,6 +16,12 @@
 //! with LLM summaries of summaries) runs through the same code first: it must raise the page, and
 //! `recursive_summarisation` when embeddings are on.
 //!
+//! The streams say nothing of their accounts' age or automation, so no background post looks
+//! automated to the rules. `--automated-accounts SHARE` marks that share of the background's
+//! accounts (picked by a hash of the account id, the same ones in every copy) as declaring
+//! automation, to measure the rules against a background with organic bots in it (news
+//! aggregators, feeds), which a platform's traffic has.
+//!
 //! `--no-embed` turns semantic linking off (lexical links only; the model is not loaded). With
 //! embeddings on, the model and ONNX Runtime are found as by `echotrace replay` (`ORT_DYLIB_PATH`,
 //! the repository's `models/`). The embedding cache is made large enough to hold every distinct text
@@ -32,6 +38,7 @@ use echotrace_core::detector::Detector;
 use echotrace_core::post::Post;
 use echotrace_core::score::alerts::AlertState;
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -44,6 +51,12 @@ fn main() -> anyhow::Result<()> {
         copies = args.get(at + 1).context("--copies needs a number")?.parse()?;
         args.drain(at..at + 2);
     }
+    let mut automated_accounts = 0.0f64;
+    if let Some(at) = args.iter().position(|a| a == "--automated-accounts") {
+        automated_accounts = args.get(at + 1).context("--automated-accounts needs a share")?.parse()?;
+        anyhow::ensure!((0.0..=1.0).contains(&automated_accounts), "--automated-accounts is a share, 0 to 1");
+        args.drain(at..at + 2);
+    }
     let embed = match args.iter().position(|a| a == "--no-embed") {
         Some(at) => {
             args.remove(at);
@@ -51,10 +64,14 @@ fn main() -> anyhow::Result<()> {
         }
         None => true,
     };
-    anyhow::ensure!(!args.is_empty(), "usage: false-alerts [--copies N] [--no-embed] STREAM.jsonl...");
+    anyhow::ensure!(
+        !args.is_empty(),
+        "usage: false-alerts [--copies N] [--automated-accounts SHARE] [--no-embed] STREAM.jsonl..."
+    );
     let mut config = Config::default();
     config.detector.semantic.enabled = embed;
     println!("semantic linking (sentence embeddings): {}", if embed { "on" } else { "off" });
+    println!("background accounts marked as declaring automation: {:.0}%", automated_accounts * 100.0);
 
     let sample: Vec<Post> = SAMPLE.lines().map(parse).collect::<anyhow::Result<_>>()?;
     let baseline = run(&config, sample.into_iter())?;
@@ -68,7 +85,11 @@ fn main() -> anyhow::Result<()> {
     let mut background: Vec<Post> = Vec::new();
     for path in &args {
         for line in std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?.lines() {
-            background.push(parse(line)?);
+            let mut post = parse(line)?;
+            if picked(&post.author.id, automated_accounts) {
+                post.author.declared_automated = Some(true);
+            }
+            background.push(post);
         }
     }
     background.sort_by_key(|p| p.created_at);
@@ -108,6 +129,13 @@ fn main() -> anyhow::Result<()> {
         println!("  {rule}: {count} ({:.2} per million)", per_million(*count));
     }
     Ok(())
+}
+
+/// Whether an account falls in the `share` picked by a hash of its id.
+fn picked(account_id: &str, share: f64) -> bool {
+    let mut hasher = std::hash::DefaultHasher::new();
+    account_id.hash(&mut hasher);
+    (hasher.finish() as f64 / u64::MAX as f64) < share
 }
 
 fn parse(line: &str) -> anyhow::Result<Post> {

@@ -24,6 +24,7 @@ use crate::link::urls::{SharedUrlIndex, canonical_url, urls_in_text};
 use crate::normalize::{Script, normalize};
 use crate::post::Post;
 use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostRecord};
+use crate::score::features::account_looks_automated;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -263,6 +264,11 @@ impl Detector {
                 author_handle: &post.author.handle,
                 text: &post.text,
                 created_at: post.created_at,
+                automated_account: account_looks_automated(
+                    post.author.declared_automated.unwrap_or(false),
+                    post.author.created_at,
+                    post.created_at,
+                ),
             },
             primary,
             bridges.iter().map(|(_, bridge)| *bridge).collect(),
@@ -708,6 +714,30 @@ mod tests {
         assert_eq!(again.cascade.summary_depth, 2);
         assert_eq!(again.cascade.root_post_id, "news:1");
         assert_eq!(detector.stats().edges_by_kind[6], 1);
+    }
+
+    #[test]
+    fn only_hops_by_automated_looking_accounts_count_towards_automated_summary_depth() {
+        let chain = |summary_by_bot: bool, relay_by_fresh_account: bool| {
+            let mut detector = Detector::new(DetectorConfig::default());
+            detector.process_embedded(post("news:1", 0, ARTICLE, ""), Some(&embedding(0, 1, 0.0, 60))).unwrap();
+            let other = post("news:2", 1, "Local football club signs a new goalkeeper ahead of the derby weekend", "");
+            detector.process_embedded(other, Some(&embedding(3, 1, 0.0, 15))).unwrap();
+            let mut summary = post("x:3", 2, SUMMARY, "");
+            summary.author.declared_automated = Some(summary_by_bot);
+            detector.process_embedded(summary, Some(&embedding(0, 1, 0.3, 15))).unwrap();
+            let mut relay = post("threads:4", 3, SUMMARY_OF_SUMMARY, "");
+            // An account created the day before (automation undeclared), or years before.
+            let age = if relay_by_fresh_account { Duration::days(1) } else { Duration::days(900) };
+            relay.author.created_at = Some(relay.created_at - age);
+            let relay = detector.process_embedded(relay, Some(&embedding(0, 1, 0.45, 12))).unwrap();
+            assert_eq!(relay.cascade.summary_depth, 2, "every semantic hop counts towards summary_depth");
+            relay.cascade.automated_summary_depth
+        };
+        assert_eq!(chain(false, false), 0, "people summarising the news, then each other");
+        assert_eq!(chain(true, false), 1, "one bot round");
+        assert_eq!(chain(false, true), 1);
+        assert_eq!(chain(true, true), 2, "a bot summarising a bot's summary");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub struct Node {
     cascade: NodeKey,
     generation: u32,
     summary_depth: u32,
+    automated_summary_depth: u32,
     parent: Option<(NodeKey, EdgeKind)>,
     /// Evidence edges other than the primary parent (bridges to other cascades).
     extra_edges: Vec<(NodeKey, EdgeKind)>,
@@ -74,6 +75,8 @@ pub struct NodeFacts<'a> {
     pub text: &'a str,
     /// Its event time.
     pub created_at: DateTime<Utc>,
+    /// Whether its account looks automated (declares automation or is freshly created).
+    pub automated_account: bool,
 }
 
 /// The aggregate state of one cascade.
@@ -85,6 +88,7 @@ struct Cascade {
     platforms: Vec<u16>,
     depth: u32,
     summary_depth: u32,
+    automated_summary_depth: u32,
     first_seen_ms: i64,
     last_seen_ms: i64,
     merged_into: Option<NodeKey>,
@@ -220,6 +224,7 @@ impl CascadeGraph {
             cascade: 0,
             generation: 0,
             summary_depth: 0,
+            automated_summary_depth: 0,
             parent: None,
             extra_edges: Vec::new(),
         });
@@ -246,6 +251,7 @@ impl CascadeGraph {
             platforms: if node.seen { vec![node.platform] } else { Vec::new() },
             depth: 0,
             summary_depth: 0,
+            automated_summary_depth: 0,
             first_seen_ms: node.created_at_ms,
             last_seen_ms: node.created_at_ms,
             merged_into: None,
@@ -279,9 +285,13 @@ impl CascadeGraph {
             bridges.iter().filter(|b| !b.other_is_later).map(|b| (b.other, b.kind)).collect();
         let platform = self.intern_platform(facts.platform);
         let generation = parent.and_then(|(p, _)| self.node(p)).map_or(0, |p| p.generation + 1);
-        let summary_depth = parent
-            .and_then(|(p, kind)| self.node(p).map(|p| p.summary_depth + u32::from(kind.is_semantic())))
-            .unwrap_or(0);
+        let (summary_depth, automated_summary_depth) = parent
+            .and_then(|(p, kind)| {
+                let hop = u32::from(kind.is_semantic());
+                let automated_hop = u32::from(kind.is_semantic() && facts.automated_account);
+                self.node(p).map(|p| (p.summary_depth + hop, p.automated_summary_depth + automated_hop))
+            })
+            .unwrap_or((0, 0));
         let created_at_ms = facts.created_at.timestamp_millis();
         let excerpt: String = facts.text.chars().take(EXCERPT_CHARS).collect();
         let key = match self.key_of(facts.post_id) {
@@ -294,6 +304,7 @@ impl CascadeGraph {
                 node.created_at_ms = created_at_ms;
                 node.generation = generation;
                 node.summary_depth = summary_depth;
+                node.automated_summary_depth = automated_summary_depth;
                 node.parent = parent;
                 node.extra_edges = extra_edges.clone();
                 let cascade = self.cascade_of(key).expect("placeholder has a cascade");
@@ -312,6 +323,7 @@ impl CascadeGraph {
                     cascade: 0,
                     generation,
                     summary_depth,
+                    automated_summary_depth,
                     parent,
                     extra_edges: extra_edges.clone(),
                 });
@@ -337,6 +349,7 @@ impl CascadeGraph {
         let state = self.cascades.get_mut(&cascade).expect("live cascade");
         state.depth = state.depth.max(generation);
         state.summary_depth = state.summary_depth.max(summary_depth);
+        state.automated_summary_depth = state.automated_summary_depth.max(automated_summary_depth);
         state.first_seen_ms = state.first_seen_ms.min(created_at_ms);
         state.last_seen_ms = state.last_seen_ms.max(created_at_ms);
         if let Err(at) = state.platforms.binary_search(&platform) {
@@ -370,11 +383,13 @@ impl CascadeGraph {
         absorbed_ids.insert(0, absorbed_state.id.clone());
         let (size, depth, summary_depth, platforms) =
             (absorbed_state.size, absorbed_state.depth, absorbed_state.summary_depth, absorbed_state.platforms.clone());
+        let automated_summary_depth = absorbed_state.automated_summary_depth;
         let (first, last) = (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms);
         let state = self.cascades.get_mut(&survivor).expect("live cascade");
         state.size += size;
         state.depth = state.depth.max(depth);
         state.summary_depth = state.summary_depth.max(summary_depth);
+        state.automated_summary_depth = state.automated_summary_depth.max(automated_summary_depth);
         state.first_seen_ms = state.first_seen_ms.min(first);
         state.last_seen_ms = state.last_seen_ms.max(last);
         state.members.extend(members);
@@ -426,6 +441,7 @@ impl CascadeGraph {
                 .collect(),
             depth: cascade.depth,
             summary_depth: cascade.summary_depth,
+            automated_summary_depth: cascade.automated_summary_depth,
             first_seen: millis_to_time(cascade.first_seen_ms),
             last_seen: millis_to_time(cascade.last_seen_ms),
         }

@@ -154,6 +154,10 @@ pub struct CascadeRecord {
     pub depth: u32,
     /// Most semantic hops (paraphrase or summary edges) on any path from the root.
     pub summary_depth: u32,
+    /// Most semantic hops on any path from the root whose post is by an automated-looking account
+    /// (declares automation or is freshly created): rounds of re-summarising by bots.
+    #[serde(default)]
+    pub automated_summary_depth: u32,
     /// Earliest event time.
     pub first_seen: DateTime<Utc>,
     /// Latest event time.

@@ -317,6 +317,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_relay_rule_needs_rounds_by_automated_accounts() {
+        let rules = AlertingConfig::default().rules().expect("deploy/rules.toml is valid");
+        let relay = rules.rules.iter().find(|r| r.name == "recursive_summarisation").expect("shipped rule");
+        let people = echotrace_core::score::features::CascadeFeatures {
+            summary_depth: 3,
+            platforms: 3,
+            posts_per_minute: 1.0,
+            ..Default::default()
+        };
+        assert!(!relay.holds(&people), "people restating a headline and each other's posts");
+        assert!(
+            relay.holds(&echotrace_core::score::features::CascadeFeatures { automated_summary_depth: 2, ..people })
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[kafka]\nbrokerz = \"x\"\n")?;

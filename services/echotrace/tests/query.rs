@@ -125,6 +125,21 @@ fn sql_over_the_replayed_sample() {
     let wrong = failing(&data, "SELECT cosine(text, text) FROM posts");
     assert!(wrong.contains("posts.embedding"), "{wrong}");
 
+    // docs/queries.md's relay query: only the campaign was re-summarised in rounds by bots, and that
+    // is the cascade recursive_summarisation opened its ticket on.
+    let relays = query(
+        &data,
+        "SELECT cascade_id, max(summary_depth) AS summary_depth, max(automated_summary_depth) AS rounds_by_bots,
+                max(platform_count) AS platforms
+         FROM cascades GROUP BY cascade_id HAVING max(automated_summary_depth) >= 2 ORDER BY rounds_by_bots DESC",
+    );
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    assert_eq!(relays[0]["cascade_id"], cascade);
+    assert!(relays[0]["platforms"].as_u64().unwrap() >= 2, "{relays:?}");
+    let ticket = query(&data, "SELECT DISTINCT cascade_id FROM alerts WHERE rule = 'recursive_summarisation'");
+    assert_eq!(ticket.len(), 1, "{ticket:?}");
+    assert_eq!(ticket[0]["cascade_id"], cascade);
+
     // CSV and Parquet outputs.
     let csv =
         echotrace(&["query", "--data", data.to_str().unwrap(), "--format", "csv", "SELECT post_id FROM posts LIMIT 2"]);

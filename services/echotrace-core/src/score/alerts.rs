@@ -180,6 +180,7 @@ impl Scorer {
                 size: record.size,
                 depth: record.depth,
                 summary_depth: record.summary_depth,
+                automated_summary_depth: record.automated_summary_depth,
                 platforms: record.platforms.len() as u32,
             },
         );

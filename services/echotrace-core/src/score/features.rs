@@ -7,6 +7,7 @@
 //! - `posts_per_minute` over the window, and its `acceleration` (the latest half of the window against
 //!   the half before, in posts per minute per minute);
 //! - `depth` (generations), `summary_depth` (rounds of re-summarising: 2 for a summary of a summary),
+//!   `automated_summary_depth` (the same, counting only hops posted by automated-looking accounts),
 //!   `size`, `platforms`, `distinct_authors`, `author_concentration` (share of the cascade's posts by
 //!   its most active author);
 //! - `automated_share`: share of the window's posts by accounts that declare automation, are younger
@@ -25,6 +26,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 pub const FRESH_ACCOUNT: Duration = Duration::days(7);
 /// Two authors posting co-similar text within this interval count as coordinated.
 pub const CO_SIMILAR_WITHIN: Duration = Duration::minutes(10);
+
+/// Whether an account looks automated by what it says of itself when it posts at `at`: it declares
+/// automation, or it is younger than [`FRESH_ACCOUNT`]. (Bot cadence is judged per cascade, later.)
+pub fn account_looks_automated(declared_automated: bool, created_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> bool {
+    declared_automated || created_at.is_some_and(|created| at - created < FRESH_ACCOUNT)
+}
 
 /// What the scorer needs to know about one post beyond the detection itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +60,9 @@ pub struct CascadeFeatures {
     /// The most semantic hops (paraphrase or summary edges) on a path from the root.
     #[serde(default)]
     pub summary_depth: u32,
+    /// The most semantic hops on a path from the root posted by automated-looking accounts.
+    #[serde(default)]
+    pub automated_summary_depth: u32,
     /// Distinct platforms.
     pub platforms: u32,
     /// Distinct authors.
@@ -76,6 +86,8 @@ pub struct CascadeShape {
     pub depth: u32,
     /// The most semantic hops on a path from the root.
     pub summary_depth: u32,
+    /// The most semantic hops on a path from the root posted by automated-looking accounts.
+    pub automated_summary_depth: u32,
     /// Distinct platforms.
     pub platforms: u32,
 }
@@ -123,8 +135,8 @@ impl CascadeActivity {
         let [older, newer] = self.recent_by_author[author];
         let bot_cadence = older.is_some_and(|first| at - first <= Duration::minutes(1)) && newer.is_some();
         self.recent_by_author[author] = [newer, Some(at)];
-        let fresh = signals.author_created_at.is_some_and(|created| at - created < FRESH_ACCOUNT);
-        let automated_looking = signals.declared_automated || fresh || bot_cadence;
+        let automated_looking =
+            account_looks_automated(signals.declared_automated, signals.author_created_at, at) || bot_cadence;
         self.automated_in_window += u32::from(automated_looking);
         self.window.push_back(WindowPost { at, automated_looking });
         for mention in &signals.mentions {
@@ -181,6 +193,7 @@ impl CascadeActivity {
             acceleration: (latest - earlier) / (minutes / 2.0) / (minutes / 2.0),
             depth: shape.depth,
             summary_depth: shape.summary_depth,
+            automated_summary_depth: shape.automated_summary_depth,
             platforms: shape.platforms,
             distinct_authors: self.authors.len() as u32,
             author_concentration: if shape.size == 0 {
@@ -242,7 +255,7 @@ mod tests {
     }
 
     fn shape(size: u64, depth: u32, platforms: u32) -> CascadeShape {
-        CascadeShape { size, depth, summary_depth: depth.saturating_sub(1), platforms }
+        CascadeShape { size, depth, summary_depth: depth.saturating_sub(1), automated_summary_depth: 0, platforms }
     }
 
     #[test]

@@ -89,12 +89,13 @@ pub enum RuleError {
 }
 
 /// The features a condition may name.
-pub const FEATURES: [&str; 10] = [
+pub const FEATURES: [&str; 11] = [
     "size",
     "posts_per_minute",
     "acceleration",
     "depth",
     "summary_depth",
+    "automated_summary_depth",
     "platforms",
     "distinct_authors",
     "author_concentration",
@@ -109,6 +110,7 @@ fn feature_value(features: &CascadeFeatures, name: &str) -> f64 {
         "acceleration" => features.acceleration,
         "depth" => f64::from(features.depth),
         "summary_depth" => f64::from(features.summary_depth),
+        "automated_summary_depth" => f64::from(features.automated_summary_depth),
         "platforms" => f64::from(features.platforms),
         "distinct_authors" => f64::from(features.distinct_authors),
         "author_concentration" => features.author_concentration,
