@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The configuration's sections: `ECHOTRACE_<SECTION>__<KEY>` environment variables set their keys.
+const SECTIONS: [&str; 7] = ["kafka", "detector", "embed", "output", "http", "alerting", "query"];
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -242,10 +245,12 @@ impl Config {
         }
         // Only the configuration's own sections: other ECHOTRACE_ variables (ECHOTRACE_LOG,
         // ECHOTRACE_CONFIG, test switches) are not configuration keys.
-        let sections = ["kafka__", "detector__", "output__", "http__", "alerting__", "query__"];
         figment = figment.merge(
             Env::prefixed("ECHOTRACE_")
-                .filter(move |key| sections.iter().any(|s| key.as_str().to_ascii_lowercase().starts_with(s)))
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    SECTIONS.iter().any(|section| key.strip_prefix(section).is_some_and(|rest| rest.starts_with("__")))
+                })
                 .split("__"),
         );
         figment.extract().map_err(|e| ConfigError(Box::new(e)))
@@ -275,6 +280,7 @@ mod tests {
             )?;
             jail.set_env("ECHOTRACE_KAFKA__GROUP_ID", "g2");
             jail.set_env("ECHOTRACE_OUTPUT__FLUSH_ROWS", "10");
+            jail.set_env("ECHOTRACE_EMBED__DEVICE", "cuda");
             jail.set_env("ECHOTRACE_LOG", "debug");
             jail.set_env("ECHOTRACE_CONFIG", "elsewhere.toml");
             let config = Config::load(Some(Path::new("echotrace.toml"))).expect("valid");
@@ -285,8 +291,19 @@ mod tests {
             assert_eq!(config.detector.max_hamming, 4);
             assert_eq!(config.detector.min_features, DetectorConfig::default().min_features);
             assert_eq!(config.output.flush_rows, 10);
+            assert_eq!(config.embed.device, crate::embed::Device::Cuda);
             Ok(())
         });
+    }
+
+    #[test]
+    fn every_section_can_be_set_from_the_environment() {
+        let defaults = serde_json::to_value(Config::default()).expect("serializes");
+        let mut sections: Vec<&str> = defaults.as_object().expect("a table").keys().map(String::as_str).collect();
+        sections.sort_unstable();
+        let mut listed = SECTIONS;
+        listed.sort_unstable();
+        assert_eq!(sections, listed);
     }
 
     #[test]

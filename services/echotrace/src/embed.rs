@@ -134,6 +134,7 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     session: Session,
     dimension: usize,
+    device: Device,
     chunk_tokens: usize,
     max_chunks: usize,
     batch_size: usize,
@@ -191,8 +192,9 @@ impl Embedder {
         if config.threads > 0 {
             builder = builder.with_intra_threads(config.threads)?;
         }
+        let mut device = Device::Cpu;
         if config.device == Device::Cuda {
-            builder = with_cuda(builder, config)?;
+            (builder, device) = with_cuda(builder, config)?;
         }
         let session = builder
             .commit_from_file(&model_path)
@@ -201,6 +203,7 @@ impl Embedder {
             tokenizer,
             session,
             dimension: 0,
+            device,
             chunk_tokens: config.chunk_tokens.max(1),
             max_chunks: config.max_chunks.max(1),
             batch_size: config.batch_size.max(1),
@@ -215,6 +218,11 @@ impl Embedder {
     /// The model's output dimension.
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    /// Where the model runs: CUDA only when its execution provider registered.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Embeds texts: one [`TextEmbedding`] per text, in order.
@@ -329,26 +337,32 @@ fn mean_pool_normalized(hidden: &[f32], mask: &[i64], rows: usize, width: usize,
     pooled
 }
 
+/// Registers the CUDA execution provider; where it cannot register, fails, or with
+/// `allow_cpu_fallback` warns and goes on with the CPU. Returns the builder and the device it got.
 #[cfg(feature = "cuda")]
 fn with_cuda(
     builder: ort::session::builder::SessionBuilder,
     config: &EmbedConfig,
-) -> Result<ort::session::builder::SessionBuilder, EmbedError> {
-    let provider = ort::ep::CUDA::default().with_device_id(config.cuda_device_id).build();
-    let provider = if config.allow_cpu_fallback { provider } else { provider.error_on_failure() };
-    builder.with_execution_providers([provider]).map_err(|error| {
-        EmbedError::Cuda(format!(
+) -> Result<(ort::session::builder::SessionBuilder, Device), EmbedError> {
+    let provider = ort::ep::CUDA::default().with_device_id(config.cuda_device_id).build().error_on_failure();
+    match builder.with_execution_providers([provider]) {
+        Ok(builder) => Ok((builder, Device::Cuda)),
+        Err(error) if config.allow_cpu_fallback => {
+            tracing::warn!(reason = %error, "the CUDA execution provider did not register; embedding on the CPU (embed.allow_cpu_fallback)");
+            Ok((error.recover(), Device::Cpu))
+        }
+        Err(error) => Err(EmbedError::Cuda(format!(
             "the CUDA execution provider did not register ({error}); a GPU, CUDA 13, cuDNN 9 and the \
              onnxruntime-gpu library are needed, or set embed.allow_cpu_fallback = true"
-        ))
-    })
+        ))),
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
 fn with_cuda(
     _builder: ort::session::builder::SessionBuilder,
     _config: &EmbedConfig,
-) -> Result<ort::session::builder::SessionBuilder, EmbedError> {
+) -> Result<(ort::session::builder::SessionBuilder, Device), EmbedError> {
     Err(EmbedError::Cuda("this build has no CUDA support: build with `--features cuda`".into()))
 }
 

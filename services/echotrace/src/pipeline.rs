@@ -95,7 +95,7 @@ pub fn from_config(
         return Ok(pipeline);
     }
     let embedder = Embedder::new(&config.embed).context("semantic linking is on (detector.semantic.enabled)")?;
-    tracing::info!(model = %config.embed.model_file, dimension = embedder.dimension(), device = ?config.embed.device, "sentence embeddings loaded");
+    tracing::info!(model = %config.embed.model_file, dimension = embedder.dimension(), device = ?embedder.device(), "sentence embeddings loaded");
     Ok(pipeline.with_embedder(embedder, &config.embed))
 }
 

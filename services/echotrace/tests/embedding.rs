@@ -143,3 +143,29 @@ fn cuda_without_the_cuda_build_fails_at_start_up() {
     let message = Embedder::new(&config).err().expect("no CUDA in this build").to_string();
     assert!(message.contains("--features cuda"), "{message}");
 }
+
+/// With the `cuda` build: where the provider cannot register (no GPU, no CUDA libraries, or the CPU
+/// wheel's library), start-up fails and names why, unless `allow_cpu_fallback`, which runs on the
+/// CPU and says so. On a GPU node the provider registers and the embedder reports CUDA.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_that_cannot_register_fails_at_start_up_or_falls_back_when_allowed() {
+    use echotrace::embed::Device;
+    let Some(library) = common::onnxruntime_library() else { return };
+    let config = EmbedConfig {
+        runtime_library: Some(library),
+        model_dir: common::model_dir(),
+        device: Device::Cuda,
+        ..EmbedConfig::default()
+    };
+    match Embedder::new(&config) {
+        Ok(embedder) => assert_eq!(embedder.device(), Device::Cuda),
+        Err(error) => {
+            let message = error.to_string();
+            assert!(message.contains("CUDA execution provider did not register"), "{message}");
+            let fallback =
+                Embedder::new(&EmbedConfig { allow_cpu_fallback: true, ..config }).expect("falls back to the CPU");
+            assert_eq!(fallback.device(), Device::Cpu);
+        }
+    }
+}
