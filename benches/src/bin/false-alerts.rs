@@ -38,7 +38,6 @@ use echotrace_core::detector::Detector;
 use echotrace_core::post::Post;
 use echotrace_core::score::alerts::AlertState;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -53,7 +52,8 @@ fn main() -> anyhow::Result<()> {
     }
     let mut automated_accounts = 0.0f64;
     if let Some(at) = args.iter().position(|a| a == "--automated-accounts") {
-        automated_accounts = args.get(at + 1).context("--automated-accounts needs a share")?.parse()?;
+        let share = args.get(at + 1).context("--automated-accounts needs a share")?;
+        automated_accounts = share.parse().with_context(|| format!("--automated-accounts {share}: not a number"))?;
         anyhow::ensure!((0.0..=1.0).contains(&automated_accounts), "--automated-accounts is a share, 0 to 1");
         args.drain(at..at + 2);
     }
@@ -131,11 +131,10 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether an account falls in the `share` picked by a hash of its id.
+/// Whether an account falls in the `share` picked by a hash of its id (xxh3, stable across builds,
+/// so every run and every toolchain marks the same accounts).
 fn picked(account_id: &str, share: f64) -> bool {
-    let mut hasher = std::hash::DefaultHasher::new();
-    account_id.hash(&mut hasher);
-    (hasher.finish() as f64 / u64::MAX as f64) < share
+    (xxhash_rust::xxh3::xxh3_64(account_id.as_bytes()) as f64 / u64::MAX as f64) < share
 }
 
 fn parse(line: &str) -> anyhow::Result<Post> {

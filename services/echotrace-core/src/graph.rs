@@ -381,9 +381,9 @@ impl CascadeGraph {
         let members = std::mem::take(&mut absorbed_state.members);
         let mut absorbed_ids = std::mem::take(&mut absorbed_state.absorbed_ids);
         absorbed_ids.insert(0, absorbed_state.id.clone());
-        let (size, depth, summary_depth, platforms) =
-            (absorbed_state.size, absorbed_state.depth, absorbed_state.summary_depth, absorbed_state.platforms.clone());
-        let automated_summary_depth = absorbed_state.automated_summary_depth;
+        let (size, depth, platforms) = (absorbed_state.size, absorbed_state.depth, absorbed_state.platforms.clone());
+        let (summary_depth, automated_summary_depth) =
+            (absorbed_state.summary_depth, absorbed_state.automated_summary_depth);
         let (first, last) = (absorbed_state.first_seen_ms, absorbed_state.last_seen_ms);
         let state = self.cascades.get_mut(&survivor).expect("live cascade");
         state.size += size;

@@ -130,16 +130,20 @@ fn a_missing_runtime_or_model_is_a_clear_error() {
     assert!(message.contains("/nonexistent/model/tokenizer.json"), "{message}");
 }
 
-#[cfg(not(feature = "cuda"))]
-#[test]
-fn cuda_without_the_cuda_build_fails_at_start_up() {
-    let Some(library) = common::onnxruntime_library() else { return };
-    let config = EmbedConfig {
-        runtime_library: Some(library),
+/// The shipped model with `device = "cuda"`; `None` (the test skips) without ONNX Runtime.
+fn cuda_config() -> Option<EmbedConfig> {
+    Some(EmbedConfig {
+        runtime_library: Some(common::onnxruntime_library()?),
         model_dir: common::model_dir(),
         device: echotrace::embed::Device::Cuda,
         ..EmbedConfig::default()
-    };
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_cuda_build_fails_at_start_up() {
+    let Some(config) = cuda_config() else { return };
     let message = Embedder::new(&config).err().expect("no CUDA in this build").to_string();
     assert!(message.contains("--features cuda"), "{message}");
 }
@@ -151,13 +155,7 @@ fn cuda_without_the_cuda_build_fails_at_start_up() {
 #[test]
 fn cuda_that_cannot_register_fails_at_start_up_or_falls_back_when_allowed() {
     use echotrace::embed::Device;
-    let Some(library) = common::onnxruntime_library() else { return };
-    let config = EmbedConfig {
-        runtime_library: Some(library),
-        model_dir: common::model_dir(),
-        device: Device::Cuda,
-        ..EmbedConfig::default()
-    };
+    let Some(config) = cuda_config() else { return };
     match Embedder::new(&config) {
         Ok(embedder) => assert_eq!(embedder.device(), Device::Cuda),
         Err(error) => {
