@@ -4,7 +4,7 @@
 //! ```sh
 //! export ORT_DYLIB_PATH=$(scripts/onnxruntime-library)
 //! cargo run --release -p echotrace-benches --bin embed-throughput -- \
-//!     ../shared/data/paraphrase_tweets_train.jsonl [--texts 2000] [--threads 2] [--model model.int8.onnx]
+//!     ../shared/data/paraphrase_tweets_train.jsonl [--texts 2000] [--threads 2] [--model model.fp32.onnx]
 //! ```
 //!
 //! Texts are the `text` fields of the first `--texts` posts of a JSON-lines stream. For each batch size
@@ -41,7 +41,7 @@ print(len(texts) / (time.perf_counter() - start))
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut input = None;
-    let (mut count, mut threads, mut model) = (2000usize, 2usize, "model.int8.onnx".to_owned());
+    let (mut count, mut threads, mut model) = (2000usize, 2usize, "model.fp32.onnx".to_owned());
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--texts" => count = args.next().context("--texts N")?.parse()?,

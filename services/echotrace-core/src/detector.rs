@@ -763,6 +763,40 @@ mod tests {
         assert_eq!(run(true).post.parent_id, None, "the article does not explain it");
     }
 
+    /// The decision on evidence given directly, a case each side of every boundary: the length
+    /// ratio that makes a summary, and each kind's minimum score. Tests that run the model assert
+    /// only on fixtures far from these boundaries.
+    #[test]
+    fn the_decision_at_each_boundary_on_evidence_given_directly() {
+        let detector = Detector::new(DetectorConfig::default());
+        let semantic = &detector.config.semantic;
+        let decide = |cosine: f32, word_overlap: f32, margin: f32, length_ratio: f32| {
+            let mut evidence = SemanticEvidence {
+                cosine,
+                word_overlap,
+                margin,
+                length_ratio,
+                score: 0.0,
+                is_summary: false,
+                origin_score: None,
+            };
+            detector.weigh(&mut evidence)
+        };
+        let cut = semantic.summary_max_length_ratio;
+        // Summary: cosine + 1.0 × overlap + 1.0 × margin ≥ 1.55, at a length ratio ≤ 0.6.
+        let (overlap, margin) = (0.5, 0.25);
+        let summary_cosine = semantic.summary.min_score - overlap - margin;
+        assert_eq!(decide(summary_cosine + 1e-3, overlap, margin, cut), (EdgeKind::Summary, true));
+        assert_eq!(decide(summary_cosine - 1e-3, overlap, margin, cut), (EdgeKind::Summary, false));
+        // Paraphrase: cosine + 0.5 × overlap + 0.25 × margin ≥ 0.8, at any longer ratio.
+        let longer = cut + 1e-3;
+        let paraphrase_cosine = semantic.paraphrase.min_score - 0.5 * overlap - 0.25 * margin;
+        assert_eq!(decide(paraphrase_cosine + 1e-3, overlap, margin, longer), (EdgeKind::Paraphrase, true));
+        assert_eq!(decide(paraphrase_cosine - 1e-3, overlap, margin, longer), (EdgeKind::Paraphrase, false));
+        // The same evidence either side of the length cut meets a different rule.
+        assert_eq!(decide(summary_cosine - 1e-3, overlap, margin, longer), (EdgeKind::Paraphrase, true));
+    }
+
     #[test]
     fn weak_semantic_evidence_does_not_link() {
         let mut detector = Detector::new(DetectorConfig::default());

@@ -1131,17 +1131,17 @@ URL_REWRITES = [
 # LLM summary bots on other platforms: summaries of the root, then summaries of those summaries.
 # No ids, URLs or shared wording tie them to the root: only their meaning does (semantic linking).
 SUMMARIES = [
-    # (offset after the root in ms, platform, text, index of the summary it summarises or None)
-    (150_412, "threads", "Summary: leaked chat logs reportedly show the maintainer of the Larkspur encryption "
-     "library turning down three security fixes while being paid to leave a backdoor in place.", None),
-    (212_930, "bluesky", "TL;DR - Larkspur's lead developer allegedly took money to keep a hidden backdoor and "
-     "blocked security fixes, according to leaked logs.", None),
-    (268_051, "mastodon", "AI digest: a report built on leaked messages claims Dana Whitlock, who maintains "
-     "Larkspur, refused security patches and accepted payment to preserve a backdoor.", None),
-    (391_377, "threads", "In short: Larkspur developer accused of taking money to keep a backdoor and blocking "
-     "fixes.", 1),
-    (455_803, "x", "Recap: the Larkspur maintainer was reportedly paid to preserve a backdoor and refused "
-     "security patches, leaked messages claim.", 2),
+    # (offset after the root in ms, platform, text, index of the summary it summarises or None).
+    # Each is at most 0.6 of its source's length in word pieces, so each hop is a `summary` edge,
+    # and the second round shares its source's wording, so it ranks that summary above the root.
+    (150_412, "threads", "Summary: leaked chat logs say the Larkspur maintainer was paid to keep a backdoor and "
+     "refused security fixes.", None),
+    (212_930, "bluesky", "TL;DR: Larkspur's lead developer allegedly took money to keep a hidden backdoor and "
+     "blocked security fixes.", None),
+    (268_051, "mastodon", "AI digest: leaked messages claim Dana Whitlock, who maintains Larkspur, refused "
+     "security patches and took money for a backdoor.", None),
+    (391_377, "threads", "In short: Larkspur's lead developer took money for a hidden backdoor.", 1),
+    (455_803, "x", "Recap: leaked messages say Whitlock took money for a backdoor.", 2),
 ]
 
 QUOTE_TEXTS = [

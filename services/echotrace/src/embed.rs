@@ -1,7 +1,9 @@
 //! Sentence embeddings with ONNX Runtime: the text → vector step of semantic linking.
 //!
-//! The model is all-MiniLM-L6-v2 exported to ONNX and quantized to int8 (`models/all-MiniLM-L6-v2`,
-//! with the script that reproduces it). ONNX Runtime is loaded at start-up from the shared library
+//! The model is all-MiniLM-L6-v2 exported to ONNX in fp32 (`models/all-MiniLM-L6-v2`, with the script
+//! that reproduces it), so a text gets the same vector, to about 1e-7 in cosine, on every x86-64
+//! processor and in every batch: the int8 models tried did not (`docs/semantic-linking.md`, "The
+//! same links on every processor"). ONNX Runtime is loaded at start-up from the shared library
 //! that the PyPI `onnxruntime` wheel carries (`embed.runtime_library`, or `ORT_DYLIB_PATH`), so
 //! nothing is downloaded at build or run time. `embed.device = "cuda"` registers the CUDA execution
 //! provider (a build with the `cuda` feature and the `onnxruntime-gpu` library); when it cannot
@@ -68,7 +70,7 @@ impl Default for EmbedConfig {
     fn default() -> Self {
         EmbedConfig {
             model_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
-            model_file: "model.int8.onnx".into(),
+            model_file: "model.fp32.onnx".into(),
             runtime_library: None,
             device: Device::Cpu,
             cuda_device_id: 0,
@@ -296,9 +298,7 @@ fn resolve(path: &Path) -> PathBuf {
 }
 
 /// Splits pieces sorted by length into runs of at most `batch_size` whose longest is at most twice
-/// the shortest: padding stays under half of each batch, which saves compute and
-/// keeps short texts out of batches dominated by long ones (the int8 model quantizes activations
-/// with one scale per batch).
+/// the shortest: padding stays under half of each batch, which saves compute.
 fn length_groups(sorted: &[usize], length: impl Fn(usize) -> usize, batch_size: usize) -> Vec<&[usize]> {
     let mut groups = Vec::new();
     let mut start = 0;

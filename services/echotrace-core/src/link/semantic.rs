@@ -49,7 +49,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAX_WINDOW_POSTS: usize = 50_000;
 
 /// The version of the semantic evidence: the model and the rules that weigh it.
-pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-int8+idf-overlap+origin-v2";
+pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-fp32+idf-overlap+origin-v3";
 
 /// The embedding of one text: one L2-normalized vector per chunk, and the text's token count.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +70,31 @@ impl TextEmbedding {
 
     fn chunk(&self, i: usize) -> &[f32] {
         &self.vectors[i * self.dimension..(i + 1) * self.dimension]
+    }
+
+    /// A copy with each chunk vector moved by `size` in a direction drawn from `seed` and the
+    /// chunk's `salt`, then normalized again (cosine to the original about 1 / sqrt(1 + size²)).
+    /// For measuring how far decisions sit from their boundaries: what a processor's rounding
+    /// could flip (`tests/determinism.rs`, `benches/src/bin/decision-flips.rs`).
+    pub fn nudged(&self, size: f32, seed: u64, salt: u64) -> TextEmbedding {
+        let mut vectors = Vec::with_capacity(self.vectors.len());
+        for chunk in 0..self.chunks() {
+            let direction: Vec<f32> = (0..self.dimension as u64)
+                .map(|i| {
+                    let draw = xxhash_rust::xxh3::xxh3_64_with_seed(
+                        &[salt ^ chunk as u64, i].map(u64::to_le_bytes).concat(),
+                        seed,
+                    );
+                    (draw >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            let length = direction.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            let moved: Vec<f32> =
+                self.chunk(chunk).iter().zip(&direction).map(|(v, d)| v + size * d / length).collect();
+            let norm = moved.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            vectors.extend(moved.iter().map(|x| x / norm));
+        }
+        TextEmbedding { vectors, dimension: self.dimension, tokens: self.tokens }
     }
 }
 
@@ -430,6 +455,21 @@ mod tests {
     fn unit(values: &[f32]) -> TextEmbedding {
         let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
         TextEmbedding { vectors: values.iter().map(|v| v / norm).collect(), dimension: values.len(), tokens: 10 }
+    }
+
+    #[test]
+    fn a_nudge_moves_each_chunk_by_the_size_asked_and_keeps_it_a_unit_vector() {
+        let mut two = unit(&[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        two.vectors.extend(unit(&[0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]).vectors);
+        let moved = two.nudged(0.1, 7, 3);
+        assert_eq!(moved.chunks(), 2);
+        for chunk in 0..2 {
+            let cosine = dot(moved.chunk(chunk), two.chunk(chunk));
+            assert!((cosine - 1.0 / (1.0f32 + 0.01).sqrt()).abs() < 2e-3, "{cosine}");
+            assert!((dot(moved.chunk(chunk), moved.chunk(chunk)) - 1.0).abs() < 1e-5);
+        }
+        assert_eq!(moved, two.nudged(0.1, 7, 3), "the same seed moves it the same way");
+        assert_ne!(moved, two.nudged(0.1, 8, 3));
     }
 
     #[test]
