@@ -7,9 +7,10 @@
 //! ```
 //!
 //! The stream is linked once with the shipped model's embeddings, in the replay's batches of 32,
-//! then again for each nudge size and seed with every chunk vector moved by that size in a
-//! pseudo-random direction ([`TextEmbedding::nudged`]; cosine to the original about
-//! 1 / sqrt(1 + size²)). It prints, per size, how many posts got another parent or edge kind.
+//! then again for each nudge size and seed with every chunk vector moved by that size at right
+//! angles, in a pseudo-random direction ([`TextEmbedding::nudged`]; cosine to the original
+//! 1 / sqrt(1 + size²)). Lines that are not valid posts are counted and left out, as the replay
+//! dead-letters them. It prints, per size, how many posts got another parent or edge kind.
 //! The default sizes match the cross-kernel drift that `models/all-MiniLM-L6-v2/measure-kernels`
 //! measured: 1e-6 the shipped fp32 model's (components differ by at most 1.3e-7), 0.0058 and 0.051
 //! the int8 per-token variant's mean and worst (1 - cosine 1.7e-5 and 1.3e-3), 0.155 and 0.28 the
@@ -62,10 +63,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let input = input.context("usage: decision-flips STREAM.jsonl [--nudge SIZES] [--seeds N]")?;
-    let mut posts = Vec::new();
+    let (mut posts, mut invalid) = (Vec::new(), 0usize);
     for line in std::io::BufReader::new(std::fs::File::open(&input).with_context(|| input.clone())?).lines() {
-        if let Ok(post) = Post::from_json(line?.as_bytes()) {
-            posts.push(post);
+        match Post::from_json(line?.as_bytes()) {
+            Ok(post) => posts.push(post),
+            Err(_) => invalid += 1,
         }
     }
     let config = EmbedConfig { threads: 2, ..EmbedConfig::default() };
@@ -80,7 +82,12 @@ fn main() -> anyhow::Result<()> {
         Ok(wanted.iter().map(|(key, _)| (*key, exact[key].clone())).collect())
     })?;
     let semantic = reference.iter().filter(|(_, kind)| matches!(kind, Some(EdgeKind::Summary | EdgeKind::Paraphrase)));
-    println!("{input}: {} posts, {} embedded texts, {} semantic edges", posts.len(), exact.len(), semantic.count());
+    println!(
+        "{input}: {} posts ({invalid} invalid lines left out), {} embedded texts, {} semantic edges",
+        posts.len(),
+        exact.len(),
+        semantic.count()
+    );
     println!(
         "| nudge | cosine to the original | posts with another parent or kind, per seed | share of embedded texts |"
     );

@@ -1132,8 +1132,10 @@ URL_REWRITES = [
 # No ids, URLs or shared wording tie them to the root: only their meaning does (semantic linking).
 SUMMARIES = [
     # (offset after the root in ms, platform, text, index of the summary it summarises or None).
-    # Each is at most 0.6 of its source's length in word pieces, so each hop is a `summary` edge,
-    # and the second round shares its source's wording, so it ranks that summary above the root.
+    # Clearly shorter than what they summarise (the threads and mastodon summaries 0.50 and 0.56 of
+    # the root in word pieces, the x recap 0.57 of the mastodon one), so those hops are `summary`
+    # edges whatever the rounding; the second round shares its source's wording, so it ranks that
+    # summary above the root. tests/determinism.rs checks that every link has room to spare.
     (150_412, "threads", "Summary: leaked chat logs say the Larkspur maintainer was paid to keep a backdoor and "
      "refused security fixes.", None),
     (212_930, "bluesky", "TL;DR: Larkspur's lead developer allegedly took money to keep a hidden backdoor and "
