@@ -10,7 +10,8 @@ withheld or not) and a tweet's headline (`headline_id`), so every summary of one
 tweet on one headline land in the same part. The part is a SHA-256 of salt and item, so the split is
 the same on every run and machine. Part 0 is the fit part; the others are validation.
 
-OUT_DIR is what `echotrace replay --out OUT_DIR` wrote (read with pyarrow). Attribution follows
+OUT_DIR is what `echotrace replay --out OUT_DIR` wrote (read with pyarrow), or a links file that
+`benches/src/bin/relink.rs --links` wrote (`post_id`, `parent_id`, `parent_kind`, tab-separated). Attribution follows
 `parent_id` up to the first `news:` ancestor, as ../shared/eval/score.py does; it prints per part
 attribution top-1 and false attribution on withheld articles per summary kind (the targets hold for
 every kind, not only on average), or paraphrase precision, recall and F1.
@@ -30,6 +31,10 @@ def part_of(item: str, parts: int, salt: str) -> int:
 
 
 def load_parents(out_dir: str) -> dict:
+    if out_dir.endswith(".tsv"):
+        with open(out_dir, newline="") as links:
+            rows = csv.DictReader(links, delimiter="\t", quoting=csv.QUOTE_NONE)
+            return {row["post_id"]: row["parent_id"] or None for row in rows}
     table = ds.dataset(f"{out_dir}/posts", format="parquet").to_table(columns=["post_id", "parent_id"])
     columns = table.to_pydict()
     return dict(zip(columns["post_id"], columns["parent_id"]))
@@ -44,7 +49,8 @@ def ancestors(parent: dict, post: str):
         seen += 1
 
 
-def summaries(parent: dict, rows: list, parts: int, salt: str) -> None:
+def summary_counts(parent: dict, rows: list, parts: int, salt: str) -> dict:
+    """Per part, a Counter of (what, summary kind): present, attributed, withheld, falsely attributed."""
     counts = collections.defaultdict(collections.Counter)
     for row in rows:
         match = re.match(r"^[^:]+:(.+)-[^-]+$", row["child_id"])
@@ -59,25 +65,40 @@ def summaries(parent: dict, rows: list, parts: int, salt: str) -> None:
         else:
             counts[part][("present", kind)] += 1
             counts[part][("attributed", kind)] += got == row["expected_parent"]
+    return counts
+
+
+def summary_scores(counts: collections.Counter, kinds: list) -> tuple:
+    """Attribution top-1 and false attribution over the given summary kinds of one part's counts."""
+    present = sum(counts[("present", k)] for k in kinds)
+    attributed = sum(counts[("attributed", k)] for k in kinds)
+    withheld = sum(counts[("withheld", k)] for k in kinds)
+    false = sum(counts[("falsely attributed", k)] for k in kinds)
+    return attributed / max(present, 1), false / max(withheld, 1), (attributed, present, false, withheld)
+
+
+def part_name(part: int) -> str:
+    return "fit" if part == 0 else f"validation {part}"
+
+
+def summaries(parent: dict, rows: list, parts: int, salt: str) -> None:
+    counts = summary_counts(parent, rows, parts, salt)
     kinds = sorted({kind for part in counts.values() for (_, kind) in part})
     print("| part | kind | attribution top-1 | false attribution (withheld) |")
     print("|---|---|---:|---:|")
     for part in sorted(counts):
-        c = counts[part]
-        name = "fit" if part == 0 else f"validation {part}"
         for kind in kinds + ["all"]:
-            pick = kinds if kind == "all" else [kind]
-            present = sum(c[("present", k)] for k in pick)
-            attributed = sum(c[("attributed", k)] for k in pick)
-            withheld = sum(c[("withheld", k)] for k in pick)
-            false = sum(c[("falsely attributed", k)] for k in pick)
+            top1, false_rate, (attributed, present, false, withheld) = summary_scores(
+                counts[part], kinds if kind == "all" else [kind]
+            )
             print(
-                f"| {name} | {kind} | {attributed / max(present, 1):.3f} ({attributed}/{present}) "
-                f"| {false / max(withheld, 1):.3f} ({false}/{withheld}) |"
+                f"| {part_name(part)} | {kind} | {top1:.3f} ({attributed}/{present}) "
+                f"| {false_rate:.3f} ({false}/{withheld}) |"
             )
 
 
-def paraphrase(parent: dict, rows: list, parts: int, salt: str) -> None:
+def paraphrase_scores(parent: dict, rows: list, parts: int, salt: str) -> dict:
+    """Per part, paraphrase (precision, recall, F1): linked means the headline is an ancestor."""
     counts = collections.defaultdict(collections.Counter)
     for row in rows:
         part = part_of(row["headline_id"], parts, salt)
@@ -86,15 +107,24 @@ def paraphrase(parent: dict, rows: list, parts: int, salt: str) -> None:
         counts[part]["tp"] += linked and positive
         counts[part]["fp"] += linked and not positive
         counts[part]["fn"] += positive and not linked
-    print("| part | precision | recall | F1 |")
-    print("|---|---:|---:|---:|")
-    for part in sorted(counts):
-        c = counts[part]
+    scores = {}
+    for part, c in counts.items():
         precision = c["tp"] / max(c["tp"] + c["fp"], 1)
         recall = c["tp"] / max(c["tp"] + c["fn"], 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        name = "fit" if part == 0 else f"validation {part}"
-        print(f"| {name} | {precision:.3f} | {recall:.3f} | {f1:.3f} |")
+        scores[part] = (precision, recall, 2 * precision * recall / max(precision + recall, 1e-12))
+    return scores
+
+
+def paraphrase(parent: dict, rows: list, parts: int, salt: str) -> None:
+    print("| part | precision | recall | F1 |")
+    print("|---|---:|---:|---:|")
+    for part, (precision, recall, f1) in sorted(paraphrase_scores(parent, rows, parts, salt).items()):
+        print(f"| {part_name(part)} | {precision:.3f} | {recall:.3f} | {f1:.3f} |")
+
+
+def read_truth(path: str) -> list:
+    with open(path, newline="") as truth:
+        return list(csv.DictReader(truth, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def main() -> int:
@@ -105,8 +135,7 @@ def main() -> int:
     parser.add_argument("--parts", type=int, default=2)
     parser.add_argument("--salt", default="echotrace-split-v1")
     args = parser.parse_args()
-    with open(args.truth, newline="") as truth:
-        rows = list(csv.DictReader(truth, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = read_truth(args.truth)
     parent = load_parents(args.out_dir)
     (summaries if args.task == "summaries" else paraphrase)(parent, rows, args.parts, args.salt)
     return 0

@@ -9,10 +9,11 @@
 //!
 //! Texts are the `text` fields of the first `--texts` posts of a JSON-lines stream. For each batch size
 //! (1, 32, 128) it prints sentences/s for Rust and for Python onnxruntime (tokenized with the
-//! `tokenizers` package, padded per batch, mean-pooled), and their ratio.
+//! `tokenizers` package, padded per batch, mean-pooled), and their ratio; then the static encoder's
+//! texts/s on the same texts and its ratio to the transformer's best batch.
 
 use anyhow::Context;
-use echotrace::embed::{EmbedConfig, Embedder};
+use echotrace::embed::{EmbedConfig, Embedder, Encoder};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -65,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     let texts_json = serde_json::to_string(&texts)?;
     println!("{} texts from {}, {threads} threads, {model}", texts.len(), input.display());
     println!("batch  rust/s  python/s  rust÷python");
+    let mut transformer_rates = Vec::new();
     for batch in [1usize, 32, 128] {
         let config = EmbedConfig {
             model_dir: model_dir.clone(),
@@ -98,6 +100,22 @@ fn main() -> anyhow::Result<()> {
         let output = python.wait_with_output()?;
         let python: f64 = String::from_utf8(output.stdout)?.trim().parse().context("python's figure")?;
         println!("{batch:>5}  {rust:>6.0}  {python:>8.0}  {:>11.2}", rust / python);
+        transformer_rates.push(rust);
     }
+    // The static encoder on the same texts, one thread, against the transformer's best batch above.
+    let config = EmbedConfig {
+        encoder: Encoder::Static,
+        static_dir: model_dir.join("static"),
+        chunk_tokens: 126,
+        max_chunks: 1,
+        ..EmbedConfig::default()
+    };
+    let mut embedder = Embedder::new(&config)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    embedder.embed(&refs)?;
+    let rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+    let best = transformer_rates.iter().copied().fold(f64::MIN, f64::max);
+    println!("static encoder (1 thread): {rate:.0} texts/s, {:.1}x the transformer's best batch", rate / best);
     Ok(())
 }

@@ -75,6 +75,25 @@ pub struct Detection {
     pub cascade: CascadeRecord,
 }
 
+/// The best candidate by meaning for one post and the evidence that decides it
+/// ([`Detector::explain_semantic`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SemanticChoice {
+    /// The candidate parent.
+    pub parent: NodeKey,
+    /// Its event time.
+    pub parent_time_ms: i64,
+    /// The edge kind its length ratio gives.
+    pub kind: EdgeKind,
+    /// The evidence against the candidate, weighed.
+    pub evidence: SemanticEvidence,
+    /// When the candidate was itself linked by meaning: the origin of its chain and the evidence
+    /// against it, which must pass too.
+    pub origin: Option<(NodeKey, SemanticEvidence)>,
+    /// Whether the candidate becomes the parent.
+    pub links: bool,
+}
+
 /// Counters of what the detector has seen, for metrics and summaries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DetectorStats {
@@ -428,6 +447,28 @@ impl Detector {
     /// count against it. When the winner was itself linked by meaning, the post must also pass the
     /// rule against the origin of that chain (`check_origin`).
     fn semantic_candidate(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<Candidate> {
+        let choice = self.semantic_choice(embedding, words, created_at_ms)?;
+        choice.links.then_some(Candidate {
+            parent: choice.parent,
+            kind: choice.kind,
+            rank: 0,
+            hamming: None,
+            jaccard: None,
+            evidence: None,
+            semantic: Some(choice.evidence),
+            parent_time_ms: choice.parent_time_ms,
+        })
+    }
+
+    /// The best candidate by meaning for a post that nothing lexical explains, with the evidence
+    /// that decides it, as [`Detector::process_embedded`] would weigh it now; `None` when no
+    /// candidate reaches `min_cosine`. For tools that fit and audit the decision.
+    pub fn explain_semantic(&self, post: &Post, embedding: &TextEmbedding) -> Option<SemanticChoice> {
+        let words = content_words(&normalize(&post.text));
+        self.semantic_choice(embedding, &words, post.created_at.timestamp_millis())
+    }
+
+    fn semantic_choice(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<SemanticChoice> {
         let config = &self.config.semantic;
         let mut ranked: Vec<_> = self
             .embedded
@@ -442,46 +483,35 @@ impl Detector {
         let runner_up = ranked.iter().skip(1).find(|(_, n)| self.graph.cascade_of(n.key) != best_cascade);
         let mut evidence = best.evidence;
         evidence.margin = best_rank - runner_up.map_or(0.0, |(rank, _)| *rank);
-        let (kind, passes) = self.weigh(&mut evidence);
-        if !passes {
-            return None;
-        }
+        let (kind, mut links) = self.weigh(&mut evidence);
+        let mut origin = None;
         if config.check_origin {
-            let origin = self.semantic_origin(best.key);
-            if origin != best.key {
-                // `semantic_origin` walks only through posts in the index, so the origin is there.
-                let mut against_origin = self.embedded.evidence(origin, embedding, words)?;
+            let origin_key = self.semantic_origin(best.key);
+            // `semantic_origin` walks only through posts in the index, so the origin is there.
+            if origin_key != best.key
+                && let Some(mut against_origin) = self.embedded.evidence(origin_key, embedding, words)
+            {
                 against_origin.margin = evidence.margin;
-                let (_, origin_passes) = self.weigh(&mut against_origin);
+                let (_, origin_links) = self.weigh(&mut against_origin);
                 evidence.origin_score = Some(against_origin.score);
-                if !origin_passes {
-                    return None;
-                }
+                links &= origin_links;
+                origin = Some((origin_key, against_origin));
             }
         }
-        Some(Candidate {
-            parent: best.key,
-            kind,
-            rank: 0,
-            hamming: None,
-            jaccard: None,
-            evidence: None,
-            semantic: Some(evidence),
-            parent_time_ms: best.created_at_ms,
-        })
+        Some(SemanticChoice { parent: best.key, parent_time_ms: best.created_at_ms, kind, evidence, origin, links })
     }
 
-    /// Decides the kind of `evidence` by its length ratio and scores it by that kind's rule; returns
-    /// the kind and whether the score reaches the rule's minimum.
+    /// Decides the kind of `evidence` by its length ratio and scores it by that kind's model; returns
+    /// the kind and whether the probability reaches the model's minimum.
     fn weigh(&self, evidence: &mut SemanticEvidence) -> (EdgeKind, bool) {
         let config = &self.config.semantic;
         evidence.is_summary = evidence.length_ratio <= config.summary_max_length_ratio;
-        let (kind, rule) = match evidence.is_summary {
+        let (kind, model) = match evidence.is_summary {
             true => (EdgeKind::Summary, &config.summary),
             false => (EdgeKind::Paraphrase, &config.paraphrase),
         };
-        evidence.score = rule.score(evidence);
-        (kind, evidence.score >= rule.min_score)
+        evidence.score = model.probability(evidence);
+        (kind, evidence.score >= model.min_probability)
     }
 
     /// The earliest post of the chain of meaning that `key` ends: up its primary parents for as long
@@ -553,6 +583,7 @@ fn millis_to_time(ms: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::semantic::LinkModel;
 
     fn post(id: &str, minute: u32, text: &str, extra: &str) -> Post {
         let json = format!(
@@ -702,14 +733,16 @@ mod tests {
         assert_eq!(summary.post.summary_depth, 1);
         let evidence = summary.edges[0].semantic.expect("semantic evidence");
         assert!(evidence.is_summary && (evidence.length_ratio - 0.25).abs() < 1e-6);
-        assert!(evidence.cosine > 0.95 && evidence.word_overlap > 0.4 && evidence.score >= 1.55);
+        let models = &DetectorConfig::default().semantic;
+        assert!(evidence.cosine > 0.95 && evidence.word_overlap > 0.4);
+        assert!(evidence.score >= models.summary.min_probability);
 
         let again = post("threads:4", 3, SUMMARY_OF_SUMMARY, "");
         let again = detector.process_embedded(again, Some(&embedding(0, 1, 0.45, 12))).unwrap();
         assert_eq!(again.post.parent_id.as_deref(), Some("x:3"), "the closest earlier text is the summary");
         assert_eq!(again.post.parent_kind, Some(EdgeKind::Paraphrase));
         let origin_score = again.edges[0].semantic.and_then(|e| e.origin_score).expect("checked against the article");
-        assert!(origin_score >= DetectorConfig::default().semantic.summary.min_score);
+        assert!(origin_score >= models.summary.min_probability);
         assert_eq!((again.post.generation, again.post.summary_depth), (2, 2));
         assert_eq!(again.cascade.summary_depth, 2);
         assert_eq!(again.cascade.root_post_id, "news:1");
@@ -749,13 +782,13 @@ mod tests {
             let other = post("news:2", 1, "Local football club signs a new goalkeeper ahead of the derby weekend", "");
             detector.process_embedded(other, Some(&embedding(1, 2, 0.6, 60))).unwrap();
             // A loose summary of the article: linked, but it leans away from it.
-            let summary = detector.process_embedded(post("x:3", 2, SUMMARY, ""), Some(&embedding(0, 1, 0.9, 15)));
+            let summary = detector.process_embedded(post("x:3", 2, SUMMARY, ""), Some(&embedding(0, 1, 0.7, 15)));
             assert_eq!(summary.unwrap().post.parent_id.as_deref(), Some("news:1"));
             // Close to the summary, far from the article, and about commuters the article never mentions.
             let drift =
                 post("threads:4", 3, "Swing bridge closes and commuters are furious about the traffic chaos", "");
             let bent =
-                TextEmbedding { vectors: vec![0.1, 0.995, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dimension: 8, tokens: 12 };
+                TextEmbedding { vectors: vec![0.342, 0.94, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dimension: 8, tokens: 12 };
             detector.process_embedded(drift, Some(&bent)).unwrap()
         };
         let unchecked = run(false);
@@ -764,37 +797,70 @@ mod tests {
     }
 
     /// The decision on evidence given directly, a case each side of every boundary: the length
-    /// ratio that makes a summary, and each kind's minimum score. Tests that run the model assert
-    /// only on fixtures far from these boundaries.
+    /// ratio that makes a summary, and each kind's smallest probability. Tests that run the model
+    /// assert only on fixtures far from these boundaries.
     #[test]
     fn the_decision_at_each_boundary_on_evidence_given_directly() {
         let detector = Detector::new(DetectorConfig::default());
         let semantic = &detector.config.semantic;
-        let decide = |cosine: f32, word_overlap: f32, margin: f32, length_ratio: f32| {
-            let mut evidence = SemanticEvidence {
-                cosine,
-                word_overlap,
-                margin,
-                length_ratio,
-                score: 0.0,
-                is_summary: false,
-                origin_score: None,
-            };
-            detector.weigh(&mut evidence)
+        // A one-chunk candidate: its first chunk is all of it, so `lead_cosine` is the cosine.
+        let evidence = |cosine: f32, length_ratio: f32| SemanticEvidence {
+            cosine,
+            word_overlap: 0.5,
+            lead_cosine: cosine,
+            margin: 0.25,
+            length_ratio,
+            score: 0.0,
+            is_summary: false,
+            origin_score: None,
+        };
+        let decide = |cosine: f32, length_ratio: f32| detector.weigh(&mut evidence(cosine, length_ratio));
+        // The cosine at which a model's probability is exactly its minimum, the rest held.
+        let boundary = |model: &LinkModel, length_ratio: f32| {
+            let logit = (model.min_probability / (1.0 - model.min_probability)).ln();
+            let without_cosine = model.log_odds(&evidence(0.0, length_ratio));
+            (logit - without_cosine) / (model.cosine + model.lead_cosine)
         };
         let cut = semantic.summary_max_length_ratio;
-        // Summary: cosine + 1.0 × overlap + 1.0 × margin ≥ 1.55, at a length ratio ≤ 0.6.
-        let (overlap, margin) = (0.5, 0.25);
-        let summary_cosine = semantic.summary.min_score - overlap - margin;
-        assert_eq!(decide(summary_cosine + 1e-3, overlap, margin, cut), (EdgeKind::Summary, true));
-        assert_eq!(decide(summary_cosine - 1e-3, overlap, margin, cut), (EdgeKind::Summary, false));
-        // Paraphrase: cosine + 0.5 × overlap + 0.25 × margin ≥ 0.8, at any longer ratio.
+        let summary_cosine = boundary(&semantic.summary, cut);
+        assert_eq!(decide(summary_cosine + 1e-3, cut), (EdgeKind::Summary, true));
+        assert_eq!(decide(summary_cosine - 1e-3, cut), (EdgeKind::Summary, false));
         let longer = cut + 1e-3;
-        let paraphrase_cosine = semantic.paraphrase.min_score - 0.5 * overlap - 0.25 * margin;
-        assert_eq!(decide(paraphrase_cosine + 1e-3, overlap, margin, longer), (EdgeKind::Paraphrase, true));
-        assert_eq!(decide(paraphrase_cosine - 1e-3, overlap, margin, longer), (EdgeKind::Paraphrase, false));
-        // The same evidence either side of the length cut meets a different rule.
-        assert_eq!(decide(summary_cosine - 1e-3, overlap, margin, longer), (EdgeKind::Paraphrase, true));
+        let paraphrase_cosine = boundary(&semantic.paraphrase, longer);
+        assert_eq!(decide(paraphrase_cosine + 1e-3, longer), (EdgeKind::Paraphrase, true));
+        assert_eq!(decide(paraphrase_cosine - 1e-3, longer), (EdgeKind::Paraphrase, false));
+        // The same evidence either side of the length cut meets a different model.
+        assert_ne!(summary_cosine, paraphrase_cosine);
+        let between = (summary_cosine + paraphrase_cosine) / 2.0;
+        assert_eq!(decide(between, cut).1, summary_cosine < paraphrase_cosine);
+        assert_eq!(decide(between, longer).1, paraphrase_cosine < summary_cosine);
+    }
+
+    /// The model's probability is the logistic of its weighted evidence.
+    #[test]
+    fn a_link_models_probability_is_the_logistic_of_its_weighted_evidence() {
+        let model = LinkModel {
+            bias: -1.0,
+            cosine: 2.0,
+            word_overlap: 1.0,
+            lead_cosine: 1.0,
+            margin: 4.0,
+            log_length_ratio: -1.0,
+            min_probability: 0.5,
+        };
+        let evidence = SemanticEvidence {
+            cosine: 0.5,
+            word_overlap: 0.25,
+            lead_cosine: 0.5,
+            margin: 0.125,
+            length_ratio: std::f32::consts::E,
+            score: 0.0,
+            is_summary: false,
+            origin_score: None,
+        };
+        // -1 + 2 × 0.5 + 0.25 + 1 × 0.5 + 4 × 0.125 - 1 × ln e = 0.25.
+        assert!((model.log_odds(&evidence) - 0.25).abs() < 1e-6);
+        assert!((model.probability(&evidence) - 1.0 / (1.0 + (-0.25f32).exp())).abs() < 1e-6);
     }
 
     #[test]

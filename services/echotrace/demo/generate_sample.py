@@ -1132,18 +1132,20 @@ URL_REWRITES = [
 # No ids, URLs or shared wording tie them to the root: only their meaning does (semantic linking).
 SUMMARIES = [
     # (offset after the root in ms, platform, text, index of the summary it summarises or None).
-    # Clearly shorter than what they summarise (the threads and mastodon summaries 0.50 and 0.56 of
-    # the root in word pieces, the x recap 0.57 of the mastodon one), so those hops are `summary`
-    # edges whatever the rounding; the second round shares its source's wording, so it ranks that
-    # summary above the root. tests/determinism.rs checks that every link has room to spare.
+    # The first round is clearly shorter than the root (0.50 to 0.56 of it in word pieces), so those
+    # hops are `summary` edges; each names the maintainer and the library, as a faithful summary
+    # does, so it also passes against the root when a later summary builds on it (the origin
+    # check). tests/determinism.rs checks that every link has room to spare.
     (150_412, "threads", "Summary: leaked chat logs say the Larkspur maintainer was paid to keep a backdoor and "
      "refused security fixes.", None),
-    (212_930, "bluesky", "TL;DR: Larkspur's lead developer allegedly took money to keep a hidden backdoor and "
-     "blocked security fixes.", None),
+    (212_930, "bluesky", "TL;DR: Larkspur maintainer Dana Whitlock allegedly took money to keep a hidden backdoor "
+     "and rejected security patches.", None),
     (268_051, "mastodon", "AI digest: leaked messages claim Dana Whitlock, who maintains Larkspur, refused "
      "security patches and took money for a backdoor.", None),
-    (391_377, "threads", "In short: Larkspur's lead developer took money for a hidden backdoor.", 1),
-    (455_803, "x", "Recap: leaked messages say Whitlock took money for a backdoor.", 2),
+    (391_377, "threads", "In short: Whitlock, the Larkspur maintainer, was paid to hide a backdoor in the crypto "
+     "library.", 1),
+    (455_803, "x", "Recap: Whitlock is said to have been paid for a Larkspur backdoor while turning down "
+     "patches.", 2),
 ]
 
 QUOTE_TEXTS = [

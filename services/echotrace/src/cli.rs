@@ -238,6 +238,12 @@ fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
         .map(|(kind, count)| format!("{}={count}", kind.as_str()))
         .collect();
     println!("edges: {}; cascade merges: {}", kinds.join(" "), stats.merges);
+    let embedded = metrics.embeddings.get();
+    println!(
+        "texts embedded: {embedded} ({:.3} per post), {} reused from the embedding cache",
+        embedded as f64 / summary.posts.max(1) as f64,
+        metrics.embedding_reuses.get()
+    );
     println!("largest cascades in the final window:");
     for cascade in detector.graph().top_cascades(5) {
         println!(

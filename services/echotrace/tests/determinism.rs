@@ -20,14 +20,17 @@ use std::collections::{BTreeSet, HashMap};
 type Edge = (String, String, EdgeKind);
 
 /// Runs the sample through a detector; `perturb` rewrites each embedding before it is used.
-/// Returns the edges and the smallest lead of an accepted semantic edge over its rule's minimum.
+/// Returns the edges and the smallest lead of an accepted semantic edge over its model's minimum,
+/// in log-odds (a lead of 0.25 is about 0.05 in cosine at the shipped weights).
 fn link_sample(
     embeddings: &mut HashMap<u64, TextEmbedding>,
     embedder: &mut Embedder,
     perturb: impl Fn(u64, &TextEmbedding) -> TextEmbedding,
 ) -> (BTreeSet<Edge>, f32) {
     let config = DetectorConfig::default();
-    let (summary_min, paraphrase_min) = (config.semantic.summary.min_score, config.semantic.paraphrase.min_score);
+    let logit = |p: f32| (p / (1.0 - p)).ln();
+    let (summary_min, paraphrase_min) =
+        (logit(config.semantic.summary.min_probability), logit(config.semantic.paraphrase.min_probability));
     let mut detector = Detector::new(config);
     let mut edges = BTreeSet::new();
     let mut smallest_lead = f32::MAX;
@@ -42,7 +45,8 @@ fn link_sample(
         for edge in &detection.edges {
             if let Some(evidence) = &edge.semantic {
                 let minimum = if edge.kind == EdgeKind::Summary { summary_min } else { paraphrase_min };
-                let lead = evidence.origin_score.map_or(evidence.score, |origin| origin.min(evidence.score)) - minimum;
+                let weakest = evidence.origin_score.map_or(evidence.score, |origin| origin.min(evidence.score));
+                let lead = logit(weakest) - minimum;
                 smallest_lead = smallest_lead.min(lead);
             }
             edges.insert((edge.child_id.clone(), edge.parent_id.clone(), edge.kind));
@@ -65,7 +69,7 @@ fn the_samples_links_survive_nudges_far_larger_than_any_processors() {
         exact.iter().filter(|(_, _, kind)| matches!(kind, EdgeKind::Summary | EdgeKind::Paraphrase)).collect();
     assert!(semantic.iter().filter(|(_, _, kind)| *kind == EdgeKind::Summary).count() >= 2, "{semantic:?}");
     assert!(semantic.len() >= 5, "all five bot summaries: {semantic:?}");
-    assert!(smallest_lead >= 0.05, "a semantic edge passes its rule by only {smallest_lead}");
+    assert!(smallest_lead >= 0.25, "a semantic edge passes its model by only {smallest_lead} in log-odds");
 
     // Cosine 0.995 to the original, a distance of 0.1: some 40,000 times the largest a processor
     // moved an fp32 vector (2.5e-6 at most, 384 components 1.3e-7 apart), and as far as the int8

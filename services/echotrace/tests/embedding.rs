@@ -139,3 +139,57 @@ fn cuda_that_cannot_register_fails_at_start_up_or_falls_back_when_allowed() {
         }
     }
 }
+
+/// The static encoder's vectors: `models/all-MiniLM-L6-v2/distill_static.py` writes model2vec's own
+/// vectors for a fixed sentence set beside the table; the Rust encoder must give the same, an empty
+/// text the zero vector. It needs no runtime, so it runs everywhere.
+#[test]
+fn static_embeddings_match_model2vec() {
+    #[derive(Deserialize)]
+    struct StaticReference {
+        sentences: Vec<String>,
+        vectors: Vec<Vec<f32>>,
+    }
+    let reference: StaticReference =
+        serde_json::from_str(include_str!("fixtures/static_embedding_reference.json")).expect("fixture parses");
+    let config = EmbedConfig {
+        encoder: echotrace::embed::Encoder::Static,
+        static_dir: common::model_dir().join("static"),
+        ..EmbedConfig::default()
+    };
+    let mut embedder = Embedder::new(&config).expect("the shipped static table loads");
+    assert_eq!(embedder.dimension(), 256);
+    let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    for (text, (embedding, expected)) in
+        texts.iter().zip(embedder.embed(&texts).unwrap().iter().zip(&reference.vectors))
+    {
+        assert_eq!(embedding.chunks(), 1);
+        if expected.iter().all(|x| *x == 0.0) {
+            assert!(embedding.vectors.iter().all(|x| *x == 0.0), "{text:?} embeds to zero");
+        } else {
+            let agreement = cosine(&embedding.vectors, expected);
+            assert!(agreement >= 1.0 - 1e-5, "{text:?}: cosine to model2vec {agreement}");
+        }
+    }
+    // A long text is cut into chunks as the transformer's are.
+    let long = "word ".repeat(300);
+    assert_eq!(embedder.embed(&[&long]).unwrap()[0].chunks(), 3);
+}
+
+#[test]
+fn the_static_encoder_refuses_a_gpu_and_names_a_missing_table() {
+    let on_gpu = EmbedConfig {
+        encoder: echotrace::embed::Encoder::Static,
+        device: echotrace::embed::Device::Cuda,
+        ..EmbedConfig::default()
+    };
+    let message = Embedder::new(&on_gpu).err().expect("static runs on the CPU").to_string();
+    assert!(message.contains("encoder = \"transformer\""), "{message}");
+    let missing = EmbedConfig {
+        encoder: echotrace::embed::Encoder::Static,
+        static_dir: "/nonexistent/static".into(),
+        ..EmbedConfig::default()
+    };
+    let message = Embedder::new(&missing).err().expect("no table").to_string();
+    assert!(message.contains("/nonexistent/static/model.safetensors"), "{message}");
+}

@@ -23,17 +23,20 @@
 //! - `cosine`: how well the candidate covers the post (above);
 //! - `word_overlap`: how much of the post's vocabulary the candidate contains, each word weighted by
 //!   its inverse document frequency in the window (names, numbers and rare words count most);
+//! - `lead_cosine`: how well the candidate's first chunk alone covers the post (news puts its story
+//!   first);
 //! - `margin`: how far the candidate's rank score is ahead of the best candidate in another cascade;
 //! - `length_ratio`: the post's tokens over the candidate's.
 //!
 //! Candidates are ranked by `cosine + rank_overlap_weight × word_overlap`; the winner becomes a
 //! `summary` edge when the post is clearly shorter (`length_ratio ≤ summary_max_length_ratio`) and a
-//! `paraphrase` edge otherwise, each kind with its own linear rule
-//! `cosine + overlap_weight × word_overlap + margin_weight × margin ≥ min_score`. The weights and
-//! thresholds are a handful of numbers chosen on the development streams (`docs/semantic-linking.md`).
+//! `paraphrase` edge otherwise, each kind with its own calibrated logistic model ([`LinkModel`]) of
+//! the probability that the candidate is the post's source. The models are fitted on one half of
+//! the development streams and judged on the other (`benches/fit_semantic.py`,
+//! `docs/semantic-linking.md`).
 //!
 //! A candidate that was itself linked by meaning is checked once more: the post must also pass the
-//! rule against the chain's origin (the detector asks [`SemanticIndex::evidence`]), so a summary of a
+//! model against the chain's origin (the detector asks [`SemanticIndex::evidence`]), so a summary of a
 //! summary is attributed only when it is a summary of the original too. Without it, one doubtful link
 //! (a summary of an unseen article attached to an article on the same story) draws every later
 //! summary of the unseen article after it.
@@ -49,7 +52,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAX_WINDOW_POSTS: usize = 50_000;
 
 /// The version of the semantic evidence: the model and the rules that weigh it.
-pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2-fp32+idf-overlap+origin-v3";
+pub const SEMANTIC_EVIDENCE_NAME: &str = "minilm-l6-v2+logistic-v1";
 
 /// The embedding of one text: one L2-normalized vector per chunk, and the text's token count.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,26 +104,50 @@ impl TextEmbedding {
     }
 }
 
-/// The linear rule for one edge kind.
+/// A calibrated logistic model of whether a candidate is the post's source, for one edge kind:
+/// `probability = 1 / (1 + exp(-(bias + Σ weight × feature)))` over the evidence features, and the
+/// candidate links when the probability reaches `min_probability`.
+///
+/// The weights are fitted, never set by hand: `benches/fit_semantic.py` fits them on one half of
+/// the dev streams (split by article and headline) and chooses `min_probability` there, then
+/// judges both on the other half (`docs/semantic-linking.md`, "Fitting the decision").
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LinkRule {
+pub struct LinkModel {
+    /// The intercept.
+    pub bias: f32,
+    /// Weight of the cosine (how well the candidate covers the post).
+    pub cosine: f32,
     /// Weight of the IDF-weighted word overlap.
-    pub overlap_weight: f32,
+    pub word_overlap: f32,
+    /// Weight of the cosine with the candidate's first chunk.
+    pub lead_cosine: f32,
     /// Weight of the margin over the best candidate in another cascade.
-    pub margin_weight: f32,
-    /// Smallest score that links.
-    pub min_score: f32,
+    pub margin: f32,
+    /// Weight of the natural logarithm of the length ratio (post tokens over candidate tokens).
+    pub log_length_ratio: f32,
+    /// Smallest probability that links.
+    pub min_probability: f32,
 }
 
-impl LinkRule {
-    /// The rule's score for the evidence.
-    pub fn score(&self, evidence: &SemanticEvidence) -> f32 {
-        evidence.cosine + self.overlap_weight * evidence.word_overlap + self.margin_weight * evidence.margin
+impl LinkModel {
+    /// The model's log-odds that the candidate of `evidence` is the post's source.
+    pub fn log_odds(&self, evidence: &SemanticEvidence) -> f32 {
+        self.bias
+            + self.cosine * evidence.cosine
+            + self.word_overlap * evidence.word_overlap
+            + self.lead_cosine * evidence.lead_cosine
+            + self.margin * evidence.margin
+            + self.log_length_ratio * evidence.length_ratio.max(1e-3).ln()
+    }
+
+    /// The model's probability that the candidate of `evidence` is the post's source.
+    pub fn probability(&self, evidence: &SemanticEvidence) -> f32 {
+        1.0 / (1.0 + (-self.log_odds(evidence)).exp())
     }
 }
 
-/// Tuning of semantic linking. The defaults were chosen on the development streams.
+/// Tuning of semantic linking. The models' defaults are fitted on half of the development streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SemanticConfig {
@@ -136,10 +163,10 @@ pub struct SemanticConfig {
     pub rank_overlap_weight: f32,
     /// A post at most this long relative to its candidate (in tokens) is a summary of it.
     pub summary_max_length_ratio: f32,
-    /// The rule for `summary` edges.
-    pub summary: LinkRule,
-    /// The rule for `paraphrase` edges.
-    pub paraphrase: LinkRule,
+    /// The model for `summary` edges.
+    pub summary: LinkModel,
+    /// The model for `paraphrase` edges.
+    pub paraphrase: LinkModel,
     /// Whether a candidate that was itself linked by meaning is accepted only when the post also
     /// passes the rule against the chain's origin.
     pub check_origin: bool,
@@ -158,8 +185,26 @@ impl Default for SemanticConfig {
             min_cosine: 0.3,
             rank_overlap_weight: 1.0,
             summary_max_length_ratio: 0.6,
-            summary: LinkRule { overlap_weight: 1.0, margin_weight: 1.0, min_score: 1.55 },
-            paraphrase: LinkRule { overlap_weight: 0.5, margin_weight: 0.25, min_score: 0.8 },
+            // Fitted by `benches/fit_semantic.py` on the fit half of the dev streams (transformer
+            // encoder, 2026-12-03); `docs/semantic-linking.md`, "Fitting the decision".
+            summary: LinkModel {
+                bias: -7.2783,
+                cosine: 2.7130,
+                word_overlap: 3.8216,
+                lead_cosine: 2.2944,
+                margin: 3.1149,
+                log_length_ratio: -0.4720,
+                min_probability: 0.75,
+            },
+            paraphrase: LinkModel {
+                bias: -7.8062,
+                cosine: 3.8198,
+                word_overlap: 1.4942,
+                lead_cosine: 5.3405,
+                margin: 0.7591,
+                log_length_ratio: 0.1400,
+                min_probability: 0.20,
+            },
             check_origin: true,
             max_window_posts: MAX_WINDOW_POSTS,
         }
@@ -174,16 +219,20 @@ pub struct SemanticEvidence {
     pub cosine: f32,
     /// IDF-weighted share of the post's words found in the candidate.
     pub word_overlap: f32,
+    /// How well the candidate's first chunk alone covers the post: news puts its story first, so a
+    /// summary of an article is close to its opening, a text on the same story often only to a
+    /// later paragraph.
+    pub lead_cosine: f32,
     /// Rank score ahead of the best candidate in another cascade (the full rank score if none).
     pub margin: f32,
     /// The post's tokens over the candidate's.
     pub length_ratio: f32,
-    /// The score of the rule for the chosen kind.
+    /// The probability, by the chosen kind's model, that the candidate is the post's source.
     pub score: f32,
     /// Whether the post is clearly shorter: a summary rather than a paraphrase.
     pub is_summary: bool,
-    /// When the candidate was itself linked by meaning: the score of the rule, for the kind its
-    /// length ratio gives, between the post and the origin of the candidate's chain.
+    /// When the candidate was itself linked by meaning: the probability, by the model for the kind
+    /// its length ratio gives, between the post and the origin of the candidate's chain.
     pub origin_score: Option<f32>,
 }
 
@@ -370,11 +419,21 @@ impl SemanticIndex {
         sum / embedding.chunks().max(1) as f32
     }
 
+    /// How well the first chunk of `entry` covers the embedded text: each of the text's chunks'
+    /// cosine with it, averaged.
+    fn lead_coverage(&self, entry: &Entry, embedding: &TextEmbedding) -> f32 {
+        let start = (entry.first_chunk - self.vectors_base) as usize * self.dimension;
+        let lead = &self.vectors[start..start + self.dimension];
+        let sum: f32 = (0..embedding.chunks()).map(|query| dot(lead, embedding.chunk(query))).sum();
+        sum / embedding.chunks().max(1) as f32
+    }
+
     /// The evidence for `entry` with its cosine known; the margin and the decision come later.
     fn evidence_with(&self, entry: &Entry, cosine: f32, embedding: &TextEmbedding, words: &[u64]) -> SemanticEvidence {
         SemanticEvidence {
             cosine,
             word_overlap: self.word_overlap(words, &entry.words),
+            lead_cosine: self.lead_coverage(entry, embedding),
             margin: 0.0,
             length_ratio: embedding.tokens as f32 / entry.tokens.max(1) as f32,
             score: 0.0,

@@ -1,6 +1,16 @@
-//! Sentence embeddings with ONNX Runtime: the text → vector step of semantic linking.
+//! Sentence embeddings: the text → vector step of semantic linking.
 //!
-//! The model is all-MiniLM-L6-v2 exported to ONNX in fp32 (`models/all-MiniLM-L6-v2`, with the script
+//! Two encoders, chosen by `embed.encoder`:
+//!
+//! - `transformer` (the default): the model itself through ONNX Runtime, on the CPU or a GPU; the
+//!   rest of this module.
+//! - `static` ([`static_tokens`]): token embeddings distilled once from the model by model2vec
+//!   (`models/all-MiniLM-L6-v2/distill_static.py`); a text's vector is the normalized mean of its
+//!   tokens' rows. It needs no runtime and runs orders of magnitude faster, but on the dev streams
+//!   it links less well than the transformer (`docs/semantic-linking.md`, "Static embeddings"),
+//!   so it is the fast first stage to build on, not yet the default.
+//!
+//! The transformer is all-MiniLM-L6-v2 exported to ONNX in fp32 (`models/all-MiniLM-L6-v2`, with the script
 //! that reproduces it), so a text gets the same vector, to about 1e-7 in cosine, on every x86-64
 //! processor and in every batch: the int8 models tried did not (`docs/semantic-linking.md`, "The
 //! same links on every processor"). ONNX Runtime is loaded at start-up from the shared library
@@ -24,6 +34,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
+pub mod static_tokens;
+
+use static_tokens::StaticEncoder;
+
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,10 +48,25 @@ pub enum Device {
     Cuda,
 }
 
-/// The `[embed]` section: the model, the runtime and batching.
+/// Which encoder turns texts into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoder {
+    /// Static token embeddings distilled from the model: the mean of a text's token rows.
+    Static,
+    /// The transformer, through ONNX Runtime (CPU or CUDA).
+    Transformer,
+}
+
+/// The `[embed]` section: the encoder, the model, the runtime and batching.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedConfig {
+    /// Which encoder embeds the texts.
+    pub encoder: Encoder,
+    /// Folder with the static encoder's `model.safetensors` and `tokenizer.json`, looked up like
+    /// `model_dir`.
+    pub static_dir: PathBuf,
     /// Folder with the ONNX model and its `tokenizer.json`. A relative path is looked up from the
     /// working directory upwards, so the default finds the repository's `models/` from any folder
     /// inside it; deployments give an absolute path.
@@ -69,6 +98,8 @@ pub struct EmbedConfig {
 impl Default for EmbedConfig {
     fn default() -> Self {
         EmbedConfig {
+            encoder: Encoder::Transformer,
+            static_dir: PathBuf::from("models/all-MiniLM-L6-v2/static"),
             model_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
             model_file: "model.fp32.onnx".into(),
             runtime_library: None,
@@ -131,8 +162,63 @@ struct Piece {
     ids: Vec<i64>,
 }
 
-/// The tokenizer and the ONNX session.
+/// Sentence embeddings by the configured encoder.
 pub struct Embedder {
+    encoder: Backend,
+}
+
+/// The encoder behind an [`Embedder`].
+enum Backend {
+    Static(StaticEncoder),
+    Transformer(Transformer),
+}
+
+impl Embedder {
+    /// Loads the configured encoder; fails with a clear reason.
+    pub fn new(config: &EmbedConfig) -> Result<Embedder, EmbedError> {
+        let encoder = match config.encoder {
+            Encoder::Static if config.device == Device::Cuda => {
+                return Err(EmbedError::Cuda(
+                    "the static encoder runs on the CPU: set embed.encoder = \"transformer\" to embed on a GPU".into(),
+                ));
+            }
+            Encoder::Static => Backend::Static(StaticEncoder::load(
+                &resolve(&config.static_dir),
+                config.chunk_tokens,
+                config.max_chunks,
+            )?),
+            Encoder::Transformer => Backend::Transformer(Transformer::new(config)?),
+        };
+        Ok(Embedder { encoder })
+    }
+
+    /// The encoder's output dimension.
+    pub fn dimension(&self) -> usize {
+        match &self.encoder {
+            Backend::Static(encoder) => encoder.dimension(),
+            Backend::Transformer(encoder) => encoder.dimension,
+        }
+    }
+
+    /// Where the encoder runs: CUDA only when the transformer's execution provider registered.
+    pub fn device(&self) -> Device {
+        match &self.encoder {
+            Backend::Static(_) => Device::Cpu,
+            Backend::Transformer(encoder) => encoder.device,
+        }
+    }
+
+    /// Embeds texts: one [`TextEmbedding`] per text, in order.
+    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<TextEmbedding>, EmbedError> {
+        match &mut self.encoder {
+            Backend::Static(encoder) => texts.iter().map(|text| encoder.embed(text)).collect(),
+            Backend::Transformer(encoder) => encoder.embed(texts),
+        }
+    }
+}
+
+/// The transformer: the tokenizer and the ONNX session.
+struct Transformer {
     tokenizer: Tokenizer,
     session: Session,
     dimension: usize,
@@ -144,9 +230,9 @@ pub struct Embedder {
     sep: i64,
 }
 
-impl Embedder {
+impl Transformer {
     /// Loads the runtime, the tokenizer and the model; fails with a clear reason.
-    pub fn new(config: &EmbedConfig) -> Result<Embedder, EmbedError> {
+    fn new(config: &EmbedConfig) -> Result<Transformer, EmbedError> {
         let library = config
             .runtime_library
             .clone()
@@ -201,7 +287,7 @@ impl Embedder {
         let session = builder
             .commit_from_file(&model_path)
             .map_err(|error| EmbedError::Model { path: model_path.clone(), reason: error.to_string() })?;
-        let mut embedder = Embedder {
+        let mut embedder = Transformer {
             tokenizer,
             session,
             dimension: 0,
@@ -217,18 +303,8 @@ impl Embedder {
         Ok(embedder)
     }
 
-    /// The model's output dimension.
-    pub fn dimension(&self) -> usize {
-        self.dimension
-    }
-
-    /// Where the model runs: CUDA only when its execution provider registered.
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
     /// Embeds texts: one [`TextEmbedding`] per text, in order.
-    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<TextEmbedding>, EmbedError> {
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<TextEmbedding>, EmbedError> {
         let mut pieces = Vec::new();
         let mut token_counts = Vec::with_capacity(texts.len());
         for (text, content) in texts.iter().enumerate() {
