@@ -574,6 +574,22 @@ mod tests {
         assert!((found[0].evidence.cosine - 0.8).abs() < 1e-5);
         assert!((found[0].evidence.length_ratio - 0.25).abs() < 1e-6);
         assert_eq!(found[0].evidence.word_overlap, 1.0);
+        // Its first chunk alone covers the query far less than its best chunk does.
+        assert!(found[0].evidence.lead_cosine.abs() < 1e-5, "the first chunk is at right angles");
+    }
+
+    #[test]
+    fn lead_cosine_is_the_cover_of_the_candidates_first_chunk_alone() {
+        let mut index = SemanticIndex::new();
+        let mut article = unit(&[1.0, 0.0, 0.0]);
+        article.vectors.extend(unit(&[0.0, 1.0, 0.0]).vectors);
+        index.insert(1, 0, &article, vec![1]);
+        // A two-chunk post: one chunk like the article's opening, one like its second part.
+        let mut post = unit(&[0.8, 0.6, 0.0]);
+        post.vectors.extend(unit(&[0.0, 1.0, 0.0]).vectors);
+        let evidence = index.evidence(1, &post, &[1]).expect("in the window");
+        assert!((evidence.cosine - 0.9).abs() < 1e-5, "best chunks: (0.8 + 1) / 2");
+        assert!((evidence.lead_cosine - 0.4).abs() < 1e-5, "first chunk only: (0.8 + 0) / 2");
     }
 
     #[test]
