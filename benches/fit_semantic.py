@@ -4,7 +4,11 @@
     export ORT_DYLIB_PATH=$(scripts/onnxruntime-library)
     cargo build -p echotrace-benches --bin relink
     python3 benches/fit_semantic.py --data ../shared/data --work /tmp/echotrace-fit \\
-        [--relink target/debug/relink] [--rounds 2] [--out /tmp/echotrace-fit/fitted.toml]
+        [--relink target/debug/relink] [--rounds 1] [--encoder transformer] [--out FITTED.toml]
+
+With the shipped defaults (one round, the transformer) it reproduces the models in
+`services/echotrace-core/src/link/semantic.rs` and `deploy/echotrace.toml`; --encoder static fits
+them for the static encoder.
 
 The streams: `summaries_cnn_dm` (multi-sentence summaries), its one-line variant
 (`benches/oneline_summaries.py`, built into --work) and `paraphrase_tweets_train`. Every source item
@@ -23,8 +27,9 @@ salted hash, so no article's summaries or headline's tweets are on both sides.
    since which rows reach the semantic stage depends on the links already made.
 4. Each kind's `min_probability` is chosen on the fit part by relinking with every value of a grid:
    the paraphrase threshold that gives the best tweet F1, then the lowest summary threshold whose
-   false attribution stays at most --max-false on every summary kind of both summary streams (and
-   the paraphrase threshold is raised if no summary threshold gets there).
+   false attribution stays at most --max-false (0.04) on every summary kind of the --constrain
+   streams (the multi-sentence summaries by default; the one-line variant is reported beside them),
+   and the paraphrase threshold is raised if no summary threshold gets there.
 5. It prints the fitted models, their calibration on the validation rows, the sensitivity of every
    score to each threshold (fit and validation side by side), and the final scores, and writes the
    models as an `echotrace.toml` `[detector.semantic]` section to --out.
