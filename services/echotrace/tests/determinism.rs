@@ -9,7 +9,7 @@
 
 mod common;
 
-use echotrace::embed::{EmbedConfig, Embedder};
+use echotrace::embed::Embedder;
 use echotrace_core::detector::{Detector, DetectorConfig};
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::Post;
@@ -28,7 +28,7 @@ fn link_sample(
     perturb: impl Fn(u64, &TextEmbedding) -> TextEmbedding,
 ) -> (BTreeSet<Edge>, f32) {
     let config = DetectorConfig::default();
-    let logit = |p: f32| (p / (1.0 - p)).ln();
+    let logit = common::log_odds;
     let (summary_min, paraphrase_min) =
         (logit(config.semantic.summary.min_probability), logit(config.semantic.paraphrase.min_probability));
     let mut detector = Detector::new(config);
@@ -57,10 +57,7 @@ fn link_sample(
 
 #[test]
 fn the_samples_links_survive_nudges_far_larger_than_any_processors() {
-    let Some(library) = common::onnxruntime_library() else { return };
-    let config =
-        EmbedConfig { model_dir: common::model_dir(), runtime_library: Some(library), ..EmbedConfig::default() };
-    let mut embedder = Embedder::new(&config).expect("the shipped model loads");
+    let Some(mut embedder) = common::shipped_embedder() else { return };
     let mut embeddings = HashMap::new();
     let (exact, smallest_lead) = link_sample(&mut embeddings, &mut embedder, |_, embedding| embedding.clone());
 

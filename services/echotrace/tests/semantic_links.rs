@@ -6,7 +6,6 @@
 
 mod common;
 
-use echotrace::embed::{EmbedConfig, Embedder};
 use echotrace_core::detector::{Detector, DetectorConfig};
 use echotrace_core::post::Post;
 use echotrace_core::records::EdgeKind;
@@ -59,12 +58,9 @@ const POSTS: &[(&str, i64, &str)] = &[
 
 #[test]
 fn summaries_one_liners_withheld_sources_and_paraphrases_on_an_owned_fixture() {
-    let Some(library) = common::onnxruntime_library() else { return };
-    let config =
-        EmbedConfig { model_dir: common::model_dir(), runtime_library: Some(library), ..EmbedConfig::default() };
-    let mut embedder = Embedder::new(&config).expect("the shipped model loads");
+    let Some(mut embedder) = common::shipped_embedder() else { return };
     let models = DetectorConfig::default().semantic;
-    let logit = |p: f32| (p / (1.0 - p)).ln();
+    let logit = common::log_odds;
     let mut detector = Detector::new(DetectorConfig::default());
     let mut decided = Vec::new();
     for (id, minute, text) in POSTS {

@@ -140,6 +140,22 @@ pub fn onnxruntime_library() -> Option<std::path::PathBuf> {
     found
 }
 
+/// The shipped transformer with the default embedding settings; `None` (the caller skips) without
+/// ONNX Runtime, as [`onnxruntime_library`] decides.
+pub fn shipped_embedder() -> Option<echotrace::embed::Embedder> {
+    let config = echotrace::embed::EmbedConfig {
+        model_dir: model_dir(),
+        runtime_library: Some(onnxruntime_library()?),
+        ..echotrace::embed::EmbedConfig::default()
+    };
+    Some(echotrace::embed::Embedder::new(&config).expect("the shipped model loads"))
+}
+
+/// The log-odds of a probability: how far semantic decisions sit from their models' thresholds.
+pub fn log_odds(probability: f32) -> f32 {
+    (probability / (1.0 - probability)).ln()
+}
+
 /// Runs the `echotrace` binary built for these tests and waits for it.
 pub fn echotrace(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_echotrace")).args(args).output().unwrap()
