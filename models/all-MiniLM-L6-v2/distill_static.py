@@ -18,7 +18,9 @@ weights folded into the rows) and `static/tokenizer.json` (model2vec's copy of t
 tokenizer, without the vocabulary's unused entries), and
 `services/echotrace/tests/fixtures/static_embedding_reference.json`: model2vec's own vectors for a
 fixed sentence set (with the tokenizer's padding off: the shipped tokenizer pads to 128, and
-model2vec would average the [PAD] rows in), which the Rust tests check theirs against. PCA is a full SVD, so a run gives
+model2vec would average the [PAD] rows in), and the vectors echotrace's encoder gives them
+(`wordpiece_vectors`: the same table over the transformer's WordPiece tokens, which tokenize
+many times faster than model2vec's Unigram copy), which the Rust tests check theirs against. PCA is a full SVD, so a run gives
 the same files on the same machine; --check compares them with SHA256SUMS.
 """
 import argparse
@@ -55,6 +57,37 @@ SENTENCES = [
     "Prime Minister Lee Wan-koo offered to resign on Monday amid a growing political scandal.",
     "😀 emoji and ünïcödé and CJK 日本語 text",
 ]
+
+
+def wordpiece_rows(static_tokenizer: Path, wordpiece_tokenizer: Path) -> np.ndarray:
+    """The table row of each of the transformer's WordPiece ids, as echotrace's static encoder maps
+    them: `##piece` is model2vec's `piece`, a word-initial `word` its `▁word`, and what model2vec
+    dropped (the unused entries, [CLS], [SEP], [MASK]) takes the [UNK] row."""
+    vocabulary = json.loads(static_tokenizer.read_text())["model"]["vocab"]
+    static_vocab = {token: index for index, (token, _score) in enumerate(vocabulary)}
+    wordpiece = json.loads(wordpiece_tokenizer.read_text())["model"]["vocab"]
+    rows = np.full(len(wordpiece), static_vocab["[UNK]"], dtype=np.int64)
+    for token, index in wordpiece.items():
+        key = token if token in ("[PAD]", "[UNK]") else token[2:] if token.startswith("##") else "\u2581" + token
+        rows[index] = static_vocab.get(key, static_vocab["[UNK]"])
+    return rows
+
+
+def wordpiece_vectors(rows: np.ndarray) -> list:
+    """echotrace's static vectors of SENTENCES: the transformer's WordPiece tokens, mapped to table
+    rows by `wordpiece_rows`, averaged and normalized."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(HERE / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    row_of = wordpiece_rows(OUT / "tokenizer.json", HERE / "tokenizer.json")
+    vectors = []
+    for sentence in SENTENCES:
+        ids = row_of[tokenizer.encode(sentence, add_special_tokens=False).ids]
+        mean = rows[ids].mean(axis=0) if len(ids) else np.zeros(rows.shape[1], dtype=np.float32)
+        vectors.append(mean / (np.linalg.norm(mean) + 1e-32))
+    return vectors
 
 
 def sha256(path: Path) -> str:
@@ -100,6 +133,7 @@ def main() -> int:
                 "model": "all-MiniLM-L6-v2 static (model2vec 0.7.0, PCA 256, SIF)",
                 "sentences": SENTENCES,
                 "vectors": [[round(float(x), 7) for x in vector] for vector in vectors],
+                "wordpiece_vectors": [[round(float(x), 7) for x in v] for v in wordpiece_vectors(rows)],
             },
             indent=1,
         )

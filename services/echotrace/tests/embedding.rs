@@ -140,40 +140,58 @@ fn cuda_that_cannot_register_fails_at_start_up_or_falls_back_when_allowed() {
     }
 }
 
-/// The static encoder's vectors: `models/all-MiniLM-L6-v2/distill_static.py` writes model2vec's own
-/// vectors for a fixed sentence set beside the table; the Rust encoder must give the same, an empty
-/// text the zero vector. It needs no runtime, so it runs everywhere.
+/// The static encoder's vectors: `models/all-MiniLM-L6-v2/distill_static.py` writes, for a fixed
+/// sentence set, the vectors of its table over the transformer's WordPiece tokens (what the encoder
+/// computes) and model2vec's own vectors (over model2vec's Unigram tokens) beside the table. The
+/// Rust encoder must give the first, an empty text the zero vector, and stay close to the second.
+/// It needs no runtime, so it runs everywhere.
 #[test]
-fn static_embeddings_match_model2vec() {
+fn static_embeddings_match_the_table_and_stay_close_to_model2vec() {
     #[derive(Deserialize)]
     struct StaticReference {
         sentences: Vec<String>,
         vectors: Vec<Vec<f32>>,
+        wordpiece_vectors: Vec<Vec<f32>>,
     }
     let reference: StaticReference =
         serde_json::from_str(include_str!("fixtures/static_embedding_reference.json")).expect("fixture parses");
     let config = EmbedConfig {
         encoder: echotrace::embed::Encoder::Static,
         static_dir: common::model_dir().join("static"),
+        model_dir: common::model_dir(),
         ..EmbedConfig::default()
     };
     let mut embedder = Embedder::new(&config).expect("the shipped static table loads");
     assert_eq!(embedder.dimension(), 256);
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
-    for (text, (embedding, expected)) in
-        texts.iter().zip(embedder.embed(&texts).unwrap().iter().zip(&reference.vectors))
+    let embeddings = embedder.embed(&texts).unwrap();
+    let mut agreement_with_model2vec = Vec::new();
+    for (text, (embedding, (expected, model2vec))) in
+        texts.iter().zip(embeddings.iter().zip(reference.wordpiece_vectors.iter().zip(&reference.vectors)))
     {
         assert_eq!(embedding.chunks(), 1);
         if expected.iter().all(|x| *x == 0.0) {
             assert!(embedding.vectors.iter().all(|x| *x == 0.0), "{text:?} embeds to zero");
         } else {
             let agreement = cosine(&embedding.vectors, expected);
-            assert!(agreement >= 1.0 - 1e-5, "{text:?}: cosine to model2vec {agreement}");
+            assert!(agreement >= 1.0 - 1e-5, "{text:?}: cosine to the reference {agreement}");
+            agreement_with_model2vec.push(cosine(&embedding.vectors, model2vec));
         }
     }
+    // Plain sentences tokenize alike but for punctuation; emoji and rare words differ more.
+    let mean = agreement_with_model2vec.iter().sum::<f32>() / agreement_with_model2vec.len() as f32;
+    assert!(mean >= 0.9, "mean cosine to model2vec's vectors {mean}: {agreement_with_model2vec:?}");
     // A long text is cut into chunks as the transformer's are.
     let long = "word ".repeat(300);
     assert_eq!(embedder.embed(&[&long]).unwrap()[0].chunks(), 3);
+
+    // A batch split over threads gives each text the vector it gets alone, in order.
+    let batch: Vec<String> = (0..40).map(|i| format!("{} number {i}", texts[i % texts.len()])).collect();
+    let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+    let one_thread = Embedder::new(&EmbedConfig { threads: 1, ..config.clone() }).unwrap().embed(&batch).unwrap();
+    let four_threads = Embedder::new(&EmbedConfig { threads: 4, ..config }).unwrap().embed(&batch).unwrap();
+    assert_eq!(one_thread, four_threads);
+    assert_eq!(one_thread[7], embedder.embed(&[batch[7]]).unwrap()[0]);
 }
 
 #[test]
@@ -192,4 +210,89 @@ fn the_static_encoder_refuses_a_gpu_and_names_a_missing_table() {
     };
     let message = Embedder::new(&missing).err().expect("no table").to_string();
     assert!(message.contains("/nonexistent/static/model.safetensors"), "{message}");
+}
+
+/// The static encoder's ASCII fast path gives the ids `tokenizers` gives: on the demo sample's
+/// texts, and on generated texts full of what the rules single out (case, punctuation, control
+/// characters, tabs and newlines, words too long or not in the vocabulary, special-token literals).
+#[test]
+fn the_ascii_fast_path_tokenizes_as_the_library_does() {
+    use echotrace::embed::static_tokens::StaticEncoder;
+    let model_dir = common::model_dir();
+    let encoder = StaticEncoder::load(&model_dir.join("static"), &model_dir.join("tokenizer.json"), 128, 8)
+        .expect("the shipped static table loads");
+    let mut texts: Vec<String> = common::SAMPLE
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["text"].as_str().unwrap().to_owned())
+        .collect();
+    let pieces = [
+        "Breaking",
+        "NEWS",
+        "wikileaks",
+        "maintainer's",
+        "re-summarised",
+        "U.S.",
+        "$4.2bn",
+        "#hashtag",
+        "@handle",
+        "https://example.com/a?b=c&d=e",
+        "unbelievably",
+        "xqzvvkkw",
+        "[CLS]",
+        "[cls]",
+        "[UNK]",
+        "[MASK",
+        "...",
+        "--",
+        "\t",
+        "\n",
+        "\r\n",
+        "\u{0b}",
+        "\u{0c}",
+        "\u{00}",
+        "\u{1f}",
+        "\u{7f}",
+        "  ",
+        "!!",
+        "'quoted'",
+        "(x)",
+        "a_b",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3_000 {
+        let words = 1 + next() % 30;
+        let mut text = String::new();
+        for _ in 0..words {
+            match next() % 10 {
+                0 => text.push_str(&"ab".repeat(40 + (next() % 30) as usize)),
+                1 => text.push((b' ' + (next() % 95) as u8) as char),
+                _ => text.push_str(pieces[(next() % pieces.len() as u64) as usize]),
+            }
+            if next() % 3 > 0 {
+                text.push(' ');
+            }
+        }
+        texts.push(text);
+    }
+    let (mut fast, mut left_to_library) = (0, 0);
+    for text in &texts {
+        let expected = encoder.token_ids(text).unwrap();
+        match encoder.ascii_token_ids(text) {
+            Some(ids) => {
+                assert_eq!(ids, expected, "{text:?}");
+                fast += 1;
+            }
+            None => {
+                assert!(!text.is_ascii() || text.contains("[CLS]") || text.contains("[UNK]"), "{text:?}");
+                left_to_library += 1;
+            }
+        }
+    }
+    assert!(fast > 1_500 && left_to_library > 100, "fast path {fast}, left to tokenizers {left_to_library}");
 }

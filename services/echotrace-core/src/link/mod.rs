@@ -8,5 +8,6 @@
 
 pub mod minhash;
 pub mod near_dup;
+pub mod quantized;
 pub mod semantic;
 pub mod urls;

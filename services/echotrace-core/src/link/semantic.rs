@@ -14,7 +14,9 @@
 //! chosen over an approximate index because only unexplained posts are embedded, which keeps the
 //! window to tens of thousands of vectors; there a scan costs microseconds to a few milliseconds, less
 //! than the model itself (see `benches/README.md`), evicts in step with the lexical indexes for free
-//! and never misses. Vectors are stored contiguously and compacted as the window slides.
+//! and never misses. Vectors are stored contiguously and compacted as the window slides; a copy as
+//! 8-bit codes lets the scan estimate every post cheaply and compute exactly only those that can
+//! still reach the top k ([`super::quantized`]), with the exact scan's result.
 //!
 //! The embedding alone does not decide: a global cosine threshold either attributes summaries of
 //! unseen articles to articles on the same story, or misses real paraphrases. [`SemanticEvidence`]
@@ -42,6 +44,7 @@
 //! summary of the unseen article after it.
 
 use crate::graph::NodeKey;
+use crate::link::quantized::{self, CodeScale};
 use crate::normalize::{NormalizedText, Script};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -245,6 +248,8 @@ struct Entry {
     /// Absolute number of its first chunk; its chunks are contiguous.
     first_chunk: u64,
     chunks: u32,
+    /// The largest norm and residual of its chunks' codes: what bounds the error of its estimate.
+    code_bound: CodeScale,
     /// Hashes of its distinct content words, sorted.
     words: Box<[u64]>,
 }
@@ -273,6 +278,9 @@ pub struct SemanticIndex {
     vectors: Vec<f32>,
     /// Absolute number of the chunk at `vectors[0]`.
     vectors_base: u64,
+    /// The same vectors as codes, for the scan's first pass ([`quantized`]), with one scale per chunk.
+    codes: Vec<i8>,
+    code_scales: Vec<CodeScale>,
     next_chunk: u64,
     document_frequency: HashMap<u64, u32>,
 }
@@ -363,14 +371,38 @@ impl SemanticIndex {
         if total > 0.0 { shared / total } else { 0.0 }
     }
 
-    /// The `top_k` posts with the largest cosine to `embedding` (at least `min_cosine`), best first,
-    /// with their word overlap and length ratio.
+    /// The `top_k` posts with the largest cosine to `embedding` (at least `min_cosine`), best first
+    /// (ties to the older post), with their word overlap and length ratio.
+    ///
+    /// Two passes give the exact scan's result: every post's cosine is estimated from the codes with
+    /// its error bound, and only the posts whose estimate plus bound reaches both `min_cosine` and
+    /// the k-th best estimate minus bound are computed exactly ([`quantized`]).
     pub fn nearest(&self, embedding: &TextEmbedding, words: &[u64], top_k: usize, min_cosine: f32) -> Vec<Neighbour> {
         if self.entries.is_empty() || embedding.dimension != self.dimension || top_k == 0 {
             return Vec::new();
         }
+        let mut query_codes = Vec::with_capacity(embedding.vectors.len());
+        let query_scales: Vec<CodeScale> = (0..embedding.chunks())
+            .map(|chunk| quantized::quantize_into(embedding.chunk(chunk), &mut query_codes))
+            .collect();
+        let estimates = self.estimated_coverages(&query_codes, &query_scales);
+        // The k-th largest lower bound: a post whose upper bound is below it has k posts surely ahead.
+        let mut largest_lower: Vec<f32> = Vec::with_capacity(top_k + 1);
+        for (estimate, bound) in &estimates {
+            let lower = estimate - bound;
+            if largest_lower.len() < top_k || lower > largest_lower[top_k - 1] {
+                let at = largest_lower.partition_point(|other| *other >= lower);
+                largest_lower.insert(at, lower);
+                largest_lower.truncate(top_k);
+            }
+        }
+        let floor = if largest_lower.len() == top_k { largest_lower[top_k - 1].max(min_cosine) } else { min_cosine };
         let mut best: Vec<(f32, usize)> = Vec::with_capacity(top_k + 1);
         for (position, entry) in self.entries.iter().enumerate() {
+            let (estimate, bound) = estimates[position];
+            if estimate + bound < floor {
+                continue;
+            }
             let cosine = self.coverage(entry, embedding);
             if cosine < min_cosine || (best.len() == top_k && cosine <= best[top_k - 1].0) {
                 continue;
@@ -419,6 +451,36 @@ impl SemanticIndex {
         sum / embedding.chunks().max(1) as f32
     }
 
+    /// [`Self::coverage`] of every entry, in order, estimated from the codes, and the bound on
+    /// each estimate's error.
+    fn estimated_coverages(&self, query_codes: &[i8], query_scales: &[CodeScale]) -> Vec<(f32, f32)> {
+        let Some(front) = self.entries.front() else { return Vec::new() };
+        // Entries' chunks are contiguous and in entry order from the front entry's first chunk.
+        let live_from = (front.first_chunk - self.vectors_base) as usize;
+        let (codes, scales) = (&self.codes[live_from * self.dimension..], &self.code_scales[live_from..]);
+        let mut sums = vec![(0.0f32, 0.0f32); self.entries.len()];
+        let mut dots = Vec::with_capacity(scales.len());
+        for (query, query_scale) in query_codes.chunks_exact(self.dimension).zip(query_scales) {
+            quantized::dots_with_each(query, codes, &mut dots);
+            let mut chunk = 0;
+            for (entry, (sum, bound)) in self.entries.iter().zip(sums.iter_mut()) {
+                let chunks = chunk..chunk + entry.chunks as usize;
+                let best = dots[chunks.clone()]
+                    .iter()
+                    .zip(&scales[chunks])
+                    .map(|(dot, scale)| quantized::estimate(*query_scale, *scale, *dot))
+                    .fold(f32::MIN, f32::max);
+                *sum += best;
+                // The bound of a max over the entry's chunks is at most the bound with their
+                // largest norm and residual.
+                *bound += quantized::error_bound(*query_scale, entry.code_bound);
+                chunk += entry.chunks as usize;
+            }
+        }
+        let query_chunks = query_scales.len().max(1) as f32;
+        sums.iter().map(|(sum, bound)| (sum / query_chunks, bound / query_chunks)).collect()
+    }
+
     /// How well the first chunk of `entry` covers the embedded text: each of the text's chunks'
     /// cosine with it, averaged.
     fn lead_coverage(&self, entry: &Entry, embedding: &TextEmbedding) -> f32 {
@@ -457,6 +519,13 @@ impl SemanticIndex {
             *self.document_frequency.entry(*word).or_default() += 1;
         }
         self.vectors.extend_from_slice(&embedding.vectors);
+        let mut code_bound = CodeScale::default();
+        for chunk in 0..embedding.chunks() {
+            let scale = quantized::quantize_into(embedding.chunk(chunk), &mut self.codes);
+            code_bound.residual = code_bound.residual.max(scale.residual);
+            code_bound.norm = code_bound.norm.max(scale.norm);
+            self.code_scales.push(scale);
+        }
         self.entry_of.insert(key, self.entries_base + self.entries.len() as u64);
         self.entries.push_back(Entry {
             key,
@@ -464,6 +533,7 @@ impl SemanticIndex {
             tokens: embedding.tokens,
             first_chunk: self.next_chunk,
             chunks: embedding.chunks() as u32,
+            code_bound,
             words: words.into_boxed_slice(),
         });
         self.next_chunk += embedding.chunks() as u64;
@@ -503,6 +573,8 @@ impl SemanticIndex {
         let dead = (live_from - self.vectors_base) as usize * self.dimension;
         if dead > 0 && dead * 2 >= self.vectors.len() {
             self.vectors.drain(..dead);
+            self.codes.drain(..dead);
+            self.code_scales.drain(..(live_from - self.vectors_base) as usize);
             self.vectors_base = live_from;
         }
         evicted
@@ -576,6 +648,47 @@ mod tests {
         assert_eq!(found[0].evidence.word_overlap, 1.0);
         // Its first chunk alone covers the query far less than its best chunk does.
         assert!(found[0].evidence.lead_cosine.abs() < 1e-5, "the first chunk is at right angles");
+    }
+
+    #[test]
+    fn the_two_pass_scan_finds_what_the_exact_scan_finds() {
+        let random = |seed: u64, i: u64| {
+            (xxh3_64(&[seed, i].map(u64::to_le_bytes).concat()) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let draw = |seed: u64, centre: u64, spread: f32| -> Vec<f32> {
+            (0..64).map(|i| random(centre, i) + spread * random(seed, i)).collect()
+        };
+        let embedding = |chunks: Vec<Vec<f32>>| {
+            let vectors: Vec<f32> = chunks
+                .iter()
+                .flat_map(|c| {
+                    let norm = c.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    c.iter().map(move |v| v / norm)
+                })
+                .collect();
+            TextEmbedding { vectors, dimension: 64, tokens: 10 }
+        };
+        let mut index = SemanticIndex::new();
+        for key in 0..400u64 {
+            // Twenty topics, one to three chunks a post: many near ties, as on a busy story.
+            let chunks = (0..1 + key % 3).map(|c| draw(key * 7 + c, key % 20, 0.3)).collect();
+            index.insert(key, key as i64, &embedding(chunks), vec![key]);
+        }
+        let mut checked = 0;
+        for query in 0..60u64 {
+            let chunks = (0..1 + query % 2).map(|c| draw(10_000 + query * 3 + c, query % 20, 0.2)).collect();
+            let query = embedding(chunks);
+            let mut exact: Vec<(f32, u64)> =
+                (0..400u64).map(|key| (index.evidence(key, &query, &[]).unwrap().cosine, key)).collect();
+            exact.retain(|(cosine, _)| *cosine >= 0.3);
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            exact.truncate(5);
+            let found: Vec<(f32, u64)> =
+                index.nearest(&query, &[], 5, 0.3).iter().map(|n| (n.evidence.cosine, n.key)).collect();
+            assert_eq!(found, exact);
+            checked += found.len();
+        }
+        assert!(checked > 100, "the queries find neighbours: {checked}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
+mod ascii_wordpiece;
 pub mod static_tokens;
 
 use static_tokens::StaticEncoder;
@@ -64,8 +65,9 @@ pub enum Encoder {
 pub struct EmbedConfig {
     /// Which encoder embeds the texts.
     pub encoder: Encoder,
-    /// Folder with the static encoder's `model.safetensors` and `tokenizer.json`, looked up like
-    /// `model_dir`.
+    /// Folder with the static encoder's table (`model.safetensors`) and the vocabulary of its rows
+    /// (`tokenizer.json`), looked up like `model_dir`; texts are tokenized by `model_dir`'s
+    /// tokenizer.
     pub static_dir: PathBuf,
     /// Folder with the ONNX model and its `tokenizer.json`. A relative path is looked up from the
     /// working directory upwards, so the default finds the repository's `models/` from any folder
@@ -81,7 +83,8 @@ pub struct EmbedConfig {
     pub cuda_device_id: i32,
     /// Run on the CPU when the CUDA provider cannot register, instead of failing at start-up.
     pub allow_cpu_fallback: bool,
-    /// Threads for one inference (0: ONNX Runtime's default, one per core).
+    /// Threads for one batch (0: one per core): ONNX Runtime's intra-op threads for the
+    /// transformer, the threads a batch's texts are split over for the static encoder.
     pub threads: usize,
     /// Posts per batch: a batch runs when this many wait…
     pub batch_size: usize,
@@ -169,7 +172,8 @@ pub struct Embedder {
 
 /// The encoder behind an [`Embedder`].
 enum Backend {
-    Static(StaticEncoder),
+    /// The encoder and the threads one batch is split over.
+    Static(StaticEncoder, usize),
     Transformer(Transformer),
 }
 
@@ -182,11 +186,15 @@ impl Embedder {
                     "the static encoder runs on the CPU: set embed.encoder = \"transformer\" to embed on a GPU".into(),
                 ));
             }
-            Encoder::Static => Backend::Static(StaticEncoder::load(
-                &resolve(&config.static_dir),
-                config.chunk_tokens,
-                config.max_chunks,
-            )?),
+            Encoder::Static => Backend::Static(
+                StaticEncoder::load(
+                    &resolve(&config.static_dir),
+                    &resolve(&config.model_dir).join("tokenizer.json"),
+                    config.chunk_tokens,
+                    config.max_chunks,
+                )?,
+                threads_or_cores(config.threads),
+            ),
             Encoder::Transformer => Backend::Transformer(Transformer::new(config)?),
         };
         Ok(Embedder { encoder })
@@ -195,7 +203,7 @@ impl Embedder {
     /// The encoder's output dimension.
     pub fn dimension(&self) -> usize {
         match &self.encoder {
-            Backend::Static(encoder) => encoder.dimension(),
+            Backend::Static(encoder, _) => encoder.dimension(),
             Backend::Transformer(encoder) => encoder.dimension,
         }
     }
@@ -203,7 +211,7 @@ impl Embedder {
     /// Where the encoder runs: CUDA only when the transformer's execution provider registered.
     pub fn device(&self) -> Device {
         match &self.encoder {
-            Backend::Static(_) => Device::Cpu,
+            Backend::Static(..) => Device::Cpu,
             Backend::Transformer(encoder) => encoder.device,
         }
     }
@@ -211,10 +219,15 @@ impl Embedder {
     /// Embeds texts: one [`TextEmbedding`] per text, in order.
     pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<TextEmbedding>, EmbedError> {
         match &mut self.encoder {
-            Backend::Static(encoder) => texts.iter().map(|text| encoder.embed(text)).collect(),
+            Backend::Static(encoder, threads) => encoder.embed_all(texts, *threads),
             Backend::Transformer(encoder) => encoder.embed(texts),
         }
     }
+}
+
+/// `threads`, or one per core when it is 0.
+fn threads_or_cores(threads: usize) -> usize {
+    if threads > 0 { threads } else { std::thread::available_parallelism().map_or(1, |cores| cores.get()) }
 }
 
 /// The transformer: the tokenizer and the ONNX session.
@@ -308,7 +321,8 @@ impl Transformer {
         let mut pieces = Vec::new();
         let mut token_counts = Vec::with_capacity(texts.len());
         for (text, content) in texts.iter().enumerate() {
-            let encoding = self.tokenizer.encode(*content, false).map_err(|e| EmbedError::Inference(e.to_string()))?;
+            let encoding =
+                self.tokenizer.encode_fast(*content, false).map_err(|e| EmbedError::Inference(e.to_string()))?;
             let ids = encoding.get_ids();
             token_counts.push(ids.len() as u32);
             let chunks: Vec<&[u32]> =
