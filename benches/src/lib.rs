@@ -3,6 +3,8 @@
 use anyhow::Context;
 use std::io::BufRead;
 
+pub mod campaigns;
+pub mod embedding_cache;
 pub mod synthetic;
 
 /// Deterministic pseudo-random numbers (splitmix64), so every run measures the same inputs.

@@ -20,63 +20,13 @@
 //! against it and against its chain's origin, which `benches/fit_semantic.py` fits on.
 
 use anyhow::Context;
-use echotrace::embed::{EmbedConfig, Embedder, Encoder};
+use echotrace::embed::EmbedConfig;
+use echotrace_benches::embedding_cache::DiskEmbeddingCache;
 use echotrace_core::detector::{Detector, SemanticChoice};
-use echotrace_core::link::semantic::{SemanticEvidence, TextEmbedding};
+use echotrace_core::link::semantic::SemanticEvidence;
 use echotrace_core::post::Post;
-use std::collections::HashMap;
-use std::io::{BufRead, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-
-/// Embeddings by embedding key, read from and appended to one cache file.
-struct EmbeddingCache {
-    path: PathBuf,
-    vectors: HashMap<u64, TextEmbedding>,
-}
-
-impl EmbeddingCache {
-    /// Reads the cache of `model` in `dir`, empty if there is none yet.
-    fn open(dir: &Path, model: &str) -> anyhow::Result<EmbeddingCache> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{model}.embeddings"));
-        let mut vectors = HashMap::new();
-        if let Ok(bytes) = std::fs::read(&path) {
-            let mut reader = bytes.as_slice();
-            // Records: key u64, tokens u32, dimension u32, values u32, then the f32 values.
-            while !reader.is_empty() {
-                let mut header = [0u8; 20];
-                reader.read_exact(&mut header).context("truncated embedding cache")?;
-                let key = u64::from_le_bytes(header[0..8].try_into()?);
-                let tokens = u32::from_le_bytes(header[8..12].try_into()?);
-                let dimension = u32::from_le_bytes(header[12..16].try_into()?) as usize;
-                let values = u32::from_le_bytes(header[16..20].try_into()?) as usize;
-                let mut raw = vec![0u8; values * 4];
-                reader.read_exact(&mut raw).context("truncated embedding cache")?;
-                let vectors_of = raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")));
-                vectors.insert(key, TextEmbedding { vectors: vectors_of.collect(), dimension, tokens });
-            }
-        }
-        Ok(EmbeddingCache { path, vectors })
-    }
-
-    /// Appends new embeddings to the file.
-    fn append(&mut self, new: Vec<(u64, TextEmbedding)>) -> anyhow::Result<()> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-        let mut out = BufWriter::new(file);
-        for (key, embedding) in new {
-            out.write_all(&key.to_le_bytes())?;
-            out.write_all(&embedding.tokens.to_le_bytes())?;
-            out.write_all(&(embedding.dimension as u32).to_le_bytes())?;
-            out.write_all(&(embedding.vectors.len() as u32).to_le_bytes())?;
-            for value in &embedding.vectors {
-                out.write_all(&value.to_le_bytes())?;
-            }
-            self.vectors.insert(key, embedding);
-        }
-        out.flush()?;
-        Ok(())
-    }
-}
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
 
 /// One evidence row's features, tab-separated, in [`EVIDENCE_COLUMNS`] order after the ids.
 fn features(evidence: &SemanticEvidence) -> String {
@@ -144,41 +94,21 @@ fn main() -> anyhow::Result<()> {
             Err(_) => invalid += 1,
         }
     }
-    let model = match config.embed.encoder {
-        Encoder::Static => "static".to_owned(),
-        Encoder::Transformer => config.embed.model_file.trim_end_matches(".onnx").to_owned(),
-    };
-    let mut cache = EmbeddingCache::open(&cache_dir, &format!("{model}-{}", config.embed.chunk_tokens))?;
-    let (mut embedded_posts, mut embedded_now) = (0usize, 0usize);
-    let mut embedder: Option<Embedder> = None;
     let embed_config = EmbedConfig { threads: 2, ..config.embed.clone() };
+    let mut cache = DiskEmbeddingCache::open(&cache_dir, &embed_config)?;
+    let (mut embedded_posts, mut embedded_now) = (0usize, 0u64);
 
     let mut detector = Detector::new(config.detector.clone());
     let mut links = Vec::with_capacity(posts.len());
     let mut evidence_rows = Vec::new();
     let started = std::time::Instant::now();
     for batch in posts.chunks(32) {
-        let keys: Vec<Option<u64>> = batch.iter().map(|post| detector.embedding_key(post)).collect();
-        let missing: Vec<(u64, &str)> = keys
-            .iter()
-            .zip(batch)
-            .filter_map(|(key, post)| {
-                key.filter(|key| !cache.vectors.contains_key(key)).map(|key| (key, post.text.as_str()))
-            })
-            .collect();
-        embedded_posts += keys.iter().flatten().count();
-        embedded_now += missing.len();
-        if !missing.is_empty() {
-            let embedder = match &mut embedder {
-                Some(embedder) => embedder,
-                None => embedder.insert(Embedder::new(&embed_config)?),
-            };
-            let texts: Vec<&str> = missing.iter().map(|(_, text)| *text).collect();
-            let embedded = embedder.embed(&texts)?;
-            cache.append(missing.iter().map(|(key, _)| *key).zip(embedded).collect())?;
-        }
-        for (post, key) in batch.iter().zip(keys) {
-            let embedding = key.and_then(|key| cache.vectors.get(&key));
+        let keys: Vec<(Option<u64>, &str)> =
+            batch.iter().map(|post| (detector.embedding_key(post), post.text.as_str())).collect();
+        embedded_posts += keys.iter().filter(|(key, _)| key.is_some()).count();
+        embedded_now += cache.ensure(&keys)?;
+        for (post, (key, _)) in batch.iter().zip(keys) {
+            let embedding = key.and_then(|key| cache.get(key)).map(|embedding| embedding.as_ref());
             if evidence_out.is_some()
                 && let Some(embedding) = embedding
                 && let Some(choice) = detector.explain_semantic(post, embedding)

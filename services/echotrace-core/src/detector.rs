@@ -21,9 +21,9 @@ use crate::link::minhash::{self, MinHashIndex};
 use crate::link::near_dup::NearDupIndex;
 use crate::link::semantic::{SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding, content_words};
 use crate::link::urls::{SharedUrlIndex, canonical_url, urls_in_text};
-use crate::normalize::{Script, normalize};
+use crate::normalize::{NormalizedText, Script, normalize};
 use crate::post::Post;
-use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostRecord};
+use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostInput, PostRecord};
 use crate::score::features::account_looks_automated;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,11 @@ impl Default for DetectorConfig {
             semantic: SemanticConfig::default(),
         }
     }
+}
+
+/// The key that identifies a normalized text's embedding ([`Detector::embedding_key`]).
+pub fn text_key(normalized: &NormalizedText) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(normalized.joined().as_bytes())
 }
 
 /// Everything one new post produced.
@@ -222,7 +227,7 @@ impl Detector {
                 return None;
             }
         }
-        Some(xxhash_rust::xxh3::xxh3_64(normalized.joined().as_bytes()))
+        Some(text_key(&normalized))
     }
 
     /// Processes one post without an embedding. Returns `None` when a post with the same id was
@@ -356,6 +361,16 @@ impl Detector {
                 summary_depth: placement.summary_depth,
                 simhash: print.simhash,
                 fingerprint_version: FINGERPRINT_VERSION,
+                input: PostInput {
+                    author_created_at: post.author.created_at,
+                    author_followers: post.author.followers,
+                    author_declared_automated: post.author.declared_automated,
+                    urls: post.urls,
+                    mentions: post.mentions,
+                    repost_of: post.repost_of,
+                    quote_of: post.quote_of,
+                    reply_to: post.reply_to,
+                },
             },
             edges,
             merges: placement.merges,

@@ -100,6 +100,55 @@ pub struct PostRecord {
     pub simhash: u64,
     /// Version of the fingerprint algorithm.
     pub fingerprint_version: u16,
+    /// The rest of the input as it arrived (the author's account, links, mentions, references),
+    /// so that the stored posts replay exactly (`echotrace backtest --data`).
+    pub input: PostInput,
+}
+
+/// The parts of an input post that [`PostRecord`] does not otherwise keep.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostInput {
+    /// When the author's account was created, if known.
+    pub author_created_at: Option<DateTime<Utc>>,
+    /// The author's follower count, if known.
+    pub author_followers: Option<u64>,
+    /// Whether the platform marks the author as automated, if it says.
+    pub author_declared_automated: Option<bool>,
+    /// URLs as posted.
+    pub urls: Vec<String>,
+    /// Accounts mentioned.
+    pub mentions: Vec<String>,
+    /// The post it reposts.
+    pub repost_of: Option<String>,
+    /// The post it quotes.
+    pub quote_of: Option<String>,
+    /// The post it replies to.
+    pub reply_to: Option<String>,
+}
+
+impl PostRecord {
+    /// The input post this record was made from.
+    pub fn to_post(&self) -> crate::post::Post {
+        crate::post::Post {
+            id: self.post_id.clone(),
+            platform: self.platform.clone(),
+            author: crate::post::Author {
+                id: self.author_id.clone(),
+                handle: self.author_handle.clone(),
+                created_at: self.input.author_created_at,
+                followers: self.input.author_followers,
+                declared_automated: self.input.author_declared_automated,
+            },
+            created_at: self.created_at,
+            text: self.text.clone(),
+            lang: self.lang.clone(),
+            urls: self.input.urls.clone(),
+            mentions: self.input.mentions.clone(),
+            repost_of: self.input.repost_of.clone(),
+            quote_of: self.input.quote_of.clone(),
+            reply_to: self.input.reply_to.clone(),
+        }
+    }
 }
 
 /// A typed, evidenced link from a post to an earlier one, as stored in `edges/`.

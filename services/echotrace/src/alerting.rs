@@ -135,6 +135,11 @@ impl AlertDispatcher {
     }
 
     fn take(&mut self, notice: AlertNotice) {
+        // A shadow rule's alerts and those the circuit breaker holds are stored and counted
+        // upstream, and stop here: they never page (the breaker's alert_flood page does).
+        if notice.event.shadow || notice.event.held {
+            return;
+        }
         let id = notice.event.alert_id.clone();
         match notice.event.state {
             AlertState::Firing => {
@@ -213,6 +218,8 @@ mod tests {
             triggered_by: Some("x:9".into()),
             merged_into: None,
             evidence: Default::default(),
+            shadow: false,
+            held: false,
             features: CascadeFeatures::default(),
         }
     }
@@ -267,6 +274,33 @@ mod tests {
         assert_eq!(first["labels"]["cascade_id"], "c1");
         assert_eq!(first["annotations"]["cascade_url"], "http://echotrace:9464/cascades/c1");
         assert_eq!(first["annotations"]["runbook"], "deploy/RUNBOOK.md#amplification_campaign");
+    }
+
+    #[tokio::test]
+    async fn shadow_and_held_alerts_never_reach_alertmanager() {
+        let (url, accepted) = flaky_alertmanager(0).await;
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher = AlertDispatcher::new(&url, "http://echotrace:9464", Duration::from_millis(50), metrics);
+        let (sender, receiver) = mpsc::channel(8);
+        let task = tokio::spawn(dispatcher.run(receiver));
+        let shadow = AlertEvent { alert_id: "a-shadow".into(), shadow: true, ..event(AlertState::Firing) };
+        let held = AlertEvent { alert_id: "a-held".into(), held: true, ..event(AlertState::Firing) };
+        let flood = AlertEvent { alert_id: "a-flood".into(), rule: "alert_flood".into(), ..event(AlertState::Firing) };
+        for event in [shadow, held, flood] {
+            sender.send(AlertNotice { event, produced_at: None }).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while accepted.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "nothing was pushed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Several resends later, still only the flood page.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(sender);
+        task.await.unwrap();
+        let names: std::collections::BTreeSet<String> =
+            accepted.lock().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["alert_flood"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The command line: `echotrace run | demo | replay | query | serve-sql`, with `--help` on each.
+//! The command line: `echotrace run | demo | replay | query | serve-sql | compact | backtest`, with
+//! `--help` on each.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -55,6 +56,41 @@ pub enum Command {
     /// Merge the small files of closed event-hour partitions into one sorted file each, dropping
     /// rows written twice.
     Compact(CompactArgs),
+    /// Run a candidate rules file beside the configured rules over the same history (a stream, or
+    /// a past run's datasets) and print what it would add and remove, pages per million posts, and
+    /// how soon labelled campaigns would have paged.
+    Backtest(BacktestArgs),
+}
+
+/// Options of `echotrace backtest`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("history").required(true).args(["input", "data"])))]
+pub struct BacktestArgs {
+    /// The candidate rules file (the format of deploy/rules.toml).
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// A stream of posts, one JSON object per line (`.gz` accepted), linked as `replay` links it.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// The output directory of a past `run`, `demo` or `replay`: its stored posts, in event-time
+    /// order, with the embeddings it stored.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Known campaigns: one `post_id<TAB>campaign` per line.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// How to print the comparison.
+    #[arg(long, value_enum, default_value_t = BacktestFormat::Table)]
+    pub format: BacktestFormat,
+}
+
+/// How `echotrace backtest` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BacktestFormat {
+    /// Aligned text.
+    Table,
+    /// One JSON object, for CI.
+    Json,
 }
 
 /// Options of `echotrace compact`.
@@ -172,6 +208,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(config, args),
         Command::Query(args) => query(config, args).await,
         Command::ServeSql(args) => serve_sql(config, args).await,
+        Command::Backtest(args) => backtest(config, args).await,
         Command::Compact(args) => {
             let data = args.data.unwrap_or(config.output.dir);
             let options = crate::compact::CompactOptions {
@@ -212,6 +249,54 @@ async fn query(config: Config, args: QueryArgs) -> anyhow::Result<()> {
         }
         path => crate::query::output::write(&batches, args.format, &mut std::io::stdout().lock(), path.as_deref()),
     }
+}
+
+async fn backtest(config: Config, args: BacktestArgs) -> anyhow::Result<()> {
+    use crate::backtest::{Backtest, Labels, input};
+    use anyhow::Context;
+    let configured = config.alerting.rules()?;
+    let candidate_text = std::fs::read_to_string(&args.rules)
+        .with_context(|| format!("cannot read candidate rules {}", args.rules.display()))?;
+    let candidate = echotrace_core::score::rules::RuleSet::from_toml(&candidate_text)
+        .with_context(|| format!("candidate rules {}", args.rules.display()))?;
+    let labels = match &args.labels {
+        Some(path) => Labels::read(path)?,
+        None => Labels::default(),
+    };
+    let mut backtest =
+        Backtest::new(config.detector.clone(), vec![configured, candidate], &config.alerting.score_config(), labels);
+    let embedder: Option<Box<dyn crate::embed::cached::BatchEmbed>> = match config.detector.semantic.enabled {
+        true => Some(Box::new(crate::embed::cached::CachedEmbedder::new(
+            crate::embed::Embedder::new(&config.embed).context("semantic linking is on (detector.semantic.enabled)")?,
+            config.embed.cache_entries,
+        ))),
+        false => None,
+    };
+    let mut feeder = input::Feeder::new(&mut backtest, embedder, config.embed.batch_size);
+    match (&args.input, &args.data) {
+        (Some(path), _) => {
+            let invalid = input::feed_jsonl(path, &mut feeder)?;
+            if invalid > 0 {
+                eprintln!("{invalid} lines of {} are not valid posts and were left out", path.display());
+            }
+        }
+        (None, Some(dir)) => {
+            input::feed_stored(dir, &mut feeder).await?;
+        }
+        (None, None) => unreachable!("clap requires --input or --data"),
+    }
+    drop(feeder);
+    let candidate_name = format!("candidate {}", args.rules.display());
+    let report = backtest.finish(&["configured", &candidate_name]);
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        BacktestFormat::Table => report.write_table(&mut out)?,
+        BacktestFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            std::io::Write::write_all(&mut out, b"\n")?;
+        }
+    }
+    Ok(())
 }
 
 fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {

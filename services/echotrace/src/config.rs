@@ -181,6 +181,12 @@ pub struct AlertingConfig {
     pub window_secs: u64,
     /// How often idle cascades with open alerts are re-evaluated, in seconds of event time.
     pub sweep_secs: u64,
+    /// How long a cascade's features are kept after its last post, in seconds of event time (the
+    /// span of the features counted over its life).
+    pub history_secs: u64,
+    /// At most this many alerts of one critical rule start paging per hour of event time; the
+    /// rest are held and summarised in one `alert_flood` page (0: no limit).
+    pub max_pages_per_hour: u32,
     /// Alertmanager's base URL, e.g. `http://alertmanager:9093` (empty: do not push alerts).
     pub alertmanager_url: String,
     /// How often firing alerts are re-sent to Alertmanager, in milliseconds.
@@ -196,6 +202,8 @@ impl Default for AlertingConfig {
             rules_file: None,
             window_secs: 300,
             sweep_secs: 10,
+            history_secs: 3600,
+            max_pages_per_hour: 10,
             alertmanager_url: String::new(),
             resend_interval_ms: 30_000,
             public_url: String::new(),
@@ -221,7 +229,12 @@ impl AlertingConfig {
 
     /// The scorer's settings.
     pub fn score_config(&self) -> echotrace_core::score::alerts::ScoreConfig {
-        echotrace_core::score::alerts::ScoreConfig { window_secs: self.window_secs, sweep_secs: self.sweep_secs }
+        echotrace_core::score::alerts::ScoreConfig {
+            window_secs: self.window_secs,
+            sweep_secs: self.sweep_secs,
+            history_secs: self.history_secs,
+            max_pages_per_hour: self.max_pages_per_hour,
+        }
     }
 }
 
@@ -344,9 +357,39 @@ mod tests {
             ..Default::default()
         };
         assert!(!relay.holds(&people), "people restating a headline and each other's posts");
-        assert!(
-            relay.holds(&echotrace_core::score::features::CascadeFeatures { automated_summary_depth: 2, ..people })
-        );
+        let two_bots = echotrace_core::score::features::CascadeFeatures {
+            automated_summary_depth: 2,
+            automated_authors: 2,
+            ..people
+        };
+        assert!(!relay.holds(&two_bots), "two bot accounts restating one headline");
+        assert!(relay.holds(&echotrace_core::score::features::CascadeFeatures { automated_authors: 4, ..two_bots }));
+    }
+
+    #[test]
+    fn the_shipped_page_needs_a_half_automated_cascade_crossing_four_platforms_now() {
+        let rules = AlertingConfig::default().rules().expect("deploy/rules.toml is valid");
+        let page = rules.rules.iter().find(|r| r.name == "amplification_campaign").expect("shipped rule");
+        let campaign = echotrace_core::score::features::CascadeFeatures {
+            platforms: 4,
+            platforms_last_hour: 4,
+            distinct_authors: 4,
+            automated_authors: 2,
+            automated_author_share: 0.5,
+            posts_per_minute: 0.4,
+            ..Default::default()
+        };
+        assert!(page.holds(&campaign), "four posts on four platforms, two of them by bots");
+        let organic = echotrace_core::score::features::CascadeFeatures {
+            automated_authors: 0,
+            automated_author_share: 0.0,
+            distinct_authors: 40,
+            posts_per_minute: 12.0,
+            ..campaign.clone()
+        };
+        assert!(!page.holds(&organic), "a breaking-news burst of established accounts");
+        let spread_over_hours = echotrace_core::score::features::CascadeFeatures { platforms_last_hour: 2, ..campaign };
+        assert!(!page.holds(&spread_over_hours), "the same cascade crossing platforms over hours");
     }
 
     #[test]

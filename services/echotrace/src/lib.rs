@@ -4,9 +4,11 @@
 //! Parquet, Kafka), the HTTP API and metrics ([`http`], [`metrics`]), and the modes of the binary:
 //! `run` (a real cluster), `demo` ([`demo`]: an in-process cluster and a bundled stream) and `replay`
 //! ([`replay`]: a file). Every mode drives the same [`pipeline::Pipeline`]. `query` and `serve-sql`
-//! ([`query`]) read what they wrote, and `compact` ([`compact`]) merges its small files.
+//! ([`query`]) read what they wrote, `compact` ([`compact`]) merges its small files, and `backtest`
+//! ([`backtest`]) runs a candidate rules file beside the configured one over the same history.
 
 pub mod alerting;
+pub mod backtest;
 pub mod cli;
 pub mod compact;
 pub mod config;

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub alerts_firing: IntGaugeVec,
     /// Alert state changes, by `rule`, `severity` and new `state`.
     pub alert_transitions: IntCounterVec,
+    /// State changes of alerts raised by rules on trial, which never page.
+    pub shadow_alert_transitions: IntCounterVec,
+    /// Alerts held by the circuit breaker (their rule paged its hourly limit), by `rule`.
+    pub alerts_held: IntCounterVec,
     /// Pushes accepted by Alertmanager.
     pub alert_deliveries: IntCounter,
     /// Pushes Alertmanager did not accept (or could not be reached for).
@@ -193,6 +197,18 @@ impl Metrics {
                 "Alert state changes",
                 &["rule", "severity", "state"],
             ),
+            shadow_alert_transitions: counter_vec(
+                &r,
+                "echotrace_shadow_alert_transitions_total",
+                "State changes of alerts raised by shadow rules (never sent to Alertmanager)",
+                &["rule", "severity", "state"],
+            ),
+            alerts_held: counter_vec(
+                &r,
+                "echotrace_alerts_held_total",
+                "Alerts held by the circuit breaker: stored, not paged (their rule paged alerting.max_pages_per_hour)",
+                &["rule", "severity"],
+            ),
             alert_deliveries: counter(&r, "echotrace_alert_deliveries_total", "Alert pushes accepted by Alertmanager"),
             alert_delivery_failures: counter(
                 &r,
@@ -240,12 +256,25 @@ impl Metrics {
         self.cascades_live.set(cascades_live as i64);
     }
 
-    /// Counts an alert transition and keeps the firing gauge in step.
+    /// Counts an alert transition and keeps the firing gauge in step; a shadow rule's transitions
+    /// and alerts held by the circuit breaker are counted apart and leave the gauge alone.
     pub fn observe_alert(&self, event: &AlertEvent) {
         // A firing event is either the start of an alert or an update as its cascade grows.
         let newly = event.started_at == event.event_time;
         let rule = [event.rule.as_str(), event.severity.as_str()];
         let transition = [event.rule.as_str(), event.severity.as_str(), event.state.as_str()];
+        if event.shadow {
+            if newly || event.state == AlertState::Resolved {
+                self.shadow_alert_transitions.with_label_values(&transition).inc();
+            }
+            return;
+        }
+        if event.held {
+            if newly && event.state == AlertState::Firing {
+                self.alerts_held.with_label_values(&rule).inc();
+            }
+            return;
+        }
         match event.state {
             AlertState::Firing if !newly => {}
             AlertState::Firing => {

@@ -12,6 +12,7 @@
 //! consumer slows down and Kafka holds the backlog (consumer lag), never an unbounded queue here.
 
 use crate::config::Config;
+use crate::embed::cached::{BatchEmbed, CachedEmbedder};
 use crate::embed::{EmbedConfig, Embedder};
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
@@ -23,7 +24,6 @@ use echotrace_core::post::Post;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::{AlertEvent, Scorer};
 use echotrace_core::score::features::PostSignals;
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,30 +41,9 @@ pub struct Processed {
     pub produced_at: Option<DateTime<Utc>>,
 }
 
-/// Recent embeddings by normalized-text key, oldest forgotten first.
-struct EmbeddingCache {
-    entries: HashMap<u64, Arc<TextEmbedding>>,
-    order: VecDeque<u64>,
-    capacity: usize,
-}
-
-impl EmbeddingCache {
-    fn insert(&mut self, key: u64, embedding: Arc<TextEmbedding>) {
-        if self.capacity == 0 || self.entries.insert(key, embedding).is_some() {
-            return;
-        }
-        self.order.push_back(key);
-        while self.order.len() > self.capacity {
-            let oldest = self.order.pop_front().expect("non-empty");
-            self.entries.remove(&oldest);
-        }
-    }
-}
-
 /// The embedding model and the posts waiting for the next batch.
 struct SemanticStage {
-    embedder: Embedder,
-    cache: EmbeddingCache,
+    embedder: CachedEmbedder,
     pending: Vec<(Post, Option<DateTime<Utc>>)>,
     oldest_since: Option<Instant>,
     batch_size: usize,
@@ -108,8 +87,7 @@ impl Pipeline {
     /// Turns semantic linking on: posts are batched and embedded by `embedder`.
     pub fn with_embedder(mut self, embedder: Embedder, config: &EmbedConfig) -> Pipeline {
         self.semantic = Some(SemanticStage {
-            embedder,
-            cache: EmbeddingCache { entries: HashMap::new(), order: VecDeque::new(), capacity: config.cache_entries },
+            embedder: CachedEmbedder::new(embedder, config.cache_entries),
             pending: Vec::with_capacity(config.batch_size),
             oldest_since: None,
             batch_size: config.batch_size.max(1),
@@ -152,40 +130,22 @@ impl Pipeline {
         if batch.is_empty() {
             return Vec::new();
         }
-        let keys: Vec<Option<u64>> = {
+        let keys: Vec<(Option<u64>, &str)> = {
             let detector = self.detector.lock().expect("detector lock poisoned");
-            batch.iter().map(|(post, _)| detector.embedding_key(post)).collect()
+            batch.iter().map(|(post, _)| (detector.embedding_key(post), post.text.as_str())).collect()
         };
-        let mut missing: Vec<(u64, &str)> = Vec::new();
-        for (key, (post, _)) in keys.iter().zip(&batch) {
-            if let Some(key) = *key {
-                if stage.cache.entries.contains_key(&key) || missing.iter().any(|(k, _)| *k == key) {
-                    self.metrics.embedding_reuses.inc();
-                } else {
-                    missing.push((key, post.text.as_str()));
-                }
-            }
+        let outcome = stage.embedder.embed_batch(&keys);
+        self.metrics.embedding_reuses.inc_by(outcome.reused);
+        self.metrics.embeddings.inc_by(outcome.embedded);
+        if outcome.embedded > 0 || outcome.failure.is_some() {
+            self.metrics.embed_batch_seconds.observe(outcome.seconds);
         }
-        if !missing.is_empty() {
-            let started = Instant::now();
-            let texts: Vec<&str> = missing.iter().map(|(_, text)| *text).collect();
-            match stage.embedder.embed(&texts) {
-                Ok(embeddings) => {
-                    for ((key, _), embedding) in missing.iter().zip(embeddings) {
-                        stage.cache.insert(*key, Arc::new(embedding));
-                    }
-                    self.metrics.embeddings.inc_by(texts.len() as u64);
-                }
-                // The posts are still processed, linked by everything but meaning; the error is counted.
-                Err(error) => {
-                    tracing::error!(%error, posts = texts.len(), "embedding failed; linking this batch without it");
-                    self.metrics.embedding_failures.inc();
-                }
-            }
-            self.metrics.embed_batch_seconds.observe(started.elapsed().as_secs_f64());
+        // The posts are still processed, linked by everything but meaning; the error is counted.
+        if let Some(error) = outcome.failure {
+            tracing::error!(%error, posts = batch.len(), "embedding failed; linking this batch without it");
+            self.metrics.embedding_failures.inc();
         }
-        let embeddings: Vec<Option<Arc<TextEmbedding>>> =
-            keys.iter().map(|key| key.and_then(|key| stage.cache.entries.get(&key).cloned())).collect();
+        let embeddings = outcome.embeddings;
         batch
             .into_iter()
             .zip(embeddings)
@@ -201,12 +161,7 @@ impl Pipeline {
         produced_at: Option<DateTime<Utc>>,
     ) -> Option<Processed> {
         let event_time = post.created_at.timestamp_millis() as f64 / 1000.0;
-        let signals = PostSignals {
-            author_id: post.author.id.clone(),
-            declared_automated: post.author.declared_automated.unwrap_or(false),
-            author_created_at: post.author.created_at,
-            mentions: post.mentions.clone(),
-        };
+        let signals = PostSignals::of(&post);
         let (detection, stats, windows, cascades) = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
             let detection = detector.process_embedded(post, embedding.as_deref());

@@ -3,12 +3,15 @@
 //! real Alertmanager with `deploy/alertmanager/alertmanager.yml` → a webhook receiver here, which must
 //! get the campaign's page with its labels and annotations, and then its resolution. Every panel
 //! query of the Grafana dashboards in `dashboards/` must then return data from that Prometheus.
+//! A shadow rule runs beside the shipped ones (a copy of the campaign rule on trial): its alert must
+//! be counted and stored, marked shadow, and never reach Alertmanager.
 //!
 //! Needs `prometheus` and `prometheus-alertmanager` (`scripts/setup --test` installs them); without
 //! them the test says so and passes, unless `ECHOTRACE_E2E_REQUIRED=1`, where it fails.
 
 mod common;
 
+use arrow_array::BooleanArray;
 use common::{Reaper, free_port, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -19,6 +22,8 @@ use std::time::Duration;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+/// The rule on trial beside the shipped ones.
+const TRIAL_RULE: &str = "amplification_campaign_trial";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -129,6 +134,14 @@ fn the_demo_campaign_pages_through_alertmanager_and_resolves() {
             .unwrap(),
     );
 
+    // The shipped rules and one on trial that the campaign also meets.
+    let rules = format!(
+        "{}\n[[rule]]\nname = \"{TRIAL_RULE}\"\nseverity = \"critical\"\nshadow = true\nsummary = \"On trial\"\n\
+         [rule.when]\nposts_per_minute = \">= 1\"\nplatforms = \">= 2\"\n",
+        std::fs::read_to_string(repo().join("deploy/rules.toml")).unwrap()
+    );
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+
     // The demo, pushing its alerts to that Alertmanager.
     let api_port = free_port();
     let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
@@ -138,6 +151,7 @@ fn the_demo_campaign_pages_through_alertmanager_and_resolves() {
             .arg(dir.path().join("demo-data"))
             .env("ECHOTRACE_ALERTING__ALERTMANAGER_URL", format!("http://127.0.0.1:{am_port}"))
             .env("ECHOTRACE_ALERTING__RESEND_INTERVAL_MS", "1000")
+            .env("ECHOTRACE_ALERTING__RULES_FILE", dir.path().join("rules.toml"))
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -190,6 +204,18 @@ fn the_demo_campaign_pages_through_alertmanager_and_resolves() {
     let view = get_json(api, &format!("/cascades/{cascade_id}"));
     assert_eq!(view["cascade"]["root_post_id"], common::CAMPAIGN_ROOT);
 
+    // The trial rule fired too, in shadow: counted apart, absent from Alertmanager.
+    let (_, exposition) = common::http_get(api, "/metrics");
+    let shadow_firing = format!(
+        "echotrace_shadow_alert_transitions_total{{rule=\"{TRIAL_RULE}\",severity=\"critical\",state=\"firing\"}} "
+    );
+    assert!(exposition.lines().any(|l| l.starts_with(&shadow_firing) && !l.ends_with(" 0")), "{exposition}");
+    assert!(!exposition.contains(&format!("echotrace_alerts_firing{{rule=\"{TRIAL_RULE}\"")));
+    let in_alertmanager = get_json(format!("127.0.0.1:{am_port}").parse().unwrap(), "/api/v2/alerts");
+    let names: Vec<&str> =
+        in_alertmanager.as_array().unwrap().iter().filter_map(|a| a["labels"]["alertname"].as_str()).collect();
+    assert!(names.contains(&"amplification_campaign") && !names.contains(&TRIAL_RULE), "{names:?}");
+
     wait_for("the campaign's alert to resolve", Duration::from_secs(180), || page("resolved").is_some());
     // Only the campaign pages: chatter cascades raise nothing on the pager.
     for (path, body) in received.lock().unwrap().iter().filter(|(path, _)| path == "/page") {
@@ -230,4 +256,24 @@ fn the_demo_campaign_pages_through_alertmanager_and_resolves() {
     let pid = demo.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(demo.0.wait().unwrap().success(), "the demo stops cleanly on SIGTERM");
+
+    // No webhook ever carried the trial rule; its alerts are in `alerts/`, marked shadow.
+    for (path, body) in received.lock().unwrap().iter() {
+        for alert in body["alerts"].as_array().unwrap() {
+            assert_ne!(alert["labels"]["alertname"], TRIAL_RULE, "a shadow alert reached {path}");
+        }
+    }
+    let alerts = common::read_dataset(&dir.path().join("demo-data/alerts"));
+    let rules = common::column(&alerts, "rule");
+    let shadow: Vec<bool> = alerts
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name("shadow").unwrap().as_any().downcast_ref::<BooleanArray>().unwrap().clone();
+            (0..column.len()).map(move |i| column.value(i))
+        })
+        .collect();
+    let trial_rows = rules.iter().zip(&shadow).filter(|(rule, _)| rule.as_deref() == Some(TRIAL_RULE));
+    assert!(trial_rows.clone().count() >= 1, "the trial rule's alerts are stored");
+    assert!(trial_rows.clone().all(|(_, shadow)| *shadow), "and marked shadow");
+    assert!(rules.iter().zip(&shadow).filter(|(rule, _)| rule.as_deref() != Some(TRIAL_RULE)).all(|(_, s)| !s));
 }

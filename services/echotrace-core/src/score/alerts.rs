@@ -12,6 +12,7 @@
 //! Everything runs on event time, so replaying a stream raises the same alerts at the same stream
 //! times as the live run did.
 
+use super::breaker::{Admission, FLOOD_RULE, Flood, PageBreaker};
 use super::features::{CO_SIMILAR_WITHIN, CascadeActivity, CascadeFeatures, CascadeShape, PostSignals};
 use super::rules::{Rule, RuleSet};
 use crate::detector::Detection;
@@ -70,6 +71,13 @@ pub struct AlertEvent {
     pub merged_into: Option<String>,
     /// The features the rule reads, with their values.
     pub evidence: BTreeMap<String, f64>,
+    /// Raised by a rule on trial ([`Rule::shadow`]): stored and counted, never sent to Alertmanager.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Held by the circuit breaker ([`super::breaker`]): its rule already paged its hourly limit, so
+    /// it is stored and counted, and summarised in one `alert_flood` page instead of paging.
+    #[serde(default)]
+    pub held: bool,
     /// All features at the time.
     pub features: CascadeFeatures,
 }
@@ -78,7 +86,7 @@ pub struct AlertEvent {
 #[derive(Debug, Clone)]
 enum Phase {
     Pending { since: DateTime<Utc> },
-    Firing { started_at: DateTime<Utc>, reported_size: u64, failing_since: Option<DateTime<Utc>> },
+    Firing { started_at: DateTime<Utc>, reported_size: u64, failing_since: Option<DateTime<Utc>>, held: bool },
 }
 
 /// Identity of the cascade an alert is about.
@@ -96,11 +104,18 @@ pub struct ScoreConfig {
     pub window_secs: u64,
     /// How often idle cascades with open alerts are re-evaluated, in seconds of event time.
     pub sweep_secs: u64,
+    /// How long a cascade's activity is kept after its last post, in seconds of event time: the
+    /// span of the features counted over the cascade's life (`automated_authors`, ...). At least
+    /// `window_secs`.
+    pub history_secs: u64,
+    /// At most this many alerts of one critical rule start paging per hour of event time (0: no
+    /// limit); the rest are held ([`super::breaker`]).
+    pub max_pages_per_hour: u32,
 }
 
 impl Default for ScoreConfig {
     fn default() -> Self {
-        ScoreConfig { window_secs: 300, sweep_secs: 10 }
+        ScoreConfig { window_secs: 300, sweep_secs: 10, history_secs: 3600, max_pages_per_hour: 10 }
     }
 }
 
@@ -109,6 +124,7 @@ pub struct Scorer {
     rules: RuleSet,
     window: Duration,
     sweep: Duration,
+    history: Duration,
     activity: HashMap<String, CascadeActivity>,
     info: HashMap<String, CascadeInfo>,
     phases: HashMap<(String, usize), Phase>,
@@ -117,6 +133,7 @@ pub struct Scorer {
     authors_ring: VecDeque<(DateTime<Utc>, String)>,
     watermark: Option<DateTime<Utc>>,
     last_sweep: Option<DateTime<Utc>>,
+    breaker: PageBreaker,
 }
 
 impl Scorer {
@@ -126,6 +143,7 @@ impl Scorer {
             rules,
             window: Duration::seconds(config.window_secs as i64),
             sweep: Duration::seconds(config.sweep_secs.max(1) as i64),
+            history: Duration::seconds(config.history_secs.max(config.window_secs) as i64),
             activity: HashMap::new(),
             info: HashMap::new(),
             phases: HashMap::new(),
@@ -133,6 +151,7 @@ impl Scorer {
             authors_ring: VecDeque::new(),
             watermark: None,
             last_sweep: None,
+            breaker: PageBreaker::new(config.max_pages_per_hour),
         }
     }
 
@@ -182,6 +201,7 @@ impl Scorer {
                 summary_depth: record.summary_depth,
                 automated_summary_depth: record.automated_summary_depth,
                 platforms: record.platforms.len() as u32,
+                first_seen: Some(record.first_seen),
             },
         );
         let watermark = self.watermark.map_or(at, |w| w.max(at));
@@ -205,7 +225,7 @@ impl Scorer {
     }
 
     /// Re-evaluates cascades with open alerts that the current post did not touch, and forgets
-    /// cascades that have been idle for a whole window with nothing open.
+    /// cascades that have been idle for `history_secs` with nothing open.
     fn sweep(&mut self, now: DateTime<Utc>, touched: &str) -> Vec<AlertEvent> {
         let mut open: Vec<String> =
             self.phases.keys().map(|(cascade, _)| cascade.clone()).filter(|c| c != touched).collect();
@@ -215,10 +235,13 @@ impl Scorer {
         for cascade in open {
             events.extend(self.evaluate(&cascade, now, None));
         }
-        let window = self.window;
+        for (rule, flood) in self.breaker.resolve_quiet(now) {
+            events.push(self.flood_event(&rule, &flood, AlertState::Resolved, now));
+        }
+        let history = self.history;
         let phases = &self.phases;
         self.activity.retain(|cascade, activity| {
-            let idle = activity.last_post_at().is_none_or(|last| now - last > window);
+            let idle = activity.last_post_at().is_none_or(|last| now - last > history);
             !idle || phases.keys().any(|(c, _)| c == cascade)
         });
         let activity = &self.activity;
@@ -241,32 +264,38 @@ impl Scorer {
                 (None, true) if rule.for_secs > 0 => Some(Phase::Pending { since: now }),
                 (Some(Phase::Pending { since }), true) if now - since < for_duration => Some(Phase::Pending { since }),
                 (None | Some(Phase::Pending { .. }), true) => {
-                    events.push(self.event(rule, cascade, AlertState::Firing, now, now, trigger, &features));
-                    Some(Phase::Firing { started_at: now, reported_size: features.size, failing_since: None })
+                    let admission = self.breaker.admit(rule, cascade, now);
+                    let held = admission != Admission::Sent;
+                    let mut event = self.event(rule, cascade, AlertState::Firing, now, now, trigger, &features);
+                    event.held = held;
+                    events.push(event);
+                    if admission == (Admission::Held { flood_starts: true }) {
+                        let flood = self.breaker.flood(&rule.name).expect("a flood opened").clone();
+                        events.push(self.flood_event(&rule.name, &flood, AlertState::Firing, now));
+                    }
+                    Some(Phase::Firing { started_at: now, reported_size: features.size, failing_since: None, held })
                 }
-                (Some(Phase::Firing { started_at, reported_size, .. }), true) => {
+                (Some(Phase::Firing { started_at, reported_size, held, .. }), true) => {
                     let grown = features.size >= reported_size.saturating_mul(2);
                     if grown {
-                        events.push(self.event(rule, cascade, AlertState::Firing, now, started_at, trigger, &features));
+                        let mut event =
+                            self.event(rule, cascade, AlertState::Firing, now, started_at, trigger, &features);
+                        event.held = held;
+                        events.push(event);
                     }
                     let reported_size = if grown { features.size } else { reported_size };
-                    Some(Phase::Firing { started_at, reported_size, failing_since: None })
+                    Some(Phase::Firing { started_at, reported_size, failing_since: None, held })
                 }
-                (Some(Phase::Firing { started_at, reported_size, failing_since }), false) => {
+                (Some(Phase::Firing { started_at, reported_size, failing_since, held }), false) => {
                     let since = failing_since.unwrap_or(now);
                     if now - since >= keep_firing {
-                        events.push(self.event(
-                            rule,
-                            cascade,
-                            AlertState::Resolved,
-                            now,
-                            started_at,
-                            trigger,
-                            &features,
-                        ));
+                        let mut event =
+                            self.event(rule, cascade, AlertState::Resolved, now, started_at, trigger, &features);
+                        event.held = held;
+                        events.push(event);
                         None
                     } else {
-                        Some(Phase::Firing { started_at, reported_size, failing_since: Some(since) })
+                        Some(Phase::Firing { started_at, reported_size, failing_since: Some(since), held })
                     }
                 }
             };
@@ -283,9 +312,10 @@ impl Scorer {
         let mut events = Vec::new();
         let features = self.features(absorbed).unwrap_or_default();
         for (index, rule) in self.rules.rules.iter().enumerate() {
-            if let Some(Phase::Firing { started_at, .. }) = self.phases.remove(&(absorbed.to_owned(), index)) {
+            if let Some(Phase::Firing { started_at, held, .. }) = self.phases.remove(&(absorbed.to_owned(), index)) {
                 let mut event = self.event(rule, absorbed, AlertState::Resolved, at, started_at, None, &features);
                 event.merged_into = Some(into.to_owned());
+                event.held = held;
                 events.push(event);
             }
         }
@@ -322,7 +352,39 @@ impl Scorer {
             triggered_by: trigger.map(str::to_owned),
             merged_into: None,
             evidence: rule.evidence(features),
+            shadow: rule.shadow,
+            held: false,
             features: features.clone(),
+        }
+    }
+
+    /// The page that stands for the held alerts of `rule`.
+    fn flood_event(&self, rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) -> AlertEvent {
+        let info = self.info.get(&flood.cascade_id);
+        AlertEvent {
+            alert_id: alert_id(rule, FLOOD_RULE),
+            rule: FLOOD_RULE.to_owned(),
+            severity: "critical".to_owned(),
+            summary: format!(
+                "Rule {rule} started more than {} alerts in an hour: the rest are held (stored in alerts/ with held = \
+                 true, not paged)",
+                flood.limit
+            ),
+            cascade_id: flood.cascade_id.clone(),
+            root_post_id: info.map(|i| i.root_post_id.clone()).unwrap_or_default(),
+            platforms: info.map(|i| i.platforms.clone()).unwrap_or_default(),
+            state,
+            event_time: at,
+            started_at: flood.started_at,
+            triggered_by: None,
+            merged_into: None,
+            evidence: BTreeMap::from([
+                ("held_alerts".to_owned(), f64::from(flood.held)),
+                ("max_per_hour".to_owned(), f64::from(flood.limit)),
+            ]),
+            shadow: false,
+            held: false,
+            features: CascadeFeatures::default(),
         }
     }
 }
@@ -330,4 +392,100 @@ impl Scorer {
 /// The id of the alert of `rule` on `cascade_id`: the same on every run over the same stream.
 pub fn alert_id(cascade_id: &str, rule: &str) -> String {
     format!("a{:016x}", xxh3_64(format!("{cascade_id}\u{1f}{rule}").as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::{Detector, DetectorConfig};
+    use crate::post::Post;
+
+    /// Texts that share nothing, one per story.
+    const STORIES: [&str; 6] = [
+        "harbour cranes idle after the strike vote",
+        "violin maker restores a cracked cello",
+        "glacier retreat measured from orbit",
+        "midfielder signs a three year contract",
+        "bakery donates bread every evening",
+        "comet visible before dawn this week",
+    ];
+
+    /// A post `minute` minutes into the stream, by an account that declares automation or not,
+    /// telling story `story`.
+    fn post(id: &str, minute: i64, author: &str, automated: bool, story: usize, extra: &str) -> Post {
+        let at = DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).unwrap().to_rfc3339();
+        let json = format!(
+            r#"{{"id":"{id}","platform":"{}","author":{{"id":"{author}","handle":"h","declared_automated":{automated}}},"created_at":"{at}","text":"{}"{extra}}}"#,
+            id.split(':').next().unwrap(),
+            STORIES[story]
+        );
+        Post::from_json_at(json.as_bytes(), DateTime::from_timestamp(4_000_000_000, 0).unwrap()).unwrap()
+    }
+
+    fn scorer(rules: &str, config: ScoreConfig) -> Scorer {
+        Scorer::new(RuleSet::from_toml(rules).unwrap(), &config)
+    }
+
+    fn observe(detector: &mut Detector, scorer: &mut Scorer, post: Post) -> Vec<AlertEvent> {
+        let signals = PostSignals::of(&post);
+        let detection = detector.process(post).unwrap();
+        scorer.observe(&detection, &signals)
+    }
+
+    #[test]
+    fn past_the_hourly_limit_alerts_are_held_and_one_flood_page_stands_for_them() {
+        let rules =
+            "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\nsize = \">= 2\"\n";
+        let mut scorer = scorer(rules, ScoreConfig { max_pages_per_hour: 2, ..ScoreConfig::default() });
+        let mut detector = Detector::new(DetectorConfig::default());
+        let mut starts = Vec::new();
+        for k in 0..5 {
+            observe(&mut detector, &mut scorer, post(&format!("x:{k}"), k * 2, "a", false, k as usize, ""));
+            let reference = format!(r#","repost_of":"x:{k}""#);
+            let repost = post(&format!("bluesky:{k}"), k * 2 + 1, "b", false, k as usize, &reference);
+            starts.extend(observe(&mut detector, &mut scorer, repost));
+        }
+        let summary: Vec<(&str, bool, AlertState)> =
+            starts.iter().map(|e| (e.rule.as_str(), e.held, e.state)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("copied", false, AlertState::Firing),
+                ("copied", false, AlertState::Firing),
+                ("copied", true, AlertState::Firing),
+                (FLOOD_RULE, false, AlertState::Firing),
+                ("copied", true, AlertState::Firing),
+                ("copied", true, AlertState::Firing),
+            ]
+        );
+        assert_eq!(starts[3].evidence["held_alerts"], 1.0);
+        assert_eq!(starts[3].alert_id, alert_id("copied", FLOOD_RULE));
+        // An hour without a held alert resolves the flood page, which then counts all three.
+        let later = observe(&mut detector, &mut scorer, post("x:quiet", 9 + 61, "c", false, 5, ""));
+        let flood: Vec<&AlertEvent> = later.iter().filter(|e| e.rule == FLOOD_RULE).collect();
+        assert_eq!(flood.len(), 1, "{later:?}");
+        assert_eq!((flood[0].state, flood[0].evidence["held_alerts"]), (AlertState::Resolved, 3.0));
+        assert_eq!(flood[0].started_at, starts[3].started_at);
+    }
+
+    #[test]
+    fn a_campaign_slower_than_the_window_still_adds_up() {
+        let rules = "[[rule]]\nname = \"slow\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\n\
+                     automated_authors = \">= 3\"\nautomated_author_share = \">= 0.5\"\nplatforms = \">= 3\"\n";
+        let mut scorer = scorer(rules, ScoreConfig::default());
+        let mut detector = Detector::new(DetectorConfig::default());
+        let mut fired = Vec::new();
+        // One post every twelve minutes, more than twice the five-minute window apart.
+        let platforms = ["x", "bluesky", "mastodon", "threads", "reddit"];
+        for (i, platform) in platforms.iter().enumerate() {
+            let reference = if i == 0 { String::new() } else { r#","repost_of":"x:0""#.to_owned() };
+            let post = post(&format!("{platform}:{i}"), 12 * i as i64, &format!("bot{i}"), i % 2 == 0, 0, &reference);
+            fired.extend(observe(&mut detector, &mut scorer, post).into_iter().map(|e| (i, e)));
+        }
+        let (at, event) = &fired[0];
+        assert_eq!(*at, 4, "the third automated account, on the fifth post: {fired:?}");
+        assert_eq!((event.features.automated_authors, event.features.distinct_authors), (3, 5));
+        assert!((event.features.minutes_active - 48.0).abs() < 1e-9);
+        assert!(event.features.posts_per_minute < 0.5, "the five-minute window alone sees one post");
+    }
 }

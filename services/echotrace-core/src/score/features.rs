@@ -16,6 +16,13 @@
 //! - `coordination`: distinct authors who posted co-similar text (a near-duplicate or shared-URL link to
 //!   another author's post) within [`CO_SIMILAR_WITHIN`] of it, as the coordination-network literature
 //!   defines co-similarity, found through the linking indexes rather than all pairs;
+//!   `automated_coordination` counts those of them that look automated;
+//! - over the cascade's life (as long as the scorer keeps it, `history_secs` after its last post):
+//!   `automated_authors` and `fresh_authors` (distinct accounts that looked automated, or were
+//!   younger than [`FRESH_ACCOUNT`], when they posted), `automated_author_share` (the first over
+//!   all distinct authors), and `minutes_active` (event time since the cascade's first post), so a
+//!   slow campaign that never fills a five-minute window still adds up; and
+//!   `platforms_last_hour`, the distinct platforms of its posts in the last hour;
 //! - `top_target`: the most-mentioned account.
 
 use chrono::{DateTime, Duration, Utc};
@@ -26,6 +33,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 pub const FRESH_ACCOUNT: Duration = Duration::days(7);
 /// Two authors posting co-similar text within this interval count as coordinated.
 pub const CO_SIMILAR_WITHIN: Duration = Duration::minutes(10);
+/// The span of `platforms_last_hour`.
+const LAST_HOUR: Duration = Duration::hours(1);
 
 /// Whether an account looks automated by what it says of itself when it posts at `at`: it declares
 /// automation, or it is younger than [`FRESH_ACCOUNT`]. (Bot cadence is judged per cascade, later.)
@@ -36,6 +45,8 @@ pub fn account_looks_automated(declared_automated: bool, created_at: Option<Date
 /// What the scorer needs to know about one post beyond the detection itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostSignals {
+    /// The post's platform.
+    pub platform: String,
     /// The author's account id.
     pub author_id: String,
     /// Whether the platform marks the account as automated.
@@ -44,6 +55,19 @@ pub struct PostSignals {
     pub author_created_at: Option<DateTime<Utc>>,
     /// Accounts the post mentions.
     pub mentions: Vec<String>,
+}
+
+impl PostSignals {
+    /// The signals a post carries about its author.
+    pub fn of(post: &crate::post::Post) -> PostSignals {
+        PostSignals {
+            platform: post.platform.clone(),
+            author_id: post.author.id.clone(),
+            declared_automated: post.author.declared_automated.unwrap_or(false),
+            author_created_at: post.author.created_at,
+            mentions: post.mentions.clone(),
+        }
+    }
 }
 
 /// The features of one cascade at one moment of event time.
@@ -73,6 +97,25 @@ pub struct CascadeFeatures {
     pub automated_share: f64,
     /// Distinct authors posting co-similar text within minutes of each other.
     pub coordination: u32,
+    /// Those of `coordination`'s authors that look automated.
+    #[serde(default)]
+    pub automated_coordination: u32,
+    /// Distinct accounts in the cascade that looked automated when they posted in it.
+    #[serde(default)]
+    pub automated_authors: u32,
+    /// `automated_authors` over `distinct_authors`.
+    #[serde(default)]
+    pub automated_author_share: f64,
+    /// Distinct accounts in the cascade younger than [`FRESH_ACCOUNT`] when they posted in it.
+    #[serde(default)]
+    pub fresh_authors: u32,
+    /// Minutes of event time since the cascade's first post.
+    #[serde(default)]
+    pub minutes_active: f64,
+    /// Distinct platforms among the cascade's posts of the last hour: how fast it crosses
+    /// platforms now, where `platforms` counts them over its whole life.
+    #[serde(default)]
+    pub platforms_last_hour: u32,
     /// The most-mentioned account and how often.
     pub top_target: Option<(String, u32)>,
 }
@@ -90,6 +133,8 @@ pub struct CascadeShape {
     pub automated_summary_depth: u32,
     /// Distinct platforms.
     pub platforms: u32,
+    /// Event time of its earliest post.
+    pub first_seen: Option<DateTime<Utc>>,
 }
 
 /// One post in the window.
@@ -97,6 +142,18 @@ pub struct CascadeShape {
 struct WindowPost {
     at: DateTime<Utc>,
     automated_looking: bool,
+}
+
+/// What the cascade has seen of one author.
+#[derive(Debug, Clone, Default)]
+struct AuthorActivity {
+    posts: u32,
+    /// The two latest post times: a third post within a minute of the first of them is bot cadence.
+    recent: [Option<DateTime<Utc>>; 2],
+    /// Looked automated on at least one of its posts here.
+    automated_looking: bool,
+    /// Was younger than [`FRESH_ACCOUNT`] on at least one of its posts here.
+    fresh: bool,
 }
 
 /// The running activity of one cascade. Every update and every feature is O(1) amortized (the
@@ -108,14 +165,16 @@ pub struct CascadeActivity {
     window: VecDeque<WindowPost>,
     automated_in_window: u32,
     authors: HashMap<String, u32>,
-    posts_by_author: Vec<u32>,
-    /// The two latest post times of each author: a third post within a minute of the first of them
-    /// is bot cadence.
-    recent_by_author: Vec<[Option<DateTime<Utc>>; 2]>,
+    by_author: Vec<AuthorActivity>,
     top_author_posts: u32,
+    automated_authors: u32,
+    fresh_authors: u32,
     mentions: HashMap<String, u32>,
     top_target: Option<(String, u32)>,
     coordinated: HashSet<u32>,
+    last_post_at: Option<DateTime<Utc>>,
+    /// The latest post time on each platform.
+    platform_last_post: HashMap<String, DateTime<Utc>>,
     shape: CascadeShape,
 }
 
@@ -130,15 +189,23 @@ impl CascadeActivity {
         shape: CascadeShape,
     ) {
         let author = self.author_index(&signals.author_id) as usize;
-        self.posts_by_author[author] += 1;
-        self.top_author_posts = self.top_author_posts.max(self.posts_by_author[author]);
-        let [older, newer] = self.recent_by_author[author];
+        let activity = &mut self.by_author[author];
+        activity.posts += 1;
+        self.top_author_posts = self.top_author_posts.max(activity.posts);
+        let [older, newer] = activity.recent;
         let bot_cadence = older.is_some_and(|first| at - first <= Duration::minutes(1)) && newer.is_some();
-        self.recent_by_author[author] = [newer, Some(at)];
-        let automated_looking =
-            account_looks_automated(signals.declared_automated, signals.author_created_at, at) || bot_cadence;
+        activity.recent = [newer, Some(at)];
+        let fresh = signals.author_created_at.is_some_and(|created| at - created < FRESH_ACCOUNT);
+        let automated_looking = signals.declared_automated || fresh || bot_cadence;
+        self.automated_authors += u32::from(automated_looking && !activity.automated_looking);
+        self.fresh_authors += u32::from(fresh && !activity.fresh);
+        activity.automated_looking |= automated_looking;
+        activity.fresh |= fresh;
         self.automated_in_window += u32::from(automated_looking);
         self.window.push_back(WindowPost { at, automated_looking });
+        self.last_post_at = Some(self.last_post_at.map_or(at, |last| last.max(at)));
+        let latest = self.platform_last_post.entry(signals.platform.clone()).or_insert(at);
+        *latest = (*latest).max(at);
         for mention in &signals.mentions {
             let account = mention.trim_start_matches('@').to_lowercase();
             let count = self.mentions.entry(account.clone()).or_default();
@@ -159,8 +226,7 @@ impl CascadeActivity {
         let next = self.authors.len() as u32;
         let index = *self.authors.entry(author_id.to_owned()).or_insert(next);
         if index == next {
-            self.posts_by_author.push(0);
-            self.recent_by_author.push([None, None]);
+            self.by_author.push(AuthorActivity::default());
         }
         index
     }
@@ -173,9 +239,9 @@ impl CascadeActivity {
         }
     }
 
-    /// Event time of the newest post.
+    /// Event time of the newest post (also once it has left the window).
     pub fn last_post_at(&self) -> Option<DateTime<Utc>> {
-        self.window.back().map(|p| p.at)
+        self.last_post_at
     }
 
     /// The features at `now`, over a window of `window`; call [`CascadeActivity::slide`] first.
@@ -203,6 +269,22 @@ impl CascadeActivity {
             },
             automated_share: if in_window == 0.0 { 0.0 } else { f64::from(self.automated_in_window) / in_window },
             coordination: self.coordinated.len() as u32,
+            automated_coordination: self
+                .coordinated
+                .iter()
+                .filter(|author| self.by_author[**author as usize].automated_looking)
+                .count() as u32,
+            automated_authors: self.automated_authors,
+            automated_author_share: if self.authors.is_empty() {
+                0.0
+            } else {
+                f64::from(self.automated_authors) / self.authors.len() as f64
+            },
+            fresh_authors: self.fresh_authors,
+            minutes_active: shape
+                .first_seen
+                .map_or(0.0, |first| ((now - first).num_milliseconds() as f64 / 60_000.0).max(0.0)),
+            platforms_last_hour: self.platform_last_post.values().filter(|at| now - **at <= LAST_HOUR).count() as u32,
             top_target: self.top_target.clone(),
         }
     }
@@ -211,15 +293,23 @@ impl CascadeActivity {
     pub fn absorb(&mut self, other: CascadeActivity) {
         let remap: HashMap<u32, u32> =
             other.authors.iter().map(|(id, &index)| (index, self.author_index(id))).collect();
-        for (index, posts) in other.posts_by_author.iter().enumerate() {
-            let mine = remap[&(index as u32)] as usize;
-            self.posts_by_author[mine] += posts;
-            self.top_author_posts = self.top_author_posts.max(self.posts_by_author[mine]);
-            let mut times: Vec<DateTime<Utc>> =
-                self.recent_by_author[mine].iter().chain(&other.recent_by_author[index]).flatten().copied().collect();
+        for (index, theirs) in other.by_author.iter().enumerate() {
+            let mine = &mut self.by_author[remap[&(index as u32)] as usize];
+            mine.posts += theirs.posts;
+            self.top_author_posts = self.top_author_posts.max(mine.posts);
+            let mut times: Vec<DateTime<Utc>> = mine.recent.iter().chain(&theirs.recent).flatten().copied().collect();
             times.sort();
             let n = times.len();
-            self.recent_by_author[mine] = [n.checked_sub(2).map(|i| times[i]), times.last().copied()];
+            mine.recent = [n.checked_sub(2).map(|i| times[i]), times.last().copied()];
+            self.automated_authors += u32::from(theirs.automated_looking && !mine.automated_looking);
+            self.fresh_authors += u32::from(theirs.fresh && !mine.fresh);
+            mine.automated_looking |= theirs.automated_looking;
+            mine.fresh |= theirs.fresh;
+        }
+        self.last_post_at = self.last_post_at.max(other.last_post_at);
+        for (platform, at) in other.platform_last_post {
+            let latest = self.platform_last_post.entry(platform).or_insert(at);
+            *latest = (*latest).max(at);
         }
         let mut merged: Vec<WindowPost> = self.window.drain(..).collect();
         merged.extend(other.window);
@@ -247,6 +337,7 @@ mod tests {
 
     fn signals(author: &str, automated: bool) -> PostSignals {
         PostSignals {
+            platform: "x".into(),
             author_id: author.into(),
             declared_automated: automated,
             author_created_at: None,
@@ -255,7 +346,14 @@ mod tests {
     }
 
     fn shape(size: u64, depth: u32, platforms: u32) -> CascadeShape {
-        CascadeShape { size, depth, summary_depth: depth.saturating_sub(1), automated_summary_depth: 0, platforms }
+        CascadeShape {
+            size,
+            depth,
+            summary_depth: depth.saturating_sub(1),
+            automated_summary_depth: 0,
+            platforms,
+            first_seen: Some(at(0)),
+        }
     }
 
     #[test]

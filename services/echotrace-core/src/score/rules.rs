@@ -13,7 +13,9 @@
 //! platforms = ">= 3"
 //! ```
 //!
-//! Every condition of a rule must hold. Features are named as in [`CascadeFeatures`].
+//! Every condition of a rule must hold. Features are named as in [`CascadeFeatures`]. A rule with
+//! `shadow = true` runs on trial: its alerts are stored and counted, marked as shadow, and never
+//! page.
 
 use super::features::CascadeFeatures;
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,15 @@ pub struct Rule {
     pub keep_firing_secs: u64,
     /// One line for the page.
     pub summary: String,
+    /// A rule on trial: its alerts are evaluated, stored and counted like any other, marked
+    /// `shadow`, and never sent to Alertmanager (`deploy/RUNBOOK.md`, "Trying a rule in shadow").
+    #[serde(default)]
+    pub shadow: bool,
+    /// At most this many of its alerts start paging per hour of event time; the rest are held and
+    /// summarised in one `alert_flood` page ([`super::breaker`]). Unset: `alerting.max_pages_per_hour`
+    /// for a critical rule, no limit for the others.
+    #[serde(default)]
+    pub max_per_hour: Option<u32>,
     /// Feature name → condition such as `">= 3"`.
     pub when: BTreeMap<String, String>,
 }
@@ -78,6 +89,9 @@ pub enum RuleError {
         /// The text.
         condition: String,
     },
+    /// A rule takes a name the scorer uses for its own alerts.
+    #[error("rule `{0}`: the name is reserved for the page that summarises held alerts")]
+    ReservedName(String),
     /// Severity outside the routed set.
     #[error("rule `{rule}`: severity `{severity}` is not one of critical, warning, info")]
     BadSeverity {
@@ -89,7 +103,7 @@ pub enum RuleError {
 }
 
 /// The features a condition may name.
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 17] = [
     "size",
     "posts_per_minute",
     "acceleration",
@@ -101,6 +115,12 @@ pub const FEATURES: [&str; 11] = [
     "author_concentration",
     "automated_share",
     "coordination",
+    "automated_coordination",
+    "automated_authors",
+    "automated_author_share",
+    "fresh_authors",
+    "minutes_active",
+    "platforms_last_hour",
 ];
 
 fn feature_value(features: &CascadeFeatures, name: &str) -> f64 {
@@ -116,6 +136,12 @@ fn feature_value(features: &CascadeFeatures, name: &str) -> f64 {
         "author_concentration" => features.author_concentration,
         "automated_share" => features.automated_share,
         "coordination" => f64::from(features.coordination),
+        "automated_coordination" => f64::from(features.automated_coordination),
+        "automated_authors" => f64::from(features.automated_authors),
+        "automated_author_share" => features.automated_author_share,
+        "fresh_authors" => f64::from(features.fresh_authors),
+        "minutes_active" => features.minutes_active,
+        "platforms_last_hour" => f64::from(features.platforms_last_hour),
         _ => unreachable!("conditions are validated when the rules load"),
     }
 }
@@ -131,6 +157,9 @@ impl RuleSet {
     pub fn from_toml(text: &str) -> Result<RuleSet, RuleError> {
         let set: RuleSet = toml_from_str(text)?;
         for rule in &set.rules {
+            if rule.name == super::breaker::FLOOD_RULE {
+                return Err(RuleError::ReservedName(rule.name.clone()));
+            }
             if !["critical", "warning", "info"].contains(&rule.severity.as_str()) {
                 return Err(RuleError::BadSeverity { rule: rule.name.clone(), severity: rule.severity.clone() });
             }
@@ -193,6 +222,7 @@ mod tests {
         .unwrap();
         let rule = &set.rules[0];
         assert_eq!(rule.keep_firing_secs, 120);
+        assert!(!rule.shadow, "rules page unless marked otherwise");
         let mut features = CascadeFeatures { platforms: 2, automated_share: 0.6, ..CascadeFeatures::default() };
         assert!(rule.holds(&features));
         features.automated_share = 0.5;

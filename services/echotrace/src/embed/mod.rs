@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
 mod ascii_wordpiece;
+pub mod cached;
 pub mod static_tokens;
 
 use static_tokens::StaticEncoder;

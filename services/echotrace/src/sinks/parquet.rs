@@ -79,8 +79,9 @@ pub enum SinkError {
     },
 }
 
-/// A post's row and, when it was embedded, its embedding.
-pub type PostRow = (PostRecord, Option<Arc<TextEmbedding>>);
+/// A post's row, its embedding when it was embedded, and its place in the order this writer
+/// processed posts (`arrival`).
+pub type PostRow = (PostRecord, Option<Arc<TextEmbedding>>, u64);
 
 /// Buffers detections and writes them as Parquet files.
 pub struct ParquetSink {
@@ -95,6 +96,8 @@ pub struct ParquetSink {
     /// The newest state of each cascade changed since the last flush.
     cascades: HashMap<String, CascadeRecord>,
     flushes: u64,
+    /// Posts pushed so far: the next post's `arrival`.
+    arrivals: u64,
 }
 
 impl ParquetSink {
@@ -114,6 +117,7 @@ impl ParquetSink {
             alerts: Vec::new(),
             cascades: HashMap::new(),
             flushes: 0,
+            arrivals: 0,
         })
     }
 
@@ -129,7 +133,8 @@ impl ParquetSink {
             self.cascades.remove(&merge.absorbed_cascade_id);
         }
         self.cascades.insert(detection.cascade.cascade_id.clone(), detection.cascade);
-        self.posts.push((detection.post, embedding.filter(|_| self.store_embeddings)));
+        self.posts.push((detection.post, embedding.filter(|_| self.store_embeddings), self.arrivals));
+        self.arrivals += 1;
         self.edges.extend(detection.edges);
         self.merges.extend(detection.merges);
     }
@@ -150,7 +155,7 @@ impl ParquetSink {
         let now = Utc::now();
         let stamp = format!("{}-{}-{:06}", now.timestamp_millis(), self.writer_id, self.flushes);
         let mut rows = 0;
-        for (partition, posts) in by_partition(&self.posts, |(p, _)| p.created_at) {
+        for (partition, posts) in by_partition(&self.posts, |(p, _, _)| p.created_at) {
             rows += self.write("posts", &partition, &stamp, posts_batch(&posts))?;
         }
         for (partition, edges) in by_partition(&self.edges, |e| e.created_at) {
@@ -282,6 +287,12 @@ fn timestamps(values: impl Iterator<Item = DateTime<Utc>>) -> ArrayRef {
     )
 }
 
+fn optional_timestamps(values: impl Iterator<Item = Option<DateTime<Utc>>>) -> ArrayRef {
+    Arc::new(
+        values.map(|t| t.map(|t| t.timestamp_millis())).collect::<TimestampMillisecondArray>().with_timezone("UTC"),
+    )
+}
+
 fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
@@ -297,7 +308,7 @@ fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> RecordBatch {
 /// The `posts` dataset's rows.
 pub fn posts_batch(rows: &[&PostRow]) -> RecordBatch {
     let now = Utc::now();
-    let posts: Vec<&PostRecord> = rows.iter().map(|(post, _)| post).collect();
+    let posts: Vec<&PostRecord> = rows.iter().map(|(post, _, _)| post).collect();
     batch(
         vec![
             Field::new("post_id", DataType::Utf8, false),
@@ -316,6 +327,16 @@ pub fn posts_batch(rows: &[&PostRow]) -> RecordBatch {
             Field::new("fingerprint_version", DataType::UInt16, false),
             Field::new("ingested_at", timestamp_type(), false),
             Field::new("embedding", embedding_type(), true),
+            Field::new("embedding_tokens", DataType::UInt32, true),
+            Field::new("arrival", DataType::UInt64, true),
+            Field::new("author_created_at", timestamp_type(), true),
+            Field::new("author_followers", DataType::UInt64, true),
+            Field::new("author_declared_automated", DataType::Boolean, true),
+            Field::new("urls", string_list_type(), true),
+            Field::new("mentions", string_list_type(), true),
+            Field::new("repost_of", DataType::Utf8, true),
+            Field::new("quote_of", DataType::Utf8, true),
+            Field::new("reply_to", DataType::Utf8, true),
         ],
         vec![
             strings(posts.iter().map(|p| p.post_id.as_str())),
@@ -333,9 +354,37 @@ pub fn posts_batch(rows: &[&PostRow]) -> RecordBatch {
             Arc::new(UInt64Array::from_iter_values(posts.iter().map(|p| p.simhash))),
             Arc::new(UInt16Array::from_iter_values(posts.iter().map(|p| p.fingerprint_version))),
             timestamps(posts.iter().map(|_| now)),
-            embeddings(rows.iter().map(|(_, embedding)| embedding.as_deref())),
+            embeddings(rows.iter().map(|(_, embedding, _)| embedding.as_deref())),
+            Arc::new(
+                rows.iter().map(|(_, embedding, _)| embedding.as_ref().map(|e| e.tokens)).collect::<UInt32Array>(),
+            ),
+            Arc::new(rows.iter().map(|(_, _, arrival)| Some(*arrival)).collect::<UInt64Array>()),
+            optional_timestamps(posts.iter().map(|p| p.input.author_created_at)),
+            Arc::new(posts.iter().map(|p| p.input.author_followers).collect::<UInt64Array>()),
+            Arc::new(posts.iter().map(|p| p.input.author_declared_automated).collect::<BooleanArray>()),
+            string_lists(posts.iter().map(|p| p.input.urls.as_slice())),
+            string_lists(posts.iter().map(|p| p.input.mentions.as_slice())),
+            optional_strings(posts.iter().map(|p| p.input.repost_of.as_deref())),
+            optional_strings(posts.iter().map(|p| p.input.quote_of.as_deref())),
+            optional_strings(posts.iter().map(|p| p.input.reply_to.as_deref())),
         ],
     )
+}
+
+/// `List<Utf8>`, for the urls and mentions of a post.
+pub fn string_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)))
+}
+
+fn string_lists<'a>(values: impl Iterator<Item = &'a [String]>) -> ArrayRef {
+    let mut lists = ListBuilder::new(StringBuilder::new()).with_field(Field::new("item", DataType::Utf8, false));
+    for list in values {
+        for value in list {
+            lists.values().append_value(value);
+        }
+        lists.append(true);
+    }
+    Arc::new(lists.finish())
 }
 
 /// `List<List<Float32>>`: one unit vector per chunk of the text.
@@ -475,6 +524,8 @@ pub fn alerts_batch(alerts: &[&(AlertEvent, DateTime<Utc>)]) -> RecordBatch {
             Field::new("evidence", DataType::Utf8, false),
             Field::new("features", DataType::Utf8, false),
             Field::new("sql", DataType::Utf8, false),
+            Field::new("shadow", DataType::Boolean, true),
+            Field::new("held", DataType::Boolean, true),
         ],
         vec![
             strings(alerts.iter().map(|(a, _)| a.alert_id.as_str())),
@@ -499,6 +550,8 @@ pub fn alerts_batch(alerts: &[&(AlertEvent, DateTime<Utc>)]) -> RecordBatch {
             Arc::new(StringArray::from_iter_values(
                 alerts.iter().map(|(a, _)| crate::alerting::alert_sql(&a.cascade_id)),
             )),
+            Arc::new(BooleanArray::from_iter(alerts.iter().map(|(a, _)| Some(a.shadow)))),
+            Arc::new(BooleanArray::from_iter(alerts.iter().map(|(a, _)| Some(a.held)))),
         ],
     )
 }
