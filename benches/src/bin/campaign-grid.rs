@@ -19,6 +19,8 @@
 //!   fresh) paged within 15 minutes of their first post, the slowest, and every miss; and how the
 //!   others fared;
 //! - with `--scenarios`, one line per scenario: time to its first page and first ticket;
+//! - with `--export N DIR`, only scenario `N` (its number in the `--scenarios` table), written as
+//!   `DIR/stream.jsonl` and `DIR/labels.tsv` for `echotrace replay` and `echotrace backtest`;
 //! - with `--trace FILE`, every post's cascade features (cascades on three platforms or more), the
 //!   campaign's cascade marked: what rules are fitted on (`benches/fit_rules.py`).
 //!
@@ -31,9 +33,9 @@
 //! a fifth of that share as days-old accounts: the organic automation (feeds, aggregators, new
 //! users) a platform's traffic holds.
 //!
-//! Each scenario's campaign starts at a random post of the multi-platform streams (threads, tweets,
-//! articles) in one of the backgrounds, and runs with the background's posts from an hour before to
-//! an hour and a half after (at most 3,000).
+//! Each scenario's campaign starts at a random post of the tweets or the articles in one of the
+//! backgrounds, and runs with the background's posts (threads, tweets, articles) from an hour
+//! before (at most 1,000) to an hour and a half after (at most 2,000).
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
@@ -80,7 +82,7 @@ const BACKGROUNDS: [Background; 6] = [
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut data, mut rules_file, mut cache_dir) = (None, None, PathBuf::from("/tmp/echotrace-embeddings"));
-    let (mut per_scenario, mut backgrounds_only, mut trace_path) = (false, false, None);
+    let (mut per_scenario, mut backgrounds_only, mut trace_path, mut export) = (false, false, None, None);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -90,9 +92,13 @@ fn main() -> anyhow::Result<()> {
             "--scenarios" => per_scenario = true,
             "--trace" => trace_path = Some(PathBuf::from(value("--trace")?)),
             "--backgrounds-only" => backgrounds_only = true,
+            "--export" => {
+                let index: usize = value("--export")?.parse().context("--export takes a scenario's number")?;
+                export = Some((index, PathBuf::from(value("--export")?)));
+            }
             other => anyhow::bail!(
                 "unknown argument {other}; usage: campaign-grid --data DIR [--rules FILE] [--cache DIR] [--scenarios] \
-                 [--backgrounds-only] [--trace FILE]"
+                 [--backgrounds-only] [--trace FILE] [--export N DIR]"
             ),
         }
     }
@@ -126,7 +132,8 @@ fn main() -> anyhow::Result<()> {
         "{:<20} {:<11} {:>8} {:>7} {:>8} {:>10} {:>12} {:>7}",
         "background", "half", "posts", "pages", "tickets", "pages /M", "tickets /M", "secs"
     );
-    for (background, half) in BACKGROUNDS.iter().flat_map(|b| [(*b, Half::Fit), (*b, Half::Validation)]) {
+    let backgrounds = if export.is_some() { Vec::new() } else { BACKGROUNDS.to_vec() };
+    for (background, half) in backgrounds.iter().flat_map(|b| [(*b, Half::Fit), (*b, Half::Validation)]) {
         let halves: Vec<Vec<Post>> = loaded.iter().map(|stream| half_of(stream, half)).collect();
         let posts = background_posts(&halves, background, start);
         let started = Instant::now();
@@ -158,23 +165,38 @@ fn main() -> anyhow::Result<()> {
     // The multi-platform streams, per background, for the scenarios' slices.
     let slices: Vec<Vec<Post>> =
         BACKGROUNDS.iter().map(|background| background_posts(&loaded[..3], *background, start)).collect();
+    // Campaigns start at a post of the tweets or the articles, where the streams are dense: the
+    // reply threads stretch over two years, and a campaign planted in one of their quiet months
+    // would have no background around it.
+    let anchor_pools: Vec<Vec<DateTime<Utc>>> = BACKGROUNDS
+        .iter()
+        .map(|background| background_posts(&loaded[1..3], *background, start).iter().map(|p| p.created_at).collect())
+        .collect();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let started = Instant::now();
     for (index, scenario, story) in grid(&stories) {
         let background = (index / 2) % BACKGROUNDS.len();
         let pool = &slices[background];
-        let anchor = pool[SplitMix(scenario.seed ^ 0xA5A5).below(pool.len())].created_at;
+        let anchors = &anchor_pools[background];
+        let anchor = anchors[SplitMix(scenario.seed ^ 0xA5A5).below(anchors.len())];
         let tag = format!("g{index}");
         let planted = campaigns::campaign(story, &scenario, anchor, &tag);
         let labels = Labels(planted.iter().map(|p| (p.id.clone(), "campaign".to_owned())).collect());
-        let mut posts: Vec<Post> = pool
-            .iter()
-            .filter(|p| p.created_at >= anchor - Duration::hours(1) && p.created_at <= anchor + Duration::minutes(90))
-            .take(3000)
-            .cloned()
-            .collect();
+        // Up to 1,000 background posts of the hour before and 2,000 of the hour and a half after.
+        let at = pool.partition_point(|p| p.created_at < anchor);
+        let before = pool[..at].iter().rev().take_while(|p| p.created_at >= anchor - Duration::hours(1)).take(1000);
+        let after = pool[at..].iter().take_while(|p| p.created_at <= anchor + Duration::minutes(90)).take(2000);
+        let mut posts: Vec<Post> = before.chain(after).cloned().collect();
         posts.extend(planted);
         posts.sort_by_key(|p| p.created_at);
+        if let Some((wanted, dir)) = &export {
+            if *wanted == index {
+                write_scenario(dir, &posts, &labels)?;
+                println!("scenario {index} written to {}: stream.jsonl and labels.tsv", dir.display());
+                return Ok(());
+            }
+            continue;
+        }
         let traced = trace.as_mut().map(|trace| {
             trace.run = format!(
                 "scenario:{}:{}:{}:{}:{}:{}:{}",
@@ -205,12 +227,12 @@ fn main() -> anyhow::Result<()> {
     println!("\n{} scenarios in {:.0} s", outcomes.len(), started.elapsed().as_secs_f64());
     if per_scenario {
         println!(
-            "\n{:<11} {:>5} {:>9} {:>6} {:>6} {:<22} {:<16} {:>10} {:>10}",
-            "half", "pace", "platforms", "share", "rounds", "story", "background", "page", "ticket"
+            "\n{:>5} {:<11} {:>5} {:>9} {:>6} {:>6} {:<22} {:<16} {:>10} {:>10}",
+            "#", "half", "pace", "platforms", "share", "rounds", "story", "background", "page", "ticket"
         );
-        for o in &outcomes {
+        for (index, o) in outcomes.iter().enumerate() {
             println!(
-                "{:<11} {:>5} {:>9} {:>6} {:>6} {:<22} {:<16} {:>10} {:>10}",
+                "{index:>5} {:<11} {:>5} {:>9} {:>6} {:>6} {:<22} {:<16} {:>10} {:>10}",
                 o.half.as_str(),
                 o.scenario.pace_per_minute,
                 o.scenario.platforms,
@@ -406,6 +428,25 @@ fn run(
         writeln!(trace.runs, "{}\t{}", trace.run, report.posts)?;
     }
     Ok(report)
+}
+
+/// Writes one scenario's posts (`stream.jsonl`) and its campaign's ids (`labels.tsv`), for
+/// `echotrace replay` and `echotrace backtest --labels`.
+fn write_scenario(dir: &Path, posts: &[Post], labels: &Labels) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut stream = std::io::BufWriter::new(std::fs::File::create(dir.join("stream.jsonl"))?);
+    for post in posts {
+        serde_json::to_writer(&mut stream, post)?;
+        writeln!(stream)?;
+    }
+    let mut ids: Vec<&String> = labels.0.keys().collect();
+    ids.sort();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("labels.tsv"))?);
+    writeln!(out, "post_id\tcampaign")?;
+    for id in ids {
+        writeln!(out, "{id}\tcampaign")?;
+    }
+    Ok(())
 }
 
 /// The first half of a stream's posts (fit) or the second (validation), by event time: the rules
