@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import split_scores  # noqa: E402
+from fit_semantic import fit_logistic  # noqa: E402
 
 BUCKETS = 4096
 MODELS = ["gpt3", "brio", "pegasus", "t0"]
@@ -66,20 +67,6 @@ def ngrams(text: str) -> np.ndarray:
             row[int.from_bytes(gram.encode()[:8].ljust(8, b"\0"), "little") * 2654435761 % BUCKETS] += 1
     total = row.sum()
     return np.log1p(row) / max(math.sqrt(total), 1.0)
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
-    design = np.hstack([np.ones((len(x), 1)), x])
-    weights = np.zeros(design.shape[1])
-    penalty = np.eye(design.shape[1]) * l2
-    penalty[0, 0] = 0.0
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-design @ weights))
-        step = np.linalg.solve(design.T @ (design * (p * (1 - p))[:, None]) + penalty, design.T @ (y - p) - penalty @ weights)
-        weights += step
-        if np.abs(step).max() < 1e-7:
-            break
-    return weights
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:

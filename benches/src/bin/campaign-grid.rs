@@ -231,13 +231,10 @@ fn main() -> anyhow::Result<()> {
             "#", "half", "pace", "platforms", "share", "rounds", "story", "background", "page", "ticket"
         );
         for (index, o) in outcomes.iter().enumerate() {
+            let [pace, platforms, share, rounds] = o.grid_point();
             println!(
-                "{index:>5} {:<11} {:>5} {:>9} {:>6} {:>6} {:<22} {:<16} {:>10} {:>10}",
+                "{index:>5} {:<11} {pace:>5} {platforms:>9} {share:>6} {rounds:>6} {:<22} {:<16} {:>10} {:>10}",
                 o.half.as_str(),
-                o.scenario.pace_per_minute,
-                o.scenario.platforms,
-                o.scenario.automated_share,
-                o.scenario.summary_rounds,
                 o.story,
                 o.background,
                 minutes(o.page_after),
@@ -264,6 +261,17 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Pace, platforms, share and rounds, as the tables print them.
+    fn grid_point(&self) -> [String; 4] {
+        let s = &self.scenario;
+        [
+            s.pace_per_minute.to_string(),
+            s.platforms.to_string(),
+            s.automated_share.to_string(),
+            s.summary_rounds.to_string(),
+        ]
+    }
+
     fn must_page(&self) -> bool {
         self.scenario.platforms >= 4 && self.scenario.automated_share >= 0.5
     }
@@ -295,12 +303,9 @@ fn summarise(half: Half, outcomes: &[Outcome]) {
         );
     }
     for o in mine.iter().filter(|o| o.must_page() && !in_time(o)) {
+        let [pace, platforms, share, rounds] = o.grid_point();
         println!(
-            "    missed: pace {} platforms {} share {} rounds {} ({}, {}): page {}, ticket {}{}",
-            o.scenario.pace_per_minute,
-            o.scenario.platforms,
-            o.scenario.automated_share,
-            o.scenario.summary_rounds,
+            "    missed: pace {pace} platforms {platforms} share {share} rounds {rounds} ({}, {}): page {}, ticket {}{}",
             o.story,
             o.background,
             minutes(o.page_after),
