@@ -79,6 +79,8 @@ async fn bench(background: Vec<Post>, rate: f64, campaigns: usize) -> anyhow::Re
     config.http.listen = "127.0.0.1:0".parse()?;
     config.output.dir = out.path().to_owned();
     config.output.flush_interval_ms = 1000;
+    // Measured without state snapshots, as its figures were; their pause is measured apart.
+    config.state.dir = Default::default();
     config.alerting.alertmanager_url = receiver;
     config.alerting.resend_interval_ms = 1000;
     let (trigger, shutdown) = echotrace::shutdown::channel();

@@ -100,7 +100,7 @@ pub struct SemanticChoice {
 }
 
 /// Counters of what the detector has seen, for metrics and summaries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetectorStats {
     /// Posts processed.
     pub posts: u64,
@@ -143,6 +143,7 @@ impl Candidate {
 }
 
 /// The detector: indexes, graph and configuration.
+#[derive(Serialize, Deserialize)]
 pub struct Detector {
     config: DetectorConfig,
     near_dups: NearDupIndex,

@@ -13,7 +13,7 @@
 
 use crate::records::{CascadeRecord, EdgeKind, MergeRecord};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -24,7 +24,7 @@ const EXCERPT_CHARS: usize = 280;
 pub type NodeKey = u64;
 
 /// One post (or placeholder) in the graph.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     /// The post's id.
     pub post_id: Box<str>,
@@ -80,7 +80,7 @@ pub struct NodeFacts<'a> {
 }
 
 /// The aggregate state of one cascade.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cascade {
     id: String,
     root_post_id: Box<str>,
@@ -162,7 +162,7 @@ pub struct Placement {
 }
 
 /// The graph of posts and cascades in the window.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct CascadeGraph {
     nodes: VecDeque<Node>,
     base_key: NodeKey,
@@ -242,7 +242,15 @@ impl CascadeGraph {
 
     fn new_cascade(&mut self, root: NodeKey) {
         let node = self.node(root).expect("root just added");
-        let id = cascade_id_for(&node.post_id);
+        // A post id can root a second cascade while the first is still known (a reference to it
+        // after its node left the window): the second takes the next free id, so no two cascades
+        // the graph knows share one, and no row of one ever stands for the other.
+        let mut id = cascade_id_for(&node.post_id);
+        let mut incarnation = 1;
+        while self.cascade_keys.contains_key(&id) {
+            id = cascade_id_for(&format!("{}#{incarnation}", node.post_id));
+            incarnation += 1;
+        }
         let cascade = Cascade {
             id: id.clone(),
 
@@ -379,6 +387,14 @@ impl CascadeGraph {
         absorbed_state.merged_into = Some(survivor);
         self.live_cascades -= 1;
         let members = std::mem::take(&mut absorbed_state.members);
+        // Every node points at the cascade it is in now, so eviction, which forgets absorbed
+        // cascades with their last post, never leaves a node without one.
+        for &member in &members {
+            if let Some(node) = self.node_mut(member) {
+                node.cascade = survivor;
+            }
+        }
+        let absorbed_state = self.cascades.get_mut(&absorbed).expect("live cascade");
         let mut absorbed_ids = std::mem::take(&mut absorbed_state.absorbed_ids);
         absorbed_ids.insert(0, absorbed_state.id.clone());
         let (size, depth, platforms) = (absorbed_state.size, absorbed_state.depth, absorbed_state.platforms.clone());
@@ -529,11 +545,12 @@ impl CascadeGraph {
             let cascade_keys = &mut self.cascade_keys;
             let live_cascades = &mut self.live_cascades;
             self.cascades.retain(|_, cascade| {
-                // An absorbed cascade's last post is no later than its survivor's: it goes first.
-                let keep = cascade.last_seen_ms >= cutoff_ms;
-                if keep {
-                    cascade.members.retain(|&member| member >= base);
-                } else {
+                // A cascade lives while it has a recent post or a node still in the window (one
+                // older than the cutoff that waits behind a newer one). An absorbed cascade has no
+                // members, and its last post is no later than its survivor's: it goes first.
+                cascade.members.retain(|&member| member >= base);
+                let keep = cascade.last_seen_ms >= cutoff_ms || !cascade.members.is_empty();
+                if !keep {
                     cascade_keys.remove(&cascade.id);
                     *live_cascades -= usize::from(cascade.merged_into.is_none());
                 }

@@ -12,6 +12,9 @@
 //!    ([`link::near_dup`], a Manku-style permuted-table Hamming index).
 //! 5. [`graph`] — the cascade graph: primary parents, generations, union-find merges, eviction.
 //! 6. [`detector`] — the stages wired together: one post in, one [`detector::Detection`] out.
+//! 7. [`score`] — cascade features, rules and the alert lifecycle.
+//!
+//! [`state`] writes the detector and the scorer to a snapshot and reads them back.
 //!
 //! ```
 //! use echotrace_core::{detector::{Detector, DetectorConfig}, post::Post};
@@ -34,3 +37,4 @@ pub mod normalize;
 pub mod post;
 pub mod records;
 pub mod score;
+pub mod state;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The configuration's sections: `ECHOTRACE_<SECTION>__<KEY>` environment variables set their keys.
-const SECTIONS: [&str; 7] = ["kafka", "detector", "embed", "output", "http", "alerting", "query"];
+const SECTIONS: [&str; 8] = ["kafka", "detector", "embed", "output", "http", "alerting", "query", "state"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -35,6 +35,8 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// The Flight SQL server of `echotrace serve-sql`.
     pub query: QueryConfig,
+    /// Snapshots of the detector and scorer, which a restarted `run` resumes from.
+    pub state: StateConfig,
 }
 
 /// Where posts come from and where edges and dead letters go.
@@ -101,6 +103,30 @@ impl Default for OutputConfig {
             flush_interval_ms: 5_000,
             store_embeddings: true,
         }
+    }
+}
+
+/// Snapshots of the detector and the scorer (`echotrace_core::state`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of this instance's snapshot (`snapshot.bin`); empty: no snapshots, a restart
+    /// starts with an empty window.
+    pub dir: PathBuf,
+    /// Write a snapshot, and commit the offsets it reflects, at most this often (seconds).
+    pub snapshot_interval_secs: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { dir: PathBuf::from("echotrace-state"), snapshot_interval_secs: 30 }
+    }
+}
+
+impl StateConfig {
+    /// The snapshot interval as a duration.
+    pub fn snapshot_interval(&self) -> Duration {
+        Duration::from_secs(self.snapshot_interval_secs)
     }
 }
 

@@ -46,6 +46,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     config.http.listen = args.listen;
     config.output.dir = args.out.clone();
     config.output.flush_interval_ms = config.output.flush_interval_ms.min(1000);
+    // Each demo starts a new in-process cluster: a snapshot of an earlier one's offsets means nothing.
+    config.state.dir = Default::default();
     println!("echotrace demo: in-process Kafka at {}, writing to {}", config.kafka.brokers, args.out.display());
 
     let (trigger, shutdown) = shutdown::channel();

@@ -23,3 +23,4 @@ pub mod replay;
 pub mod run;
 pub mod shutdown;
 pub mod sinks;
+pub mod state;

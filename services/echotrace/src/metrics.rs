@@ -52,6 +52,12 @@ pub struct Metrics {
     pub processing_seconds: Histogram,
     /// Flushes of the Parquet datasets followed by an offset commit.
     pub checkpoints: IntCounter,
+    /// Snapshots of the detector and the scorer written.
+    pub snapshots: IntCounter,
+    /// Seconds a snapshot took to write (the pause it adds to its checkpoint).
+    pub snapshot_seconds: Histogram,
+    /// Size of the latest snapshot.
+    pub snapshot_bytes: IntGauge,
     /// Rows written to Parquet, all datasets.
     pub rows_written: IntCounter,
     /// Event time of the newest post processed, in seconds since the epoch.
@@ -173,7 +179,26 @@ impl Metrics {
                 "Time to process one message",
                 prometheus::exponential_buckets(0.000_01, 4.0, 10).expect("valid buckets"),
             ),
-            checkpoints: counter(&r, "echotrace_checkpoints_total", "Parquet flushes followed by an offset commit"),
+            checkpoints: counter(
+                &r,
+                "echotrace_checkpoints_total",
+                "Parquet flushes (each followed by an offset commit without state snapshots, every snapshot with them)",
+            ),
+            snapshots: counter(
+                &r,
+                "echotrace_snapshots_total",
+                "State snapshots written (each followed by an offset commit)",
+            ),
+            snapshot_seconds: histogram(
+                &r,
+                "echotrace_snapshot_seconds",
+                "Time to write a state snapshot",
+                vec![0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
+            snapshot_bytes: register(
+                &r,
+                IntGauge::new("echotrace_snapshot_bytes", "Size of the latest state snapshot").expect("valid"),
+            ),
             rows_written: counter(&r, "echotrace_parquet_rows_written_total", "Rows written to Parquet"),
             event_time_seconds: register(
                 &r,
@@ -285,6 +310,13 @@ impl Metrics {
                 self.alerts_firing.with_label_values(&rule).dec();
                 self.alert_transitions.with_label_values(&transition).inc();
             }
+        }
+    }
+
+    /// Counts an alert that was firing when the state it lives in was restored from a snapshot.
+    pub fn restore_firing(&self, event: &AlertEvent) {
+        if !event.shadow && !event.held && event.state == AlertState::Firing {
+            self.alerts_firing.with_label_values(&[event.rule.as_str(), event.severity.as_str()]).inc();
         }
     }
 

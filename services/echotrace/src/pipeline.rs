@@ -16,6 +16,7 @@ use crate::embed::cached::{BatchEmbed, CachedEmbedder};
 use crate::embed::{EmbedConfig, Embedder};
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
+use crate::state::{StateError, StateStore};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::{Detection, Detector};
@@ -24,6 +25,7 @@ use echotrace_core::post::Post;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::{AlertEvent, Scorer};
 use echotrace_core::score::features::PostSignals;
+use echotrace_core::state::{Position, Snapshot};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -185,6 +187,32 @@ impl Pipeline {
         let edges = detection.edges.clone();
         self.sink.push(detection, embedding);
         Some(Processed { edges, alerts, produced_at })
+    }
+
+    /// Writes a snapshot of the detector and the scorer at `positions` to `store`; returns its size.
+    /// Run the waiting batch first, so the state holds every post before `positions`.
+    pub fn snapshot(&self, store: &StateStore, positions: &[Position]) -> Result<u64, StateError> {
+        let started = Instant::now();
+        let detector = self.detector.lock().expect("detector lock poisoned");
+        let bytes = store.write(&detector, self.scorer.state(), positions)?;
+        self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.snapshots.inc();
+        self.metrics.snapshot_bytes.set(bytes as i64);
+        Ok(bytes)
+    }
+
+    /// Goes on from a snapshot: its detector and scorer state replace this pipeline's. Returns the
+    /// alerts that were firing, for the Alertmanager dispatcher to keep sending (counted as firing).
+    pub fn resume(&mut self, snapshot: Snapshot) -> Vec<AlertEvent> {
+        let mut detector = self.detector.lock().expect("detector lock poisoned");
+        *detector = snapshot.detector;
+        let windows = (detector.window_len(), detector.semantic_window_len());
+        self.metrics.observe_detector(detector.stats(), windows, detector.graph().cascade_count());
+        drop(detector);
+        self.scorer.resume(snapshot.scorer);
+        let firing = self.scorer.firing();
+        firing.iter().for_each(|event| self.metrics.restore_firing(event));
+        firing
     }
 
     /// Posts dropped so far as duplicates of an already processed id.

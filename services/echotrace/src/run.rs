@@ -1,15 +1,18 @@
 //! `echotrace run` (and the detector half of `demo`): the consumer, the pipeline and the HTTP API,
 //! wired together until shutdown.
 
-use crate::alerting::AlertDispatcher;
+use crate::alerting::{AlertDispatcher, AlertNotice};
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::ingest;
+use crate::ingest::lag::Ownership;
 use crate::metrics::Metrics;
 use crate::pipeline::Observer;
+use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 use crate::sinks::kafka::KafkaPublisher;
 use crate::sinks::parquet::ParquetSink;
+use crate::state::StateStore;
 use anyhow::Context;
 use echotrace_core::detector::Detector;
 use std::net::SocketAddr;
@@ -32,6 +35,45 @@ pub struct Running {
     pub server: tokio::task::JoinHandle<()>,
 }
 
+/// Restores the pipeline from the snapshot in `store`, when there is one it can use; returns the
+/// alerts that were firing. A snapshot it cannot use is set aside with the reason, and the
+/// pipeline starts empty.
+fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Vec<echotrace_core::score::alerts::AlertEvent> {
+    let started = std::time::Instant::now();
+    match store.read() {
+        Ok(Some(snapshot)) => {
+            let positions: Vec<String> =
+                snapshot.positions.iter().map(|p| format!("{}/{}@{}", p.source, p.partition, p.offset)).collect();
+            let window = snapshot.detector.window_len();
+            let firing = pipeline.resume(snapshot);
+            tracing::info!(
+                snapshot = %store.path().display(),
+                posts_in_window = window,
+                alerts_firing = firing.len(),
+                positions = %positions.join(","),
+                seconds = started.elapsed().as_secs_f64(),
+                "state restored"
+            );
+            firing
+        }
+        Ok(None) => {
+            tracing::info!(snapshot = %store.path().display(), "no state snapshot yet: starting with an empty window");
+            Vec::new()
+        }
+        Err(error) => {
+            let aside = store.path().with_extension("refused");
+            let moved = std::fs::rename(store.path(), &aside).is_ok();
+            tracing::warn!(
+                snapshot = %store.path().display(),
+                %error,
+                set_aside = %if moved { aside.display().to_string() } else { "no".to_owned() },
+                "state snapshot refused: starting with an empty window"
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// Starts the API and the consumer; both stop when `shutdown` fires.
 pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdown) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
@@ -48,7 +90,14 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     }
     let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
     publisher.check_topics(Duration::from_secs(10)).context("cannot confirm that the output topics exist")?;
-    let consumer = ingest::consumer(&config, metrics.clone(), ready).context("cannot create the Kafka consumer")?;
+    let store = StateStore::from_config(&config).context("cannot create the state folder (state.dir)")?;
+    let firing = match &store {
+        Some(store) => resume(store, &mut pipeline),
+        None => Vec::new(),
+    };
+    let ownership = Arc::new(Mutex::new(Ownership::default()));
+    let consumer = ingest::consumer(&config, metrics.clone(), ready, ownership.clone())
+        .context("cannot create the Kafka consumer")?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, api = %api_address, out = %config.output.dir.display(), "consuming");
     let (notices, dispatcher) = if config.alerting.alertmanager_url.is_empty() {
         (None, None)
@@ -62,11 +111,22 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         let (sender, receiver) = mpsc::channel(1024);
         (Some(sender), Some(tokio::spawn(dispatcher.run(receiver))))
     };
+    // Alerts firing when the state was saved go on being sent, with their first startsAt: the
+    // same alert to Alertmanager, not a new page.
+    if let Some(notices) = &notices {
+        for event in firing {
+            notices.send(AlertNotice { event, produced_at: None }).await.context("the dispatcher stopped")?;
+        }
+    }
     let task_metrics = metrics.clone();
     let consumer = tokio::spawn(async move {
-        let outcome =
-            ingest::consume(&config, &consumer, &publisher, &mut pipeline, &task_metrics, notices.as_ref(), shutdown)
-                .await;
+        let outlets = ingest::Outlets {
+            publisher: &publisher,
+            alert_notices: notices.as_ref(),
+            state: store.as_ref(),
+            ownership: &ownership,
+        };
+        let outcome = ingest::consume(&config, &consumer, outlets, &mut pipeline, &task_metrics, shutdown).await;
         // Closing the channel lets the dispatcher deliver what is pending and stop.
         drop(notices);
         if let Some(dispatcher) = dispatcher {

@@ -8,65 +8,12 @@
 
 mod common;
 
+use common::broker::{create_topic, kcat, metric, start_tansu, tools};
 use common::*;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn tools() -> Option<(PathBuf, PathBuf)> {
-    let tansu = std::env::var_os("ECHOTRACE_TANSU").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/echotrace/tools/bin/tansu")
-    });
-    let kcat = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("kcat"))
-        .find(|p| p.exists());
-    match (tansu.exists(), kcat) {
-        (true, Some(kcat)) => Some((tansu, kcat)),
-        _ => {
-            let required = std::env::var("ECHOTRACE_E2E_REQUIRED").is_ok_and(|v| v == "1");
-            assert!(!required, "tansu ({}) or kcat missing and ECHOTRACE_E2E_REQUIRED=1", tansu.display());
-            eprintln!("skipping: tansu or kcat not installed (run .ci/run to install them)");
-            None
-        }
-    }
-}
-
-/// The librdkafka that the rdkafka build produced: Debian's kcat links an older one that cannot talk
-/// to tansu, so kcat runs with this one first on its library path.
-fn librdkafka_dir() -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(target);
-    for profile in ["debug", "release"] {
-        if let Ok(entries) = std::fs::read_dir(target.join(profile).join("build")) {
-            for entry in entries.flatten() {
-                let dir = entry.path().join("out/src");
-                if dir.join("librdkafka.so.1").exists() {
-                    return dir;
-                }
-            }
-        }
-    }
-    panic!("no librdkafka.so.1 under {}", target.display());
-}
-
-fn kcat(kcat: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let mut child = Command::new(kcat)
-        .args(args)
-        .env("LD_LIBRARY_PATH", librdkafka_dir())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "kcat {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn start_run(broker: &str, out: &Path, http: SocketAddr) -> Reaper {
     Reaper(
@@ -76,6 +23,7 @@ fn start_run(broker: &str, out: &Path, http: SocketAddr) -> Reaper {
             .env("ECHOTRACE_KAFKA__GROUP_ID", "e2e")
             .env("ECHOTRACE_KAFKA__INPUT_TOPICS", "[posts]")
             .env("ECHOTRACE_OUTPUT__DIR", out)
+            .env("ECHOTRACE_STATE__DIR", out.join("state"))
             .env("ECHOTRACE_OUTPUT__FLUSH_INTERVAL_MS", "300")
             .env("ECHOTRACE_HTTP__LISTEN", http.to_string())
             .spawn()
@@ -97,48 +45,14 @@ fn stop(run: &mut Reaper) {
     assert!(status.success(), "echotrace exited with {status}");
 }
 
-/// The sum of every series of a metric family (all label sets) on the instance's `/metrics`.
-fn metric(address: SocketAddr, family: &str) -> f64 {
-    let (_, exposition) = http_get(address, "/metrics");
-    exposition
-        .lines()
-        .filter_map(|line| line.strip_prefix(family))
-        .filter(|rest| rest.starts_with(['{', ' ']))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn real_broker_kcat_in_echotrace_run_out() {
     let Some((tansu, kcat_bin)) = tools() else { return };
-    let port = free_port();
-    let broker = format!("127.0.0.1:{port}");
-    let url = format!("tcp://{broker}");
-    let _broker = Reaper(
-        Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the broker to listen", Duration::from_secs(30), || std::net::TcpStream::connect(&broker).is_ok());
+    let (_broker, broker) = start_tansu(&tansu, "memory://tansu/", free_port(), &std::env::temp_dir());
     for (topic, partitions) in
-        [("posts", "2"), ("echotrace.dead-letter", "1"), ("echotrace.edges", "1"), ("echotrace.alerts", "1")]
+        [("posts", 2), ("echotrace.dead-letter", 1), ("echotrace.edges", 1), ("echotrace.alerts", 1)]
     {
-        let status = Command::new(&tansu)
-            .args(["topic", "create", topic, "--broker", &url, "--partitions", partitions])
-            .status()
-            .unwrap();
-        assert!(status.success(), "creating {topic}");
+        create_topic(&tansu, &broker, topic, partitions);
     }
 
     // kcat produces the sample and every kind of bad input, one message per line.

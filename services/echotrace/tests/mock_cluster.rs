@@ -30,6 +30,9 @@ async fn consumes_links_dead_letters_and_commits() {
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.output.dir = out.path().to_owned();
     config.output.flush_interval_ms = 200;
+    // A snapshot, and a commit, at every checkpoint.
+    config.state.dir = out.path().join("state");
+    config.state.snapshot_interval_secs = 0;
 
     // The sample, a duplicate delivery, and each bad input in between.
     let producer: FutureProducer = ClientConfig::new()

@@ -17,6 +17,7 @@
 use crate::fingerprint::{Shingling, for_each_feature};
 use crate::link::near_dup::push_growing_gently;
 use crate::normalize::NormalizedText;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
 /// Name and version of the LSH evidence, recorded on the edges it finds.
@@ -94,6 +95,7 @@ pub struct SetMatch {
     pub created_at_ms: i64,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Entry {
     signature: Signature,
     simhash: u64,
@@ -110,7 +112,7 @@ struct Entry {
 /// newest entry of each band key, and each entry links to the next older one with the same key.
 /// Inserting allocates nothing but the ring slot and (for a new key) a map entry; a bucket of
 /// `VecDeque`s per key cost an allocation per key and a third of the index's time (measured).
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct MinHashIndex {
     newest: Vec<HashMap<u64, u32>>,
     ring: VecDeque<Entry>,

@@ -13,6 +13,8 @@
 //! quarter at a time ([`push_growing_gently`]) instead of doubling: doubling left buckets two-thirds
 //! full on average and measured 113 bytes per post at 10M; see `benches/README.md`.
 
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::VecDeque;
 
 /// Matches read per table and query; see [`NearDupIndex::for_each_near`].
@@ -38,7 +40,7 @@ struct Slot {
 }
 
 /// One arrival, in the ring.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Live {
     simhash: u64,
     payload: u64,
@@ -182,6 +184,31 @@ impl NearDupIndex {
         for table in &mut self.tables {
             table.buckets.iter_mut().for_each(VecDeque::shrink_to_fit);
         }
+    }
+}
+
+/// A snapshot holds the ring alone: the tables are the ring indexed by block, and restoring
+/// re-inserts it in arrival order, which gives the same buckets in the same order (and, unlike
+/// the packed slots, serializes with no unaligned references).
+impl Serialize for NearDupIndex {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.max_distance, self.base_seq, &self.ring).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for NearDupIndex {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<NearDupIndex, D::Error> {
+        let (max_distance, base_seq, ring): (u32, u32, Vec<Live>) = Deserialize::deserialize(deserializer)?;
+        if max_distance >= 16 {
+            return Err(D::Error::custom(format!("near-duplicate distance {max_distance} is over 15")));
+        }
+        let mut index = NearDupIndex::new(max_distance);
+        index.base_seq = base_seq;
+        index.ring.reserve_exact(ring.len());
+        for live in ring {
+            index.insert(live.simhash, live.payload, live.created_at_ms);
+        }
+        Ok(index)
     }
 }
 

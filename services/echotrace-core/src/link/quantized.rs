@@ -23,7 +23,7 @@ const ROUNDING_SLACK: f32 = 1e-4;
 const CODE_MAX: f32 = 127.0;
 
 /// One vector's codes and what the bound needs.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CodeScale {
     /// The value of code 1.
     pub scale: f32,

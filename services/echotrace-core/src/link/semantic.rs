@@ -240,7 +240,7 @@ pub struct SemanticEvidence {
 }
 
 /// A post in the index.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     key: NodeKey,
     created_at_ms: i64,
@@ -266,7 +266,7 @@ pub struct Neighbour {
 }
 
 /// Embeddings of recent posts, searched by exact scan, with windowed document frequencies.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SemanticIndex {
     dimension: usize,
     entries: VecDeque<Entry>,

@@ -5,6 +5,7 @@
 //! slash and sorts what is left of the query. Links to a bare host (`https://example.com/`) are no
 //! evidence that two posts share content, so they are not indexed.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use url::Url;
 use xxhash_rust::xxh3::xxh3_64;
@@ -58,14 +59,14 @@ pub fn urls_in_text(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The first post in the window to share each canonical URL.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct SharedUrlIndex {
     first: HashMap<u64, FirstShare>,
     ring: VecDeque<(i64, u64, u64)>,
 }
 
 /// The earliest post in the window that shared a URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirstShare {
     /// What the caller stored (the graph's node id).
     pub payload: u64,

@@ -83,14 +83,14 @@ pub struct AlertEvent {
 }
 
 /// Where one (cascade, rule) pair stands.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
     Pending { since: DateTime<Utc> },
     Firing { started_at: DateTime<Utc>, reported_size: u64, failing_since: Option<DateTime<Utc>>, held: bool },
 }
 
 /// Identity of the cascade an alert is about.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct CascadeInfo {
     root_post_id: String,
     platforms: Vec<String>,
@@ -119,21 +119,30 @@ impl Default for ScoreConfig {
     }
 }
 
-/// Features, rules and alert lifecycles of every cascade.
-pub struct Scorer {
-    rules: RuleSet,
-    window: Duration,
-    sweep: Duration,
-    history: Duration,
+/// Everything the scorer remembers: all of its state but the rules, and what a snapshot holds
+/// ([`crate::state`]). Alert phases are keyed by rule name, not by the rule's place in the file, so
+/// a restart with an edited rules file keeps the phases of the rules it still has.
+#[derive(Default, Serialize, Deserialize)]
+pub struct ScorerState {
     activity: HashMap<String, CascadeActivity>,
     info: HashMap<String, CascadeInfo>,
-    phases: HashMap<(String, usize), Phase>,
+    /// (cascade, rule name) → where that alert stands.
+    phases: HashMap<(String, String), Phase>,
     /// Authors of recent posts, for co-similarity: post id → (author, event time).
     authors: HashMap<String, (String, DateTime<Utc>)>,
     authors_ring: VecDeque<(DateTime<Utc>, String)>,
     watermark: Option<DateTime<Utc>>,
     last_sweep: Option<DateTime<Utc>>,
     breaker: PageBreaker,
+}
+
+/// Features, rules and alert lifecycles of every cascade.
+pub struct Scorer {
+    rules: RuleSet,
+    window: Duration,
+    sweep: Duration,
+    history: Duration,
+    state: ScorerState,
 }
 
 impl Scorer {
@@ -144,15 +153,46 @@ impl Scorer {
             window: Duration::seconds(config.window_secs as i64),
             sweep: Duration::seconds(config.sweep_secs.max(1) as i64),
             history: Duration::seconds(config.history_secs.max(config.window_secs) as i64),
-            activity: HashMap::new(),
-            info: HashMap::new(),
-            phases: HashMap::new(),
-            authors: HashMap::new(),
-            authors_ring: VecDeque::new(),
-            watermark: None,
-            last_sweep: None,
-            breaker: PageBreaker::new(config.max_pages_per_hour),
+            state: ScorerState { breaker: PageBreaker::new(config.max_pages_per_hour), ..ScorerState::default() },
         }
+    }
+
+    /// Goes on from `state` (a snapshot's) with this scorer's rules and settings: the phases of
+    /// rules no longer in force are dropped, and the circuit breaker takes this scorer's limit.
+    pub fn resume(&mut self, mut state: ScorerState) {
+        state.phases.retain(|(_, rule), _| self.rules.rules.iter().any(|r| r.name == *rule));
+        state.breaker.set_max_pages_per_hour(self.state.breaker.max_pages_per_hour());
+        self.state = state;
+    }
+
+    /// The alerts firing now, as firing events at the watermark with their first `started_at`: what
+    /// a restarted process hands its Alertmanager dispatcher, so that it keeps re-sending them.
+    pub fn firing(&mut self) -> Vec<AlertEvent> {
+        let Some(now) = self.state.watermark else { return Vec::new() };
+        let mut firing: Vec<(String, String, DateTime<Utc>, bool)> = self
+            .state
+            .phases
+            .iter()
+            .filter_map(|((cascade, rule), phase)| match phase {
+                Phase::Firing { started_at, held, .. } => Some((cascade.clone(), rule.clone(), *started_at, *held)),
+                Phase::Pending { .. } => None,
+            })
+            .collect();
+        firing.sort();
+        let mut events = Vec::with_capacity(firing.len());
+        for (cascade, rule_name, started_at, held) in firing {
+            let features = self.features(&cascade).unwrap_or_default();
+            let Some(rule) = self.rules.rules.iter().find(|r| r.name == rule_name) else { continue };
+            let mut event = self.event(rule, &cascade, AlertState::Firing, now, started_at, None, &features);
+            event.held = held;
+            events.push(event);
+        }
+        events
+    }
+
+    /// Its state, for a snapshot.
+    pub fn state(&self) -> &ScorerState {
+        &self.state
     }
 
     /// The rules in force.
@@ -162,8 +202,8 @@ impl Scorer {
 
     /// Current features of a cascade at the watermark.
     pub fn features(&mut self, cascade_id: &str) -> Option<CascadeFeatures> {
-        let watermark = self.watermark?;
-        let activity = self.activity.get_mut(cascade_id)?;
+        let watermark = self.state.watermark?;
+        let activity = self.state.activity.get_mut(cascade_id)?;
         activity.slide(watermark, self.window);
         Some(activity.features(watermark, self.window))
     }
@@ -183,15 +223,15 @@ impl Scorer {
             .filter(|e| e.time_delta_ms.is_some_and(|d| d.abs() <= CO_SIMILAR_WITHIN.num_milliseconds()))
             .find_map(|e| {
                 let other = if e.child_id == detection.post.post_id { &e.parent_id } else { &e.child_id };
-                self.authors.get(other).map(|(author, _)| author.clone())
+                self.state.authors.get(other).map(|(author, _)| author.clone())
             });
         self.remember_author(&detection.post.post_id, &signals.author_id, at);
         let record = &detection.cascade;
-        self.info.insert(
+        self.state.info.insert(
             cascade.clone(),
             CascadeInfo { root_post_id: record.root_post_id.clone(), platforms: record.platforms.clone() },
         );
-        self.activity.entry(cascade.clone()).or_default().record(
+        self.state.activity.entry(cascade.clone()).or_default().record(
             at,
             signals,
             co_similar_author.as_deref(),
@@ -204,23 +244,23 @@ impl Scorer {
                 first_seen: Some(record.first_seen),
             },
         );
-        let watermark = self.watermark.map_or(at, |w| w.max(at));
-        self.watermark = Some(watermark);
+        let watermark = self.state.watermark.map_or(at, |w| w.max(at));
+        self.state.watermark = Some(watermark);
         events.extend(self.evaluate(&cascade, at, Some(&detection.post.post_id)));
-        if self.last_sweep.is_none_or(|last| watermark - last >= self.sweep) {
-            self.last_sweep = Some(watermark);
+        if self.state.last_sweep.is_none_or(|last| watermark - last >= self.sweep) {
+            self.state.last_sweep = Some(watermark);
             events.extend(self.sweep(watermark, &cascade));
         }
         events
     }
 
     fn remember_author(&mut self, post_id: &str, author: &str, at: DateTime<Utc>) {
-        self.authors.insert(post_id.to_owned(), (author.to_owned(), at));
-        self.authors_ring.push_back((at, post_id.to_owned()));
-        let horizon = self.watermark.unwrap_or(at) - CO_SIMILAR_WITHIN;
-        while self.authors_ring.front().is_some_and(|(t, _)| *t < horizon) {
-            let (_, id) = self.authors_ring.pop_front().expect("checked");
-            self.authors.remove(&id);
+        self.state.authors.insert(post_id.to_owned(), (author.to_owned(), at));
+        self.state.authors_ring.push_back((at, post_id.to_owned()));
+        let horizon = self.state.watermark.unwrap_or(at) - CO_SIMILAR_WITHIN;
+        while self.state.authors_ring.front().is_some_and(|(t, _)| *t < horizon) {
+            let (_, id) = self.state.authors_ring.pop_front().expect("checked");
+            self.state.authors.remove(&id);
         }
     }
 
@@ -228,49 +268,49 @@ impl Scorer {
     /// cascades that have been idle for `history_secs` with nothing open.
     fn sweep(&mut self, now: DateTime<Utc>, touched: &str) -> Vec<AlertEvent> {
         let mut open: Vec<String> =
-            self.phases.keys().map(|(cascade, _)| cascade.clone()).filter(|c| c != touched).collect();
+            self.state.phases.keys().map(|(cascade, _)| cascade.clone()).filter(|c| c != touched).collect();
         open.sort();
         open.dedup();
         let mut events = Vec::new();
         for cascade in open {
             events.extend(self.evaluate(&cascade, now, None));
         }
-        for (rule, flood) in self.breaker.resolve_quiet(now) {
+        for (rule, flood) in self.state.breaker.resolve_quiet(now) {
             events.push(self.flood_event(&rule, &flood, AlertState::Resolved, now));
         }
         let history = self.history;
-        let phases = &self.phases;
-        self.activity.retain(|cascade, activity| {
+        let phases = &self.state.phases;
+        self.state.activity.retain(|cascade, activity| {
             let idle = activity.last_post_at().is_none_or(|last| now - last > history);
             !idle || phases.keys().any(|(c, _)| c == cascade)
         });
-        let activity = &self.activity;
-        self.info.retain(|cascade, _| activity.contains_key(cascade));
+        let activity = &self.state.activity;
+        self.state.info.retain(|cascade, _| activity.contains_key(cascade));
         events
     }
 
     fn evaluate(&mut self, cascade: &str, now: DateTime<Utc>, trigger: Option<&str>) -> Vec<AlertEvent> {
-        let Some(activity) = self.activity.get_mut(cascade) else { return Vec::new() };
+        let Some(activity) = self.state.activity.get_mut(cascade) else { return Vec::new() };
         activity.slide(now, self.window);
         let features = activity.features(now, self.window);
         let mut events = Vec::new();
-        for (index, rule) in self.rules.rules.iter().enumerate() {
-            let key = (cascade.to_owned(), index);
+        for rule in &self.rules.rules {
+            let key = (cascade.to_owned(), rule.name.clone());
             let holds = rule.holds(&features);
             let for_duration = Duration::seconds(rule.for_secs as i64);
             let keep_firing = Duration::seconds(rule.keep_firing_secs as i64);
-            let next = match (self.phases.get(&key).cloned(), holds) {
+            let next = match (self.state.phases.get(&key).cloned(), holds) {
                 (None | Some(Phase::Pending { .. }), false) => None,
                 (None, true) if rule.for_secs > 0 => Some(Phase::Pending { since: now }),
                 (Some(Phase::Pending { since }), true) if now - since < for_duration => Some(Phase::Pending { since }),
                 (None | Some(Phase::Pending { .. }), true) => {
-                    let admission = self.breaker.admit(rule, cascade, now);
+                    let admission = self.state.breaker.admit(rule, cascade, now);
                     let held = admission != Admission::Sent;
                     let mut event = self.event(rule, cascade, AlertState::Firing, now, now, trigger, &features);
                     event.held = held;
                     events.push(event);
                     if admission == (Admission::Held { flood_starts: true }) {
-                        let flood = self.breaker.flood(&rule.name).expect("a flood opened").clone();
+                        let flood = self.state.breaker.flood(&rule.name).expect("a flood opened").clone();
                         events.push(self.flood_event(&rule.name, &flood, AlertState::Firing, now));
                     }
                     Some(Phase::Firing { started_at: now, reported_size: features.size, failing_since: None, held })
@@ -300,8 +340,8 @@ impl Scorer {
                 }
             };
             match next {
-                Some(phase) => self.phases.insert(key, phase),
-                None => self.phases.remove(&key),
+                Some(phase) => self.state.phases.insert(key, phase),
+                None => self.state.phases.remove(&key),
             };
         }
         events
@@ -311,18 +351,19 @@ impl Scorer {
     fn absorb(&mut self, absorbed: &str, into: &str, at: DateTime<Utc>) -> Vec<AlertEvent> {
         let mut events = Vec::new();
         let features = self.features(absorbed).unwrap_or_default();
-        for (index, rule) in self.rules.rules.iter().enumerate() {
-            if let Some(Phase::Firing { started_at, held, .. }) = self.phases.remove(&(absorbed.to_owned(), index)) {
+        for rule in &self.rules.rules {
+            let key = (absorbed.to_owned(), rule.name.clone());
+            if let Some(Phase::Firing { started_at, held, .. }) = self.state.phases.remove(&key) {
                 let mut event = self.event(rule, absorbed, AlertState::Resolved, at, started_at, None, &features);
                 event.merged_into = Some(into.to_owned());
                 event.held = held;
                 events.push(event);
             }
         }
-        if let Some(activity) = self.activity.remove(absorbed) {
-            self.activity.entry(into.to_owned()).or_default().absorb(activity);
+        if let Some(activity) = self.state.activity.remove(absorbed) {
+            self.state.activity.entry(into.to_owned()).or_default().absorb(activity);
         }
-        self.info.remove(absorbed);
+        self.state.info.remove(absorbed);
         events
     }
 
@@ -337,7 +378,7 @@ impl Scorer {
         trigger: Option<&str>,
         features: &CascadeFeatures,
     ) -> AlertEvent {
-        let info = self.info.get(cascade);
+        let info = self.state.info.get(cascade);
         AlertEvent {
             alert_id: alert_id(cascade, &rule.name),
             rule: rule.name.clone(),
@@ -360,7 +401,7 @@ impl Scorer {
 
     /// The page that stands for the held alerts of `rule`.
     fn flood_event(&self, rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) -> AlertEvent {
-        let info = self.info.get(&flood.cascade_id);
+        let info = self.state.info.get(&flood.cascade_id);
         AlertEvent {
             alert_id: alert_id(rule, FLOOD_RULE),
             rule: FLOOD_RULE.to_owned(),

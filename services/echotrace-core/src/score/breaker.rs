@@ -10,6 +10,7 @@
 
 use super::rules::Rule;
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
 /// The name the flood page goes by (a rules file cannot use it).
@@ -32,7 +33,7 @@ pub enum Admission {
 }
 
 /// An open flood page of one rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flood {
     /// The cascade of the first held alert, which the page names (its labels stay the same until
     /// it resolves).
@@ -47,7 +48,7 @@ pub struct Flood {
     pub limit: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct RuleBudget {
     /// Start times of the alerts sent in the last hour.
     sent: VecDeque<DateTime<Utc>>,
@@ -55,7 +56,7 @@ struct RuleBudget {
 }
 
 /// Per rule, the alerts sent in the last hour and the open flood page.
-#[derive(Debug)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PageBreaker {
     max_pages_per_hour: u32,
     budgets: HashMap<String, RuleBudget>,
@@ -66,6 +67,16 @@ impl PageBreaker {
     /// limit, unless a rule sets its own).
     pub fn new(max_pages_per_hour: u32) -> PageBreaker {
         PageBreaker { max_pages_per_hour, budgets: HashMap::new() }
+    }
+
+    /// The limit of critical rules without their own.
+    pub fn max_pages_per_hour(&self) -> u32 {
+        self.max_pages_per_hour
+    }
+
+    /// Takes a new limit (a restart with another configuration).
+    pub fn set_max_pages_per_hour(&mut self, max_pages_per_hour: u32) {
+        self.max_pages_per_hour = max_pages_per_hour;
     }
 
     /// The limit of `rule`, if it has one.

@@ -121,7 +121,7 @@ pub struct CascadeFeatures {
 }
 
 /// What the graph says of a cascade as one of its posts arrives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CascadeShape {
     /// Posts in the cascade.
     pub size: u64,
@@ -138,14 +138,14 @@ pub struct CascadeShape {
 }
 
 /// One post in the window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct WindowPost {
     at: DateTime<Utc>,
     automated_looking: bool,
 }
 
 /// What the cascade has seen of one author.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AuthorActivity {
     posts: u32,
     /// The two latest post times: a third post within a minute of the first of them is bot cadence.
@@ -159,7 +159,7 @@ struct AuthorActivity {
 /// The running activity of one cascade. Every update and every feature is O(1) amortized (the
 /// half-window count is a binary search), so a viral cascade of thousands of posts a minute costs
 /// no more per post than a small one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CascadeActivity {
     /// The window's posts in arrival order (event times nearly sorted).
     window: VecDeque<WindowPost>,
@@ -249,8 +249,16 @@ impl CascadeActivity {
         let minutes = (window.num_milliseconds() as f64 / 60_000.0).max(1e-9);
         let in_window = self.window.len() as f64;
         // Arrival order is event order up to small skew, so the half-window boundary is a search.
+        // By logical index, not `VecDeque::partition_point`: on a window out of order by a few
+        // posts, that one's answer depends on where the ring buffer wraps, which a replay or a
+        // restored snapshot lays out differently.
         let half = window / 2;
-        let latest = (self.window.len() - self.window.partition_point(|p| now - p.at > half)) as f64;
+        let (mut low, mut high) = (0, self.window.len());
+        while low < high {
+            let middle = (low + high) / 2;
+            if now - self.window[middle].at > half { low = middle + 1 } else { high = middle }
+        }
+        let latest = (self.window.len() - low) as f64;
         let earlier = in_window - latest;
         let shape = self.shape;
         CascadeFeatures {

@@ -2,11 +2,19 @@
 //!
 //! A `StreamConsumer` in a consumer group reads posts. Each message is decoded and validated
 //! ([`Post::from_json`]); a bad one goes to the dead-letter topic with its reason and original bytes,
-//! and the loop goes on. A good one goes through the [`Pipeline`]. Offsets are stored in memory and
+//! and the loop goes on. A good one goes through the [`Pipeline`]. Offsets are kept in memory and
 //! committed only at a checkpoint: after the Parquet flush has made every buffered row durable and
 //! every dead letter and edge sent since the last checkpoint has been acknowledged by the brokers.
-//! A crash between checkpoints replays those messages (at-least-once); the detector drops ids it has
-//! already processed, and readers of the datasets deduplicate by `post_id` across restarts.
+//!
+//! With state snapshots on (`state.dir`), a checkpoint commits only when it has also written a
+//! snapshot of the detector and the scorer, at most every `state.snapshot_interval_secs`: the
+//! snapshot first, then the offsets it reflects, so the committed offsets never run ahead of the
+//! state a restart resumes from. Between snapshots, checkpoints still flush rows for readers.
+//!
+//! A crash re-reads the messages since the last commit (at-least-once): with a snapshot restored,
+//! the detector recognizes the posts it already holds and drops them; without one, readers of the
+//! datasets and `echotrace compact` deduplicate by `post_id`. A partition revoked in a rebalance
+//! is forgotten at once: its offsets are never committed by this member again.
 
 pub mod lag;
 
@@ -16,19 +24,21 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Processed};
 use crate::shutdown::Shutdown;
 use crate::sinks::kafka::{KafkaPublisher, Source};
+use crate::state::{StateError, StateStore};
 use chrono::DateTime;
 use echotrace_core::post::Post;
+use echotrace_core::state::Position;
 use futures::future::try_join_all;
-use lag::LagContext;
+use lag::{LagContext, Ownership, Partition};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Why the consumer stopped.
@@ -43,6 +53,9 @@ pub enum IngestError {
     /// The Parquet sink failed; offsets were not committed.
     #[error(transparent)]
     Sink(#[from] crate::sinks::parquet::SinkError),
+    /// The state snapshot could not be written; offsets were not committed.
+    #[error("cannot write the state snapshot: {0}")]
+    State(#[from] StateError),
 }
 
 /// Creates the group consumer with the configured properties.
@@ -50,6 +63,7 @@ pub fn consumer(
     config: &Config,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    ownership: Arc<Mutex<Ownership>>,
 ) -> Result<StreamConsumer<LagContext>, KafkaError> {
     let mut client = ClientConfig::new();
     client
@@ -67,24 +81,37 @@ pub fn consumer(
     for (key, value) in &config.kafka.properties {
         client.set(key, value);
     }
-    let consumer: StreamConsumer<LagContext> = client.create_with_context(LagContext::new(metrics, ready))?;
+    let consumer: StreamConsumer<LagContext> =
+        client.create_with_context(LagContext::new(metrics, ready, ownership))?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
 
+/// Where the consumer loop reports to and what it keeps: the sinks beyond Parquet, the snapshot
+/// file, and the partitions it owns.
+pub struct Outlets<'a> {
+    /// Dead letters, edges and alert events to Kafka.
+    pub publisher: &'a KafkaPublisher,
+    /// Alert events to the Alertmanager dispatcher, when one runs.
+    pub alert_notices: Option<&'a mpsc::Sender<AlertNotice>>,
+    /// The snapshot file, when state snapshots are on.
+    pub state: Option<&'a StateStore>,
+    /// The partitions this member owns (kept by the consumer's rebalance callbacks).
+    pub ownership: &'a Mutex<Ownership>,
+}
+
 /// Consumes until `shutdown` fires, checkpointing every `output.flush_rows` posts or
-/// `output.flush_interval_ms`; a last checkpoint is taken on the way out.
+/// `output.flush_interval_ms`; a last checkpoint, with a snapshot, is taken on the way out.
 pub async fn consume(
     config: &Config,
     consumer: &StreamConsumer<LagContext>,
-    publisher: &KafkaPublisher,
+    outlets: Outlets<'_>,
     pipeline: &mut Pipeline,
     metrics: &Metrics,
-    alert_notices: Option<&mpsc::Sender<AlertNotice>>,
     mut shutdown: Shutdown,
 ) -> Result<(), IngestError> {
-    let mut checkpoint = Checkpoint::default();
+    let mut checkpoint = Checkpoint::new(config.state.snapshot_interval());
     let mut ticker = tokio::time::interval(config.output.flush_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -97,6 +124,7 @@ pub async fn consume(
                         continue;
                     }
                 };
+                checkpoint.forget_revoked(outlets.ownership);
                 let started = Instant::now();
                 metrics.messages_consumed.inc();
                 let source = Source { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
@@ -105,38 +133,45 @@ pub async fn consume(
                     Ok(post) => {
                         let produced_at = message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
                         let processed = pipeline.submit(post, produced_at);
-                        checkpoint.publish(processed, publisher, alert_notices).await?;
+                        checkpoint.publish(processed, &outlets).await?;
                     }
                     Err(error) => {
                         tracing::warn!(source = %format!("{}/{}/{}", source.topic, source.partition, source.offset), kind = error.kind(), %error, "dead-lettering message");
                         metrics.dead_letters.with_label_values(&[error.kind()]).inc();
-                        checkpoint.deliveries.push(publisher.dead_letter(message.key(), payload, &source, &error).await?);
+                        checkpoint.deliveries.push(outlets.publisher.dead_letter(message.key(), payload, &source, &error).await?);
                     }
                 }
-                checkpoint.offsets.insert((source.topic, source.partition), source.offset + 1);
+                checkpoint.positions.insert((source.topic, source.partition), source.offset + 1);
+                checkpoint.dirty = true;
                 metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
                 if pipeline.buffered_posts() >= config.output.flush_rows {
-                    checkpoint.take(consumer, pipeline, publisher, alert_notices, metrics).await?;
+                    checkpoint.take(consumer, pipeline, &outlets, metrics, false).await?;
                 }
             }
             _ = until(pipeline.batch_deadline()) => {
                 let processed = pipeline.run_batch();
-                checkpoint.publish(processed, publisher, alert_notices).await?;
+                checkpoint.publish(processed, &outlets).await?;
             }
-            _ = ticker.tick() => checkpoint.take(consumer, pipeline, publisher, alert_notices, metrics).await?,
+            _ = ticker.tick() => checkpoint.take(consumer, pipeline, &outlets, metrics, false).await?,
             _ = shutdown.recv() => {
                 tracing::info!("shutting down: taking a last checkpoint");
-                return checkpoint.take(consumer, pipeline, publisher, alert_notices, metrics).await;
+                return checkpoint.take(consumer, pipeline, &outlets, metrics, true).await;
             }
         }
     }
 }
 
-/// What has been processed since the last commit.
-#[derive(Default)]
+/// What has been read, and what is due.
 struct Checkpoint {
-    offsets: BTreeMap<(String, i32), i64>,
+    /// The next offset of every partition read since this member started or was assigned it.
+    positions: BTreeMap<Partition, i64>,
+    /// Whether anything was read since the last checkpoint.
+    dirty: bool,
+    /// Whether offsets were read that are not committed yet.
+    uncommitted: bool,
     deliveries: Vec<DeliveryFuture>,
+    snapshot_interval: Duration,
+    last_snapshot: Instant,
 }
 
 /// Waits until `deadline`, or forever when there is none.
@@ -148,18 +183,31 @@ async fn until(deadline: Option<Instant>) {
 }
 
 impl Checkpoint {
+    fn new(snapshot_interval: Duration) -> Checkpoint {
+        Checkpoint {
+            positions: BTreeMap::new(),
+            dirty: false,
+            uncommitted: false,
+            deliveries: Vec::new(),
+            snapshot_interval,
+            last_snapshot: Instant::now(),
+        }
+    }
+
+    /// Forgets the offsets of partitions this member lost in a rebalance.
+    fn forget_revoked(&mut self, ownership: &Mutex<Ownership>) {
+        for partition in ownership.lock().expect("ownership lock poisoned").take_revoked() {
+            self.positions.remove(&partition);
+        }
+    }
+
     /// Publishes what processed posts produced (edges and alerts to Kafka, alerts to the dispatcher)
     /// and keeps the deliveries to await at the checkpoint.
-    async fn publish(
-        &mut self,
-        processed: Vec<Processed>,
-        publisher: &KafkaPublisher,
-        alert_notices: Option<&mpsc::Sender<AlertNotice>>,
-    ) -> Result<(), IngestError> {
+    async fn publish(&mut self, processed: Vec<Processed>, outlets: &Outlets<'_>) -> Result<(), IngestError> {
         for processed in processed {
-            self.deliveries.extend(publisher.edges(&processed.edges).await?);
-            self.deliveries.extend(publisher.alerts(&processed.alerts).await?);
-            if let Some(notices) = alert_notices {
+            self.deliveries.extend(outlets.publisher.edges(&processed.edges).await?);
+            self.deliveries.extend(outlets.publisher.alerts(&processed.alerts).await?);
+            if let Some(notices) = outlets.alert_notices {
                 for event in processed.alerts {
                     // A full channel waits: alerts slow the consumer down, never vanish.
                     let _ = notices.send(AlertNotice { event, produced_at: processed.produced_at }).await;
@@ -169,35 +217,63 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Runs the waiting embedding batch, flushes Parquet, awaits every delivery, then commits the
-    /// offsets, in that order.
+    /// Runs the waiting embedding batch, flushes Parquet and awaits every delivery; then, without
+    /// state snapshots, commits the offsets; with them, when one is due (or `last`), writes the
+    /// snapshot and then commits the offsets it reflects. In that order.
     async fn take(
         &mut self,
         consumer: &StreamConsumer<LagContext>,
         pipeline: &mut Pipeline,
-        publisher: &KafkaPublisher,
-        alert_notices: Option<&mpsc::Sender<AlertNotice>>,
+        outlets: &Outlets<'_>,
         metrics: &Metrics,
+        last: bool,
     ) -> Result<(), IngestError> {
-        if self.offsets.is_empty() {
+        self.forget_revoked(outlets.ownership);
+        if self.dirty {
+            let processed = pipeline.run_batch();
+            self.publish(processed, outlets).await?;
+            pipeline.flush()?;
+            let outcomes = try_join_all(self.deliveries.drain(..))
+                .await
+                .map_err(|_| IngestError::Delivery("the producer was dropped".into()))?;
+            if let Some(Err((error, _))) = outcomes.into_iter().find(Result::is_err) {
+                return Err(IngestError::Delivery(error.to_string()));
+            }
+            metrics.checkpoints.inc();
+            self.dirty = false;
+            self.uncommitted = true;
+        }
+        if !self.uncommitted {
             return Ok(());
         }
-        let processed = pipeline.run_batch();
-        self.publish(processed, publisher, alert_notices).await?;
-        pipeline.flush()?;
-        let outcomes = try_join_all(self.deliveries.drain(..))
-            .await
-            .map_err(|_| IngestError::Delivery("the producer was dropped".into()))?;
-        if let Some(Err((error, _))) = outcomes.into_iter().find(Result::is_err) {
-            return Err(IngestError::Delivery(error.to_string()));
+        let owned: Vec<(&Partition, &i64)> = {
+            let ownership = outlets.ownership.lock().expect("ownership lock poisoned");
+            self.positions.iter().filter(|(partition, _)| ownership.owns(partition)).collect()
+        };
+        if let Some(store) = outlets.state {
+            if !last && self.last_snapshot.elapsed() < self.snapshot_interval {
+                return Ok(());
+            }
+            let positions: Vec<Position> = owned
+                .iter()
+                .map(|((topic, partition), offset)| Position {
+                    source: topic.clone(),
+                    partition: *partition,
+                    offset: **offset,
+                })
+                .collect();
+            let bytes = pipeline.snapshot(store, &positions)?;
+            tracing::debug!(bytes, partitions = positions.len(), "state snapshot written");
+            self.last_snapshot = Instant::now();
         }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.offsets {
-            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        if !owned.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for ((topic, partition), offset) in &owned {
+                list.add_partition_offset(topic, *partition, Offset::Offset(**offset))?;
+            }
+            consumer.commit(&list, CommitMode::Sync)?;
         }
-        consumer.commit(&list, CommitMode::Sync)?;
-        self.offsets.clear();
-        metrics.checkpoints.inc();
+        self.uncommitted = false;
         Ok(())
     }
 }
