@@ -52,6 +52,8 @@ pub struct Metrics {
     pub processing_seconds: Histogram,
     /// Flushes of the Parquet datasets followed by an offset commit.
     pub checkpoints: IntCounter,
+    /// Offset commits that failed (retried at the next checkpoint).
+    pub commit_failures: IntCounter,
     /// Snapshots of the detector and the scorer written.
     pub snapshots: IntCounter,
     /// Seconds a snapshot took to write (the pause it adds to its checkpoint).
@@ -183,6 +185,11 @@ impl Metrics {
                 &r,
                 "echotrace_checkpoints_total",
                 "Parquet flushes (each followed by an offset commit without state snapshots, every snapshot with them)",
+            ),
+            commit_failures: counter(
+                &r,
+                "echotrace_commit_failures_total",
+                "Offset commits that failed; the next checkpoint commits again",
             ),
             snapshots: counter(
                 &r,

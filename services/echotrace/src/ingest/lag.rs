@@ -1,10 +1,13 @@
 //! The consumer's context: lag from librdkafka's statistics (a gauge per partition), readiness,
-//! which follows whether the group has assigned this member any partition, and [`Ownership`], the
-//! partitions it owns, which the consumer loop reads before it commits.
+//! and [`Ownership`], the partitions this member owns, which the consumer loop reads before it
+//! commits. Readiness holds while the group has assigned this member a partition and a broker
+//! connection is up: librdkafka reports every broker down at once as an error, and the broker
+//! states in each statistics report (every `statistics.interval.ms`) say when one is back.
 
 use crate::metrics::Metrics;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,13 +16,11 @@ use std::sync::{Arc, Mutex};
 /// A topic and partition.
 pub type Partition = (String, i32);
 
-/// The partitions this member owns, as the group's rebalances say, and those it lost since the
-/// consumer loop last looked: the loop forgets their offsets, so it never commits one for a
-/// partition another member owns now, nor an old one over that member's progress.
+/// The partitions this member owns, as the group's rebalances say: the consumer loop commits
+/// offsets for these alone.
 #[derive(Debug, Default)]
 pub struct Ownership {
     assigned: BTreeSet<Partition>,
-    revoked: Vec<Partition>,
 }
 
 impl Ownership {
@@ -27,25 +28,28 @@ impl Ownership {
     pub fn owns(&self, partition: &Partition) -> bool {
         self.assigned.contains(partition)
     }
-
-    /// The partitions lost since the last call.
-    pub fn take_revoked(&mut self) -> Vec<Partition> {
-        std::mem::take(&mut self.revoked)
-    }
 }
 
-/// The consumer's context: receives statistics every `statistics.interval.ms` and rebalances.
+/// The consumer's context: receives statistics every `statistics.interval.ms`, errors and
+/// rebalances.
 pub struct LagContext {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     ownership: Arc<Mutex<Ownership>>,
+    brokers_up: AtomicBool,
 }
 
 impl LagContext {
     /// A context reporting into `metrics`, into `ready` whether partitions are assigned, and into
     /// `ownership` which.
     pub fn new(metrics: Arc<Metrics>, ready: Arc<AtomicBool>, ownership: Arc<Mutex<Ownership>>) -> LagContext {
-        LagContext { metrics, ready, ownership }
+        LagContext { metrics, ready, ownership, brokers_up: AtomicBool::new(true) }
+    }
+
+    /// Ready: partitions assigned and a broker up.
+    fn update_ready(&self, ownership: &Ownership) {
+        let ready = !ownership.assigned.is_empty() && self.brokers_up.load(Ordering::Relaxed);
+        self.ready.store(ready, Ordering::Relaxed);
     }
 }
 
@@ -54,7 +58,18 @@ fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<Partition> {
 }
 
 impl ClientContext for LagContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
+            self.brokers_up.store(false, Ordering::Relaxed);
+            self.update_ready(&self.ownership.lock().expect("ownership lock poisoned"));
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
+        let up = statistics.brokers.values().any(|broker| broker.nodeid >= 0 && broker.state == "UP");
+        self.brokers_up.store(up, Ordering::Relaxed);
+        self.update_ready(&self.ownership.lock().expect("ownership lock poisoned"));
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
                 // librdkafka reports -1 for partitions this member does not consume, and the
@@ -79,16 +94,15 @@ impl ConsumerContext for LagContext {
                 tracing::info!(partitions = list.count(), "partitions assigned");
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 ownership.assigned.extend(partitions(list));
-                self.ready.store(!ownership.assigned.is_empty(), Ordering::Relaxed);
+                self.update_ready(&ownership);
             }
             Rebalance::Revoke(list) => {
                 tracing::info!(partitions = list.count(), "partitions revoked");
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 for partition in partitions(list) {
                     ownership.assigned.remove(&partition);
-                    ownership.revoked.push(partition);
                 }
-                self.ready.store(!ownership.assigned.is_empty(), Ordering::Relaxed);
+                self.update_ready(&ownership);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }

@@ -13,8 +13,10 @@
 //!
 //! A crash re-reads the messages since the last commit (at-least-once): with a snapshot restored,
 //! the detector recognizes the posts it already holds and drops them; without one, readers of the
-//! datasets and `echotrace compact` deduplicate by `post_id`. A partition revoked in a rebalance
-//! is forgotten at once: its offsets are never committed by this member again.
+//! datasets and `echotrace compact` deduplicate by `post_id`. Offsets are committed only for the
+//! partitions this member owns at the time, and only where they are ahead of the group's committed
+//! offset: a partition that went to another member in a rebalance and came back never has its
+//! offset moved back over that member's progress.
 
 pub mod lag;
 
@@ -124,7 +126,6 @@ pub async fn consume(
                         continue;
                     }
                 };
-                checkpoint.forget_revoked(outlets.ownership);
                 let started = Instant::now();
                 metrics.messages_consumed.inc();
                 let source = Source { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
@@ -161,9 +162,13 @@ pub async fn consume(
     }
 }
 
+/// How long a checkpoint waits for the group's committed offsets.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What has been read, and what is due.
 struct Checkpoint {
-    /// The next offset of every partition read since this member started or was assigned it.
+    /// The next offset of every partition read since this member started (kept across rebalances:
+    /// a partition that comes back is committed only where this is ahead of the group).
     positions: BTreeMap<Partition, i64>,
     /// Whether anything was read since the last checkpoint.
     dirty: bool,
@@ -194,13 +199,6 @@ impl Checkpoint {
         }
     }
 
-    /// Forgets the offsets of partitions this member lost in a rebalance.
-    fn forget_revoked(&mut self, ownership: &Mutex<Ownership>) {
-        for partition in ownership.lock().expect("ownership lock poisoned").take_revoked() {
-            self.positions.remove(&partition);
-        }
-    }
-
     /// Publishes what processed posts produced (edges and alerts to Kafka, alerts to the dispatcher)
     /// and keeps the deliveries to await at the checkpoint.
     async fn publish(&mut self, processed: Vec<Processed>, outlets: &Outlets<'_>) -> Result<(), IngestError> {
@@ -228,7 +226,6 @@ impl Checkpoint {
         metrics: &Metrics,
         last: bool,
     ) -> Result<(), IngestError> {
-        self.forget_revoked(outlets.ownership);
         if self.dirty {
             let processed = pipeline.run_batch();
             self.publish(processed, outlets).await?;
@@ -267,11 +264,34 @@ impl Checkpoint {
             self.last_snapshot = Instant::now();
         }
         if !owned.is_empty() {
+            // Only what is ahead of the group's committed offsets: another member may have owned a
+            // partition in between and gone further.
+            let committed = match consumer.committed(COMMITTED_TIMEOUT) {
+                Ok(committed) => committed,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the committed offsets; committing at the next checkpoint");
+                    metrics.commit_failures.inc();
+                    return Ok(());
+                }
+            };
             let mut list = TopicPartitionList::new();
             for ((topic, partition), offset) in &owned {
-                list.add_partition_offset(topic, *partition, Offset::Offset(**offset))?;
+                let current = committed.find_partition(topic, *partition).and_then(|e| e.offset().to_raw());
+                if current.is_none_or(|current| **offset > current) {
+                    list.add_partition_offset(topic, *partition, Offset::Offset(**offset))?;
+                }
             }
-            consumer.commit(&list, CommitMode::Sync)?;
+            // A failed commit loses nothing: the rows and the snapshot are durable, and the next
+            // checkpoint commits again (a crash before it re-reads, and the detector or the
+            // readers drop what it had). The broker may be away, or a rebalance under way.
+            tracing::debug!(offsets = ?list, "committing");
+            if list.count() > 0
+                && let Err(error) = consumer.commit(&list, CommitMode::Sync)
+            {
+                tracing::warn!(%error, "offset commit failed; committing again at the next checkpoint");
+                metrics.commit_failures.inc();
+                return Ok(());
+            }
         }
         self.uncommitted = false;
         Ok(())

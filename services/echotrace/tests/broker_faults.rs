@@ -1,0 +1,222 @@
+//! Faults around a real broker (tansu) that `echotrace run` must ride out on its own:
+//!
+//! - a rebalance: a second instance joins the group mid-stream and leaves again. No post is lost,
+//!   no committed offset ever goes back (which a commit by an instance that no longer owns the
+//!   partition would do), and after `echotrace compact` every post is in `posts/` once;
+//! - the broker gone for 30 s mid-stream and back (its sqlite storage outlives it): the instance
+//!   stays up, `/readyz` says it is not ready while the broker is away and ready again after, and
+//!   nothing is lost.
+//!
+//! Needs tansu and kcat, as `broker_e2e.rs`.
+
+mod common;
+
+use common::broker::{create_topic, free_http, kcat, start_tansu, tools};
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, TopicPartitionList};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Writes an instance's configuration: its own state folder, the shared output folder.
+fn config(dir: &Path, name: &str, broker: &str, group: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let toml = format!(
+        r#"[kafka]
+brokers = "{broker}"
+group_id = "{group}"
+input_topics = ["posts"]
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+"statistics.interval.ms" = "1000"
+[detector.semantic]
+enabled = false
+[output]
+dir = "{out}"
+flush_interval_ms = 100
+[state]
+dir = "{state}"
+snapshot_interval_secs = 1
+"#,
+        out = dir.join("out").display(),
+        state = dir.join(format!("state-{name}")).display()
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn start(config: &Path, http: SocketAddr, log: &Path) -> Reaper {
+    Reaper(
+        Command::new(env!("CARGO_BIN_EXE_echotrace"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("ECHOTRACE_HTTP__LISTEN", http.to_string())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn stop(instance: &mut Reaper) {
+    let pid = instance.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(instance.0.wait().unwrap().success(), "the instance stops cleanly");
+}
+
+fn ready(http: SocketAddr) -> bool {
+    std::net::TcpStream::connect(http).is_ok() && http_get(http, "/readyz").0 == 200
+}
+
+/// The group's committed offset of each partition of `posts` (-1 where none).
+fn committed(broker: &str, group: &str, partitions: i32) -> Vec<i64> {
+    let verifier: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", broker).set("group.id", group).create().unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition("posts", partition);
+    }
+    match verifier.committed_offsets(list, Duration::from_secs(10)) {
+        Ok(committed) => committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect(),
+        Err(_) => vec![-1; partitions as usize],
+    }
+}
+
+fn produce(kcat_bin: &Path, broker: &str, lines: &[&str]) {
+    let mut input = lines.join("\n").into_bytes();
+    input.push(b'\n');
+    kcat(kcat_bin, &["-P", "-b", broker, "-t", "posts"], Some(&input));
+}
+
+fn stored_posts(dir: &Path) -> Vec<String> {
+    let data = dir.join("out");
+    let compact = echotrace(&["compact", "--data", data.to_str().unwrap(), "--min-age-minutes", "0"]);
+    assert!(compact.status.success(), "{}", String::from_utf8_lossy(&compact.stderr));
+    let mut posts: Vec<String> = column(&read_dataset(&data.join("posts")), "post_id").into_iter().flatten().collect();
+    posts.sort();
+    posts
+}
+
+fn sample_ids() -> Vec<String> {
+    let mut ids = sample_post_ids();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_second_instance_joins_and_leaves_and_nothing_is_lost_or_committed_by_a_stranger() {
+    let Some((tansu, kcat_bin)) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_tansu, broker) = start_tansu(&tansu, "memory://tansu/", free_port(), dir.path());
+    create_topic(&tansu, &broker, "posts", 3);
+    for topic in ["echotrace.dead-letter", "echotrace.edges", "echotrace.alerts"] {
+        create_topic(&tansu, &broker, topic, 1);
+    }
+    let group = "rebalance";
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    let thirds: Vec<&[&str]> = lines.chunks(lines.len().div_ceil(3)).collect();
+
+    // Every committed offset, polled throughout: none may ever go back.
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let regressions = Arc::new(Mutex::new(Vec::new()));
+    let watcher = {
+        let (broker, stop_watch, regressions) = (broker.clone(), stop_watch.clone(), regressions.clone());
+        std::thread::spawn(move || {
+            let mut highest = [-1i64; 3];
+            while !stop_watch.load(Ordering::Relaxed) {
+                for (partition, offset) in committed(&broker, group, 3).into_iter().enumerate() {
+                    if offset >= 0 && offset < highest[partition] {
+                        regressions.lock().unwrap().push((partition, highest[partition], offset));
+                    }
+                    highest[partition] = highest[partition].max(offset);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let all_committed =
+        |count: usize| committed(&broker, group, 3).iter().map(|o| (*o).max(0)).sum::<i64>() >= count as i64;
+
+    let http_a = free_http();
+    let mut a = start(&config(dir.path(), "a", &broker, group), http_a, &dir.path().join("a.log"));
+    wait_for("the first instance to be assigned", Duration::from_secs(60), || ready(http_a));
+    produce(&kcat_bin, &broker, thirds[0]);
+    wait_for("the first third committed", Duration::from_secs(60), || all_committed(thirds[0].len()));
+
+    let http_b = free_http();
+    let mut b = start(&config(dir.path(), "b", &broker, group), http_b, &dir.path().join("b.log"));
+    wait_for("the second instance to join", Duration::from_secs(60), || ready(http_b));
+    produce(&kcat_bin, &broker, thirds[1]);
+    let two_thirds = thirds[0].len() + thirds[1].len();
+    wait_for("two thirds committed", Duration::from_secs(60), || all_committed(two_thirds));
+    stop(&mut b);
+
+    // The last third goes in while the group rebalances: the first instance may read some of it
+    // on its own partition before it gets the others.
+    produce(&kcat_bin, &broker, thirds[2]);
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    while !all_committed(lines.len()) {
+        assert!(
+            std::time::Instant::now() < until,
+            "not everything committed: {:?} of {}\n--- a:\n{}\n--- b:\n{}",
+            committed(&broker, group, 3),
+            lines.len(),
+            std::fs::read_to_string(dir.path().join("a.log")).unwrap(),
+            std::fs::read_to_string(dir.path().join("b.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop(&mut a);
+    stop_watch.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+
+    assert!(regressions.lock().unwrap().is_empty(), "committed offsets went back: {:?}", regressions.lock().unwrap());
+    let b_log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(b_log.contains("partitions assigned"), "the second instance took partitions:\n{b_log}");
+    let a_log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    assert!(a_log.contains("partitions revoked"), "the first instance gave partitions up:\n{a_log}");
+    let posts = stored_posts(dir.path());
+    assert_eq!(posts.len(), posts.iter().collect::<BTreeSet<_>>().len(), "a post stored twice after compaction");
+    assert_eq!(posts, sample_ids(), "every post once");
+}
+
+#[test]
+fn the_broker_gone_for_thirty_seconds_loses_nothing() {
+    let Some((tansu, kcat_bin)) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut broker_process, broker) = start_tansu(&tansu, "sqlite://broker.db", port, dir.path());
+    for topic in ["posts", "echotrace.dead-letter", "echotrace.edges", "echotrace.alerts"] {
+        create_topic(&tansu, &broker, topic, 1);
+    }
+    let group = "outage";
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let http = free_http();
+    let mut instance = start(&config(dir.path(), "solo", &broker, group), http, &dir.path().join("solo.log"));
+    wait_for("the instance to be assigned", Duration::from_secs(60), || ready(http));
+    produce(&kcat_bin, &broker, first);
+    wait_for("the first half committed", Duration::from_secs(60), || {
+        committed(&broker, group, 1)[0] >= first.len() as i64
+    });
+
+    // The broker goes away for 30 s; the instance stays up and says it is not ready.
+    broker_process.0.kill().unwrap();
+    broker_process.0.wait().unwrap();
+    wait_for("/readyz to report the broker gone", Duration::from_secs(20), || !ready(http));
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(instance.0.try_wait().unwrap().is_none(), "the instance exited while the broker was away");
+    assert_eq!(http_get(http, "/readyz").0, 503);
+
+    let (_back, broker) = start_tansu(&tansu, "sqlite://broker.db", port, dir.path());
+    wait_for("the instance to be ready again", Duration::from_secs(90), || ready(http));
+    produce(&kcat_bin, &broker, second);
+    wait_for("everything committed", Duration::from_secs(90), || committed(&broker, group, 1)[0] >= lines.len() as i64);
+    stop(&mut instance);
+    assert_eq!(stored_posts(dir.path()), sample_ids(), "every post once");
+}
