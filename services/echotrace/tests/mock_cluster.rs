@@ -10,36 +10,46 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const POSTS: &str = "posts";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumes_links_dead_letters_and_commits() {
-    let cluster = MockCluster::new(1).unwrap();
+/// A consumer's configuration against `cluster`, with the topics created (2 partitions each),
+/// writing under `out`, a snapshot and a commit at every checkpoint; and a producer for the input.
+fn mock_setup(
+    cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    out: &std::path::Path,
+) -> (Config, FutureProducer) {
     let mut config = Config::default();
     for topic in [POSTS, &config.kafka.dead_letter_topic, &config.kafka.edges_topic, &config.kafka.alerts_topic] {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
-    let out = tempfile::tempdir().unwrap();
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.input_topics = vec![POSTS.into()];
     config.kafka.properties.insert("session.timeout.ms".into(), "6000".into());
     config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.output.dir = out.path().to_owned();
+    config.output.dir = out.to_owned();
     config.output.flush_interval_ms = 200;
-    // A snapshot, and a commit, at every checkpoint.
-    config.state.dir = out.path().join("state");
+    config.state.dir = out.join("state");
     config.state.snapshot_interval_secs = 0;
-
-    // The sample, a duplicate delivery, and each bad input in between.
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("message.max.bytes", "16777216")
         .create()
         .unwrap();
+    (config, producer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_links_dead_letters_and_commits() {
+    let cluster = MockCluster::new(1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (config, producer) = mock_setup(&cluster, out.path());
+
+    // The sample, a duplicate delivery, and each bad input in between.
     let lines: Vec<&str> = SAMPLE.lines().collect();
     // librdkafka's mock broker stalls the partition on a 10 MB message (the real broker in
     // broker_e2e.rs takes one); 1 MB is still four times the text limit.
@@ -112,29 +122,128 @@ async fn consumes_links_dead_letters_and_commits() {
     assert!(!read_topic(&config.kafka.brokers, &config.kafka.edges_topic, 1).is_empty());
 
     // Offsets: committed to the end of every partition.
+    assert_eq!(committed_behind_end(&config), 0, "every partition committed to its end");
+}
+
+/// Errors injected on the mock cluster. Commits refused by the coordinator are retried at the next
+/// checkpoint; produce errors the client retries by itself cost nothing; a dead letter or edge that
+/// cannot be delivered stops the consumer before it commits what produced it, and the next start
+/// delivers it: nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_commit_errors_are_retried_or_stop_before_committing() {
+    let cluster = MockCluster::new(1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (config, producer) = mock_setup(&cluster, out.path());
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    let bad = bad_messages(1024 * 1024);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let (first_bad, second_bad) = bad.split_at(bad.len() / 2);
+
+    // First half: three refused commits and three retriable produce errors.
+    for payload in first_bad.iter().map(|(_, p)| p.as_slice()).chain(first.iter().map(|l| l.as_bytes())) {
+        send(&producer, payload).await;
+    }
+    cluster
+        .request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 3]);
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3]);
+    let (trigger, shutdown) = echotrace::shutdown::channel();
+    let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_behind_end(&config) > 0 {
+        assert!(!running.consumer.is_finished(), "consumer stopped: {:?}", running.consumer.await);
+        assert!(Instant::now() < deadline, "the first half was never committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failures = running.metrics.commit_failures.get();
+    assert!(failures >= 3, "{failures} commit failures counted, 3 injected");
+    trigger.fire();
+    running.consumer.await.unwrap().unwrap();
+    running.server.await.unwrap();
+    assert_eq!(dead_letter_payloads(&config, first_bad.len()), payloads(first_bad));
+
+    // Second half: every produce fails for good. The consumer stops with the error and the
+    // offsets of what it read stay uncommitted.
+    let before = committed_behind_end(&config);
+    for payload in second_bad.iter().map(|(_, p)| p.as_slice()).chain(second.iter().map(|l| l.as_bytes())) {
+        send(&producer, payload).await;
+    }
+    let produced_second = (second_bad.len() + second.len()) as i64;
+    assert_eq!(committed_behind_end(&config), before + produced_second);
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 64]);
+    let (_trigger, shutdown) = echotrace::shutdown::channel();
+    let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(120), running.consumer)
+        .await
+        .expect("the consumer goes on although its deliveries fail")
+        .unwrap();
+    let error = outcome.expect_err("a delivery failed for good and the consumer went on");
+    assert!(error.to_string().contains("not delivered"), "{error:#}");
+    assert!(committed_behind_end(&config) > 0, "offsets committed although their outputs were not delivered");
+    running.server.abort();
+
+    // The next start, with the broker well again, delivers and commits it all.
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let (trigger, shutdown) = echotrace::shutdown::channel();
+    let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_behind_end(&config) > 0 {
+        assert!(!running.consumer.is_finished(), "consumer stopped: {:?}", running.consumer.await);
+        assert!(Instant::now() < deadline, "the second half was never committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    trigger.fire();
+    running.consumer.await.unwrap().unwrap();
+    running.server.await.unwrap();
+    assert_eq!(dead_letter_payloads(&config, bad.len()), payloads(&bad), "every dead letter delivered");
+    let posts = read_dataset(&out.path().join("posts"));
+    let mut ids: Vec<_> = column(&posts, "post_id").into_iter().flatten().collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), lines.len(), "every post stored");
+}
+
+/// The distinct payloads of `messages`, sorted.
+fn payloads(messages: &[(&str, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let mut payloads: Vec<Vec<u8>> = messages.iter().map(|(_, p)| p.clone()).collect();
+    payloads.sort();
+    payloads.dedup();
+    payloads
+}
+
+/// The distinct payloads on the dead-letter topic (at least `want` read), sorted.
+fn dead_letter_payloads(config: &Config, want: usize) -> Vec<Vec<u8>> {
+    let mut payloads: Vec<Vec<u8>> = read_topic(&config.kafka.brokers, &config.kafka.dead_letter_topic, want)
+        .into_iter()
+        .map(|(_, payload, _)| payload)
+        .collect();
+    payloads.sort();
+    payloads.dedup();
+    payloads
+}
+
+/// How many messages of the input topic lie past the group's committed offsets, over both
+/// partitions (a partition never committed counts from its start).
+fn committed_behind_end(config: &Config) -> i64 {
     let verifier: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", &config.kafka.group_id)
         .create()
         .unwrap();
-    let mut committed_total = 0;
-    {
-        let mut list = rdkafka::TopicPartitionList::new();
-        list.add_partition(POSTS, 0);
-        list.add_partition(POSTS, 1);
-        let committed = verifier.committed_offsets(list, Duration::from_secs(10)).unwrap();
-        for element in committed.elements() {
-            let (_, high) = verifier.fetch_watermarks(POSTS, element.partition(), Duration::from_secs(10)).unwrap();
-            assert_eq!(
-                element.offset(),
-                Offset::Offset(high),
-                "partition {} committed to its end",
-                element.partition()
-            );
-            committed_total += high;
-        }
-    }
-    assert_eq!(committed_total as u64, produced);
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition(POSTS, 0);
+    list.add_partition(POSTS, 1);
+    let committed = verifier.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|element| {
+            let (low, high) = verifier.fetch_watermarks(POSTS, element.partition(), Duration::from_secs(10)).unwrap();
+            match element.offset() {
+                Offset::Offset(offset) => high - offset,
+                _ => high - low,
+            }
+        })
+        .sum()
 }
 
 async fn send(producer: &FutureProducer, payload: &[u8]) {
@@ -147,14 +256,20 @@ async fn send(producer: &FutureProducer, payload: &[u8]) {
 
 /// Reads up to `want` messages from the start of a topic: (error kind header, payload, source header).
 fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<(String, Vec<u8>, String)> {
+    // Assigned rather than subscribed: no group to join, every read starts at the beginning.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("verify-{topic}"))
-        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
         .set("fetch.message.max.bytes", "16777216")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        partitions.add_partition_offset(topic, partition.id(), Offset::Beginning).unwrap();
+    }
+    consumer.assign(&partitions).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while out.len() < want && Instant::now() < deadline {
