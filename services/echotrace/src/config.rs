@@ -115,11 +115,21 @@ pub struct StateConfig {
     pub dir: PathBuf,
     /// Write a snapshot, and commit the offsets it reflects, at most this often (seconds).
     pub snapshot_interval_secs: u64,
+    /// When no snapshot can be restored, rebuild the window by reading the posts of the last
+    /// `detector.window_secs` before the committed offsets again, with the sinks muted.
+    pub rebuild_from_kafka: bool,
+    /// Give up rebuilding after this long (seconds) and go on with what was read.
+    pub rebuild_timeout_secs: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: PathBuf::from("echotrace-state"), snapshot_interval_secs: 30 }
+        StateConfig {
+            dir: PathBuf::from("echotrace-state"),
+            snapshot_interval_secs: 30,
+            rebuild_from_kafka: true,
+            rebuild_timeout_secs: 900,
+        }
     }
 }
 

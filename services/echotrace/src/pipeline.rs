@@ -60,6 +60,7 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     observer: Option<Observer>,
     semantic: Option<SemanticStage>,
+    muted: bool,
 }
 
 /// The pipeline `config` asks for: with the embedding model loaded when semantic linking is on,
@@ -83,7 +84,7 @@ pub fn from_config(
 impl Pipeline {
     /// A pipeline over a shared detector (the HTTP API reads the same one).
     pub fn new(detector: Arc<Mutex<Detector>>, scorer: Scorer, sink: ParquetSink, metrics: Arc<Metrics>) -> Pipeline {
-        Pipeline { detector, scorer, sink, metrics, observer: None, semantic: None }
+        Pipeline { detector, scorer, sink, metrics, observer: None, semantic: None, muted: false }
     }
 
     /// Turns semantic linking on: posts are batched and embedded by `embedder`.
@@ -96,6 +97,12 @@ impl Pipeline {
             batch_latency: Duration::from_millis(config.batch_latency_ms),
         });
         self
+    }
+
+    /// Mutes the sinks, or unmutes them: a muted pipeline links and scores as ever but writes no
+    /// row, reports no alert and returns nothing to publish (rebuilding the window from Kafka).
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
     }
 
     /// Adds an observer of every detection.
@@ -175,8 +182,11 @@ impl Pipeline {
         if event_time > self.metrics.event_time_seconds.get() {
             self.metrics.event_time_seconds.set(event_time);
         }
-        self.metrics.posts_by_platform.with_label_values(&[detection.post.platform.as_str()]).inc();
         let alerts = self.scorer.observe(&detection, &signals);
+        if self.muted {
+            return None;
+        }
+        self.metrics.posts_by_platform.with_label_values(&[detection.post.platform.as_str()]).inc();
         for alert in &alerts {
             self.metrics.observe_alert(alert);
             self.sink.push_alert(alert.clone());
@@ -210,6 +220,12 @@ impl Pipeline {
         self.metrics.observe_detector(detector.stats(), windows, detector.graph().cascade_count());
         drop(detector);
         self.scorer.resume(snapshot.scorer);
+        self.firing_alerts()
+    }
+
+    /// The alerts firing now, counted as firing in the metrics: after a resume or a rebuild,
+    /// for the Alertmanager dispatcher to keep sending with their first `startsAt`.
+    pub fn firing_alerts(&mut self) -> Vec<AlertEvent> {
         let firing = self.scorer.firing();
         firing.iter().for_each(|event| self.metrics.restore_firing(event));
         firing

@@ -5,7 +5,7 @@ use crate::alerting::{AlertDispatcher, AlertNotice};
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::ingest;
-use crate::ingest::lag::Ownership;
+use crate::ingest::lag::{Ownership, Partition};
 use crate::metrics::Metrics;
 use crate::pipeline::Observer;
 use crate::pipeline::Pipeline;
@@ -15,6 +15,7 @@ use crate::sinks::parquet::ParquetSink;
 use crate::state::StateStore;
 use anyhow::Context;
 use echotrace_core::detector::Detector;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -38,13 +39,19 @@ pub struct Running {
 /// Restores the pipeline from the snapshot in `store`, when there is one it can use; returns the
 /// alerts that were firing. A snapshot it cannot use is set aside with the reason, and the
 /// pipeline starts empty.
-fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Vec<echotrace_core::score::alerts::AlertEvent> {
+/// What a start-up restored: the alerts firing, and the partitions whose window it holds (`None`:
+/// all, nothing is rebuilt when a partition is assigned).
+type Restored = (Vec<echotrace_core::score::alerts::AlertEvent>, Option<BTreeSet<Partition>>);
+
+/// Resumes from the snapshot, if there is one it can use.
+fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Option<Restored> {
     let started = std::time::Instant::now();
     match store.read() {
         Ok(Some(snapshot)) => {
             let positions: Vec<String> =
                 snapshot.positions.iter().map(|p| format!("{}/{}@{}", p.source, p.partition, p.offset)).collect();
             let window = snapshot.detector.window_len();
+            let held = snapshot.positions.iter().map(|p| (p.source.clone(), p.partition)).collect();
             let firing = pipeline.resume(snapshot);
             tracing::info!(
                 snapshot = %store.path().display(),
@@ -54,11 +61,11 @@ fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Vec<echotrace_core::sc
                 seconds = started.elapsed().as_secs_f64(),
                 "state restored"
             );
-            firing
+            Some((firing, Some(held)))
         }
         Ok(None) => {
-            tracing::info!(snapshot = %store.path().display(), "no state snapshot yet: starting with an empty window");
-            Vec::new()
+            tracing::info!(snapshot = %store.path().display(), "no state snapshot yet");
+            None
         }
         Err(error) => {
             let aside = store.path().with_extension("refused");
@@ -67,11 +74,42 @@ fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Vec<echotrace_core::sc
                 snapshot = %store.path().display(),
                 %error,
                 set_aside = %if moved { aside.display().to_string() } else { "no".to_owned() },
-                "state snapshot refused: starting with an empty window"
+                "state snapshot refused"
             );
-            Vec::new()
+            None
         }
     }
+}
+
+/// Rebuilds the window from Kafka (see [`ingest::rebuild`]) when `state.rebuild_from_kafka`;
+/// returns the alerts firing after it and the partitions it read.
+async fn rebuild(config: &Config, pipeline: &mut Pipeline) -> anyhow::Result<Restored> {
+    if !config.state.rebuild_from_kafka {
+        tracing::info!("no state restored and state.rebuild_from_kafka is off: starting with an empty window");
+        return Ok((Vec::new(), None));
+    }
+    let started = std::time::Instant::now();
+    let rebuilt = ingest::rebuild::rebuild_window(config, pipeline, None)
+        .await
+        .context("cannot rebuild the window from Kafka")?;
+    if rebuilt.partitions.is_empty() {
+        tracing::info!("nothing committed yet: starting with an empty window");
+    } else if rebuilt.complete {
+        tracing::info!(
+            posts = rebuilt.posts,
+            partitions = rebuilt.partitions.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "window rebuilt from Kafka"
+        );
+    } else {
+        tracing::warn!(
+            posts = rebuilt.posts,
+            partitions = rebuilt.partitions.len(),
+            timeout_secs = config.state.rebuild_timeout_secs,
+            "window rebuilt only in part: state.rebuild_timeout_secs passed"
+        );
+    }
+    Ok((pipeline.firing_alerts(), Some(rebuilt.partitions)))
 }
 
 /// Starts the API and the consumer; both stop when `shutdown` fires.
@@ -91,11 +129,11 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
     publisher.check_topics(Duration::from_secs(10)).context("cannot confirm that the output topics exist")?;
     let store = StateStore::from_config(&config).context("cannot create the state folder (state.dir)")?;
-    let firing = match &store {
-        Some(store) => resume(store, &mut pipeline),
-        None => Vec::new(),
+    let (firing, held) = match store.as_ref().and_then(|store| resume(store, &mut pipeline)) {
+        Some(restored) => restored,
+        None => rebuild(&config, &mut pipeline).await?,
     };
-    let ownership = Arc::new(Mutex::new(Ownership::default()));
+    let ownership = Arc::new(Mutex::new(Ownership::holding(held.filter(|_| config.state.rebuild_from_kafka))));
     let consumer = ingest::consumer(&config, metrics.clone(), ready, ownership.clone())
         .context("cannot create the Kafka consumer")?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, api = %api_address, out = %config.output.dir.display(), "consuming");

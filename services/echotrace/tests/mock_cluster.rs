@@ -291,3 +291,136 @@ fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<(String, Vec<u8>, 
     }
     out
 }
+
+/// A snapshot that cannot be used (here: corrupted) is refused and set aside, and the window is
+/// rebuilt by reading the posts before the committed offsets again with the sinks muted: the
+/// campaign that straddles the restart stays one cascade, and no row is written twice. The same
+/// restart without the rebuild splits it, so the comparison shows what the rebuild restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_snapshot_rebuilds_the_window_from_kafka() {
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    // The campaign runs from line 159 to about line 300 of the sample.
+    let (before, after) = lines.split_at(200);
+    let mut campaign_sizes = Vec::new();
+    for rebuild in [true, false] {
+        let cluster = MockCluster::new(1).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let (mut config, producer) = mock_setup(&cluster, out.path());
+        config.state.rebuild_from_kafka = rebuild;
+        for line in before {
+            send(&producer, line.as_bytes()).await;
+        }
+        run_until_committed(&config).await;
+
+        std::fs::write(config.state.dir.join("snapshot.bin"), b"ETSTATE\0 torn by the test").unwrap();
+        for line in after {
+            send(&producer, line.as_bytes()).await;
+        }
+        let (trigger, shutdown) = echotrace::shutdown::channel();
+        let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
+        wait_until_committed(&config, &running).await;
+        let address = running.api_address;
+        let (_, body) = tokio::task::spawn_blocking(move || http_get(address, "/cascades?top=1")).await.unwrap();
+        trigger.fire();
+        running.consumer.await.unwrap().unwrap();
+        running.server.await.unwrap();
+
+        assert!(config.state.dir.join("snapshot.refused").exists(), "the refused snapshot is set aside");
+        let top: serde_json::Value = serde_json::from_str(&body).unwrap();
+        campaign_sizes.push((top[0]["root_post_id"].as_str().unwrap().to_owned(), top[0]["size"].as_u64().unwrap()));
+        // Muted: the rebuild wrote no row; every post once.
+        let posts = read_dataset(&out.path().join("posts"));
+        let ids: Vec<_> = column(&posts, "post_id").into_iter().flatten().collect();
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!((ids.len(), distinct.len()), (lines.len(), lines.len()), "rebuild {rebuild}");
+    }
+    let (rebuilt_root, rebuilt_size) = &campaign_sizes[0];
+    assert_eq!(rebuilt_root, CAMPAIGN_ROOT);
+    assert!(*rebuilt_size >= 35, "the rebuilt window keeps the campaign whole: {campaign_sizes:?}");
+    let (_, split_size) = &campaign_sizes[1];
+    assert!(split_size < rebuilt_size, "without the rebuild the campaign splits: {campaign_sizes:?}");
+}
+
+/// Runs an instance until the group has committed every message of the input, then stops it.
+async fn run_until_committed(config: &Config) {
+    let (trigger, shutdown) = echotrace::shutdown::channel();
+    let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
+    wait_until_committed(config, &running).await;
+    trigger.fire();
+    running.consumer.await.unwrap().unwrap();
+    running.server.await.unwrap();
+}
+
+/// Waits until the group has committed every message of the input.
+async fn wait_until_committed(config: &Config, running: &echotrace::run::Running) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_behind_end(config) > 0 {
+        assert!(!running.consumer.is_finished(), "consumer stopped early");
+        assert!(Instant::now() < deadline, "the input was never committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A partition handed over in a rebalance arrives with its window: two instances share the input,
+/// one leaves, and the one left pauses the partition it receives, reads its window before the
+/// committed offset again (muted) and resumes it, so the campaign spread over both partitions is
+/// one cascade on the instance left. Without the rebuild, it is split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_handed_over_arrives_with_its_window() {
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    let (before, after) = lines.split_at(200);
+    let mut campaign_sizes = Vec::new();
+    for rebuild in [true, false] {
+        let cluster = MockCluster::new(1).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let (mut config, producer) = mock_setup(&cluster, out.path());
+        config.state.rebuild_from_kafka = rebuild;
+        let mut second = config.clone();
+        second.state.dir = out.path().join("state-second");
+        for (i, line) in before.iter().enumerate() {
+            send_to(&producer, line.as_bytes(), i as i32 % 2).await;
+        }
+        let (stay_trigger, shutdown) = echotrace::shutdown::channel();
+        let staying = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
+        let (leave_trigger, shutdown) = echotrace::shutdown::channel();
+        let leaving = echotrace::run::start(second, None, shutdown).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while committed_behind_end(&config) > 0
+            || staying.metrics.messages_consumed.get() == 0
+            || leaving.metrics.messages_consumed.get() == 0
+        {
+            assert!(Instant::now() < deadline, "the two instances never shared and committed the input");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        leave_trigger.fire();
+        leaving.consumer.await.unwrap().unwrap();
+        leaving.server.await.unwrap();
+
+        for (i, line) in after.iter().enumerate() {
+            send_to(&producer, line.as_bytes(), i as i32 % 2).await;
+        }
+        wait_until_committed(&config, &staying).await;
+        let address = staying.api_address;
+        let (_, body) = tokio::task::spawn_blocking(move || http_get(address, "/cascades?top=1")).await.unwrap();
+        stay_trigger.fire();
+        staying.consumer.await.unwrap().unwrap();
+        staying.server.await.unwrap();
+        let top: serde_json::Value = serde_json::from_str(&body).unwrap();
+        campaign_sizes.push((top[0]["root_post_id"].as_str().unwrap().to_owned(), top[0]["size"].as_u64().unwrap()));
+    }
+    let (rebuilt_root, rebuilt_size) = &campaign_sizes[0];
+    assert_eq!(rebuilt_root, CAMPAIGN_ROOT, "{campaign_sizes:?}");
+    assert!(*rebuilt_size >= 35, "the handed-over window keeps the campaign whole: {campaign_sizes:?}");
+    let (_, split_size) = &campaign_sizes[1];
+    assert!(split_size < rebuilt_size, "without the rebuild the campaign splits: {campaign_sizes:?}");
+}
+
+async fn send_to(producer: &FutureProducer, payload: &[u8], partition: i32) {
+    producer
+        .send(FutureRecord::<(), [u8]>::to(POSTS).payload(payload).partition(partition), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}

@@ -1,12 +1,13 @@
 //! The consumer's context: lag from librdkafka's statistics (a gauge per partition), readiness,
 //! and [`Ownership`], the partitions this member owns, which the consumer loop reads before it
-//! commits. Readiness holds while the group has assigned this member a partition and a broker
+//! commits, and those whose window it does not hold yet: these are paused when assigned until the
+//! loop has rebuilt their window ([`super::rebuild`]). Readiness holds while the group has assigned this member a partition and a broker
 //! connection is up: librdkafka reports every broker down at once as an error, and the broker
 //! states in each statistics report (every `statistics.interval.ms`) say when one is back.
 
 use crate::metrics::Metrics;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use std::collections::BTreeSet;
@@ -16,17 +17,41 @@ use std::sync::{Arc, Mutex};
 /// A topic and partition.
 pub type Partition = (String, i32);
 
-/// The partitions this member owns, as the group's rebalances say: the consumer loop commits
-/// offsets for these alone.
+/// The partitions this member owns, as the group's rebalances say (the consumer loop commits
+/// offsets for these alone), and which of them it holds the window of.
 #[derive(Debug, Default)]
 pub struct Ownership {
     assigned: BTreeSet<Partition>,
+    /// Partitions whose posts before the group's committed offset are in this member's window
+    /// (restored, rebuilt, or read by it); `None`: every partition, nothing is rebuilt.
+    held: Option<BTreeSet<Partition>>,
+    /// Assigned partitions paused until their window is rebuilt.
+    to_rebuild: BTreeSet<Partition>,
+    /// Partitions whose window the consumer loop is rebuilding now.
+    rebuilding: BTreeSet<Partition>,
 }
 
 impl Ownership {
+    /// An owner that holds the window of `held` partitions and rebuilds any other it is assigned;
+    /// `None`: it never rebuilds.
+    pub fn holding(held: Option<BTreeSet<Partition>>) -> Ownership {
+        Ownership { held, ..Ownership::default() }
+    }
+
     /// Whether this member owns `partition` now.
     pub fn owns(&self, partition: &Partition) -> bool {
         self.assigned.contains(partition)
+    }
+
+    /// Takes the assigned partitions waiting for their window, marking them held and being
+    /// rebuilt (not ready) until [`LagContext::rebuilt`].
+    pub fn take_to_rebuild(&mut self) -> BTreeSet<Partition> {
+        let taken = std::mem::take(&mut self.to_rebuild);
+        if let Some(held) = &mut self.held {
+            held.extend(taken.iter().cloned());
+        }
+        self.rebuilding = taken.into_iter().filter(|partition| self.assigned.contains(partition)).collect();
+        self.rebuilding.clone()
     }
 }
 
@@ -46,10 +71,20 @@ impl LagContext {
         LagContext { metrics, ready, ownership, brokers_up: AtomicBool::new(true) }
     }
 
-    /// Ready: partitions assigned and a broker up.
+    /// Ready: partitions assigned, their windows in place, and a broker up.
     fn update_ready(&self, ownership: &Ownership) {
-        let ready = !ownership.assigned.is_empty() && self.brokers_up.load(Ordering::Relaxed);
+        let ready = !ownership.assigned.is_empty()
+            && ownership.to_rebuild.is_empty()
+            && ownership.rebuilding.is_empty()
+            && self.brokers_up.load(Ordering::Relaxed);
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The consumer loop has rebuilt the windows it took and resumed their partitions.
+    pub fn rebuilt(&self) {
+        let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
+        ownership.rebuilding.clear();
+        self.update_ready(&ownership);
     }
 }
 
@@ -88,12 +123,32 @@ impl ClientContext for LagContext {
 }
 
 impl ConsumerContext for LagContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 tracing::info!(partitions = list.count(), "partitions assigned");
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
-                ownership.assigned.extend(partitions(list));
+                let assigned = partitions(list);
+                let unheld: Vec<Partition> = match &ownership.held {
+                    Some(held) => assigned.iter().filter(|p| !held.contains(*p)).cloned().collect(),
+                    None => Vec::new(),
+                };
+                if !unheld.is_empty() {
+                    let mut paused = rdkafka::TopicPartitionList::new();
+                    unheld.iter().for_each(|(topic, partition)| {
+                        paused.add_partition(topic, *partition);
+                    });
+                    match consumer.pause(&paused) {
+                        Ok(()) => {
+                            tracing::info!(partitions = ?unheld, "paused until their window is rebuilt");
+                            ownership.to_rebuild.extend(unheld);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot pause new partitions; consuming them without their window")
+                        }
+                    }
+                }
+                ownership.assigned.extend(assigned);
                 self.update_ready(&ownership);
             }
             Rebalance::Revoke(list) => {
@@ -101,6 +156,10 @@ impl ConsumerContext for LagContext {
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 for partition in partitions(list) {
                     ownership.assigned.remove(&partition);
+                    // Its next owner reads on; were it to come back, this window would miss that.
+                    if let Some(held) = &mut ownership.held {
+                        held.remove(&partition);
+                    }
                 }
                 self.update_ready(&ownership);
             }

@@ -19,6 +19,7 @@
 //! offset moved back over that member's progress.
 
 pub mod lag;
+pub mod rebuild;
 
 use crate::alerting::AlertNotice;
 use crate::config::Config;
@@ -117,6 +118,13 @@ pub async fn consume(
     let mut ticker = tokio::time::interval(config.output.flush_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let to_rebuild = outlets.ownership.lock().expect("ownership lock poisoned").take_to_rebuild();
+        if !to_rebuild.is_empty() {
+            // What waits in the batch is processed and published before the sinks are muted.
+            let processed = pipeline.run_batch();
+            checkpoint.publish(processed, &outlets).await?;
+            rebuild_assigned(config, consumer, pipeline, to_rebuild).await?;
+        }
         tokio::select! {
             message = consumer.recv() => {
                 let message = match message {
@@ -160,6 +168,31 @@ pub async fn consume(
             }
         }
     }
+}
+
+/// Rebuilds the window of partitions a rebalance assigned, then resumes them.
+async fn rebuild_assigned(
+    config: &Config,
+    consumer: &StreamConsumer<LagContext>,
+    pipeline: &mut Pipeline,
+    partitions: std::collections::BTreeSet<Partition>,
+) -> Result<(), IngestError> {
+    let started = Instant::now();
+    let rebuilt = rebuild::rebuild_window(config, pipeline, Some(&partitions)).await?;
+    tracing::info!(
+        partitions = ?partitions,
+        posts = rebuilt.posts,
+        complete = rebuilt.complete,
+        seconds = started.elapsed().as_secs_f64(),
+        "window of assigned partitions rebuilt from Kafka"
+    );
+    let mut resumed = TopicPartitionList::new();
+    for (topic, partition) in &partitions {
+        resumed.add_partition(topic, *partition);
+    }
+    consumer.resume(&resumed)?;
+    consumer.context().rebuilt();
+    Ok(())
 }
 
 /// How long a checkpoint waits for the group's committed offsets.
