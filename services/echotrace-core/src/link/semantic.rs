@@ -189,15 +189,16 @@ impl Default for SemanticConfig {
             rank_overlap_weight: 1.0,
             summary_max_length_ratio: 0.6,
             // Fitted by `benches/fit_semantic.py` on the fit half of the dev streams (transformer
-            // encoder, 2026-12-03); `docs/semantic-linking.md`, "Fitting the decision".
+            // encoder): the summary model on the summary streams' rows, 2026-12-05; the paraphrase
+            // model 2026-12-03. `docs/semantic-linking.md`, "Fitting the decision".
             summary: LinkModel {
-                bias: -7.2783,
-                cosine: 2.7130,
-                word_overlap: 3.8216,
-                lead_cosine: 2.2944,
-                margin: 3.1149,
-                log_length_ratio: -0.4720,
-                min_probability: 0.75,
+                bias: -4.9900,
+                cosine: 1.0611,
+                word_overlap: 4.8312,
+                lead_cosine: 2.5096,
+                margin: 3.4224,
+                log_length_ratio: 0.1042,
+                min_probability: 0.80,
             },
             paraphrase: LinkModel {
                 bias: -7.8062,
