@@ -109,7 +109,7 @@ async fn rebuild(config: &Config, pipeline: &mut Pipeline) -> anyhow::Result<Res
             "window rebuilt only in part: state.rebuild_timeout_secs passed"
         );
     }
-    Ok((pipeline.firing_alerts(), Some(rebuilt.partitions)))
+    Ok((pipeline.firing_alerts(), Some(rebuilt.held)))
 }
 
 /// Starts the API and the consumer; both stop when `shutdown` fires.

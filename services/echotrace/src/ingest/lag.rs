@@ -29,6 +29,8 @@ pub struct Ownership {
     to_rebuild: BTreeSet<Partition>,
     /// Partitions whose window the consumer loop is rebuilding now.
     rebuilding: BTreeSet<Partition>,
+    /// Whether the group has assigned partitions since the start.
+    assigned_once: bool,
 }
 
 impl Ownership {
@@ -129,6 +131,12 @@ impl ConsumerContext for LagContext {
                 tracing::info!(partitions = list.count(), "partitions assigned");
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 let assigned = partitions(list);
+                // What start-up held of partitions another member was given meanwhile is stale.
+                if !std::mem::replace(&mut ownership.assigned_once, true)
+                    && let Some(held) = &mut ownership.held
+                {
+                    held.retain(|partition| assigned.contains(partition));
+                }
                 let unheld: Vec<Partition> = match &ownership.held {
                     Some(held) => assigned.iter().filter(|p| !held.contains(*p)).cloned().collect(),
                     None => Vec::new(),

@@ -38,6 +38,9 @@ pub struct Rebuilt {
     pub posts: u64,
     /// Partitions with committed offsets, read up to them.
     pub partitions: BTreeSet<Partition>,
+    /// Every partition whose window is now held: those read, and those with nothing committed
+    /// before the log's start (nothing to read).
+    pub held: BTreeSet<Partition>,
     /// Whether every partition was read up to its committed offset before the timeout.
     pub complete: bool,
 }
@@ -51,12 +54,13 @@ pub async fn rebuild_window(
     only: Option<&BTreeSet<Partition>>,
 ) -> Result<Rebuilt, KafkaError> {
     let consumer = reader(config)?;
-    let mut ends = committed_ends(config, &consumer)?;
+    let (mut held, mut ends) = committed_ends(config, &consumer)?;
     if let Some(only) = only {
+        held.retain(|partition| only.contains(partition));
         ends.retain(|partition, _| only.contains(partition));
     }
     if ends.is_empty() {
-        return Ok(Rebuilt { complete: true, ..Rebuilt::default() });
+        return Ok(Rebuilt { complete: true, held, ..Rebuilt::default() });
     }
     let reach_ms = (config.detector.window_secs as f64 * 1100.0) as i64;
     let last_times = last_timestamps(&consumer, &ends).await?;
@@ -79,7 +83,7 @@ pub async fn rebuild_window(
     consumer.assign(&assignment)?;
 
     let mut remaining = ends.clone();
-    let mut rebuilt = Rebuilt { partitions: ends.keys().cloned().collect(), ..Rebuilt::default() };
+    let mut rebuilt = Rebuilt { partitions: ends.keys().cloned().collect(), held, ..Rebuilt::default() };
     let deadline = Instant::now() + Duration::from_secs(config.state.rebuild_timeout_secs);
     pipeline.set_muted(true);
     while !remaining.is_empty() {
@@ -131,9 +135,12 @@ fn reader(config: &Config) -> Result<StreamConsumer, KafkaError> {
     client.create()
 }
 
-/// The group's committed offset of every input partition that has one past the start of what
-/// the partition still holds.
-fn committed_ends(config: &Config, consumer: &StreamConsumer) -> Result<BTreeMap<Partition, i64>, KafkaError> {
+/// Every input partition, and the group's committed offset of those that have one past the
+/// start of what the partition still holds.
+fn committed_ends(
+    config: &Config,
+    consumer: &StreamConsumer,
+) -> Result<(BTreeSet<Partition>, BTreeMap<Partition, i64>), KafkaError> {
     let mut partitions = TopicPartitionList::new();
     for topic in &config.kafka.input_topics {
         let metadata = consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT)?;
@@ -142,6 +149,7 @@ fn committed_ends(config: &Config, consumer: &StreamConsumer) -> Result<BTreeMap
         }
     }
     let committed = consumer.committed_offsets(partitions, LOOKUP_TIMEOUT)?;
+    let all = committed.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
     let mut ends = BTreeMap::new();
     for element in committed.elements() {
         let Offset::Offset(end) = element.offset() else { continue };
@@ -150,7 +158,7 @@ fn committed_ends(config: &Config, consumer: &StreamConsumer) -> Result<BTreeMap
             ends.insert((element.topic().to_owned(), element.partition()), end);
         }
     }
-    Ok(ends)
+    Ok((all, ends))
 }
 
 /// The produce time (milliseconds) of the last committed message of each partition, or of the
