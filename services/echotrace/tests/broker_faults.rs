@@ -11,14 +11,12 @@
 
 mod common;
 
-use common::broker::{create_topic, free_http, kcat, start_tansu, tools};
+use common::broker::{committed_offsets, create_topic, free_http, kcat, start_instance, start_tansu, tools};
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, TopicPartitionList};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,18 +49,6 @@ snapshot_interval_secs = 1
     path
 }
 
-fn start(config: &Path, http: SocketAddr, log: &Path) -> Reaper {
-    Reaper(
-        Command::new(env!("CARGO_BIN_EXE_echotrace"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("ECHOTRACE_HTTP__LISTEN", http.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 fn stop(instance: &mut Reaper) {
     let pid = instance.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -71,20 +57,6 @@ fn stop(instance: &mut Reaper) {
 
 fn ready(http: SocketAddr) -> bool {
     std::net::TcpStream::connect(http).is_ok() && http_get(http, "/readyz").0 == 200
-}
-
-/// The group's committed offset of each partition of `posts` (-1 where none).
-fn committed(broker: &str, group: &str, partitions: i32) -> Vec<i64> {
-    let verifier: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", broker).set("group.id", group).create().unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition("posts", partition);
-    }
-    match verifier.committed_offsets(list, Duration::from_secs(10)) {
-        Ok(committed) => committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect(),
-        Err(_) => vec![-1; partitions as usize],
-    }
 }
 
 fn produce(kcat_bin: &Path, broker: &str, lines: &[&str]) {
@@ -129,7 +101,7 @@ fn a_second_instance_joins_and_leaves_and_nothing_is_lost_or_committed_by_a_stra
         std::thread::spawn(move || {
             let mut highest = [-1i64; 3];
             while !stop_watch.load(Ordering::Relaxed) {
-                for (partition, offset) in committed(&broker, group, 3).into_iter().enumerate() {
+                for (partition, offset) in committed_offsets(&broker, group, 3).into_iter().enumerate() {
                     if offset >= 0 && offset < highest[partition] {
                         regressions.lock().unwrap().push((partition, highest[partition], offset));
                     }
@@ -140,16 +112,16 @@ fn a_second_instance_joins_and_leaves_and_nothing_is_lost_or_committed_by_a_stra
         })
     };
     let all_committed =
-        |count: usize| committed(&broker, group, 3).iter().map(|o| (*o).max(0)).sum::<i64>() >= count as i64;
+        |count: usize| committed_offsets(&broker, group, 3).iter().map(|o| (*o).max(0)).sum::<i64>() >= count as i64;
 
     let http_a = free_http();
-    let mut a = start(&config(dir.path(), "a", &broker, group), http_a, &dir.path().join("a.log"));
+    let mut a = start_instance(&config(dir.path(), "a", &broker, group), http_a, &dir.path().join("a.log"));
     wait_for("the first instance to be assigned", Duration::from_secs(60), || ready(http_a));
     produce(&kcat_bin, &broker, thirds[0]);
     wait_for("the first third committed", Duration::from_secs(60), || all_committed(thirds[0].len()));
 
     let http_b = free_http();
-    let mut b = start(&config(dir.path(), "b", &broker, group), http_b, &dir.path().join("b.log"));
+    let mut b = start_instance(&config(dir.path(), "b", &broker, group), http_b, &dir.path().join("b.log"));
     wait_for("the second instance to join", Duration::from_secs(60), || ready(http_b));
     produce(&kcat_bin, &broker, thirds[1]);
     let two_thirds = thirds[0].len() + thirds[1].len();
@@ -164,7 +136,7 @@ fn a_second_instance_joins_and_leaves_and_nothing_is_lost_or_committed_by_a_stra
         assert!(
             std::time::Instant::now() < until,
             "not everything committed: {:?} of {}\n--- a:\n{}\n--- b:\n{}",
-            committed(&broker, group, 3),
+            committed_offsets(&broker, group, 3),
             lines.len(),
             std::fs::read_to_string(dir.path().join("a.log")).unwrap(),
             std::fs::read_to_string(dir.path().join("b.log")).unwrap()
@@ -198,11 +170,11 @@ fn the_broker_gone_for_thirty_seconds_loses_nothing() {
     let lines: Vec<&str> = SAMPLE.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
     let http = free_http();
-    let mut instance = start(&config(dir.path(), "solo", &broker, group), http, &dir.path().join("solo.log"));
+    let mut instance = start_instance(&config(dir.path(), "solo", &broker, group), http, &dir.path().join("solo.log"));
     wait_for("the instance to be assigned", Duration::from_secs(60), || ready(http));
     produce(&kcat_bin, &broker, first);
     wait_for("the first half committed", Duration::from_secs(60), || {
-        committed(&broker, group, 1)[0] >= first.len() as i64
+        committed_offsets(&broker, group, 1)[0] >= first.len() as i64
     });
 
     // The broker goes away for 30 s; the instance stays up and says it is not ready.
@@ -216,7 +188,9 @@ fn the_broker_gone_for_thirty_seconds_loses_nothing() {
     let (_back, broker) = start_tansu(&tansu, "sqlite://broker.db", port, dir.path());
     wait_for("the instance to be ready again", Duration::from_secs(90), || ready(http));
     produce(&kcat_bin, &broker, second);
-    wait_for("everything committed", Duration::from_secs(90), || committed(&broker, group, 1)[0] >= lines.len() as i64);
+    wait_for("everything committed", Duration::from_secs(90), || {
+        committed_offsets(&broker, group, 1)[0] >= lines.len() as i64
+    });
     stop(&mut instance);
     assert_eq!(stored_posts(dir.path()), sample_ids(), "every post once");
 }

@@ -12,13 +12,11 @@
 mod common;
 
 use arrow_array::{Array, RecordBatch, UInt32Array, UInt64Array};
-use common::broker::{create_topic, free_http, kcat, metric, start_tansu, tools};
+use common::broker::{committed_offsets, create_topic, free_http, kcat, metric, start_instance, start_tansu, tools};
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const KILLS: usize = 20;
@@ -48,29 +46,6 @@ snapshot_interval_secs = 0
     );
     std::fs::write(&path, toml).unwrap();
     path
-}
-
-/// Starts an instance; its log goes to `log` (kept for a failure's message).
-fn run(config: &Path, http: std::net::SocketAddr, log: &Path) -> Reaper {
-    Reaper(
-        Command::new(env!("CARGO_BIN_EXE_echotrace"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("ECHOTRACE_HTTP__LISTEN", http.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// The group's committed offset of the input's partition.
-fn committed(broker: &str) -> i64 {
-    let verifier: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", broker).set("group.id", GROUP).create().unwrap();
-    let mut list = TopicPartitionList::new();
-    list.add_partition("posts", 0);
-    let committed = verifier.committed_offsets(list, Duration::from_secs(10)).unwrap();
-    committed.elements()[0].offset().to_raw().unwrap_or(-1)
 }
 
 /// Each post's cascade at the end (merges followed), and each cascade's (root, size, depth) as
@@ -189,7 +164,7 @@ fn sigkill_at_twenty_random_points_loses_splits_and_repeats_nothing() {
         if starting {
             produce();
         }
-        let mut instance = run(&config, http, &dir.path().join(format!("run-{kill}.log")));
+        let mut instance = start_instance(&config, http, &dir.path().join(format!("run-{kill}.log")));
         if starting {
             std::thread::sleep(Duration::from_millis(draw(3_000)));
         } else {
@@ -215,13 +190,13 @@ fn sigkill_at_twenty_random_points_loses_splits_and_repeats_nothing() {
     // The last instance runs to the end of the input and stops cleanly.
     let http = free_http();
     let log = dir.path().join("run-last.log");
-    let mut last = run(&config, http, &log);
+    let mut last = start_instance(&config, http, &log);
     let until = Instant::now() + Duration::from_secs(120);
-    while committed(&broker) < lines.len() as i64 {
+    while committed_offsets(&broker, GROUP, 1)[0] < lines.len() as i64 {
         assert!(
             Instant::now() < until,
             "the group never committed the whole input ({} of {}); the last instance said:\n{}",
-            committed(&broker),
+            committed_offsets(&broker, GROUP, 1)[0],
             lines.len(),
             std::fs::read_to_string(&log).unwrap_or_default()
         );

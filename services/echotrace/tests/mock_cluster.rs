@@ -319,15 +319,13 @@ async fn a_refused_snapshot_rebuilds_the_window_from_kafka() {
         let (trigger, shutdown) = echotrace::shutdown::channel();
         let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
         wait_until_committed(&config, &running).await;
-        let address = running.api_address;
-        let (_, body) = tokio::task::spawn_blocking(move || http_get(address, "/cascades?top=1")).await.unwrap();
+        let top = top_cascade(running.api_address).await;
         trigger.fire();
         running.consumer.await.unwrap().unwrap();
         running.server.await.unwrap();
 
         assert!(config.state.dir.join("snapshot.refused").exists(), "the refused snapshot is set aside");
-        let top: serde_json::Value = serde_json::from_str(&body).unwrap();
-        campaign_sizes.push((top[0]["root_post_id"].as_str().unwrap().to_owned(), top[0]["size"].as_u64().unwrap()));
+        campaign_sizes.push(top);
         // Muted: the rebuild wrote no row; every post once.
         let posts = read_dataset(&out.path().join("posts"));
         let ids: Vec<_> = column(&posts, "post_id").into_iter().flatten().collect();
@@ -336,11 +334,24 @@ async fn a_refused_snapshot_rebuilds_the_window_from_kafka() {
         distinct.dedup();
         assert_eq!((ids.len(), distinct.len()), (lines.len(), lines.len()), "rebuild {rebuild}");
     }
-    let (rebuilt_root, rebuilt_size) = &campaign_sizes[0];
-    assert_eq!(rebuilt_root, CAMPAIGN_ROOT);
-    assert!(*rebuilt_size >= 35, "the rebuilt window keeps the campaign whole: {campaign_sizes:?}");
-    let (_, split_size) = &campaign_sizes[1];
-    assert!(split_size < rebuilt_size, "without the rebuild the campaign splits: {campaign_sizes:?}");
+    assert_rebuild_keeps_the_campaign(&campaign_sizes);
+}
+
+/// The largest cascade an instance's API lists: (root post id, size).
+async fn top_cascade(address: std::net::SocketAddr) -> (String, u64) {
+    let (_, body) = tokio::task::spawn_blocking(move || http_get(address, "/cascades?top=1")).await.unwrap();
+    let top: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (top[0]["root_post_id"].as_str().unwrap().to_owned(), top[0]["size"].as_u64().unwrap())
+}
+
+/// The top cascades with the rebuild on, then off: with it the campaign is whole (rooted at its
+/// root, 35 posts or more), without it smaller.
+fn assert_rebuild_keeps_the_campaign(top_with_and_without: &[(String, u64)]) {
+    let (rebuilt_root, rebuilt_size) = &top_with_and_without[0];
+    assert_eq!(rebuilt_root, CAMPAIGN_ROOT, "{top_with_and_without:?}");
+    assert!(*rebuilt_size >= 35, "the rebuilt window keeps the campaign whole: {top_with_and_without:?}");
+    let (_, split_size) = &top_with_and_without[1];
+    assert!(split_size < rebuilt_size, "without the rebuild the campaign splits: {top_with_and_without:?}");
 }
 
 /// Runs an instance until the group has committed every message of the input, then stops it.
@@ -402,19 +413,12 @@ async fn a_partition_handed_over_arrives_with_its_window() {
             send_to(&producer, line.as_bytes(), i as i32 % 2).await;
         }
         wait_until_committed(&config, &staying).await;
-        let address = staying.api_address;
-        let (_, body) = tokio::task::spawn_blocking(move || http_get(address, "/cascades?top=1")).await.unwrap();
+        campaign_sizes.push(top_cascade(staying.api_address).await);
         stay_trigger.fire();
         staying.consumer.await.unwrap().unwrap();
         staying.server.await.unwrap();
-        let top: serde_json::Value = serde_json::from_str(&body).unwrap();
-        campaign_sizes.push((top[0]["root_post_id"].as_str().unwrap().to_owned(), top[0]["size"].as_u64().unwrap()));
     }
-    let (rebuilt_root, rebuilt_size) = &campaign_sizes[0];
-    assert_eq!(rebuilt_root, CAMPAIGN_ROOT, "{campaign_sizes:?}");
-    assert!(*rebuilt_size >= 35, "the handed-over window keeps the campaign whole: {campaign_sizes:?}");
-    let (_, split_size) = &campaign_sizes[1];
-    assert!(split_size < rebuilt_size, "without the rebuild the campaign splits: {campaign_sizes:?}");
+    assert_rebuild_keeps_the_campaign(&campaign_sizes);
 }
 
 async fn send_to(producer: &FutureProducer, payload: &[u8], partition: i32) {

@@ -61,6 +61,28 @@ pub enum IngestError {
     State(#[from] StateError),
 }
 
+/// The settings every consumer of the input shares: the group (offsets are committed by hand, at
+/// checkpoints), fetch sizes that let oversized messages through to be dead-lettered rather
+/// than stall their partition, then `extra`, then the configured properties, which win.
+fn client_config(config: &Config, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.message.max.bytes", "16777216")
+        .set("fetch.max.bytes", "33554432")
+        .set("receive.message.max.bytes", "41943040");
+    for (key, value) in extra {
+        client.set(*key, *value);
+    }
+    for (key, value) in &config.kafka.properties {
+        client.set(key, value);
+    }
+    client
+}
+
 /// Creates the group consumer with the configured properties.
 pub fn consumer(
     config: &Config,
@@ -68,22 +90,7 @@ pub fn consumer(
     ready: Arc<AtomicBool>,
     ownership: Arc<Mutex<Ownership>>,
 ) -> Result<StreamConsumer<LagContext>, KafkaError> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000")
-        // Oversized messages must still be fetched, so they can be dead-lettered rather than stall
-        // their partition.
-        .set("fetch.message.max.bytes", "16777216")
-        .set("fetch.max.bytes", "33554432")
-        .set("receive.message.max.bytes", "41943040");
-    for (key, value) in &config.kafka.properties {
-        client.set(key, value);
-    }
+    let client = client_config(config, &[("auto.offset.reset", "earliest"), ("statistics.interval.ms", "5000")]);
     let consumer: StreamConsumer<LagContext> =
         client.create_with_context(LagContext::new(metrics, ready, ownership))?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();

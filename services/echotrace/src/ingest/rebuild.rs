@@ -21,7 +21,7 @@ use echotrace_core::post::Post;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -120,19 +120,7 @@ pub async fn rebuild_window(
 
 /// A consumer that reads by assignment, in the group only to read its committed offsets.
 fn reader(config: &Config) -> Result<StreamConsumer, KafkaError> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.message.max.bytes", "16777216")
-        .set("fetch.max.bytes", "33554432")
-        .set("receive.message.max.bytes", "41943040");
-    for (key, value) in &config.kafka.properties {
-        client.set(key, value);
-    }
-    client.create()
+    super::client_config(config, &[]).create()
 }
 
 /// Every input partition, and the group's committed offset of those that have one past the

@@ -111,3 +111,32 @@ pub fn metric(address: SocketAddr, family: &str) -> f64 {
         .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Starts `echotrace run` with `config`, its API on `http` and its log in `log`.
+pub fn start_instance(config: &Path, http: SocketAddr, log: &Path) -> Reaper {
+    Reaper(
+        Command::new(env!("CARGO_BIN_EXE_echotrace"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("ECHOTRACE_HTTP__LISTEN", http.to_string())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The group's committed offset of each of the first `partitions` partitions of `posts` (-1 where
+/// there is none, or the broker does not answer).
+pub fn committed_offsets(broker: &str, group: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let verifier: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", broker).set("group.id", group).create().unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition("posts", partition);
+    }
+    match verifier.committed_offsets(list, Duration::from_secs(10)) {
+        Ok(committed) => committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect(),
+        Err(_) => vec![-1; partitions as usize],
+    }
+}
