@@ -60,6 +60,8 @@ pub struct Metrics {
     pub snapshot_seconds: Histogram,
     /// Size of the latest snapshot.
     pub snapshot_bytes: IntGauge,
+    /// Partitions whose window was rebuilt from Kafka (at start-up, or when handed over).
+    pub window_rebuilds: IntCounter,
     /// Rows written to Parquet, all datasets.
     pub rows_written: IntCounter,
     /// Event time of the newest post processed, in seconds since the epoch.
@@ -205,6 +207,11 @@ impl Metrics {
             snapshot_bytes: register(
                 &r,
                 IntGauge::new("echotrace_snapshot_bytes", "Size of the latest state snapshot").expect("valid"),
+            ),
+            window_rebuilds: counter(
+                &r,
+                "echotrace_window_rebuilds_total",
+                "Partitions whose window was rebuilt from Kafka: at start-up without a usable snapshot, or when a rebalance hands over one another member read further",
             ),
             rows_written: counter(&r, "echotrace_parquet_rows_written_total", "Rows written to Parquet"),
             event_time_seconds: register(

@@ -5,6 +5,7 @@ use crate::alerting::{AlertDispatcher, AlertNotice};
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::ingest;
+use crate::ingest::checkpoint::{Outlets, Progress};
 use crate::ingest::lag::{Ownership, Partition};
 use crate::metrics::Metrics;
 use crate::pipeline::Observer;
@@ -15,7 +16,7 @@ use crate::sinks::parquet::ParquetSink;
 use crate::state::StateStore;
 use anyhow::Context;
 use echotrace_core::detector::Detector;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -36,14 +37,12 @@ pub struct Running {
     pub server: tokio::task::JoinHandle<()>,
 }
 
-/// Restores the pipeline from the snapshot in `store`, when there is one it can use; returns the
-/// alerts that were firing. A snapshot it cannot use is set aside with the reason, and the
-/// pipeline starts empty.
-/// What a start-up restored: the alerts firing, and the partitions whose window it holds (`None`:
-/// all, nothing is rebuilt when a partition is assigned).
-type Restored = (Vec<echotrace_core::score::alerts::AlertEvent>, Option<BTreeSet<Partition>>);
+/// What a start-up restored: the alerts firing, and the partitions whose window it holds with the
+/// offsets it holds them up to (`None`: all, nothing is rebuilt when a partition is assigned).
+type Restored = (Vec<echotrace_core::score::alerts::AlertEvent>, Option<BTreeMap<Partition, i64>>);
 
-/// Resumes from the snapshot, if there is one it can use.
+/// Resumes from the snapshot in `store`, if there is one it can use. A snapshot it cannot use is
+/// set aside with the reason.
 fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Option<Restored> {
     let started = std::time::Instant::now();
     match store.read() {
@@ -51,7 +50,7 @@ fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Option<Restored> {
             let positions: Vec<String> =
                 snapshot.positions.iter().map(|p| format!("{}/{}@{}", p.source, p.partition, p.offset)).collect();
             let window = snapshot.detector.window_len();
-            let held = snapshot.positions.iter().map(|p| (p.source.clone(), p.partition)).collect();
+            let held = snapshot.positions.iter().map(|p| ((p.source.clone(), p.partition), p.offset)).collect();
             let firing = pipeline.resume(snapshot);
             tracing::info!(
                 snapshot = %store.path().display(),
@@ -83,7 +82,7 @@ fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Option<Restored> {
 
 /// Rebuilds the window from Kafka (see [`ingest::rebuild`]) when `state.rebuild_from_kafka`;
 /// returns the alerts firing after it and the partitions it read.
-async fn rebuild(config: &Config, pipeline: &mut Pipeline) -> anyhow::Result<Restored> {
+async fn rebuild(config: &Config, pipeline: &mut Pipeline, metrics: &Metrics) -> anyhow::Result<Restored> {
     if !config.state.rebuild_from_kafka {
         tracing::info!("no state restored and state.rebuild_from_kafka is off: starting with an empty window");
         return Ok((Vec::new(), None));
@@ -92,6 +91,7 @@ async fn rebuild(config: &Config, pipeline: &mut Pipeline) -> anyhow::Result<Res
     let rebuilt = ingest::rebuild::rebuild_window(config, pipeline, None)
         .await
         .context("cannot rebuild the window from Kafka")?;
+    metrics.window_rebuilds.inc_by(rebuilt.partitions.len() as u64);
     if rebuilt.partitions.is_empty() {
         tracing::info!("nothing committed yet: starting with an empty window");
     } else if rebuilt.complete {
@@ -131,7 +131,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let store = StateStore::from_config(&config).context("cannot create the state folder (state.dir)")?;
     let (firing, held) = match store.as_ref().and_then(|store| resume(store, &mut pipeline)) {
         Some(restored) => restored,
-        None => rebuild(&config, &mut pipeline).await?,
+        None => rebuild(&config, &mut pipeline, &metrics).await?,
     };
     let ownership = Arc::new(Mutex::new(Ownership::holding(held.filter(|_| config.state.rebuild_from_kafka))));
     let consumer = ingest::consumer(&config, metrics.clone(), ready, ownership.clone())
@@ -157,14 +157,11 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         }
     }
     let task_metrics = metrics.clone();
+    let outlets = Outlets { publisher, state: store, dispatches_alerts: notices.is_some() };
+    let progress = Progress::new(pipeline, outlets, metrics.clone(), ownership, config.state.snapshot_interval());
     let consumer = tokio::spawn(async move {
-        let outlets = ingest::Outlets {
-            publisher: &publisher,
-            alert_notices: notices.as_ref(),
-            state: store.as_ref(),
-            ownership: &ownership,
-        };
-        let outcome = ingest::consume(&config, &consumer, outlets, &mut pipeline, &task_metrics, shutdown).await;
+        let progress = Arc::new(tokio::sync::Mutex::new(progress));
+        let outcome = ingest::consume(&config, &consumer, progress, notices.as_ref(), &task_metrics, shutdown).await;
         // Closing the channel lets the dispatcher deliver what is pending and stop.
         drop(notices);
         if let Some(dispatcher) = dispatcher {

@@ -3,6 +3,9 @@
 //! - a rebalance: a second instance joins the group mid-stream and leaves again. No post is lost,
 //!   no committed offset ever goes back (which a commit by an instance that no longer owns the
 //!   partition would do), and after `echotrace compact` every post is in `posts/` once;
+//! - a revocation: partitions are committed before they are given up. An instance reads the whole
+//!   input with no checkpoint due, a second joins, and the rebalance commits everything: the
+//!   newcomer reads nothing again, and the partition the first keeps needs no rebuild;
 //! - the broker gone for 30 s mid-stream and back (its sqlite storage outlives it): the instance
 //!   stays up, `/readyz` says it is not ready while the broker is away and ready again after, and
 //!   nothing is lost.
@@ -11,7 +14,7 @@
 
 mod common;
 
-use common::broker::{committed_offsets, create_topic, free_http, kcat, start_instance, start_tansu, tools};
+use common::broker::{committed_offsets, create_topic, free_http, kcat, metric, start_instance, start_tansu, tools};
 use common::*;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -155,6 +158,59 @@ fn a_second_instance_joins_and_leaves_and_nothing_is_lost_or_committed_by_a_stra
     let posts = stored_posts(dir.path());
     assert_eq!(posts.len(), posts.iter().collect::<BTreeSet<_>>().len(), "a post stored twice after compaction");
     assert_eq!(posts, sample_ids(), "every post once");
+}
+
+#[test]
+fn revoked_partitions_are_committed_before_they_are_handed_over() {
+    let Some((tansu, kcat_bin)) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_tansu, broker) = start_tansu(&tansu, "memory://tansu/", free_port(), dir.path());
+    create_topic(&tansu, &broker, "posts", 3);
+    for topic in ["echotrace.dead-letter", "echotrace.edges", "echotrace.alerts"] {
+        create_topic(&tansu, &broker, topic, 1);
+    }
+    let group = "revocation";
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    // No checkpoint falls due while the test runs: only the revocation's can commit.
+    let configure = |name: &str| {
+        let path = config(dir.path(), name, &broker, group);
+        let toml = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("flush_interval_ms = 100", "flush_interval_ms = 600000")
+            .replace("snapshot_interval_secs = 1", "snapshot_interval_secs = 600");
+        std::fs::write(&path, toml).unwrap();
+        path
+    };
+
+    let http_a = free_http();
+    let mut a = start_instance(&configure("a"), http_a, &dir.path().join("a.log"));
+    wait_for("the first instance to be assigned", Duration::from_secs(60), || ready(http_a));
+    produce(&kcat_bin, &broker, &lines);
+    wait_for("the first instance to read the input", Duration::from_secs(60), || {
+        metric(http_a, "echotrace_messages_consumed_total") as usize == lines.len()
+    });
+    let committed = committed_offsets(&broker, group, 3);
+    assert!(committed.iter().all(|offset| *offset < 0), "nothing was due to be committed yet: {committed:?}");
+
+    let http_b = free_http();
+    let mut b = start_instance(&configure("b"), http_b, &dir.path().join("b.log"));
+    let logs = || {
+        let log = |name: &str| std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+        format!("--- a:\n{}\n--- b:\n{}", log("a"), log("b"))
+    };
+    let all_committed = || committed_offsets(&broker, group, 3).iter().map(|o| (*o).max(0)).sum::<i64>() as usize;
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !(ready(http_b) && ready(http_a) && all_committed() == lines.len()) {
+        assert!(std::time::Instant::now() < until, "the rebalance did not commit the input\n{}", logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(metric(http_b, "echotrace_messages_consumed_total"), 0.0, "the newcomer read nothing again");
+    assert_eq!(metric(http_a, "echotrace_window_rebuilds_total"), 0.0, "what the first kept needs no rebuild");
+    assert!(metric(http_b, "echotrace_window_rebuilds_total") >= 1.0, "what the newcomer got is rebuilt\n{}", logs());
+    assert!(logs().contains("checkpoint taken before the partitions are revoked"), "{}", logs());
+    stop(&mut b);
+    stop(&mut a);
+    assert_eq!(stored_posts(dir.path()), sample_ids(), "every post once");
 }
 
 #[test]

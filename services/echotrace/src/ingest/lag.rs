@@ -1,42 +1,53 @@
 //! The consumer's context: lag from librdkafka's statistics (a gauge per partition), readiness,
-//! and [`Ownership`], the partitions this member owns, which the consumer loop reads before it
-//! commits, and those whose window it does not hold yet: these are paused when assigned until the
-//! loop has rebuilt their window ([`super::rebuild`]). Readiness holds while the group has assigned this member a partition and a broker
-//! connection is up: librdkafka reports every broker down at once as an error, and the broker
-//! states in each statistics report (every `statistics.interval.ms`) say when one is back.
+//! rebalances, and [`Ownership`], the partitions this member owns, which the consumer loop reads
+//! before it commits, and how far its window holds each partition.
+//!
+//! Before partitions are revoked, the context takes a checkpoint through the loop's shared
+//! [`Progress`]. When partitions are assigned, each one whose group's committed offset is ahead of
+//! what this member's window holds of it (another member read it meanwhile, or this member never
+//! did) is paused until the loop has rebuilt its window ([`super::rebuild`]).
+//!
+//! Readiness holds while the group has assigned this member a partition, every window is in place
+//! and a broker connection is up: librdkafka reports every broker down at once as an error, and
+//! the broker states in each statistics report (every `statistics.interval.ms`) say when one is
+//! back.
 
+use super::checkpoint::Progress;
 use crate::metrics::Metrics;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 /// A topic and partition.
 pub type Partition = (String, i32);
 
+/// How long an assignment waits for the group's committed offsets.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The partitions this member owns, as the group's rebalances say (the consumer loop commits
-/// offsets for these alone), and which of them it holds the window of.
+/// offsets for these alone), and how far it holds the window of each.
 #[derive(Debug, Default)]
 pub struct Ownership {
     assigned: BTreeSet<Partition>,
-    /// Partitions whose posts before the group's committed offset are in this member's window
-    /// (restored, rebuilt, or read by it); `None`: every partition, nothing is rebuilt.
-    held: Option<BTreeSet<Partition>>,
+    /// For each partition whose posts are in this member's window (restored, rebuilt, or read by
+    /// it), the offset it holds them up to; `None`: every partition, nothing is rebuilt.
+    held: Option<BTreeMap<Partition, i64>>,
     /// Assigned partitions paused until their window is rebuilt.
     to_rebuild: BTreeSet<Partition>,
     /// Partitions whose window the consumer loop is rebuilding now.
     rebuilding: BTreeSet<Partition>,
-    /// Whether the group has assigned partitions since the start.
-    assigned_once: bool,
 }
 
 impl Ownership {
-    /// An owner that holds the window of `held` partitions and rebuilds any other it is assigned;
-    /// `None`: it never rebuilds.
-    pub fn holding(held: Option<BTreeSet<Partition>>) -> Ownership {
+    /// An owner that holds the window of `held` partitions up to the given offsets, and rebuilds
+    /// any partition it is assigned whose committed offset is ahead of that; `None`: it never
+    /// rebuilds.
+    pub fn holding(held: Option<BTreeMap<Partition, i64>>) -> Ownership {
         Ownership { held, ..Ownership::default() }
     }
 
@@ -45,13 +56,26 @@ impl Ownership {
         self.assigned.contains(partition)
     }
 
-    /// Takes the assigned partitions waiting for their window, marking them held and being
-    /// rebuilt (not ready) until [`LagContext::rebuilt`].
+    /// Notes that the window holds `partition`'s posts up to `offset`.
+    pub fn hold(&mut self, partition: Partition, offset: i64) {
+        if let Some(held) = &mut self.held {
+            held.insert(partition, offset);
+        }
+    }
+
+    /// Whether an assigned partition whose group has committed `committed` needs its window
+    /// rebuilt: something was committed past what this member holds of it.
+    fn needs_rebuild(&self, partition: &Partition, committed: Option<i64>) -> bool {
+        match (&self.held, committed) {
+            (None, _) | (_, None) => false,
+            (Some(held), Some(committed)) => committed > held.get(partition).copied().unwrap_or(0),
+        }
+    }
+
+    /// Takes the assigned partitions waiting for their window, marking them being rebuilt (not
+    /// ready) until [`LagContext::rebuilt`].
     pub fn take_to_rebuild(&mut self) -> BTreeSet<Partition> {
         let taken = std::mem::take(&mut self.to_rebuild);
-        if let Some(held) = &mut self.held {
-            held.extend(taken.iter().cloned());
-        }
         self.rebuilding = taken.into_iter().filter(|partition| self.assigned.contains(partition)).collect();
         self.rebuilding.clone()
     }
@@ -64,13 +88,40 @@ pub struct LagContext {
     ready: Arc<AtomicBool>,
     ownership: Arc<Mutex<Ownership>>,
     brokers_up: AtomicBool,
+    /// The consumer loop's progress, for the checkpoint before a revocation.
+    progress: OnceLock<Arc<tokio::sync::Mutex<Progress>>>,
+    /// Wakes the consumer loop when assigned partitions wait for their window.
+    to_rebuild: tokio::sync::Notify,
 }
 
 impl LagContext {
     /// A context reporting into `metrics`, into `ready` whether partitions are assigned, and into
     /// `ownership` which.
     pub fn new(metrics: Arc<Metrics>, ready: Arc<AtomicBool>, ownership: Arc<Mutex<Ownership>>) -> LagContext {
-        LagContext { metrics, ready, ownership, brokers_up: AtomicBool::new(true) }
+        LagContext {
+            metrics,
+            ready,
+            ownership,
+            brokers_up: AtomicBool::new(true),
+            progress: OnceLock::new(),
+            to_rebuild: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves when assigned partitions wait for their window (at once if some came since the
+    /// last call).
+    pub async fn partitions_to_rebuild(&self) {
+        self.to_rebuild.notified().await
+    }
+
+    /// The partitions this member owns, shared with the consumer loop.
+    pub fn ownership(&self) -> Arc<Mutex<Ownership>> {
+        self.ownership.clone()
+    }
+
+    /// Gives the context the consumer loop's progress, to checkpoint before revocations.
+    pub fn attach(&self, progress: Arc<tokio::sync::Mutex<Progress>>) {
+        let _ = self.progress.set(progress);
     }
 
     /// Ready: partitions assigned, their windows in place, and a broker up.
@@ -82,9 +133,13 @@ impl LagContext {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// The consumer loop has rebuilt the windows it took and resumed their partitions.
-    pub fn rebuilt(&self) {
+    /// The consumer loop has rebuilt the windows it took, up to these offsets, and resumed their
+    /// partitions.
+    pub fn rebuilt(&self, held: &BTreeMap<Partition, i64>) {
         let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
+        for (partition, offset) in held {
+            ownership.hold(partition.clone(), *offset);
+        }
         ownership.rebuilding.clear();
         self.update_ready(&ownership);
     }
@@ -125,22 +180,32 @@ impl ClientContext for LagContext {
 }
 
 impl ConsumerContext for LagContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let Some(progress) = self.progress.get() else { return };
+        // The callback runs inside the loop's `recv`, when the loop holds no lock.
+        match progress.try_lock() {
+            Ok(mut progress) => progress.before_revoke(consumer, &partitions(list)),
+            Err(_) => tracing::warn!("the consumer loop is busy: no checkpoint before the partitions are revoked"),
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 tracing::info!(partitions = list.count(), "partitions assigned");
-                let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 let assigned = partitions(list);
-                // What start-up held of partitions another member was given meanwhile is stale.
-                if !std::mem::replace(&mut ownership.assigned_once, true)
-                    && let Some(held) = &mut ownership.held
-                {
-                    held.retain(|partition| assigned.contains(partition));
-                }
-                let unheld: Vec<Partition> = match &ownership.held {
-                    Some(held) => assigned.iter().filter(|p| !held.contains(*p)).cloned().collect(),
-                    None => Vec::new(),
-                };
+                let committed = committed_offsets(consumer, list);
+                let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
+                let unheld: Vec<Partition> = assigned
+                    .iter()
+                    .filter(|partition| match &committed {
+                        Some(committed) => ownership.needs_rebuild(partition, committed.get(*partition).copied()),
+                        // Unknown: rebuild what this member never held.
+                        None => ownership.held.as_ref().is_some_and(|held| !held.contains_key(*partition)),
+                    })
+                    .cloned()
+                    .collect();
                 if !unheld.is_empty() {
                     let mut paused = rdkafka::TopicPartitionList::new();
                     unheld.iter().for_each(|(topic, partition)| {
@@ -150,6 +215,7 @@ impl ConsumerContext for LagContext {
                         Ok(()) => {
                             tracing::info!(partitions = ?unheld, "paused until their window is rebuilt");
                             ownership.to_rebuild.extend(unheld);
+                            self.to_rebuild.notify_one();
                         }
                         Err(error) => {
                             tracing::warn!(%error, "cannot pause new partitions; consuming them without their window")
@@ -164,14 +230,63 @@ impl ConsumerContext for LagContext {
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 for partition in partitions(list) {
                     ownership.assigned.remove(&partition);
-                    // Its next owner reads on; were it to come back, this window would miss that.
-                    if let Some(held) = &mut ownership.held {
-                        held.remove(&partition);
-                    }
+                    ownership.to_rebuild.remove(&partition);
                 }
                 self.update_ready(&ownership);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
+    }
+}
+
+/// The group's committed offsets of `list` (partitions without one are left out), or `None` when
+/// the coordinator does not answer.
+fn committed_offsets(
+    consumer: &BaseConsumer<LagContext>,
+    list: &rdkafka::TopicPartitionList,
+) -> Option<BTreeMap<Partition, i64>> {
+    match consumer.committed_offsets(list.clone(), COMMITTED_TIMEOUT) {
+        Ok(committed) => Some(
+            committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the committed offsets of the assigned partitions");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(number: i32) -> Partition {
+        ("posts".to_owned(), number)
+    }
+
+    #[test]
+    fn a_partition_is_rebuilt_only_when_the_group_committed_past_what_the_window_holds() {
+        let mut ownership = Ownership::holding(Some(BTreeMap::from([(partition(0), 10)])));
+        // Held up to what the group committed (this member committed it), or further.
+        assert!(!ownership.needs_rebuild(&partition(0), Some(10)));
+        assert!(!ownership.needs_rebuild(&partition(0), Some(7)));
+        // Another member read on: a restored snapshot or an earlier ownership is stale.
+        assert!(ownership.needs_rebuild(&partition(0), Some(11)));
+        // Never held: rebuilt when something was committed, not when nothing was.
+        assert!(ownership.needs_rebuild(&partition(1), Some(3)));
+        assert!(!ownership.needs_rebuild(&partition(1), Some(0)));
+        assert!(!ownership.needs_rebuild(&partition(1), None));
+        // A revocation notes how far the window holds the partition.
+        ownership.hold(partition(0), 20);
+        assert!(!ownership.needs_rebuild(&partition(0), Some(20)));
+        // Rebuilding off: never.
+        assert!(!Ownership::holding(None).needs_rebuild(&partition(0), Some(100)));
     }
 }

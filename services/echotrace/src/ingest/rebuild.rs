@@ -31,6 +31,9 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the last committed message of every partition.
 const LAST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// An offset in each of some partitions.
+type Offsets = BTreeMap<Partition, i64>;
+
 /// What a rebuild read.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -38,9 +41,9 @@ pub struct Rebuilt {
     pub posts: u64,
     /// Partitions with committed offsets, read up to them.
     pub partitions: BTreeSet<Partition>,
-    /// Every partition whose window is now held: those read, and those with nothing committed
-    /// before the log's start (nothing to read).
-    pub held: BTreeSet<Partition>,
+    /// Every partition whose window is now held, with the offset it is held up to: those read, and
+    /// those with nothing committed past the log's start (nothing to read).
+    pub held: BTreeMap<Partition, i64>,
     /// Whether every partition was read up to its committed offset before the timeout.
     pub complete: bool,
 }
@@ -56,7 +59,7 @@ pub async fn rebuild_window(
     let consumer = reader(config)?;
     let (mut held, mut ends) = committed_ends(config, &consumer)?;
     if let Some(only) = only {
-        held.retain(|partition| only.contains(partition));
+        held.retain(|partition, _| only.contains(partition));
         ends.retain(|partition, _| only.contains(partition));
     }
     if ends.is_empty() {
@@ -123,12 +126,9 @@ fn reader(config: &Config) -> Result<StreamConsumer, KafkaError> {
     super::client_config(config, &[]).create()
 }
 
-/// Every input partition, and the group's committed offset of those that have one past the
-/// start of what the partition still holds.
-fn committed_ends(
-    config: &Config,
-    consumer: &StreamConsumer,
-) -> Result<(BTreeSet<Partition>, BTreeMap<Partition, i64>), KafkaError> {
+/// Every input partition with its committed offset (0 when it has none), and the committed offset
+/// of those that have one past the start of what the partition still holds.
+fn committed_ends(config: &Config, consumer: &StreamConsumer) -> Result<(Offsets, Offsets), KafkaError> {
     let mut partitions = TopicPartitionList::new();
     for topic in &config.kafka.input_topics {
         let metadata = consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT)?;
@@ -137,7 +137,17 @@ fn committed_ends(
         }
     }
     let committed = consumer.committed_offsets(partitions, LOOKUP_TIMEOUT)?;
-    let all = committed.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+    let all = committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            };
+            ((e.topic().to_owned(), e.partition()), offset)
+        })
+        .collect();
     let mut ends = BTreeMap::new();
     for element in committed.elements() {
         let Offset::Offset(end) = element.offset() else { continue };

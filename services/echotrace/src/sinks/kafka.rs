@@ -1,7 +1,9 @@
 //! Kafka sinks: the dead-letter topic, the edges topic and the alerts topic.
 //!
 //! Sends return delivery futures instead of being awaited one by one; the consumer awaits them all
-//! before it commits the offsets of the messages that produced them.
+//! before it commits the offsets of the messages that produced them. Sending is synchronous (a full
+//! producer queue is waited out on the caller's thread), so the consumer's rebalance callback,
+//! which cannot await, publishes the same way as its loop.
 
 use crate::config::KafkaConfig;
 use echotrace_core::post::InvalidPost;
@@ -79,7 +81,7 @@ impl KafkaPublisher {
     }
 
     /// Sends the original message to the dead-letter topic with the reason in its headers.
-    pub async fn dead_letter(
+    pub fn dead_letter(
         &self,
         key: Option<&[u8]>,
         payload: &[u8],
@@ -96,20 +98,20 @@ impl KafkaPublisher {
         if let Some(key) = key {
             record = record.key(key);
         }
-        self.enqueue(record).await
+        self.enqueue(record)
     }
 
     /// Sends each edge as JSON, keyed by cascade so one cascade's edges stay in order.
-    pub async fn edges(&self, edges: &[EdgeRecord]) -> Result<Vec<DeliveryFuture>, KafkaError> {
-        self.json_by_cascade(&self.edges_topic, edges.iter().map(|e| (e.cascade_id.as_str(), e))).await
+    pub fn edges(&self, edges: &[EdgeRecord]) -> Result<Vec<DeliveryFuture>, KafkaError> {
+        self.json_by_cascade(&self.edges_topic, edges.iter().map(|e| (e.cascade_id.as_str(), e)))
     }
 
     /// Sends each alert event as JSON (the audit trail), keyed by cascade.
-    pub async fn alerts(&self, alerts: &[AlertEvent]) -> Result<Vec<DeliveryFuture>, KafkaError> {
-        self.json_by_cascade(&self.alerts_topic, alerts.iter().map(|a| (a.cascade_id.as_str(), a))).await
+    pub fn alerts(&self, alerts: &[AlertEvent]) -> Result<Vec<DeliveryFuture>, KafkaError> {
+        self.json_by_cascade(&self.alerts_topic, alerts.iter().map(|a| (a.cascade_id.as_str(), a)))
     }
 
-    async fn json_by_cascade<'a, T: serde::Serialize + 'a>(
+    fn json_by_cascade<'a, T: serde::Serialize + 'a>(
         &self,
         topic: &str,
         items: impl Iterator<Item = (&'a str, &'a T)>,
@@ -121,19 +123,20 @@ impl KafkaPublisher {
         for (cascade_id, item) in items {
             let json = serde_json::to_vec(item).expect("records serialize");
             let record = FutureRecord::<[u8], [u8]>::to(topic).payload(&json).key(cascade_id.as_bytes());
-            deliveries.push(self.enqueue(record).await?);
+            deliveries.push(self.enqueue(record)?);
         }
         Ok(deliveries)
     }
 
-    /// Enqueues a record, waiting while the producer's queue is full (backpressure, not loss).
-    async fn enqueue<'a>(&self, mut record: FutureRecord<'a, [u8], [u8]>) -> Result<DeliveryFuture, KafkaError> {
+    /// Enqueues a record, waiting while the producer's queue is full (backpressure, not loss; the
+    /// producer's own thread drains the queue meanwhile).
+    fn enqueue<'a>(&self, mut record: FutureRecord<'a, [u8], [u8]>) -> Result<DeliveryFuture, KafkaError> {
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((error, _)) => return Err(error),
             }

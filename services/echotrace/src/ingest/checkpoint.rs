@@ -1,0 +1,235 @@
+//! What the consumer has read and not committed yet, and the checkpoint that makes it durable and
+//! commits it.
+//!
+//! [`Progress`] holds the pipeline, the position read in every partition, the deliveries to await
+//! and the outlets. The consumer loop takes a checkpoint every `output.flush_rows` posts or
+//! `output.flush_interval_ms`, and on its way out; the rebalance callback takes one before
+//! partitions are revoked ([`Progress::before_revoke`]), so their next owner goes on from where
+//! this member stopped instead of reading its last seconds again.
+
+use super::IngestError;
+use super::lag::{LagContext, Ownership, Partition};
+use crate::alerting::AlertNotice;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, Processed};
+use crate::sinks::kafka::{KafkaPublisher, Source};
+use crate::state::StateStore;
+use chrono::DateTime;
+use echotrace_core::post::Post;
+use echotrace_core::state::Position;
+use futures::future::try_join_all;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::DeliveryFuture;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a checkpoint waits for the group's committed offsets.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where what the pipeline produces goes beyond Parquet, and the snapshot file.
+pub struct Outlets {
+    /// Dead letters, edges and alert events to Kafka.
+    pub publisher: KafkaPublisher,
+    /// The snapshot file, when state snapshots are on.
+    pub state: Option<StateStore>,
+    /// Whether an Alertmanager dispatcher takes alert notices.
+    pub dispatches_alerts: bool,
+}
+
+/// The pipeline and what was read since the last commit; shared by the consumer loop and the
+/// consumer's rebalance callback, which runs inside the loop's `recv` (never while the loop
+/// holds it).
+pub struct Progress {
+    /// The detector, the scorer and their Parquet sink.
+    pub pipeline: Pipeline,
+    outlets: Outlets,
+    metrics: Arc<Metrics>,
+    ownership: Arc<Mutex<Ownership>>,
+    /// The next offset of every partition read since this member started.
+    positions: BTreeMap<Partition, i64>,
+    /// Whether anything was read since the last checkpoint.
+    dirty: bool,
+    /// Whether offsets were read that are not committed yet.
+    uncommitted: bool,
+    deliveries: Vec<DeliveryFuture>,
+    /// Alert notices for the dispatcher, sent by the loop (the callback cannot await a full channel).
+    unsent: Vec<AlertNotice>,
+    snapshot_interval: Duration,
+    last_snapshot: Instant,
+}
+
+impl Progress {
+    /// Progress from nothing read, snapshotting at most every `snapshot_interval`.
+    pub fn new(
+        pipeline: Pipeline,
+        outlets: Outlets,
+        metrics: Arc<Metrics>,
+        ownership: Arc<Mutex<Ownership>>,
+        snapshot_interval: Duration,
+    ) -> Progress {
+        Progress {
+            pipeline,
+            outlets,
+            metrics,
+            ownership,
+            positions: BTreeMap::new(),
+            dirty: false,
+            uncommitted: false,
+            deliveries: Vec::new(),
+            unsent: Vec::new(),
+            snapshot_interval,
+            last_snapshot: Instant::now(),
+        }
+    }
+
+    /// Takes one message: a post goes through the pipeline, anything else to the dead-letter topic
+    /// with its reason. Either way its offset counts as read.
+    pub fn read(&mut self, message: &BorrowedMessage<'_>) -> Result<(), IngestError> {
+        let source =
+            Source { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
+        let payload = message.payload().unwrap_or_default();
+        match Post::from_json(payload) {
+            Ok(post) => {
+                let produced_at = message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
+                let processed = self.pipeline.submit(post, produced_at);
+                self.publish(processed)?;
+            }
+            Err(error) => {
+                let origin = format!("{}/{}/{}", source.topic, source.partition, source.offset);
+                tracing::warn!(source = %origin, kind = error.kind(), %error, "dead-lettering message");
+                self.metrics.dead_letters.with_label_values(&[error.kind()]).inc();
+                self.deliveries.push(self.outlets.publisher.dead_letter(message.key(), payload, &source, &error)?);
+            }
+        }
+        self.positions.insert((source.topic, source.partition), source.offset + 1);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Runs the waiting embedding batch and publishes what it produced.
+    pub fn run_batch(&mut self) -> Result<(), IngestError> {
+        let processed = self.pipeline.run_batch();
+        self.publish(processed)
+    }
+
+    /// Publishes what processed posts produced (edges and alerts to Kafka, alerts for the
+    /// dispatcher) and keeps the deliveries to await at the checkpoint.
+    fn publish(&mut self, processed: Vec<Processed>) -> Result<(), IngestError> {
+        for processed in processed {
+            self.deliveries.extend(self.outlets.publisher.edges(&processed.edges)?);
+            self.deliveries.extend(self.outlets.publisher.alerts(&processed.alerts)?);
+            if self.outlets.dispatches_alerts {
+                let produced_at = processed.produced_at;
+                self.unsent.extend(processed.alerts.into_iter().map(|event| AlertNotice { event, produced_at }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The alert notices not yet handed to the dispatcher.
+    pub fn take_unsent(&mut self) -> Vec<AlertNotice> {
+        std::mem::take(&mut self.unsent)
+    }
+
+    /// Runs the waiting embedding batch, flushes Parquet and awaits every delivery; then, without
+    /// state snapshots, commits the offsets; with them, when one is due (or `last`), writes the
+    /// snapshot and then commits the offsets it reflects. In that order.
+    pub async fn take(&mut self, consumer: &impl Consumer<LagContext>, last: bool) -> Result<(), IngestError> {
+        if self.dirty {
+            self.run_batch()?;
+            self.pipeline.flush()?;
+            let outcomes = try_join_all(self.deliveries.drain(..))
+                .await
+                .map_err(|_| IngestError::Delivery("the producer was dropped".into()))?;
+            if let Some(Err((error, _))) = outcomes.into_iter().find(Result::is_err) {
+                return Err(IngestError::Delivery(error.to_string()));
+            }
+            self.metrics.checkpoints.inc();
+            self.dirty = false;
+            self.uncommitted = true;
+        }
+        if !self.uncommitted {
+            return Ok(());
+        }
+        let owned: Vec<(&Partition, &i64)> = {
+            let ownership = self.ownership.lock().expect("ownership lock poisoned");
+            self.positions.iter().filter(|(partition, _)| ownership.owns(partition)).collect()
+        };
+        if let Some(store) = &self.outlets.state {
+            if !last && self.last_snapshot.elapsed() < self.snapshot_interval {
+                return Ok(());
+            }
+            let positions: Vec<Position> = owned
+                .iter()
+                .map(|((topic, partition), offset)| Position {
+                    source: topic.clone(),
+                    partition: *partition,
+                    offset: **offset,
+                })
+                .collect();
+            let bytes = self.pipeline.snapshot(store, &positions)?;
+            tracing::debug!(bytes, partitions = positions.len(), "state snapshot written");
+            self.last_snapshot = Instant::now();
+        }
+        if !owned.is_empty() {
+            // Only what is ahead of the group's committed offsets: another member may have owned a
+            // partition in between and gone further.
+            let committed = match consumer.committed(COMMITTED_TIMEOUT) {
+                Ok(committed) => committed,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the committed offsets; committing at the next checkpoint");
+                    self.metrics.commit_failures.inc();
+                    return Ok(());
+                }
+            };
+            let mut list = TopicPartitionList::new();
+            for ((topic, partition), offset) in &owned {
+                let current = committed.find_partition(topic, *partition).and_then(|e| e.offset().to_raw());
+                if current.is_none_or(|current| **offset > current) {
+                    list.add_partition_offset(topic, *partition, Offset::Offset(**offset))?;
+                }
+            }
+            // A failed commit loses nothing: the rows and the snapshot are durable, and the next
+            // checkpoint commits again (a crash before it re-reads, and the detector or the
+            // readers drop what it had). The broker may be away, or a rebalance under way.
+            tracing::debug!(offsets = ?list, "committing");
+            if list.count() > 0
+                && let Err(error) = consumer.commit(&list, CommitMode::Sync)
+            {
+                tracing::warn!(%error, "offset commit failed; committing again at the next checkpoint");
+                self.metrics.commit_failures.inc();
+                return Ok(());
+            }
+        }
+        self.uncommitted = false;
+        Ok(())
+    }
+
+    /// Before `revoked` partitions are given up: takes a checkpoint with a snapshot (what was read
+    /// becomes durable and is committed while this member still owns it), and notes how far this
+    /// member's window holds each of them, so that, should one come back, it is rebuilt only if
+    /// another member went further meanwhile.
+    pub fn before_revoke(&mut self, consumer: &BaseConsumer<LagContext>, revoked: &[Partition]) {
+        let started = Instant::now();
+        // The deliveries are completed by the producer's own thread, so waiting here cannot
+        // deadlock; nothing else in a checkpoint awaits.
+        match futures::executor::block_on(self.take(consumer, true)) {
+            Ok(()) => tracing::info!(
+                partitions = ?revoked,
+                seconds = started.elapsed().as_secs_f64(),
+                "checkpoint taken before the partitions are revoked"
+            ),
+            // Nothing is lost: the next owner reads on from the last commit.
+            Err(error) => tracing::warn!(%error, "no checkpoint before the partitions are revoked"),
+        }
+        let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
+        for partition in revoked {
+            if let Some(&offset) = self.positions.get(partition) {
+                ownership.hold(partition.clone(), offset);
+            }
+        }
+    }
+}
