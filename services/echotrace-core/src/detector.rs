@@ -15,6 +15,7 @@
 //! All state (indexes and graph) lives here, behind one value, so it can be snapshotted with the
 //! consumer offsets that produced it.
 
+use crate::clock::{EventClock, Timeliness};
 use crate::fingerprint::{FINGERPRINT_VERSION, fingerprint, hamming};
 use crate::graph::{Bridge, CascadeGraph, NodeFacts, NodeKey};
 use crate::link::minhash::{self, MinHashIndex};
@@ -42,6 +43,13 @@ pub struct DetectorConfig {
     pub max_similar_hamming: u32,
     /// How long posts stay linkable, in seconds of event time.
     pub window_secs: u64,
+    /// How far a post's `created_at` may lie past its message's arrival (the Kafka timestamp)
+    /// and still move event time to it; a post dated further ahead moves it only that far
+    /// ([`crate::clock`]).
+    pub max_event_time_lead_secs: u64,
+    /// How far behind event time a post may be before it is counted late (still linked to what
+    /// the window holds, and stored); past `window_secs` nothing is left to link it to.
+    pub allowed_lateness_secs: u64,
     /// Whether posts sharing a canonical URL are linked.
     pub link_shared_urls: bool,
     /// Paraphrase and summary linking by sentence embedding.
@@ -56,6 +64,8 @@ impl Default for DetectorConfig {
             min_jaccard: 0.6,
             max_similar_hamming: 12,
             window_secs: 6 * 3600,
+            max_event_time_lead_secs: 300,
+            allowed_lateness_secs: 6 * 3600,
             link_shared_urls: true,
             semantic: SemanticConfig::default(),
         }
@@ -78,6 +88,8 @@ pub struct Detection {
     pub merges: Vec<MergeRecord>,
     /// Its cascade's state after it.
     pub cascade: CascadeRecord,
+    /// Event time after it ([`crate::clock`]): what the scorer's windows slide on.
+    pub event_time: DateTime<Utc>,
 }
 
 /// The best candidate by meaning for one post and the evidence that decides it
@@ -110,6 +122,10 @@ pub struct DetectorStats {
     pub edges_by_kind: [u64; EdgeKind::ALL.len()],
     /// Cascade merges.
     pub merges: u64,
+    /// Posts that came later than the allowed lateness behind event time.
+    pub late: u64,
+    /// Posts dated further past their arrival than the allowed lead (event time did not follow).
+    pub ahead: u64,
 }
 
 /// The distinct canonical URLs a post shares, in its `urls` or in its text.
@@ -151,7 +167,7 @@ pub struct Detector {
     shared_urls: SharedUrlIndex,
     embedded: SemanticIndex,
     graph: CascadeGraph,
-    watermark_ms: i64,
+    clock: EventClock,
     evicted_to_ms: i64,
     stats: DetectorStats,
 }
@@ -165,7 +181,10 @@ impl Detector {
             shared_urls: SharedUrlIndex::default(),
             embedded: SemanticIndex::new(),
             graph: CascadeGraph::default(),
-            watermark_ms: i64::MIN,
+            clock: EventClock::new(
+                Duration::seconds(config.max_event_time_lead_secs as i64).num_milliseconds(),
+                Duration::seconds(config.allowed_lateness_secs as i64).num_milliseconds(),
+            ),
             evicted_to_ms: i64::MIN,
             stats: DetectorStats::default(),
             config,
@@ -237,15 +256,33 @@ impl Detector {
         self.process_embedded(post, None)
     }
 
-    /// Processes one post with its embedding, if it was embedded (see [`Detector::embedding_key`]).
-    /// Returns `None` when a post with the same id was already processed.
+    /// Processes one post with its embedding, if it was embedded (see [`Detector::embedding_key`]),
+    /// read without an arrival time. Returns `None` when a post with the same id was already
+    /// processed.
     pub fn process_embedded(&mut self, post: Post, embedding: Option<&TextEmbedding>) -> Option<Detection> {
+        self.process_arrived(post, embedding, None)
+    }
+
+    /// Processes one post whose message arrived at `arrived_at` (its Kafka timestamp), which bounds
+    /// how far the post can move event time ([`crate::clock`]). Returns `None` when a post with
+    /// the same id was already processed.
+    pub fn process_arrived(
+        &mut self,
+        post: Post,
+        embedding: Option<&TextEmbedding>,
+        arrived_at: Option<DateTime<Utc>>,
+    ) -> Option<Detection> {
         if self.is_duplicate(&post) {
             self.stats.duplicates += 1;
             return None;
         }
         let created_at_ms = post.created_at.timestamp_millis();
-        self.advance_watermark(created_at_ms);
+        match self.clock.observe(created_at_ms, arrived_at.map(|time| time.timestamp_millis())) {
+            Timeliness::OnTime => {}
+            Timeliness::Late => self.stats.late += 1,
+            Timeliness::Ahead => self.stats.ahead += 1,
+        }
+        self.evict();
         let normalized = normalize(&post.text);
         let print = fingerprint(&normalized);
         let similar_enough = print.features >= self.config.min_features;
@@ -376,6 +413,7 @@ impl Detector {
             edges,
             merges: placement.merges,
             cascade,
+            event_time: millis_to_time(self.clock.now_ms()),
         })
     }
 
@@ -576,11 +614,10 @@ impl Detector {
         }
     }
 
-    /// Moves event time forward and evicts what fell out of the window (in steps of 1% of it).
-    fn advance_watermark(&mut self, created_at_ms: i64) {
-        self.watermark_ms = self.watermark_ms.max(created_at_ms);
+    /// Evicts what event time has moved out of the window (in steps of 1% of it).
+    fn evict(&mut self) {
         let window_ms = Duration::seconds(self.config.window_secs as i64).num_milliseconds();
-        let cutoff = self.watermark_ms.saturating_sub(window_ms);
+        let cutoff = self.clock.now_ms().saturating_sub(window_ms);
         if cutoff > self.evicted_to_ms.saturating_add(window_ms / 100) {
             self.near_dups.evict_before(cutoff);
             self.similar_sets.evict_before(cutoff);
@@ -716,6 +753,30 @@ mod tests {
         assert_eq!(detector.process(post("x:3", 31, CLAIM, "")).unwrap().post.parent_id, None);
         assert!(detector.graph().key_of("x:1").is_none());
         assert_eq!(detector.graph().cascade_count(), 2);
+    }
+
+    #[test]
+    fn a_post_dated_ahead_of_its_arrival_evicts_nothing_and_a_late_one_is_counted() {
+        let config = DetectorConfig { window_secs: 600, allowed_lateness_secs: 300, ..DetectorConfig::default() };
+        let arrival = |minute: u32| Some(post("x:0", minute, "arrival", "").created_at);
+        let mut parents = Vec::new();
+        for with_arrival in [true, false] {
+            let mut detector = Detector::new(config.clone());
+            detector.process_arrived(post("x:1", 0, CLAIM, ""), None, arrival(0)).unwrap();
+            let mut ahead = post("x:2", 1, "a post dated a day ahead of when it arrived", "");
+            ahead.created_at += Duration::days(1);
+            detector.process_arrived(ahead, None, arrival(1).filter(|_| with_arrival)).unwrap();
+            let copy = detector.process_arrived(post("x:3", 2, CLAIM, ""), None, arrival(2)).unwrap();
+            parents.push(copy.post.parent_id);
+            if with_arrival {
+                assert_eq!((detector.stats().ahead, detector.stats().late), (1, 0));
+                let mut late = post("x:4", 2, "a post that arrives an hour after it was written", "");
+                late.created_at -= Duration::hours(1);
+                assert!(detector.process_arrived(late, None, arrival(2)).is_some(), "processed and stored");
+                assert_eq!(detector.stats().late, 1);
+            }
+        }
+        assert_eq!(parents, [Some("x:1".to_owned()), None], "without its arrival, the post evicts the window");
     }
 
     /// A unit vector along `axis`, tilted towards `towards` by `tilt`, in 8 dimensions.

@@ -14,7 +14,8 @@
 //! 6. [`detector`] — the stages wired together: one post in, one [`detector::Detection`] out.
 //! 7. [`score`] — cascade features, rules and the alert lifecycle.
 //!
-//! [`state`] writes the detector and the scorer to a snapshot and reads them back.
+//! [`clock`] keeps event time, which the window evicts and the scorer slides on, out of reach of
+//! posts dated ahead. [`state`] writes the detector and the scorer to a snapshot and reads them back.
 //!
 //! ```
 //! use echotrace_core::{detector::{Detector, DetectorConfig}, post::Post};
@@ -29,6 +30,7 @@
 //! assert_eq!(detection.post.parent_id.as_deref(), Some("x:1"));
 //! ```
 
+pub mod clock;
 pub mod detector;
 pub mod fingerprint;
 pub mod graph;

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub posts_processed: IntCounter,
     /// Posts dropped because their id was already processed.
     pub posts_duplicate: IntCounter,
+    /// Posts later than `detector.allowed_lateness_secs` behind event time (processed and stored).
+    pub posts_late: IntCounter,
+    /// Posts dated past their arrival by more than `detector.max_event_time_lead_secs` (processed
+    /// and stored; event time did not follow them).
+    pub posts_ahead: IntCounter,
     /// Messages sent to the dead-letter topic, by `reason` (the error kind).
     pub dead_letters: IntCounterVec,
     /// Edges found, by `kind`.
@@ -127,6 +132,16 @@ impl Metrics {
                 &r,
                 "echotrace_posts_duplicate_total",
                 "Posts dropped as duplicates of a processed id",
+            ),
+            posts_late: counter(
+                &r,
+                "echotrace_posts_late_total",
+                "Posts later than detector.allowed_lateness_secs behind event time: processed and stored, linked to what the window still holds",
+            ),
+            posts_ahead: counter(
+                &r,
+                "echotrace_posts_ahead_total",
+                "Posts dated past their message's arrival by more than detector.max_event_time_lead_secs: processed and stored; event time did not follow them",
             ),
             dead_letters: counter_vec(
                 &r,
@@ -287,6 +302,8 @@ impl Metrics {
         catch_up(&self.posts_processed, stats.posts);
         catch_up(&self.posts_duplicate, stats.duplicates);
         catch_up(&self.cascade_merges, stats.merges);
+        catch_up(&self.posts_late, stats.late);
+        catch_up(&self.posts_ahead, stats.ahead);
         for (kind, count) in EdgeKind::ALL.iter().zip(stats.edges_by_kind) {
             catch_up(&self.edges.with_label_values(&[kind.as_str()]), count);
         }

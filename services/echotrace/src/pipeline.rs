@@ -173,7 +173,7 @@ impl Pipeline {
         let signals = PostSignals::of(&post);
         let (detection, stats, windows, cascades) = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
-            let detection = detector.process_embedded(post, embedding.as_deref());
+            let detection = detector.process_arrived(post, embedding.as_deref(), produced_at);
             let windows = (detector.window_len(), detector.semantic_window_len());
             (detection, detector.stats(), windows, detector.graph().cascade_count())
         };

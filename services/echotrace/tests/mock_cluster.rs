@@ -428,3 +428,44 @@ async fn send_to(producer: &FutureProducer, payload: &[u8], partition: i32) {
         .map_err(|(e, _)| e)
         .unwrap();
 }
+
+/// A post dated a day past its message's timestamp (a skewed or hostile source) moves event time
+/// only to that timestamp plus the allowed lead: it is stored and counted, and the copy that
+/// follows still finds its original in the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_dated_a_day_ahead_of_its_message_evicts_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (mut config, producer) = mock_setup(&cluster, out.path());
+    config.detector.semantic.enabled = false;
+    let now = chrono::Utc::now();
+    let claim = "maintainer dana whitlock secretly rejected the safety patches for the parser library";
+    let posts = [
+        ("x:original", now, claim),
+        ("x:ahead", now + chrono::Duration::hours(23), "an unrelated post dated most of a day ahead of now"),
+        ("bluesky:copy", now + chrono::Duration::minutes(1), claim),
+    ];
+    for (id, created_at, text) in posts {
+        let json = format!(
+            r#"{{"id":"{id}","platform":"{}","author":{{"id":"a-{id}","handle":"h"}},"created_at":"{}","text":"{text}"}}"#,
+            id.split(':').next().unwrap(),
+            created_at.to_rfc3339()
+        );
+        // The message's timestamp is when the post reached the pipeline: now, for all three.
+        let record =
+            FutureRecord::<(), [u8]>::to(POSTS).payload(json.as_bytes()).partition(0).timestamp(now.timestamp_millis());
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+    let (trigger, shutdown) = echotrace::shutdown::channel();
+    let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
+    wait_until_committed(&config, &running).await;
+    assert_eq!(running.metrics.posts_ahead.get(), 1);
+    trigger.fire();
+    running.consumer.await.unwrap().unwrap();
+    running.server.await.unwrap();
+    let rows = read_dataset(&out.path().join("posts"));
+    let parents: HashMap<String, Option<String>> =
+        column(&rows, "post_id").into_iter().flatten().zip(column(&rows, "parent_id")).collect();
+    assert_eq!(parents.len(), 3, "every post stored: {parents:?}");
+    assert_eq!(parents["bluesky:copy"].as_deref(), Some("x:original"), "{parents:?}");
+}

@@ -210,7 +210,9 @@ impl Scorer {
 
     /// Takes in one detection and the signals of its post; returns the alert events it caused.
     pub fn observe(&mut self, detection: &Detection, signals: &PostSignals) -> Vec<AlertEvent> {
-        let at = detection.post.created_at;
+        // A post dated ahead of event time counts at event time: it cannot move the scorer's clock
+        // and resolve every open alert.
+        let at = detection.post.created_at.min(detection.event_time);
         let mut events = Vec::new();
         let cascade = detection.cascade.cascade_id.clone();
         for merge in &detection.merges {
@@ -507,6 +509,32 @@ mod tests {
         assert_eq!(flood.len(), 1, "{later:?}");
         assert_eq!((flood[0].state, flood[0].evidence["held_alerts"]), (AlertState::Resolved, 3.0));
         assert_eq!(flood[0].started_at, starts[3].started_at);
+    }
+
+    #[test]
+    fn a_post_dated_a_day_ahead_of_its_arrival_resolves_nothing() {
+        // A rule on the window's rate, which resolves once event time moves past the burst.
+        let rules = "[[rule]]\nname = \"burst\"\nseverity = \"critical\"\nsummary = \"s\"\nkeep_firing_secs = 0\n[rule.when]\n\
+                     posts_per_minute = \">= 0.3\"\n";
+        let mut resolved_with_and_without_arrival = Vec::new();
+        for with_arrival in [true, false] {
+            let mut scorer = scorer(rules, ScoreConfig::default());
+            // No lead: event time stays at the arrival, where the burst still holds.
+            let mut detector =
+                Detector::new(DetectorConfig { max_event_time_lead_secs: 0, ..DetectorConfig::default() });
+            let mut observe_arrived = |post: Post, arrived_minute: i64| {
+                let signals = PostSignals::of(&post);
+                let arrived = DateTime::from_timestamp(1_800_000_000 + arrived_minute * 60, 0);
+                let detection = detector.process_arrived(post, None, arrived.filter(|_| with_arrival)).unwrap();
+                scorer.observe(&detection, &signals)
+            };
+            observe_arrived(post("x:0", 0, "a", false, 0, ""), 0);
+            let fired = observe_arrived(post("bluesky:0", 1, "b", false, 0, r#","repost_of":"x:0""#), 1);
+            assert_eq!(fired[0].state, AlertState::Firing);
+            let ahead = observe_arrived(post("x:ahead", 2 + 24 * 60, "c", false, 1, ""), 2);
+            resolved_with_and_without_arrival.push(ahead.iter().any(|e| e.state == AlertState::Resolved));
+        }
+        assert_eq!(resolved_with_and_without_arrival, [false, true], "only its arrival keeps the clock in place");
     }
 
     #[test]

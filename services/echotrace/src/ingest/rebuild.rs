@@ -111,7 +111,9 @@ pub async fn rebuild_window(
         }
         // Invalid messages were dead-lettered when they were first read.
         if let Ok(post) = Post::from_json(message.payload().unwrap_or_default()) {
-            pipeline.submit(post, None);
+            // With its arrival time, as the first read had it: event time moves the same way.
+            let produced_at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis);
+            pipeline.submit(post, produced_at);
             rebuilt.posts += 1;
         }
     }
