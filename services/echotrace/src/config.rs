@@ -141,16 +141,28 @@ impl StateConfig {
 }
 
 /// The HTTP server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address to listen on; loopback by default.
+    /// Address to listen on; loopback by default. Any other address requires a token.
     pub listen: SocketAddr,
+    /// Token every request but `/healthz` and `/readyz` must present (`authorization: Bearer
+    /// <token>`); empty: none.
+    pub token: String,
+    /// File holding the token (surrounding whitespace ignored), instead of `token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)), token: String::new(), token_file: None }
+    }
+}
+
+impl HttpConfig {
+    /// The configured token, from `token` or `token_file`; `None` when neither is set.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        crate::access::load_token("http", &self.token, self.token_file.as_ref())
     }
 }
 
@@ -173,11 +185,25 @@ impl Default for QueryConfig {
 }
 
 /// Leaves the token out, so that logging the configuration does not leak it.
+fn redacted(token: &str) -> &'static str {
+    if token.is_empty() { "" } else { "<redacted>" }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &redacted(&self.token))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for QueryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryConfig")
             .field("listen", &self.listen)
-            .field("token", &if self.token.is_empty() { "" } else { "<redacted>" })
+            .field("token", &redacted(&self.token))
             .field("token_file", &self.token_file)
             .finish()
     }
@@ -186,24 +212,7 @@ impl std::fmt::Debug for QueryConfig {
 impl QueryConfig {
     /// The configured token, from `token` or `token_file`; `None` when neither is set.
     pub fn token(&self) -> anyhow::Result<Option<String>> {
-        use anyhow::Context;
-        let token = match (&self.token_file, self.token.is_empty()) {
-            (Some(_), false) => anyhow::bail!("set query.token or query.token_file, not both"),
-            (Some(path), true) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read query.token_file {}", path.display()))?
-                .trim()
-                .to_owned(),
-            (None, _) => self.token.clone(),
-        };
-        if token.is_empty() {
-            return Ok(None);
-        }
-        // It travels in a header: printable ASCII, no spaces.
-        anyhow::ensure!(
-            token.bytes().all(|b| b.is_ascii_graphic()),
-            "the query token must be printable ASCII without spaces"
-        );
-        Ok(Some(token))
+        crate::access::load_token("query", &self.token, self.token_file.as_ref())
     }
 }
 

@@ -8,18 +8,44 @@
 //! | `GET /cascades?top=N` | the N largest live cascades (default 20, at most 1000) |
 //! | `GET /cascades/{id}` | one cascade with its nodes and edges; an absorbed id resolves to its merger |
 //! | `GET /posts/{id}/lineage` | the post and its primary ancestors up to the root |
+//!
+//! Beyond loopback the API needs a token (`http.token`), which every route but `/healthz` and
+//! `/readyz` then requires (`authorization: Bearer <token>`); those two say only whether the
+//! process is up and ready, for probes that carry no credentials. Every connection must send its
+//! request head within [`HEADER_READ_TIMEOUT`] and keep it under [`MAX_REQUEST_HEAD_BYTES`]; at
+//! most [`MAX_CONNECTIONS`] are open at once and [`MAX_CONCURRENT_REQUESTS`] answered at once,
+//! each within [`REQUEST_TIMEOUT`]. The accept loop is this module's own because axum's `serve`
+//! has neither a header-read timeout nor a connection cap.
 
+use crate::access::{self, AccessError};
 use crate::metrics::Metrics;
-use axum::extract::{Path, Query, State};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use echotrace_core::detector::Detector;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceBuilder;
+
+/// How long a client may take to send a request's head before its connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (request line and headers) read; a larger one is answered 431.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// How long a request may take to be answered before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests answered at once; more wait for a turn.
+pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Connections open at once; a new one past it is closed at once.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -32,34 +58,125 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// The API's routes.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Beyond loopback without a token.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// The address could not be bound.
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        /// The address.
+        listen: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The API's routes; every one but `/healthz` and `/readyz` requires `token`, when there is one.
+pub fn router(state: ApiState, token: Option<String>) -> Router {
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/cascades", get(top_cascades))
         .route("/cascades/{id}", get(cascade))
         .route("/posts/{id}/lineage", get(lineage))
+        .route_layer(middleware::from_fn_with_state(token.map(Arc::<str>::from), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
         .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    (StatusCode::REQUEST_TIMEOUT, "the request took too long\n")
+                }))
+                .timeout(REQUEST_TIMEOUT)
+                .concurrency_limit(MAX_CONCURRENT_REQUESTS),
+        )
 }
 
-/// Binds `listen` and serves the API until the shutdown future resolves. Returns the bound address.
+/// Lets a request through when it presents the token (or none is configured); answers 401
+/// otherwise.
+async fn require_token(State(token): State<Option<Arc<str>>>, request: Request, next: Next) -> Response {
+    let Some(token) = token else { return next.run(request).await };
+    let presented = request.headers().get(header::AUTHORIZATION).map(|value| value.to_str().unwrap_or_default());
+    if access::presents(presented, &token) {
+        return next.run(request).await;
+    }
+    let message = match presented {
+        None => "this API requires a token: send the header `authorization: Bearer <token>`\n",
+        Some(_) => "invalid token\n",
+    };
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], message).into_response()
+}
+
+/// Binds `listen` and serves the API until the shutdown future resolves, with `token` required
+/// when given (and when `listen` is not loopback). Returns the bound address.
 pub async fn serve(
     listen: SocketAddr,
     state: ApiState,
+    token: Option<String>,
     shutdown: crate::shutdown::Shutdown,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let address = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
-        let mut shutdown = shutdown;
-        let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.recv().await });
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
-    });
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    access::require_token_beyond_loopback(listen, token.as_deref(), "http")?;
+    let bind_error = |source| ServeError::Bind { listen, source };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind_error)?;
+    let address = listener.local_addr().map_err(bind_error)?;
+    let app = router(state, token);
+    let handle = tokio::spawn(accept(listener, app, shutdown));
     Ok((address, handle))
+}
+
+/// Accepts connections until shutdown, each served on its own task; then waits for the open ones
+/// to finish their requests.
+async fn accept(listener: tokio::net::TcpListener, app: Router, mut shutdown: crate::shutdown::Shutdown) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => break,
+        };
+        while open.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many open connections: closing a new one");
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut shutdown = shutdown.clone();
+        open.spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                    }
+                }
+                _ = shutdown.recv() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    while open.join_next().await.is_some() {}
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {

@@ -6,7 +6,9 @@
 //! ([`replay`]: a file). Every mode drives the same [`pipeline::Pipeline`]. `query` and `serve-sql`
 //! ([`query`]) read what they wrote, `compact` ([`compact`]) merges its small files, and `backtest`
 //! ([`backtest`]) runs a candidate rules file beside the configured one over the same history.
+//! [`access`] decides who may call the HTTP API and Flight SQL.
 
+pub mod access;
 pub mod alerting;
 pub mod backtest;
 pub mod cli;

@@ -118,9 +118,8 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
     let ready = Arc::new(AtomicBool::new(false));
     let state = ApiState { detector: detector.clone(), metrics: metrics.clone(), ready: ready.clone() };
-    let (api_address, server) = http::serve(config.http.listen, state, shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let token = config.http.token()?;
+    let (api_address, server) = http::serve(config.http.listen, state, token, shutdown.clone()).await?;
     let sink = ParquetSink::new(&config.output.dir)?.with_embeddings(config.output.store_embeddings);
     let mut pipeline = crate::pipeline::from_config(&config, detector.clone(), sink, metrics.clone())?;
     if let Some(observer) = observer {

@@ -58,14 +58,17 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+/// How long a call may take to answer (a query's plan and first response).
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Calls served at once on one connection.
+const MAX_CONCURRENT_CALLS: usize = 16;
+
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// Listening beyond this host without a token would open the datasets to the network.
-    #[error(
-        "refusing to listen on {0} without a token: set query.token or query.token_file (ECHOTRACE_QUERY__TOKEN), or listen on a loopback address"
-    )]
-    TokenRequired(SocketAddr),
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     /// The data directory is not an output directory.
     #[error(transparent)]
     Query(#[from] QueryError),
@@ -90,9 +93,7 @@ pub async fn serve(
     token: Option<String>,
     mut shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    if token.is_none() && !listen.ip().is_loopback() {
-        return Err(ServeError::TokenRequired(listen));
-    }
+    crate::access::require_token_beyond_loopback(listen, token.as_deref(), "query")?;
     let service = FlightSqlServer::new(data_dir, token.clone());
     // Fails now, not at the first query, when the directory holds no dataset.
     service.session().await?;
@@ -101,6 +102,11 @@ pub async fn serve(
     tracing::info!(listen = %bound, data = %data_dir.display(), token = token.is_some(), "serving Flight SQL");
     let authenticator = Authenticator::new(token.as_deref());
     Server::builder()
+        // An answer's plan must be ready within the timeout (its batches then stream); a client
+        // runs a few statements at once per connection, and HTTP/2 streams are capped.
+        .timeout(QUERY_TIMEOUT)
+        .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS)
+        .max_concurrent_streams(Some(MAX_CONCURRENT_CALLS as u32))
         .add_service(FlightServiceServer::with_interceptor(service, authenticator))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move { shutdown.recv().await })
         .await?;
