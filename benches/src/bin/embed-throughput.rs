@@ -75,6 +75,8 @@ fn main() -> anyhow::Result<()> {
             batch_size: batch,
             chunk_tokens: 126,
             max_chunks: 1,
+            // The int8 variants compared are copied in beside the shipped model, unlisted.
+            verify_checksums: model == EmbedConfig::default().model_file,
             ..EmbedConfig::default()
         };
         let mut embedder = Embedder::new(&config)?;

@@ -128,12 +128,23 @@ pub struct DetectorStats {
     pub ahead: u64,
 }
 
-/// The distinct canonical URLs a post shares, in its `urls` or in its text.
+/// The most distinct URLs of one post that link it: a post may carry thousands, each a lookup
+/// and an index entry; the rest are stored with the post and not linked.
+pub const MAX_LINKED_URLS: usize = 32;
+
+/// The distinct canonical URLs a post shares, in its `urls` or in its text: the first
+/// [`MAX_LINKED_URLS`] of them in order.
 fn canonical_urls_of(post: &Post) -> Vec<String> {
-    let mut canonical: Vec<String> =
-        post.urls.iter().map(String::as_str).chain(urls_in_text(&post.text)).filter_map(canonical_url).collect();
+    let mut canonical: Vec<String> = Vec::new();
+    for url in post.urls.iter().map(String::as_str).chain(urls_in_text(&post.text)).filter_map(canonical_url) {
+        if !canonical.contains(&url) {
+            canonical.push(url);
+            if canonical.len() == MAX_LINKED_URLS {
+                break;
+            }
+        }
+    }
     canonical.sort();
-    canonical.dedup();
     canonical
 }
 

@@ -15,15 +15,17 @@
 //! Each distinct feature counts once (version 2). Version 1 counted repeats, so in a long text the
 //! most frequent words ("the", "of", "to") outvoted everything else and unrelated 600-word articles
 //! landed within Hamming distance 3 of each other; short posts, which rarely repeat a word, have the
-//! same fingerprint in both versions.
+//! same fingerprint in both versions. Version 3 fingerprints texts as the normalizer reads them
+//! since it drops invisible characters and reads Latin look-alikes in mixed-script words as Latin
+//! ([`crate::normalize`]); texts without those have the same fingerprint as in version 2.
 
 use crate::normalize::{NormalizedText, Script};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Version of the fingerprint algorithm, persisted next to every fingerprint.
-pub const FINGERPRINT_VERSION: u16 = 2;
+pub const FINGERPRINT_VERSION: u16 = 3;
 /// Name of the algorithm and version, recorded as edge evidence.
-pub const FINGERPRINT_NAME: &str = "simhash-v2";
+pub const FINGERPRINT_NAME: &str = "simhash-v3";
 /// Seed of the feature hash; part of the versioned algorithm.
 const FEATURE_SEED: u64 = 0x6563_686f_7472_6163; // "echotrac"
 

@@ -6,6 +6,15 @@
 //! stays), apostrophes inside words dropped, everything that is not a letter or digit treated as a
 //! separator (punctuation, emoji, symbols), so whitespace collapses for free.
 //!
+//! Two evasions are undone, because the people whose posts are fingerprinted choose the bytes:
+//! invisible format characters (zero-width spaces and joiners, bidirectional controls, the soft
+//! hyphen, variation selectors, tag characters) are dropped, so `sec\u{200B}retly` is `secretly`;
+//! and in a word that mixes Latin letters with Cyrillic or Greek ones, the Cyrillic and Greek
+//! letters that look like Latin ones are read as those (`sеcrеtly` with Cyrillic `е` is
+//! `secretly`). Words wholly in Cyrillic or Greek are left alone. The table is this module's own:
+//! Unicode's confusable skeleton (the `unicode-security` crate) also folds sequences within Latin
+//! (`rn` to `m`, `l` to `I`) and would change the fingerprint of every text, not only of these.
+//!
 //! Latin and other space-separated scripts give word tokens; CJK text has no spaces, so each Han,
 //! kana or Hangul character is a token of its own and [`crate::fingerprint`] shingles them into
 //! character n-grams.
@@ -63,8 +72,17 @@ pub fn normalize(text: &str) -> NormalizedText {
     let mut out = NormalizedText { text: String::with_capacity(text.len()), tokens: Vec::new() };
     // ASCII is already in NFKC, and its Unicode lower case is its ASCII lower case: most posts skip
     // the normalizer's tables (measured: a third of the time of a tweet's pipeline).
-    let folded: String =
-        if text.is_ascii() { text.to_ascii_lowercase() } else { text.nfkc().flat_map(char::to_lowercase).collect() };
+    let folded: String = if text.is_ascii() {
+        let mut folded = text.to_ascii_lowercase();
+        if folded.bytes().any(|b| is_invisible(char::from(b))) {
+            folded.retain(|ch| !is_invisible(ch));
+        }
+        folded
+    } else {
+        // Invisible characters go first: removed after NFKC they could leave combining marks out of
+        // canonical order, and the text would not normalize to itself (found by fuzzing).
+        text.chars().filter(|ch| !is_invisible(*ch)).nfkc().flat_map(char::to_lowercase).collect()
+    };
     for chunk in folded.split_whitespace() {
         if chunk.starts_with('@') || chunk.starts_with("www.") {
             continue;
@@ -123,8 +141,67 @@ fn push_tokens(chunk: &str, out: &mut NormalizedText) {
 
 fn close_word(word_start: &mut Option<usize>, out: &mut NormalizedText) {
     if let Some(start) = word_start.take() {
+        fold_homoglyphs(start, out);
         out.tokens.push((start..out.text.len(), Script::Word));
     }
+}
+
+/// Rewrites the word at `start` (the end of `out.text`) with its Cyrillic and Greek look-alikes
+/// read as Latin, when it mixes them with Latin letters.
+fn fold_homoglyphs(start: usize, out: &mut NormalizedText) {
+    let word = &out.text[start..];
+    if word.is_ascii()
+        || !word.bytes().any(|b| b.is_ascii_lowercase())
+        || !word.chars().any(|ch| latin_look_alike(ch).is_some())
+    {
+        return;
+    }
+    let folded: String = word.chars().map(|ch| latin_look_alike(ch).unwrap_or(ch)).collect();
+    out.text.truncate(start);
+    out.text.push_str(&folded);
+}
+
+/// The Latin letter a lower-case Cyrillic or Greek letter is drawn like, if it is drawn like one.
+fn latin_look_alike(ch: char) -> Option<char> {
+    Some(match ch {
+        'а' | 'α' => 'a',
+        'с' | 'ϲ' => 'c',
+        'ԁ' => 'd',
+        'е' | 'ε' => 'e',
+        'һ' => 'h',
+        'і' | 'ι' | 'ӏ' => 'i',
+        'ј' => 'j',
+        'κ' => 'k',
+        'о' | 'ο' => 'o',
+        'р' | 'ρ' => 'p',
+        'ԛ' => 'q',
+        'ѕ' => 's',
+        'υ' => 'u',
+        'ν' => 'v',
+        'ԝ' => 'w',
+        'х' | 'χ' => 'x',
+        'у' => 'y',
+        _ => return None,
+    })
+}
+
+/// Characters that draw nothing and only split or steer text: control characters other than
+/// whitespace, zero-width spaces and joiners, bidirectional controls, the soft hyphen, variation
+/// selectors and tag characters.
+fn is_invisible(ch: char) -> bool {
+    matches!(ch as u32,
+        0x00..=0x08 | 0x0E..=0x1F | 0x7F..=0x9F // control characters, not whitespace
+        | 0x00AD               // soft hyphen
+        | 0x034F               // combining grapheme joiner
+        | 0x061C               // Arabic letter mark
+        | 0x180E               // Mongolian vowel separator
+        | 0x200B..=0x200F      // zero-width space, non-joiner, joiner; LRM, RLM
+        | 0x202A..=0x202E      // bidirectional embeddings and overrides
+        | 0x2060..=0x2064      // word joiner, invisible operators
+        | 0x2066..=0x206F      // bidirectional isolates, deprecated format characters
+        | 0xFE00..=0xFE0F      // variation selectors
+        | 0xFEFF               // zero-width no-break space (byte order mark)
+        | 0xE0000..=0xE007F) // tag characters
 }
 
 fn is_word_char(ch: char) -> bool {
@@ -193,6 +270,32 @@ mod tests {
         assert_eq!(tokens("see http://a.b/c"), ["see"]);
         assert_eq!(tokens("xhttp://a.b"), ["x"]);
         assert_eq!(tokens("http:/not-a-url"), ["http", "not", "a", "url"]);
+    }
+
+    #[test]
+    fn invisible_characters_and_look_alike_letters_do_not_hide_a_copy() {
+        let original = normalize("Maintainer secretly rejected the safety patches");
+        let zero_width =
+            normalize("Main\u{200B}tainer sec\u{200D}retly re\u{2060}jected the\u{FEFF} safety\u{00AD} patches");
+        let bidi = normalize("Maintainer \u{202E}secretly\u{202C} rejected the safety patches\u{FE0F}");
+        let control = normalize("Maintainer se\u{1}cretly rejec\u{7f}ted the safety\u{0} patches");
+        let look_alikes = normalize("Mаintainеr sеcrеtly rејеctеd thе sаfеty pаtchеs"); // Cyrillic а, е, ј
+        let greek = normalize("Mαintαiner secretly rejected the sαfety pαtches");
+        for copy in [zero_width, bidi, control, look_alikes, greek] {
+            assert_eq!(copy.joined(), original.joined());
+        }
+        // Words wholly in Cyrillic or Greek stay as they are.
+        assert_eq!(normalize("Сегодня в Москве").joined(), "сегодня в москве");
+        assert_eq!(normalize("καλημέρα κόσμε").joined(), "καλημέρα κόσμε");
+    }
+
+    #[test]
+    fn normalizing_a_normalized_text_changes_nothing() {
+        // Found by fuzzing: NULs between combining marks, dropped after NFKC, left them unordered.
+        for text in ["\u{2DA}\0\0\0\0\0\0\u{330}", "e\u{200B}\u{301}\u{316}", "İstanbul ǅ ﬁ"] {
+            let once = normalize(text).joined();
+            assert_eq!(normalize(&once).joined(), once, "{text:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// Largest accepted `text`, in bytes (256 KiB: a long article fits, a runaway payload does not).
 pub const MAX_TEXT_BYTES: usize = 256 * 1024;
+/// Largest accepted message: the text's limit and 64 KiB for every other field.
+pub const MAX_MESSAGE_BYTES: usize = MAX_TEXT_BYTES + 64 * 1024;
 /// Largest accepted id (post or author), in bytes.
 pub const MAX_ID_BYTES: usize = 512;
 /// How far past the consumer's wall clock a `created_at` may lie (clock skew between platforms).
@@ -127,12 +129,8 @@ impl Post {
     pub fn from_json_at(bytes: &[u8], now: DateTime<Utc>) -> Result<Post, InvalidPost> {
         let text = std::str::from_utf8(bytes).map_err(|e| InvalidPost::InvalidUtf8(e.valid_up_to()))?;
         // Check the size before decoding fields one by one, so a huge text costs one pass, not several.
-        if bytes.len() > MAX_TEXT_BYTES + 64 * 1024 {
-            return Err(InvalidPost::TooLarge {
-                field: "message",
-                size: bytes.len(),
-                limit: MAX_TEXT_BYTES + 64 * 1024,
-            });
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(InvalidPost::TooLarge { field: "message", size: bytes.len(), limit: MAX_MESSAGE_BYTES });
         }
         let post: Post = serde_json::from_str(text).map_err(classify_serde_error)?;
         post.validate(now)?;

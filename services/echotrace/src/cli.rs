@@ -323,6 +323,10 @@ fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
         .map(|(kind, count)| format!("{}={count}", kind.as_str()))
         .collect();
     println!("edges: {}; cascade merges: {}", kinds.join(" "), stats.merges);
+    println!("late posts (past detector.allowed_lateness_secs): {}", stats.late);
+    if let Some(bytes) = summary.peak_rss_bytes {
+        println!("peak resident memory: {bytes} bytes ({:.0} MiB)", bytes as f64 / (1 << 20) as f64);
+    }
     let embedded = metrics.embeddings.get();
     println!(
         "texts embedded: {embedded} ({:.3} per post), {} reused from the embedding cache",

@@ -375,7 +375,7 @@ async fn wait_until_committed(config: &Config, running: &echotrace::run::Running
 }
 
 /// A partition handed over in a rebalance arrives with its window: two instances share the input,
-/// one leaves, and the one left pauses the partition it receives, reads its window before the
+/// a partition each, one leaves, and the one left pauses the partition it receives, reads its window before the
 /// committed offset again (muted) and resumes it, so the campaign spread over both partitions is
 /// one cascade on the instance left. Without the rebuild, it is split.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,14 +390,23 @@ async fn a_partition_handed_over_arrives_with_its_window() {
         config.state.rebuild_from_kafka = rebuild;
         let mut second = config.clone();
         second.state.dir = out.path().join("state-second");
-        for (i, line) in before.iter().enumerate() {
-            send_to(&producer, line.as_bytes(), i as i32 % 2).await;
-        }
         let (stay_trigger, shutdown) = echotrace::shutdown::channel();
         let staying = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
         let (leave_trigger, shutdown) = echotrace::shutdown::channel();
         let leaving = echotrace::run::start(second, None, shutdown).await.unwrap();
+        // The input goes in once the group has settled, one partition each, so each instance
+        // reads half of the campaign.
         let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = |address| http_get(address, "/readyz").0 == 200;
+        let mut settled = 0;
+        while settled < 3 {
+            assert!(Instant::now() < deadline, "the group never settled");
+            settled = if ready(staying.api_address) && ready(leaving.api_address) { settled + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for (i, line) in before.iter().enumerate() {
+            send_to(&producer, line.as_bytes(), i as i32 % 2).await;
+        }
         while committed_behind_end(&config) > 0
             || staying.metrics.messages_consumed.get() == 0
             || leaving.metrics.messages_consumed.get() == 0

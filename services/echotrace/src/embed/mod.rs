@@ -36,6 +36,7 @@ use tokenizers::Tokenizer;
 
 mod ascii_wordpiece;
 pub mod cached;
+pub mod checksums;
 pub mod static_tokens;
 
 use static_tokens::StaticEncoder;
@@ -97,6 +98,9 @@ pub struct EmbedConfig {
     pub max_chunks: usize,
     /// Embeddings of recent normalized texts kept, so repeated texts are embedded once.
     pub cache_entries: usize,
+    /// Check every model file against its `SHA256SUMS` before loading it ([`checksums`]); off
+    /// only for a model under development.
+    pub verify_checksums: bool,
 }
 
 impl Default for EmbedConfig {
@@ -116,6 +120,7 @@ impl Default for EmbedConfig {
             chunk_tokens: 128,
             max_chunks: 8,
             cache_entries: 65_536,
+            verify_checksums: true,
         }
     }
 }
@@ -179,8 +184,23 @@ enum Backend {
 }
 
 impl Embedder {
-    /// Loads the configured encoder; fails with a clear reason.
+    /// Loads the configured encoder, its files checked against their `SHA256SUMS` first; fails with
+    /// a clear reason.
     pub fn new(config: &EmbedConfig) -> Result<Embedder, EmbedError> {
+        if config.verify_checksums {
+            let (model_dir, static_dir) = (resolve(&config.model_dir), resolve(&config.static_dir));
+            let files = match config.encoder {
+                Encoder::Static => {
+                    vec![
+                        static_dir.join("model.safetensors"),
+                        static_dir.join("tokenizer.json"),
+                        model_dir.join("tokenizer.json"),
+                    ]
+                }
+                Encoder::Transformer => vec![model_dir.join("tokenizer.json"), model_dir.join(&config.model_file)],
+            };
+            files.iter().try_for_each(|file| checksums::verify(file))?;
+        }
         let encoder = match config.encoder {
             Encoder::Static if config.device == Device::Cuda => {
                 return Err(EmbedError::Cuda(

@@ -199,13 +199,16 @@ impl ConsumerContext for LagContext {
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 let unheld: Vec<Partition> = assigned
                     .iter()
-                    .filter(|partition| match &committed {
-                        Some(committed) => ownership.needs_rebuild(partition, committed.get(*partition).copied()),
-                        // Unknown: rebuild what this member never held.
+                    .filter(|partition| match committed.as_ref().map(|committed| committed.get(*partition)) {
+                        Some(Some(offset)) => ownership.needs_rebuild(partition, *offset),
+                        // The coordinator gave no offset for it: rebuild (the rebuild asks again).
+                        Some(None) => ownership.held.is_some(),
+                        // No answer at all: rebuild what this member never held.
                         None => ownership.held.as_ref().is_some_and(|held| !held.contains_key(*partition)),
                     })
                     .cloned()
                     .collect();
+                tracing::info!(committed = ?committed, to_rebuild = ?unheld, "windows checked against the committed offsets");
                 if !unheld.is_empty() {
                     let mut paused = rdkafka::TopicPartitionList::new();
                     unheld.iter().for_each(|(topic, partition)| {
@@ -239,27 +242,39 @@ impl ConsumerContext for LagContext {
     }
 }
 
-/// The group's committed offsets of `list` (partitions without one are left out), or `None` when
-/// the coordinator does not answer.
+/// The group's committed offset of each partition of `list` (`None`: nothing committed), or
+/// `None` when the coordinator does not answer. A partition the coordinator answers with an error
+/// for (an offset commit still settling, say) is asked again a few times, then left out.
 fn committed_offsets(
     consumer: &BaseConsumer<LagContext>,
     list: &rdkafka::TopicPartitionList,
-) -> Option<BTreeMap<Partition, i64>> {
-    match consumer.committed_offsets(list.clone(), COMMITTED_TIMEOUT) {
-        Ok(committed) => Some(
-            committed
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+) -> Option<BTreeMap<Partition, Option<i64>>> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let committed = match consumer.committed_offsets(list.clone(), COMMITTED_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the committed offsets of the assigned partitions");
+                return None;
+            }
+        };
+        let (answered, failed): (Vec<_>, Vec<_>) = committed.elements().into_iter().partition(|e| e.error().is_ok());
+        if failed.is_empty() || attempts == 5 {
+            for element in &failed {
+                let error = element.error().expect_err("failed");
+                tracing::warn!(topic = element.topic(), partition = element.partition(), %error, "no committed offset");
+            }
+            let offsets = answered.iter().map(|e| {
+                let offset = match e.offset() {
+                    rdkafka::Offset::Offset(offset) => Some(offset),
                     _ => None,
-                })
-                .collect(),
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the committed offsets of the assigned partitions");
-            None
+                };
+                ((e.topic().to_owned(), e.partition()), offset)
+            });
+            return Some(offsets.collect());
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
