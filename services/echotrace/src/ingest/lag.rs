@@ -3,9 +3,10 @@
 //! before it commits, and how far its window holds each partition.
 //!
 //! Before partitions are revoked, the context takes a checkpoint through the loop's shared
-//! [`Progress`]. When partitions are assigned, each one whose group's committed offset is ahead of
-//! what this member's window holds of it (another member read it meanwhile, or this member never
-//! did) is paused until the loop has rebuilt its window ([`super::rebuild`]).
+//! [`Progress`]. Assigned partitions are paused until the loop has read the group's committed
+//! offsets: each one whose committed offset is ahead of what this member's window holds of it
+//! (another member read it meanwhile, or this member never did) has its window rebuilt
+//! ([`super::rebuild`]) before all are resumed.
 //!
 //! Readiness holds while the group has assigned this member a partition, every window is in place
 //! and a broker connection is up: librdkafka reports every broker down at once as an error, and
@@ -37,10 +38,11 @@ pub struct Ownership {
     /// For each partition whose posts are in this member's window (restored, rebuilt, or read by
     /// it), the offset it holds them up to; `None`: every partition, nothing is rebuilt.
     held: Option<BTreeMap<Partition, i64>>,
-    /// Assigned partitions paused until their window is rebuilt.
-    to_rebuild: BTreeSet<Partition>,
-    /// Partitions whose window the consumer loop is rebuilding now.
-    rebuilding: BTreeSet<Partition>,
+    /// Assigned partitions paused until the consumer loop has checked their window against the
+    /// group's committed offsets (and rebuilt it where needed).
+    to_check: BTreeSet<Partition>,
+    /// Partitions the consumer loop is checking or rebuilding now.
+    checking: BTreeSet<Partition>,
 }
 
 impl Ownership {
@@ -72,12 +74,33 @@ impl Ownership {
         }
     }
 
-    /// Takes the assigned partitions waiting for their window, marking them being rebuilt (not
+    /// Takes the assigned partitions waiting for their check, marking them being checked (not
     /// ready) until [`LagContext::rebuilt`].
-    pub fn take_to_rebuild(&mut self) -> BTreeSet<Partition> {
-        let taken = std::mem::take(&mut self.to_rebuild);
-        self.rebuilding = taken.into_iter().filter(|partition| self.assigned.contains(partition)).collect();
-        self.rebuilding.clone()
+    pub fn take_to_check(&mut self) -> BTreeSet<Partition> {
+        let taken = std::mem::take(&mut self.to_check);
+        self.checking = taken.into_iter().filter(|partition| self.assigned.contains(partition)).collect();
+        self.checking.clone()
+    }
+
+    /// Which of `partitions` need their window rebuilt, given the group's committed offsets
+    /// (`None`: the coordinator did not answer; a partition missing from the map: it gave no
+    /// offset for it).
+    pub fn needing_rebuild(
+        &self,
+        partitions: &BTreeSet<Partition>,
+        committed: Option<&BTreeMap<Partition, Option<i64>>>,
+    ) -> BTreeSet<Partition> {
+        partitions
+            .iter()
+            .filter(|partition| match committed.map(|committed| committed.get(*partition)) {
+                Some(Some(offset)) => self.needs_rebuild(partition, *offset),
+                // No offset for it: rebuild (the rebuild asks again).
+                Some(None) => self.held.is_some(),
+                // No answer at all: rebuild what this member never held.
+                None => self.held.as_ref().is_some_and(|held| !held.contains_key(*partition)),
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -90,8 +113,8 @@ pub struct LagContext {
     brokers_up: AtomicBool,
     /// The consumer loop's progress, for the checkpoint before a revocation.
     progress: OnceLock<Arc<tokio::sync::Mutex<Progress>>>,
-    /// Wakes the consumer loop when assigned partitions wait for their window.
-    to_rebuild: tokio::sync::Notify,
+    /// Wakes the consumer loop when assigned partitions wait for their check.
+    to_check: tokio::sync::Notify,
 }
 
 impl LagContext {
@@ -104,14 +127,14 @@ impl LagContext {
             ownership,
             brokers_up: AtomicBool::new(true),
             progress: OnceLock::new(),
-            to_rebuild: tokio::sync::Notify::new(),
+            to_check: tokio::sync::Notify::new(),
         }
     }
 
-    /// Resolves when assigned partitions wait for their window (at once if some came since the
+    /// Resolves when assigned partitions wait for their check (at once if some came since the
     /// last call).
-    pub async fn partitions_to_rebuild(&self) {
-        self.to_rebuild.notified().await
+    pub async fn partitions_to_check(&self) {
+        self.to_check.notified().await
     }
 
     /// The partitions this member owns, shared with the consumer loop.
@@ -127,8 +150,8 @@ impl LagContext {
     /// Ready: partitions assigned, their windows in place, and a broker up.
     fn update_ready(&self, ownership: &Ownership) {
         let ready = !ownership.assigned.is_empty()
-            && ownership.to_rebuild.is_empty()
-            && ownership.rebuilding.is_empty()
+            && ownership.to_check.is_empty()
+            && ownership.checking.is_empty()
             && self.brokers_up.load(Ordering::Relaxed);
         self.ready.store(ready, Ordering::Relaxed);
     }
@@ -140,7 +163,7 @@ impl LagContext {
         for (partition, offset) in held {
             ownership.hold(partition.clone(), *offset);
         }
-        ownership.rebuilding.clear();
+        ownership.checking.clear();
         self.update_ready(&ownership);
     }
 }
@@ -195,30 +218,14 @@ impl ConsumerContext for LagContext {
             Rebalance::Assign(list) => {
                 tracing::info!(partitions = list.count(), "partitions assigned");
                 let assigned = partitions(list);
-                let committed = committed_offsets(consumer, list);
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
-                let unheld: Vec<Partition> = assigned
-                    .iter()
-                    .filter(|partition| match committed.as_ref().map(|committed| committed.get(*partition)) {
-                        Some(Some(offset)) => ownership.needs_rebuild(partition, *offset),
-                        // The coordinator gave no offset for it: rebuild (the rebuild asks again).
-                        Some(None) => ownership.held.is_some(),
-                        // No answer at all: rebuild what this member never held.
-                        None => ownership.held.as_ref().is_some_and(|held| !held.contains_key(*partition)),
-                    })
-                    .cloned()
-                    .collect();
-                tracing::info!(committed = ?committed, to_rebuild = ?unheld, "windows checked against the committed offsets");
-                if !unheld.is_empty() {
-                    let mut paused = rdkafka::TopicPartitionList::new();
-                    unheld.iter().for_each(|(topic, partition)| {
-                        paused.add_partition(topic, *partition);
-                    });
-                    match consumer.pause(&paused) {
+                // Whether a window is in place needs the group's committed offsets, which the loop
+                // reads: asked for here, inside the callback, they held up fetching under load.
+                if ownership.held.is_some() {
+                    match consumer.pause(list) {
                         Ok(()) => {
-                            tracing::info!(partitions = ?unheld, "paused until their window is rebuilt");
-                            ownership.to_rebuild.extend(unheld);
-                            self.to_rebuild.notify_one();
+                            ownership.to_check.extend(assigned.iter().cloned());
+                            self.to_check.notify_one();
                         }
                         Err(error) => {
                             tracing::warn!(%error, "cannot pause new partitions; consuming them without their window")
@@ -233,7 +240,7 @@ impl ConsumerContext for LagContext {
                 let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
                 for partition in partitions(list) {
                     ownership.assigned.remove(&partition);
-                    ownership.to_rebuild.remove(&partition);
+                    ownership.to_check.remove(&partition);
                 }
                 self.update_ready(&ownership);
             }
@@ -245,8 +252,8 @@ impl ConsumerContext for LagContext {
 /// The group's committed offset of each partition of `list` (`None`: nothing committed), or
 /// `None` when the coordinator does not answer. A partition the coordinator answers with an error
 /// for (an offset commit still settling, say) is asked again a few times, then left out.
-fn committed_offsets(
-    consumer: &BaseConsumer<LagContext>,
+pub fn committed_offsets(
+    consumer: &impl Consumer<LagContext>,
     list: &rdkafka::TopicPartitionList,
 ) -> Option<BTreeMap<Partition, Option<i64>>> {
     let mut attempts = 0;

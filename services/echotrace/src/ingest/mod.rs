@@ -27,7 +27,6 @@ pub mod rebuild;
 use crate::alerting::AlertNotice;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 use crate::state::StateError;
 use checkpoint::Progress;
@@ -131,13 +130,10 @@ pub async fn consume(
                 let _ = notices.send(notice).await;
             }
         }
-        let to_rebuild = ownership.lock().expect("ownership lock poisoned").take_to_rebuild();
-        if !to_rebuild.is_empty() {
+        let to_check = ownership.lock().expect("ownership lock poisoned").take_to_check();
+        if !to_check.is_empty() {
             let mut progress = progress.lock().await;
-            // What waits in the batch is processed and published before the sinks are muted.
-            progress.run_batch()?;
-            metrics.window_rebuilds.inc_by(to_rebuild.len() as u64);
-            rebuild_assigned(config, consumer, &mut progress.pipeline, to_rebuild).await?;
+            check_assigned(config, consumer, &mut progress, metrics, to_check).await?;
             continue;
         }
         let batch_deadline = progress.lock().await.pipeline.batch_deadline();
@@ -159,7 +155,7 @@ pub async fn consume(
                     progress.take(consumer, false).await?;
                 }
             }
-            _ = consumer.context().partitions_to_rebuild() => continue,
+            _ = consumer.context().partitions_to_check() => continue,
             _ = until(batch_deadline) => progress.lock().await.run_batch()?,
             _ = ticker.tick() => progress.lock().await.take(consumer, false).await?,
             _ = shutdown.recv() => {
@@ -177,28 +173,49 @@ pub async fn consume(
     }
 }
 
-/// Rebuilds the window of partitions a rebalance assigned, then resumes them.
-async fn rebuild_assigned(
+/// Checks the windows of partitions a rebalance assigned (and paused) against the group's
+/// committed offsets, rebuilds those another member read further, then resumes them all.
+async fn check_assigned(
     config: &Config,
     consumer: &StreamConsumer<LagContext>,
-    pipeline: &mut Pipeline,
+    progress: &mut Progress,
+    metrics: &Metrics,
     partitions: BTreeSet<Partition>,
 ) -> Result<(), IngestError> {
-    let started = Instant::now();
-    let rebuilt = rebuild::rebuild_window(config, pipeline, Some(&partitions)).await?;
-    tracing::info!(
-        partitions = ?partitions,
-        posts = rebuilt.posts,
-        complete = rebuilt.complete,
-        seconds = started.elapsed().as_secs_f64(),
-        "window of assigned partitions rebuilt from Kafka"
-    );
-    let mut resumed = TopicPartitionList::new();
+    let mut list = TopicPartitionList::new();
     for (topic, partition) in &partitions {
+        list.add_partition(topic, *partition);
+    }
+    let committed = lag::committed_offsets(consumer, &list);
+    let ownership = consumer.context().ownership();
+    let to_rebuild =
+        ownership.lock().expect("ownership lock poisoned").needing_rebuild(&partitions, committed.as_ref());
+    tracing::info!(committed = ?committed, to_rebuild = ?to_rebuild, "windows checked against the committed offsets");
+    let mut held = std::collections::BTreeMap::new();
+    if !to_rebuild.is_empty() {
+        // What waits in the batch is processed and published before the sinks are muted.
+        progress.run_batch()?;
+        metrics.window_rebuilds.inc_by(to_rebuild.len() as u64);
+        let started = Instant::now();
+        let rebuilt = rebuild::rebuild_window(config, &mut progress.pipeline, Some(&to_rebuild)).await?;
+        tracing::info!(
+            partitions = ?to_rebuild,
+            posts = rebuilt.posts,
+            complete = rebuilt.complete,
+            seconds = started.elapsed().as_secs_f64(),
+            "window of assigned partitions rebuilt from Kafka"
+        );
+        held = rebuilt.held;
+    }
+    // Only what is still assigned: a rebalance may have taken some meanwhile.
+    let owned = ownership.lock().expect("ownership lock poisoned");
+    let mut resumed = TopicPartitionList::new();
+    for (topic, partition) in partitions.iter().filter(|partition| owned.owns(partition)) {
         resumed.add_partition(topic, *partition);
     }
+    drop(owned);
     consumer.resume(&resumed)?;
-    consumer.context().rebuilt(&rebuilt.held);
+    consumer.context().rebuilt(&held);
     Ok(())
 }
 
