@@ -77,6 +77,16 @@ fn stored_posts(dir: &Path) -> Vec<String> {
     posts
 }
 
+/// A tansu broker in memory with the input topic (3 partitions) and the output topics.
+fn broker_with_topics(tansu: &Path, dir: &Path) -> (Reaper, String) {
+    let (process, broker) = start_tansu(tansu, "memory://tansu/", free_port(), dir);
+    create_topic(tansu, &broker, "posts", 3);
+    for topic in ["echotrace.dead-letter", "echotrace.edges", "echotrace.alerts"] {
+        create_topic(tansu, &broker, topic, 1);
+    }
+    (process, broker)
+}
+
 fn sample_ids() -> Vec<String> {
     let mut ids = sample_post_ids();
     ids.sort();
@@ -87,11 +97,7 @@ fn sample_ids() -> Vec<String> {
 fn a_second_instance_joins_and_leaves_and_nothing_is_lost_or_committed_by_a_stranger() {
     let Some((tansu, kcat_bin)) = tools() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (_tansu, broker) = start_tansu(&tansu, "memory://tansu/", free_port(), dir.path());
-    create_topic(&tansu, &broker, "posts", 3);
-    for topic in ["echotrace.dead-letter", "echotrace.edges", "echotrace.alerts"] {
-        create_topic(&tansu, &broker, topic, 1);
-    }
+    let (_tansu, broker) = broker_with_topics(&tansu, dir.path());
     let group = "rebalance";
     let lines: Vec<&str> = SAMPLE.lines().collect();
     let thirds: Vec<&[&str]> = lines.chunks(lines.len().div_ceil(3)).collect();
@@ -164,11 +170,7 @@ fn a_second_instance_joins_and_leaves_and_nothing_is_lost_or_committed_by_a_stra
 fn revoked_partitions_are_committed_before_they_are_handed_over() {
     let Some((tansu, kcat_bin)) = tools() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (_tansu, broker) = start_tansu(&tansu, "memory://tansu/", free_port(), dir.path());
-    create_topic(&tansu, &broker, "posts", 3);
-    for topic in ["echotrace.dead-letter", "echotrace.edges", "echotrace.alerts"] {
-        create_topic(&tansu, &broker, topic, 1);
-    }
+    let (_tansu, broker) = broker_with_topics(&tansu, dir.path());
     let group = "revocation";
     let lines: Vec<&str> = SAMPLE.lines().collect();
     // No checkpoint falls due while the test runs: only the revocation's can commit.
