@@ -43,6 +43,10 @@ pub struct DetectorConfig {
     pub max_similar_hamming: u32,
     /// How long posts stay linkable, in seconds of event time.
     pub window_secs: u64,
+    /// The most posts the window holds, whatever their time: past it the oldest leave before
+    /// `window_secs` would evict them (counted in [`DetectorStats::evicted_early`]). What bounds
+    /// the detector's memory when the rate jumps.
+    pub max_window_posts: usize,
     /// How far a post's `created_at` may lie past its message's arrival (the Kafka timestamp)
     /// and still move event time to it; a post dated further ahead moves it only that far
     /// ([`crate::clock`]).
@@ -64,6 +68,7 @@ impl Default for DetectorConfig {
             min_jaccard: 0.6,
             max_similar_hamming: 12,
             window_secs: 6 * 3600,
+            max_window_posts: MAX_WINDOW_POSTS,
             max_event_time_lead_secs: 300,
             allowed_lateness_secs: 6 * 3600,
             link_shared_urls: true,
@@ -111,6 +116,11 @@ pub struct SemanticChoice {
     pub links: bool,
 }
 
+/// The default bound on the window ([`DetectorConfig::max_window_posts`]): 6 hours at about 45
+/// posts a second. About 5 GB at the bound when every post is a cascade of its own, with the
+/// scorer's share (`benches/README.md`, "Floods").
+pub const MAX_WINDOW_POSTS: usize = 1_000_000;
+
 /// Counters of what the detector has seen, for metrics and summaries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetectorStats {
@@ -126,6 +136,8 @@ pub struct DetectorStats {
     pub late: u64,
     /// Posts dated further past their arrival than the allowed lead (event time did not follow).
     pub ahead: u64,
+    /// Posts that left the window before their time because it held `max_window_posts`.
+    pub evicted_early: u64,
 }
 
 /// The most distinct URLs of one post that link it: a post may carry thousands, each a lookup
@@ -625,7 +637,9 @@ impl Detector {
         }
     }
 
-    /// Evicts what event time has moved out of the window (in steps of 1% of it).
+    /// Evicts what event time has moved out of the window (in steps of 1% of it), then, when the
+    /// window holds `max_window_posts`, its oldest arrivals (down to 99% of the bound, leaving room
+    /// for the post at hand and a placeholder it may add).
     fn evict(&mut self) {
         let window_ms = Duration::seconds(self.config.window_secs as i64).num_milliseconds();
         let cutoff = self.clock.now_ms().saturating_sub(window_ms);
@@ -636,6 +650,17 @@ impl Detector {
             self.embedded.evict_before(cutoff);
             self.graph.evict_before(cutoff);
             self.evicted_to_ms = cutoff;
+        }
+        let bound = self.config.max_window_posts.max(2);
+        if self.graph.len() + 2 > bound {
+            let excess = self.graph.len() + 2 - bound + bound / 100;
+            let before = self.graph.len();
+            let first_kept = self.graph.evict_oldest(excess);
+            self.near_dups.evict_payloads_below(first_kept);
+            self.similar_sets.evict_payloads_below(first_kept);
+            self.shared_urls.evict_payloads_below(first_kept);
+            self.embedded.evict_keys_below(first_kept);
+            self.stats.evicted_early += (before - self.graph.len()) as u64;
         }
     }
 }
@@ -764,6 +789,21 @@ mod tests {
         assert_eq!(detector.process(post("x:3", 31, CLAIM, "")).unwrap().post.parent_id, None);
         assert!(detector.graph().key_of("x:1").is_none());
         assert_eq!(detector.graph().cascade_count(), 2);
+    }
+
+    #[test]
+    fn the_window_holds_at_most_its_bound_and_counts_what_left_early() {
+        let config = DetectorConfig { max_window_posts: 100, ..DetectorConfig::default() };
+        let mut detector = Detector::new(config);
+        for i in 0..1_000 {
+            let text = format!("post number {i} says something of its own about topic {}", i * 7919);
+            detector.process(post(&format!("x:{i}"), i / 60, &text, "")).unwrap();
+            assert!(detector.graph().len() <= 100, "the window grew past its bound at post {i}");
+        }
+        assert!(detector.graph().len() >= 97, "the window kept {} posts", detector.graph().len());
+        assert_eq!(detector.stats().evicted_early, 1_000 - detector.graph().len() as u64);
+        assert!(detector.graph().key_of("x:0").is_none() && detector.graph().key_of("x:999").is_some());
+        assert!(detector.window_len() <= 100, "the indexes evicted with the graph");
     }
 
     #[test]

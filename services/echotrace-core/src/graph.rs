@@ -533,8 +533,23 @@ impl CascadeGraph {
     /// Forgets nodes that arrived before the first one at or after `cutoff_ms`, and cascades whose
     /// last post is older than the cutoff. Returns how many nodes were evicted.
     pub fn evict_before(&mut self, cutoff_ms: i64) -> usize {
+        self.evict_front_while(cutoff_ms, |_, node| node.created_at_ms < cutoff_ms)
+    }
+
+    /// Forgets the `count` nodes that arrived first, whatever their time, and the cascades left
+    /// without a node (absorbed ones included: their ids stop resolving). Returns the key of the
+    /// first node kept: the indexes evict their entries below it.
+    pub fn evict_oldest(&mut self, count: usize) -> NodeKey {
+        let first_kept = self.base_key + count.min(self.nodes.len()) as NodeKey;
+        self.evict_front_while(i64::MAX, |key, _| key < first_kept);
+        first_kept
+    }
+
+    /// Forgets nodes from the oldest arrival while `evict(key, node)` says so, then the cascades
+    /// with no node left whose last post is older than `cutoff_ms`.
+    fn evict_front_while(&mut self, cutoff_ms: i64, evict: impl Fn(NodeKey, &Node) -> bool) -> usize {
         let mut evicted = 0;
-        while self.nodes.front().is_some_and(|node| node.created_at_ms < cutoff_ms) {
+        while self.nodes.front().is_some_and(|node| evict(self.base_key, node)) {
             let node = self.nodes.pop_front().expect("checked");
             self.by_post_id.remove(&node.post_id);
             self.base_key += 1;

@@ -144,7 +144,7 @@ impl AlertDispatcher {
         match notice.event.state {
             AlertState::Firing => {
                 // Time to alert is measured for the start of an alert, not for its growth updates.
-                if notice.event.started_at == notice.event.event_time {
+                if notice.event.starts {
                     self.undelivered_since.entry(id.clone()).or_insert_with(Utc::now);
                 }
                 let previous = self.firing.insert(id, notice.clone());
@@ -213,6 +213,7 @@ mod tests {
             root_post_id: "x:1".into(),
             platforms: vec!["x".into(), "bluesky".into()],
             state,
+            starts: state == AlertState::Firing,
             event_time: at,
             started_at: at,
             triggered_by: Some("x:9".into()),

@@ -7,7 +7,10 @@
 use crate::embed::EmbedConfig;
 use echotrace_core::detector::DetectorConfig;
 use figment::Figment;
+use figment::error::{Actual, Kind};
 use figment::providers::{Env, Format, Serialized, Toml};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaConfRes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,7 +43,7 @@ pub struct Config {
 }
 
 /// Where posts come from and where edges and dead letters go.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, e.g. `kafka-1:9092,kafka-2:9092`.
@@ -71,6 +74,49 @@ impl Default for KafkaConfig {
             alerts_topic: "echotrace.alerts".into(),
             properties: BTreeMap::new(),
         }
+    }
+}
+
+/// Whether a librdkafka property may hold a secret (a password, a key, a client secret, a JAAS
+/// line with both): its value is kept out of `Debug` output and error messages.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "ssl.key", "oauthbearer.config"].iter().any(|part| key.contains(part))
+}
+
+/// Leaves out the values of secret properties ([`is_secret_property`]).
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| (key.as_str(), if is_secret_property(key) { "<redacted>" } else { value.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("input_topics", &self.input_topics)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("edges_topic", &self.edges_topic)
+            .field("alerts_topic", &self.alerts_topic)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// `error` with the value librdkafka refused left out where it may be a secret: the value of a
+/// secret property ([`is_secret_property`]), or of one librdkafka does not know (a misspelled
+/// `sasl.password`, a Java `sasl.jaas.config` line). The property's name and librdkafka's reason
+/// stay, to say what to fix. Every client created from the configuration maps its errors through it.
+pub fn without_secret(error: KafkaError) -> KafkaError {
+    match error {
+        KafkaError::ClientConfig(result, reason, key, value)
+            if !value.is_empty()
+                && (is_secret_property(&key) || matches!(result, RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN)) =>
+        {
+            KafkaError::ClientConfig(result, reason.replace(&value, "<redacted>"), key, "<redacted>".into())
+        }
+        other => other,
     }
 }
 
@@ -232,6 +278,9 @@ pub struct AlertingConfig {
     /// At most this many alerts of one critical rule start paging per hour of event time; the
     /// rest are held and summarised in one `alert_flood` page (0: no limit).
     pub max_pages_per_hour: u32,
+    /// The most cascades whose features are kept; past it those idle longest with no open alert
+    /// are forgotten early (`echotrace_cascades_forgotten_early_total`).
+    pub max_cascades: usize,
     /// Alertmanager's base URL, e.g. `http://alertmanager:9093` (empty: do not push alerts).
     pub alertmanager_url: String,
     /// How often firing alerts are re-sent to Alertmanager, in milliseconds.
@@ -249,6 +298,7 @@ impl Default for AlertingConfig {
             sweep_secs: 10,
             history_secs: 3600,
             max_pages_per_hour: 10,
+            max_cascades: echotrace_core::score::alerts::MAX_CASCADES,
             alertmanager_url: String::new(),
             resend_interval_ms: 30_000,
             public_url: String::new(),
@@ -279,6 +329,7 @@ impl AlertingConfig {
             sweep_secs: self.sweep_secs,
             history_secs: self.history_secs,
             max_pages_per_hour: self.max_pages_per_hour,
+            max_cascades: self.max_cascades,
         }
     }
 }
@@ -311,8 +362,47 @@ impl Config {
                 })
                 .split("__"),
         );
-        figment.extract().map_err(|e| ConfigError(Box::new(e)))
+        figment.extract().map_err(|e| ConfigError(Box::new(without_secret_values(e))))
     }
+}
+
+/// `error` with the values it quotes left out where they may be secrets: anything under
+/// `kafka.properties` (a malformed `ECHOTRACE_KAFKA__PROPERTIES` would be quoted whole, password
+/// included) and the API tokens. The key and the type expected stay, to say what to fix.
+fn without_secret_values(error: figment::Error) -> figment::Error {
+    let errors: Vec<figment::Error> = error
+        .into_iter()
+        .map(|mut error| {
+            let key = error.path.join(".").to_ascii_lowercase();
+            if key.starts_with("kafka.properties") || key.ends_with("token") {
+                match &mut error.kind {
+                    Kind::InvalidType(actual, _)
+                    | Kind::InvalidValue(actual, _)
+                    | Kind::Unsupported(actual)
+                    | Kind::UnsupportedKey(actual, _) => *actual = without_value(actual),
+                    Kind::Message(message) => *message = "invalid value (not shown: it may be a secret)".into(),
+                    _ => {}
+                }
+            }
+            error
+        })
+        .collect();
+    // Iterated newest first; chained back oldest first.
+    errors.into_iter().rev().reduce(|older, newer| older.chain(newer)).expect("an error yields at least itself")
+}
+
+/// What kind of value `actual` is, without the value.
+fn without_value(actual: &Actual) -> Actual {
+    let kind = match actual {
+        Actual::Bool(_) => "a bool",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "a byte string",
+        Actual::Other(_) => "a value",
+        structure => return structure.clone(),
+    };
+    Actual::Other(format!("{kind} (not shown: it may be a secret)"))
 }
 
 #[cfg(test)]
@@ -362,6 +452,55 @@ mod tests {
         let mut listed = SECTIONS;
         listed.sort_unstable();
         assert_eq!(sections, listed);
+    }
+
+    #[test]
+    fn secret_kafka_properties_stay_out_of_debug_and_configuration_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ECHOTRACE_KAFKA__PROPERTIES",
+                r#"{"sasl.username"="echotrace","sasl.password"="s3cret-pa55"}"#,
+            );
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.kafka.properties["sasl.password"], "s3cret-pa55", "passed through verbatim");
+            let debug = format!("{config:?}");
+            assert!(!debug.contains("s3cret-pa55"), "{debug}");
+            assert!(debug.contains(r#""sasl.username": "echotrace""#), "other properties stay visible: {debug}");
+            // Malformed: a missing brace (the whole value is one string), a number for a string.
+            for (variable, malformed, secret) in [
+                ("ECHOTRACE_KAFKA__PROPERTIES", r#"{"sasl.password"="s3cret-pa55""#, "s3cret-pa55"),
+                ("ECHOTRACE_KAFKA__PROPERTIES", r#"{"sasl.password"=987654321}"#, "987654321"),
+                ("ECHOTRACE_HTTP__TOKEN", "987654321", "987654321"),
+            ] {
+                jail.clear_env();
+                jail.set_env(variable, malformed);
+                let error = Config::load(None).expect_err("malformed").to_string();
+                assert!(!error.contains(secret), "{error}");
+                assert!(error.contains("not shown: it may be a secret"), "{error}");
+            }
+            jail.clear_env();
+            jail.create_file("echotrace.toml", "[kafka.properties]\n\"sasl.password\" = 987654321\n")?;
+            let error = Config::load(Some(Path::new("echotrace.toml"))).expect_err("not a string").to_string();
+            assert!(!error.contains("987654321") && error.contains("kafka.properties.sasl.password"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn refused_client_properties_leave_out_values_that_may_be_secrets() {
+        let refused = |key: &str, value: &str| {
+            let created = rdkafka::ClientConfig::new().set(key, value).create::<rdkafka::producer::BaseProducer>();
+            without_secret(created.err().expect("refused")).to_string()
+        };
+        let jaas = refused(
+            "sasl.jaas.config",
+            r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="s3cret-pa55";"#,
+        );
+        assert!(!jaas.contains("s3cret-pa55") && jaas.contains("sasl.jaas.config"), "{jaas}");
+        let misspelled = refused("sasl.pasword", "s3cret-pa55");
+        assert!(!misspelled.contains("s3cret-pa55") && misspelled.contains("sasl.pasword"), "{misspelled}");
+        let invalid = refused("security.protocol", "SASL_PLAINTEXTT");
+        assert!(invalid.contains("SASL_PLAINTEXTT"), "the values of other known properties stay: {invalid}");
     }
 
     #[test]

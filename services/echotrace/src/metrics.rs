@@ -29,6 +29,14 @@ pub struct Metrics {
     /// Posts dated past their arrival by more than `detector.max_event_time_lead_secs` (processed
     /// and stored; event time did not follow them).
     pub posts_ahead: IntCounter,
+    /// Posts that left the window before `detector.window_secs` because it held
+    /// `detector.max_window_posts`.
+    pub posts_evicted_early: IntCounter,
+    /// Cascades whose features the scorer forgot before `alerting.history_secs` because it kept
+    /// `alerting.max_cascades`.
+    pub cascades_forgotten_early: IntCounter,
+    /// Cascades whose features the scorer keeps.
+    pub scorer_cascades: IntGauge,
     /// Messages sent to the dead-letter topic, by `reason` (the error kind).
     pub dead_letters: IntCounterVec,
     /// Edges found, by `kind`.
@@ -142,6 +150,20 @@ impl Metrics {
                 &r,
                 "echotrace_posts_ahead_total",
                 "Posts dated past their message's arrival by more than detector.max_event_time_lead_secs: processed and stored; event time did not follow them",
+            ),
+            posts_evicted_early: counter(
+                &r,
+                "echotrace_posts_evicted_early_total",
+                "Posts that left the linking window before detector.window_secs because it held detector.max_window_posts",
+            ),
+            cascades_forgotten_early: counter(
+                &r,
+                "echotrace_cascades_forgotten_early_total",
+                "Cascades whose features were forgotten before alerting.history_secs because the scorer kept alerting.max_cascades",
+            ),
+            scorer_cascades: register(
+                &r,
+                IntGauge::new("echotrace_scorer_cascades", "Cascades whose features the scorer keeps").expect("valid"),
             ),
             dead_letters: counter_vec(
                 &r,
@@ -304,6 +326,7 @@ impl Metrics {
         catch_up(&self.cascade_merges, stats.merges);
         catch_up(&self.posts_late, stats.late);
         catch_up(&self.posts_ahead, stats.ahead);
+        catch_up(&self.posts_evicted_early, stats.evicted_early);
         for (kind, count) in EdgeKind::ALL.iter().zip(stats.edges_by_kind) {
             catch_up(&self.edges.with_label_values(&[kind.as_str()]), count);
         }
@@ -312,11 +335,17 @@ impl Metrics {
         self.cascades_live.set(cascades_live as i64);
     }
 
+    /// Brings the scorer's bound counters in line with its own counts.
+    pub fn observe_scorer(&self, forgotten_early: u64, tracked_cascades: usize) {
+        catch_up(&self.cascades_forgotten_early, forgotten_early);
+        self.scorer_cascades.set(tracked_cascades as i64);
+    }
+
     /// Counts an alert transition and keeps the firing gauge in step; a shadow rule's transitions
     /// and alerts held by the circuit breaker are counted apart and leave the gauge alone.
     pub fn observe_alert(&self, event: &AlertEvent) {
         // A firing event is either the start of an alert or an update as its cascade grows.
-        let newly = event.started_at == event.event_time;
+        let newly = event.starts;
         let rule = [event.rule.as_str(), event.severity.as_str()];
         let transition = [event.rule.as_str(), event.severity.as_str(), event.state.as_str()];
         if event.shadow {

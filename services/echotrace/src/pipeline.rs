@@ -183,6 +183,7 @@ impl Pipeline {
             self.metrics.event_time_seconds.set(event_time);
         }
         let alerts = self.scorer.observe(&detection, &signals);
+        self.metrics.observe_scorer(self.scorer.forgotten_early(), self.scorer.tracked_cascades());
         if self.muted {
             return None;
         }
@@ -220,6 +221,7 @@ impl Pipeline {
         self.metrics.observe_detector(detector.stats(), windows, detector.graph().cascade_count());
         drop(detector);
         self.scorer.resume(snapshot.scorer);
+        self.metrics.observe_scorer(self.scorer.forgotten_early(), self.scorer.tracked_cascades());
         self.firing_alerts()
     }
 

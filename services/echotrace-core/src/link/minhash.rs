@@ -182,8 +182,17 @@ impl MinHashIndex {
 
     /// Drops every entry that arrived before the first one at or after `cutoff_ms`.
     pub fn evict_before(&mut self, cutoff_ms: i64) -> usize {
+        self.evict_front_while(|entry| entry.created_at_ms < cutoff_ms)
+    }
+
+    /// Drops every entry whose payload (a node key, given in arrival order) is below `first_kept`.
+    pub fn evict_payloads_below(&mut self, first_kept: u64) -> usize {
+        self.evict_front_while(|entry| entry.payload < first_kept)
+    }
+
+    fn evict_front_while(&mut self, evict: impl Fn(&Entry) -> bool) -> usize {
         let mut evicted = 0;
-        while self.ring.front().is_some_and(|entry| entry.created_at_ms < cutoff_ms) {
+        while self.ring.front().is_some_and(&evict) {
             let entry = self.ring.pop_front().expect("checked");
             let seq = self.base_seq;
             for (band, newest) in self.newest.iter_mut().enumerate() {

@@ -159,9 +159,18 @@ impl NearDupIndex {
     /// Drops every entry that arrived before the first one with an event time at or after `cutoff_ms`.
     /// Returns how many were evicted.
     pub fn evict_before(&mut self, cutoff_ms: i64) -> usize {
+        self.evict_front_while(|live| live.created_at_ms < cutoff_ms)
+    }
+
+    /// Drops every entry whose payload (a node key, given in arrival order) is below `first_kept`.
+    pub fn evict_payloads_below(&mut self, first_kept: u64) -> usize {
+        self.evict_front_while(|live| live.payload < first_kept)
+    }
+
+    fn evict_front_while(&mut self, evict: impl Fn(&Live) -> bool) -> usize {
         let mut evicted = 0;
         while let Some(front) = self.ring.front().copied() {
-            if front.created_at_ms >= cutoff_ms {
+            if !evict(&front) {
                 break;
             }
             self.ring.pop_front();

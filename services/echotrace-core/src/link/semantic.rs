@@ -545,6 +545,11 @@ impl SemanticIndex {
         self.evict_front_while(|entry, _| entry.created_at_ms < cutoff_ms)
     }
 
+    /// Forgets the posts whose node key (given in arrival order) is below `first_kept`.
+    pub fn evict_keys_below(&mut self, first_kept: NodeKey) -> usize {
+        self.evict_front_while(|entry, _| entry.key < first_kept)
+    }
+
     /// Forgets the oldest posts until at most `max_posts` are left; returns how many.
     pub fn evict_beyond(&mut self, max_posts: usize) -> usize {
         self.evict_front_while(|_, len| len > max_posts)

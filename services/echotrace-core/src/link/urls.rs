@@ -107,8 +107,18 @@ impl SharedUrlIndex {
 
     /// Forgets first shares older than `cutoff_ms`.
     pub fn evict_before(&mut self, cutoff_ms: i64) {
+        self.evict_front_while(|at, _| at < cutoff_ms);
+    }
+
+    /// Forgets first shares whose payload (a node key, given in arrival order) is below `first_kept`.
+    pub fn evict_payloads_below(&mut self, first_kept: u64) {
+        self.evict_front_while(|_, payload| payload < first_kept);
+    }
+
+    /// Forgets first shares from the oldest while `evict(created_at_ms, payload)` says so.
+    fn evict_front_while(&mut self, evict: impl Fn(i64, u64) -> bool) {
         while let Some(&(at, key, payload)) = self.ring.front() {
-            if at >= cutoff_ms {
+            if !evict(at, payload) {
                 break;
             }
             self.ring.pop_front();

@@ -19,7 +19,7 @@ use crate::detector::Detection;
 use crate::records::EdgeKind;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// An alert's state.
@@ -61,6 +61,10 @@ pub struct AlertEvent {
     pub platforms: Vec<String>,
     /// Firing or resolved.
     pub state: AlertState,
+    /// Whether this event starts the alert; a firing event that does not is an update as its
+    /// cascade grows (`started_at` alone cannot tell: an update may come within the same second).
+    #[serde(default)]
+    pub starts: bool,
     /// Event time of the post (or watermark) that caused this change.
     pub event_time: DateTime<Utc>,
     /// Event time at which the alert started firing.
@@ -111,11 +115,25 @@ pub struct ScoreConfig {
     /// At most this many alerts of one critical rule start paging per hour of event time (0: no
     /// limit); the rest are held ([`super::breaker`]).
     pub max_pages_per_hour: u32,
+    /// The most cascades whose activity is kept, whatever their time: past it those idle longest
+    /// with no open alert are forgotten early (counted in [`Scorer::forgotten_early`]). What bounds
+    /// the scorer's memory when the rate jumps.
+    pub max_cascades: usize,
 }
+
+/// The default bound on the cascades the scorer keeps ([`ScoreConfig::max_cascades`]): as many
+/// as the detector's default window holds posts.
+pub const MAX_CASCADES: usize = crate::detector::MAX_WINDOW_POSTS;
 
 impl Default for ScoreConfig {
     fn default() -> Self {
-        ScoreConfig { window_secs: 300, sweep_secs: 10, history_secs: 3600, max_pages_per_hour: 10 }
+        ScoreConfig {
+            window_secs: 300,
+            sweep_secs: 10,
+            history_secs: 3600,
+            max_pages_per_hour: 10,
+            max_cascades: MAX_CASCADES,
+        }
     }
 }
 
@@ -134,6 +152,8 @@ pub struct ScorerState {
     watermark: Option<DateTime<Utc>>,
     last_sweep: Option<DateTime<Utc>>,
     breaker: PageBreaker,
+    /// Cascades forgotten before `history_secs` because `max_cascades` were kept.
+    forgotten_early: u64,
 }
 
 /// Features, rules and alert lifecycles of every cascade.
@@ -142,6 +162,7 @@ pub struct Scorer {
     window: Duration,
     sweep: Duration,
     history: Duration,
+    max_cascades: usize,
     state: ScorerState,
 }
 
@@ -153,6 +174,7 @@ impl Scorer {
             window: Duration::seconds(config.window_secs as i64),
             sweep: Duration::seconds(config.sweep_secs.max(1) as i64),
             history: Duration::seconds(config.history_secs.max(config.window_secs) as i64),
+            max_cascades: config.max_cascades.max(1),
             state: ScorerState { breaker: PageBreaker::new(config.max_pages_per_hour), ..ScorerState::default() },
         }
     }
@@ -188,6 +210,16 @@ impl Scorer {
             events.push(event);
         }
         events
+    }
+
+    /// Cascades forgotten before `history_secs` because the scorer kept `max_cascades`.
+    pub fn forgotten_early(&self) -> u64 {
+        self.state.forgotten_early
+    }
+
+    /// Cascades whose activity is kept.
+    pub fn tracked_cascades(&self) -> usize {
+        self.state.activity.len()
     }
 
     /// Its state, for a snapshot.
@@ -249,6 +281,9 @@ impl Scorer {
         let watermark = self.state.watermark.map_or(at, |w| w.max(at));
         self.state.watermark = Some(watermark);
         events.extend(self.evaluate(&cascade, at, Some(&detection.post.post_id)));
+        if self.state.activity.len() > self.max_cascades {
+            self.forget_beyond_bound(&cascade);
+        }
         if self.state.last_sweep.is_none_or(|last| watermark - last >= self.sweep) {
             self.state.last_sweep = Some(watermark);
             events.extend(self.sweep(watermark, &cascade));
@@ -281,14 +316,43 @@ impl Scorer {
             events.push(self.flood_event(&rule, &flood, AlertState::Resolved, now));
         }
         let history = self.history;
-        let phases = &self.state.phases;
+        let open = self.cascades_with_open_alerts();
         self.state.activity.retain(|cascade, activity| {
             let idle = activity.last_post_at().is_none_or(|last| now - last > history);
-            !idle || phases.keys().any(|(c, _)| c == cascade)
+            !idle || open.contains(cascade.as_str())
         });
         let activity = &self.state.activity;
         self.state.info.retain(|cascade, _| activity.contains_key(cascade));
         events
+    }
+
+    fn cascades_with_open_alerts(&self) -> HashSet<String> {
+        self.state.phases.keys().map(|(cascade, _)| cascade.clone()).collect()
+    }
+
+    /// Forgets the cascades idle longest, with no open alert and other than `touched`, until 99% of
+    /// `max_cascades` are kept.
+    fn forget_beyond_bound(&mut self, touched: &str) {
+        let keep = self.max_cascades - self.max_cascades / 100;
+        let open = self.cascades_with_open_alerts();
+        let mut idle: Vec<(Option<DateTime<Utc>>, &String)> = self
+            .state
+            .activity
+            .iter()
+            .filter(|(cascade, _)| cascade.as_str() != touched && !open.contains(cascade.as_str()))
+            .map(|(cascade, activity)| (activity.last_post_at(), cascade))
+            .collect();
+        let excess = self.state.activity.len().saturating_sub(keep).min(idle.len());
+        if excess == 0 {
+            return;
+        }
+        idle.select_nth_unstable(excess - 1);
+        let forgotten: Vec<String> = idle[..excess].iter().map(|(_, cascade)| (*cascade).clone()).collect();
+        for cascade in &forgotten {
+            self.state.activity.remove(cascade);
+            self.state.info.remove(cascade);
+        }
+        self.state.forgotten_early += forgotten.len() as u64;
     }
 
     fn evaluate(&mut self, cascade: &str, now: DateTime<Utc>, trigger: Option<&str>) -> Vec<AlertEvent> {
@@ -310,10 +374,13 @@ impl Scorer {
                     let held = admission != Admission::Sent;
                     let mut event = self.event(rule, cascade, AlertState::Firing, now, now, trigger, &features);
                     event.held = held;
+                    event.starts = true;
                     events.push(event);
                     if admission == (Admission::Held { flood_starts: true }) {
                         let flood = self.state.breaker.flood(&rule.name).expect("a flood opened").clone();
-                        events.push(self.flood_event(&rule.name, &flood, AlertState::Firing, now));
+                        let mut flood_starts = self.flood_event(&rule.name, &flood, AlertState::Firing, now);
+                        flood_starts.starts = true;
+                        events.push(flood_starts);
                     }
                     Some(Phase::Firing { started_at: now, reported_size: features.size, failing_since: None, held })
                 }
@@ -390,6 +457,7 @@ impl Scorer {
             root_post_id: info.map(|i| i.root_post_id.clone()).unwrap_or_default(),
             platforms: info.map(|i| i.platforms.clone()).unwrap_or_default(),
             state,
+            starts: false,
             event_time: at,
             started_at,
             triggered_by: trigger.map(str::to_owned),
@@ -417,6 +485,7 @@ impl Scorer {
             root_post_id: info.map(|i| i.root_post_id.clone()).unwrap_or_default(),
             platforms: info.map(|i| i.platforms.clone()).unwrap_or_default(),
             state,
+            starts: false,
             event_time: at,
             started_at: flood.started_at,
             triggered_by: None,
@@ -509,6 +578,54 @@ mod tests {
         assert_eq!(flood.len(), 1, "{later:?}");
         assert_eq!((flood[0].state, flood[0].evidence["held_alerts"]), (AlertState::Resolved, 3.0));
         assert_eq!(flood[0].started_at, starts[3].started_at);
+    }
+
+    #[test]
+    fn the_scorer_keeps_at_most_its_bound_of_cascades_and_never_forgets_an_open_alert() {
+        let rules =
+            "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\nsize = \">= 3\"\n";
+        let mut scorer = scorer(rules, ScoreConfig { max_cascades: 10, ..ScoreConfig::default() });
+        let mut detector = Detector::new(DetectorConfig::default());
+        observe(&mut detector, &mut scorer, post("x:0", 0, "a", false, 0, ""));
+        observe(&mut detector, &mut scorer, post("bluesky:0", 0, "b", false, 0, r#","repost_of":"x:0""#));
+        let fired = observe(&mut detector, &mut scorer, post("bluesky:1", 0, "c", false, 0, r#","repost_of":"x:0""#));
+        assert_eq!(fired.len(), 1);
+        let alerting = fired[0].cascade_id.clone();
+        for k in 0..100 {
+            // Texts that share nothing: a cascade each.
+            let words: Vec<String> = (0..8).map(|w| format!("w{}", k * 8 + w)).collect();
+            let at = DateTime::from_timestamp(1_800_000_060 + k * 6, 0).unwrap().to_rfc3339();
+            let json = format!(
+                r#"{{"id":"y:{k}","platform":"y","author":{{"id":"d","handle":"h"}},"created_at":"{at}","text":"{}"}}"#,
+                words.join(" ")
+            );
+            let arrival = DateTime::from_timestamp(4_000_000_000, 0).unwrap();
+            observe(&mut detector, &mut scorer, Post::from_json_at(json.as_bytes(), arrival).unwrap());
+            assert!(scorer.tracked_cascades() <= 10, "{} cascades kept", scorer.tracked_cascades());
+        }
+        assert_eq!(scorer.forgotten_early(), 101 - scorer.tracked_cascades() as u64);
+        assert!(scorer.features(&alerting).is_some(), "the cascade with an open alert is kept");
+        assert_eq!(scorer.firing().len(), 1);
+    }
+
+    #[test]
+    fn growth_updates_in_the_second_an_alert_starts_are_not_starts() {
+        let rules =
+            "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\nsize = \">= 2\"\n";
+        let mut scorer = scorer(rules, ScoreConfig::default());
+        let mut detector = Detector::new(DetectorConfig::default());
+        let mut firing = Vec::new();
+        observe(&mut detector, &mut scorer, post("x:0", 0, "a", false, 0, ""));
+        for k in 0..64 {
+            // Every repost in the same minute, so the updates share the start's event time.
+            let repost = post(&format!("bluesky:{k}"), 0, "b", false, 0, r#","repost_of":"x:0""#);
+            firing.extend(observe(&mut detector, &mut scorer, repost));
+        }
+        assert!(firing.len() > 3, "the cascade's growth was reported: {}", firing.len());
+        assert!(firing.iter().all(|e| e.state == AlertState::Firing && e.event_time == e.started_at));
+        let starts: Vec<bool> = firing.iter().map(|e| e.starts).collect();
+        assert_eq!(starts.iter().filter(|s| **s).count(), 1, "{starts:?}");
+        assert!(starts[0]);
     }
 
     #[test]

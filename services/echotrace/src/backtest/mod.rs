@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use echotrace_core::detector::{Detector, DetectorConfig};
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::Post;
-use echotrace_core::score::alerts::{AlertEvent, AlertState, ScoreConfig, Scorer};
+use echotrace_core::score::alerts::{AlertEvent, ScoreConfig, Scorer};
 use echotrace_core::score::features::{CascadeFeatures, PostSignals};
 use echotrace_core::score::rules::RuleSet;
 use serde::Serialize;
@@ -50,7 +50,7 @@ pub struct AlertStart {
 
 impl AlertStart {
     fn of(event: &AlertEvent) -> Option<AlertStart> {
-        (event.state == AlertState::Firing && event.started_at == event.event_time).then(|| AlertStart {
+        event.starts.then(|| AlertStart {
             rule: event.rule.clone(),
             alert_id: event.alert_id.clone(),
             cascade_id: event.cascade_id.clone(),

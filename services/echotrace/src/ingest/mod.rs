@@ -58,7 +58,7 @@ pub enum IngestError {
 }
 
 /// The settings every consumer of the input shares: the group (offsets are committed by hand, at
-/// checkpoints), fetch sizes that let oversized messages through to be dead-lettered rather
+/// checkpoints), the prefetch bound, fetch sizes that let oversized messages through to be dead-lettered rather
 /// than stall their partition, then `extra`, then the configured properties, which win.
 fn client_config(config: &Config, extra: &[(&str, &str)]) -> ClientConfig {
     let mut client = ClientConfig::new();
@@ -67,6 +67,9 @@ fn client_config(config: &Config, extra: &[(&str, &str)]) -> ClientConfig {
         .set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // The consumer's one buffer: librdkafka stops fetching once this much is queued, so a
+        // flood waits in Kafka (lag) while the loop takes one message at a time.
+        .set("queued.max.messages.kbytes", "65536")
         .set("fetch.message.max.bytes", "16777216")
         .set("fetch.max.bytes", "33554432")
         .set("receive.message.max.bytes", "41943040");
@@ -98,8 +101,9 @@ pub fn consumer(
             ("max.poll.interval.ms", max_poll_interval.as_str()),
         ],
     );
-    let consumer: StreamConsumer<LagContext> =
-        client.create_with_context(LagContext::new(metrics, ready, ownership))?;
+    let consumer: StreamConsumer<LagContext> = client
+        .create_with_context(LagContext::new(metrics, ready, ownership))
+        .map_err(crate::config::without_secret)?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)

@@ -125,7 +125,7 @@ pub async fn rebuild_window(
 
 /// A consumer that reads by assignment, in the group only to read its committed offsets.
 fn reader(config: &Config) -> Result<StreamConsumer, KafkaError> {
-    super::client_config(config, &[]).create()
+    super::client_config(config, &[]).create().map_err(crate::config::without_secret)
 }
 
 /// Every input partition with its committed offset (0 when it has none), and the committed offset

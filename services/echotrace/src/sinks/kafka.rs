@@ -5,7 +5,7 @@
 //! producer queue is waited out on the caller's thread), so the consumer's rebalance callback,
 //! which cannot await, publishes the same way as its loop.
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, without_secret};
 use echotrace_core::post::InvalidPost;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::AlertEvent;
@@ -53,7 +53,7 @@ impl KafkaPublisher {
             client.set(key, value);
         }
         Ok(KafkaPublisher {
-            producer: client.create()?,
+            producer: client.create().map_err(without_secret)?,
             dead_letter_topic: config.dead_letter_topic.clone(),
             edges_topic: config.edges_topic.clone(),
             alerts_topic: config.alerts_topic.clone(),
@@ -68,7 +68,13 @@ impl KafkaPublisher {
             if topic.is_empty() {
                 continue;
             }
-            let metadata = self.producer.client().fetch_metadata(Some(topic), timeout)?;
+            let metadata = self.producer.client().fetch_metadata(Some(topic), timeout).inspect_err(|error| {
+                tracing::error!(
+                    %error,
+                    "cannot fetch metadata from the brokers: check kafka.brokers and, with SASL or TLS, the \
+                     credentials in kafka.properties (librdkafka logs the cause above, e.g. an authentication error)"
+                );
+            })?;
             if let Some(error) = metadata.topics().iter().find_map(|t| t.error()) {
                 tracing::error!(
                     topic,

@@ -526,6 +526,7 @@ pub fn alerts_batch(alerts: &[&(AlertEvent, DateTime<Utc>)]) -> RecordBatch {
             Field::new("sql", DataType::Utf8, false),
             Field::new("shadow", DataType::Boolean, true),
             Field::new("held", DataType::Boolean, true),
+            Field::new("starts", DataType::Boolean, true),
         ],
         vec![
             strings(alerts.iter().map(|(a, _)| a.alert_id.as_str())),
@@ -552,6 +553,7 @@ pub fn alerts_batch(alerts: &[&(AlertEvent, DateTime<Utc>)]) -> RecordBatch {
             )),
             Arc::new(BooleanArray::from_iter(alerts.iter().map(|(a, _)| Some(a.shadow)))),
             Arc::new(BooleanArray::from_iter(alerts.iter().map(|(a, _)| Some(a.held)))),
+            Arc::new(BooleanArray::from_iter(alerts.iter().map(|(a, _)| Some(a.starts)))),
         ],
     )
 }

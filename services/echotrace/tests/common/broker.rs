@@ -66,10 +66,17 @@ pub fn kcat(kcat: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
 /// A tansu broker on loopback `port`, storing in `storage` (`memory://tansu/`, or a `sqlite://`
 /// file relative to `dir`, which outlives the process); returns it and its address.
 pub fn start_tansu(tansu: &Path, storage: &str, port: u16, dir: &Path) -> (Reaper, String) {
+    start_tansu_with(tansu, storage, port, dir, &[])
+}
+
+/// As [`start_tansu`], with more arguments to `tansu broker` (`--authentication`: clients must
+/// authenticate with SASL first; tansu then checks SCRAM passwords, but takes any for PLAIN).
+pub fn start_tansu_with(tansu: &Path, storage: &str, port: u16, dir: &Path, arguments: &[&str]) -> (Reaper, String) {
     let broker = format!("127.0.0.1:{port}");
     let url = format!("tcp://{broker}");
     let child = Command::new(tansu)
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+        .args(arguments)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -94,6 +101,17 @@ pub fn create_topic(tansu: &Path, broker: &str, topic: &str, partitions: u32) {
         .status()
         .unwrap();
     assert!(status.success(), "creating {topic}");
+}
+
+/// Creates a SCRAM-SHA-512 user with tansu's own client, which cannot authenticate itself: against
+/// a broker without `--authentication`, whose storage a broker with it then serves.
+pub fn create_scram_user(tansu: &Path, broker: &str, name: &str, password: &str) {
+    let status = Command::new(tansu)
+        .args(["user", "create", name, password, "--broker", &format!("tcp://{broker}"), "--mechanism", "scram512"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "creating the user {name}");
 }
 
 /// A free loopback address for an instance's API.
