@@ -19,6 +19,7 @@
 //! the ratios of the flood to the normal phase.
 
 use anyhow::Context;
+use echotrace::metrics::sum_of_family;
 use echotrace_benches::SplitMix;
 use echotrace_benches::synthetic::{Language, post_text};
 use rdkafka::ClientConfig;
@@ -154,7 +155,7 @@ fn main() -> anyhow::Result<()> {
         results.push((name, phase));
     }
     producer.flush(Duration::from_secs(60))?;
-    let evicted = metric(&metrics(http).unwrap_or_default(), "echotrace_posts_evicted_early_total");
+    let evicted = sum_of_family(&metrics(http).unwrap_or_default(), "echotrace_posts_evicted_early_total");
     drop(instance);
 
     println!(
@@ -252,11 +253,11 @@ fn sample(http: std::net::SocketAddr, pid: u32) -> anyhow::Result<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = resident_kib(&status).unwrap_or(0);
     Ok(Sample {
-        read: metric(&exposition, "echotrace_messages_consumed_total") as u64,
-        lag: metric(&exposition, "echotrace_consumer_lag_messages"),
+        read: sum_of_family(&exposition, "echotrace_messages_consumed_total") as u64,
+        lag: sum_of_family(&exposition, "echotrace_consumer_lag_messages"),
         rss: rss_kib * 1024,
-        window: metric(&exposition, "echotrace_window_posts"),
-        cascades: metric(&exposition, "echotrace_scorer_cascades"),
+        window: sum_of_family(&exposition, "echotrace_window_posts"),
+        cascades: sum_of_family(&exposition, "echotrace_scorer_cascades"),
     })
 }
 
@@ -269,17 +270,7 @@ fn resident_kib(status: &str) -> Option<u64> {
 }
 
 fn firing_alerts(exposition: &str) -> f64 {
-    metric(exposition, "echotrace_alerts_firing")
-}
-
-/// The sum of every series of a metric family.
-fn metric(exposition: &str, family: &str) -> f64 {
-    exposition
-        .lines()
-        .filter_map(|line| line.strip_prefix(family))
-        .filter(|rest| rest.starts_with(['{', ' ']))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    sum_of_family(exposition, "echotrace_alerts_firing")
 }
 
 /// The instance's `/metrics`, or `None` while it does not answer.

@@ -412,6 +412,17 @@ impl Metrics {
     }
 }
 
+/// The sum of every series of the metric `family` (all its label sets) in a Prometheus text
+/// exposition, such as `/metrics` answers: what the tests and benchmarks read off an instance.
+pub fn sum_of_family(exposition: &str, family: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(family))
+        .filter(|rest| rest.starts_with(['{', ' ']))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn catch_up(counter: &IntCounter, total: u64) {
     let current = counter.get();
     if total > current {

@@ -121,13 +121,7 @@ pub fn free_http() -> SocketAddr {
 
 /// The sum of every series of a metric family (all label sets) on the instance's `/metrics`.
 pub fn metric(address: SocketAddr, family: &str) -> f64 {
-    let (_, exposition) = http_get(address, "/metrics");
-    exposition
-        .lines()
-        .filter_map(|line| line.strip_prefix(family))
-        .filter(|rest| rest.starts_with(['{', ' ']))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    echotrace::metrics::sum_of_family(&http_get(address, "/metrics").1, family)
 }
 
 /// Starts `echotrace run` with `config`, its API on `http` and its log in `log`.
