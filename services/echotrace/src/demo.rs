@@ -4,8 +4,9 @@
 //! sample stream (`services/echotrace/demo/sample.jsonl`: background chatter on five platforms and
 //! one amplification campaign, see its README) at `--speed`, with two malformed messages mixed in;
 //! the detector consumes it through the very same consumer code as `echotrace run`, prints what it
-//! finds as it goes, and serves `/metrics` and the API on `--listen`.
+//! finds as it goes (cascade milestones, and each alert as it fires or resolves), and serves `/metrics` and the API on `--listen`.
 
+use crate::alerting::cascade_url;
 use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::pipeline::Observer;
@@ -14,10 +15,12 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::Detection;
 use echotrace_core::records::CascadeRecord;
+use echotrace_core::score::alerts::{AlertEvent, AlertState};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The bundled sample stream.
@@ -51,7 +54,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     println!("echotrace demo: in-process Kafka at {}, writing to {}", config.kafka.brokers, args.out.display());
 
     let (trigger, shutdown) = shutdown::channel();
-    let running = crate::run::start(config.clone(), Some(printer()), shutdown).await?;
+    // The API's address is known once it listens (the port may be 0); posts come only after that.
+    let api = Arc::new(OnceLock::new());
+    let running = crate::run::start(config.clone(), Some(printer(api.clone())), shutdown).await?;
+    api.set(format!("http://{}", running.api_address)).expect("set once");
     println!("API and metrics on http://{}/  (try /cascades?top=5 and /metrics)", running.api_address);
 
     let produced = produce_sample(&config.kafka.brokers, topic, args.speed).await?;
@@ -134,10 +140,11 @@ fn describe(cascade: &CascadeRecord) -> String {
     )
 }
 
-/// Prints a line when a cascade reaches a size milestone or spreads to another platform.
-fn printer() -> Observer {
+/// Prints a line when a cascade reaches a size milestone or spreads to another platform, and one
+/// when an alert starts or resolves, with the cascade's URL on the API at `api`.
+fn printer(api: Arc<OnceLock<String>>) -> Observer {
     let mut reported: HashMap<String, (u64, usize)> = HashMap::new();
-    Box::new(move |detection: &Detection| {
+    Box::new(move |detection: &Detection, alerts: &[AlertEvent]| {
         let cascade = &detection.cascade;
         for merge in &detection.merges {
             println!(
@@ -159,6 +166,18 @@ fn printer() -> Observer {
                 via
             );
             reported.insert(cascade.cascade_id.clone(), (cascade.size, cascade.platforms.len()));
+        }
+        for alert in alerts.iter().filter(|alert| alert.starts || alert.state == AlertState::Resolved) {
+            let change = if alert.starts { "FIRING" } else { "resolved" };
+            let held = if alert.held || alert.shadow { " (not paged: held or shadow)" } else { "" };
+            println!(
+                "[{}] alert {change}: {} ({}) on cascade {}{held}: {}",
+                alert.event_time.format("%H:%M:%S"),
+                alert.rule,
+                alert.severity,
+                alert.cascade_id,
+                cascade_url(api.get().map_or("", String::as_str), &alert.cascade_id)
+            );
         }
     })
 }

@@ -29,8 +29,8 @@ use echotrace_core::state::{Position, Snapshot};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Called with every detection, after it is buffered.
-pub type Observer = Box<dyn FnMut(&Detection) + Send>;
+/// Called with every detection and the alert events it caused, after they are buffered.
+pub type Observer = Box<dyn FnMut(&Detection, &[AlertEvent]) + Send>;
 
 /// What one new post produced, for the Kafka sinks and Alertmanager.
 #[derive(Debug, Default)]
@@ -105,7 +105,7 @@ impl Pipeline {
         self.muted = muted;
     }
 
-    /// Adds an observer of every detection.
+    /// Adds an observer of every detection and its alert events.
     pub fn with_observer(mut self, observer: Observer) -> Pipeline {
         self.observer = Some(observer);
         self
@@ -193,7 +193,7 @@ impl Pipeline {
             self.sink.push_alert(alert.clone());
         }
         if let Some(observer) = &mut self.observer {
-            observer(&detection);
+            observer(&detection, &alerts);
         }
         let edges = detection.edges.clone();
         self.sink.push(detection, embedding);
