@@ -175,6 +175,7 @@ fn a_flood_of_copies_keeps_memory_bounded_shows_lag_and_still_alerts() {
         &warnings[..warnings.len().min(10)]
     );
 
+    assert_eq!(in_topic as usize, messages, "the mock partitions held every message until it was read");
     assert_eq!(processed as usize, messages, "every post processed");
     assert!(highest_lag > 0.0, "the lag never showed in the metrics");
     assert!(largest_window <= MAX_WINDOW_POSTS as f64, "the window held {largest_window} posts");
