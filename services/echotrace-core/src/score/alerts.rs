@@ -154,6 +154,10 @@ pub struct ScorerState {
     breaker: PageBreaker,
     /// Cascades forgotten before `history_secs` because `max_cascades` were kept.
     forgotten_early: u64,
+    /// Tracked cascades in about the order they may go idle: (a post time, cascade), queued when
+    /// the cascade is first tracked and again whenever the sweep finds it had posts since. The
+    /// sweep pops only what is older than `history_secs`, instead of scanning every cascade.
+    expiry: VecDeque<(DateTime<Utc>, String)>,
 }
 
 /// Features, rules and alert lifecycles of every cascade.
@@ -265,7 +269,7 @@ impl Scorer {
             cascade.clone(),
             CascadeInfo { root_post_id: record.root_post_id.clone(), platforms: record.platforms.clone() },
         );
-        self.state.activity.entry(cascade.clone()).or_default().record(
+        self.tracked(&cascade, at).record(
             at,
             signals,
             co_similar_author.as_deref(),
@@ -315,15 +319,39 @@ impl Scorer {
         for (rule, flood) in self.state.breaker.resolve_quiet(now) {
             events.push(self.flood_event(&rule, &flood, AlertState::Resolved, now));
         }
-        let history = self.history;
-        let open = self.cascades_with_open_alerts();
-        self.state.activity.retain(|cascade, activity| {
-            let idle = activity.last_post_at().is_none_or(|last| now - last > history);
-            !idle || open.contains(cascade.as_str())
-        });
-        let activity = &self.state.activity;
-        self.state.info.retain(|cascade, _| activity.contains_key(cascade));
+        self.forget_idle(now);
         events
+    }
+
+    /// The activity of `cascade`, tracked from `at` if it was not yet.
+    fn tracked(&mut self, cascade: &str, at: DateTime<Utc>) -> &mut CascadeActivity {
+        if !self.state.activity.contains_key(cascade) {
+            self.state.expiry.push_back((at, cascade.to_owned()));
+        }
+        self.state.activity.entry(cascade.to_owned()).or_default()
+    }
+
+    /// Forgets the cascades idle for `history_secs` with nothing open, popping the expiry queue
+    /// while its front is older than that: a cascade with posts since, or an open alert, goes
+    /// back in the queue.
+    fn forget_idle(&mut self, now: DateTime<Utc>) {
+        let horizon = now - self.history;
+        let mut open = None;
+        while self.state.expiry.front().is_some_and(|(queued_at, _)| *queued_at < horizon) {
+            let (_, cascade) = self.state.expiry.pop_front().expect("checked");
+            // Forgotten early or absorbed meanwhile: nothing left to forget.
+            let Some(activity) = self.state.activity.get(&cascade) else { continue };
+            match activity.last_post_at() {
+                Some(last) if last >= horizon => self.state.expiry.push_back((last, cascade)),
+                _ if open.get_or_insert_with(|| self.cascades_with_open_alerts()).contains(&cascade) => {
+                    self.state.expiry.push_back((now, cascade));
+                }
+                _ => {
+                    self.state.activity.remove(&cascade);
+                    self.state.info.remove(&cascade);
+                }
+            }
+        }
     }
 
     fn cascades_with_open_alerts(&self) -> HashSet<String> {
@@ -430,7 +458,7 @@ impl Scorer {
             }
         }
         if let Some(activity) = self.state.activity.remove(absorbed) {
-            self.state.activity.entry(into.to_owned()).or_default().absorb(activity);
+            self.tracked(into, at).absorb(activity);
         }
         self.state.info.remove(absorbed);
         events
@@ -606,6 +634,27 @@ mod tests {
         assert_eq!(scorer.forgotten_early(), 101 - scorer.tracked_cascades() as u64);
         assert!(scorer.features(&alerting).is_some(), "the cascade with an open alert is kept");
         assert_eq!(scorer.firing().len(), 1);
+    }
+
+    #[test]
+    fn cascades_idle_for_the_history_are_forgotten_unless_an_alert_is_open() {
+        let rules = "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\nkeep_firing_secs = 100000\n\
+                     [rule.when]\nsize = \">= 2\"\nplatforms = \">= 2\"\n";
+        let mut scorer = scorer(rules, ScoreConfig::default());
+        let mut detector = Detector::new(DetectorConfig::default());
+        observe(&mut detector, &mut scorer, post("x:0", 0, "a", false, 0, ""));
+        observe(&mut detector, &mut scorer, post("bluesky:0", 1, "b", false, 0, r#","repost_of":"x:0""#));
+        for k in 0..5 {
+            observe(&mut detector, &mut scorer, post(&format!("y:{k}"), 2 + k, "c", false, 1 + k as usize, ""));
+        }
+        // Still within the hour: a post keeps y:4's cascade busy; the others stay too.
+        observe(&mut detector, &mut scorer, post("y:5", 50, "c", false, 5, r#","reply_to":"y:4""#));
+        assert_eq!(scorer.tracked_cascades(), 6);
+        // An hour and more after their last posts, only the busy one and the open alert's are kept.
+        observe(&mut detector, &mut scorer, post("y:6", 70, "d", false, 5, r#","reply_to":"y:5""#));
+        assert_eq!(scorer.tracked_cascades(), 2, "the alerting cascade and y:4's");
+        assert_eq!(scorer.firing().len(), 1);
+        assert_eq!(scorer.forgotten_early(), 0, "forgotten for their idleness, not early");
     }
 
     #[test]
