@@ -19,6 +19,8 @@ const BACKGROUND_POSTS: usize = 30_000;
 const FLOOD_COPIES: usize = 100_000;
 const MAX_WINDOW_POSTS: usize = 20_000;
 const MAX_CASCADES: usize = 10_000;
+/// librdkafka's mock partitions keep 5 MB each: 12 hold the flood while it waits to be read.
+const PARTITIONS: i32 = 12;
 
 fn config(dir: &Path, broker: &str) -> std::path::PathBuf {
     let path = dir.join("echotrace.toml");
@@ -70,6 +72,17 @@ fn copy(i: usize, second: usize) -> String {
     )
 }
 
+/// The messages the first `partitions` partitions of `topic` hold (high less low watermark):
+/// fewer than were produced when the broker's retention dropped some.
+fn messages_held(broker: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker).create().unwrap();
+    (0..partitions)
+        .map(|partition| reader.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap())
+        .map(|(low, high)| high - low)
+        .sum()
+}
+
 /// The resident memory of `pid` now and at its peak, in bytes.
 fn resident_memory(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -89,8 +102,7 @@ fn a_flood_of_copies_keeps_memory_bounded_shows_lag_and_still_alerts() {
     let cluster = MockCluster::new(1).unwrap();
     let kafka = echotrace::config::Config::default().kafka;
     for topic in ["posts", &kafka.dead_letter_topic, &kafka.edges_topic, &kafka.alerts_topic] {
-        // librdkafka's mock partitions keep 5 MB each: 12 hold the flood while it waits.
-        cluster.create_topic(topic, 12, 1).unwrap();
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
     }
     let broker = cluster.bootstrap_servers();
     let http = free_http();
@@ -149,21 +161,14 @@ fn a_flood_of_copies_keeps_memory_bounded_shows_lag_and_still_alerts() {
     let forgotten = metric(http, "echotrace_cascades_forgotten_early_total");
     let processed = metric(http, "echotrace_posts_processed_total");
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
-    println!("flood of {FLOOD_COPIES} copies after {BACKGROUND_POSTS} background posts, 12 partitions:");
+    println!("flood of {FLOOD_COPIES} copies after {BACKGROUND_POSTS} background posts, {PARTITIONS} partitions:");
     println!("  resident memory before the flood {:.0} MiB, peak {:.0} MiB", mib(rss_before_flood), mib(peak));
     println!("  highest consumer lag {highest_lag:.0} messages; time to the first alert {time_to_alert:.1?}");
     println!("  window at most {largest_window:.0} posts (bound {MAX_WINDOW_POSTS}), {evicted:.0} evicted early");
     println!("  scorer at most {most_cascades:.0} cascades (bound {MAX_CASCADES}), {forgotten:.0} forgotten early");
     let rebuilds = metric(http, "echotrace_window_rebuilds_total");
     let consumed = metric(http, "echotrace_messages_consumed_total");
-    let in_topic: i64 = {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let reader: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &broker).create().unwrap();
-        (0..12)
-            .map(|p| reader.fetch_watermarks("posts", p, Duration::from_secs(10)).unwrap())
-            .map(|(lo, hi)| hi - lo)
-            .sum()
-    };
+    let in_topic = messages_held(&broker, "posts", PARTITIONS);
     println!("  {in_topic} messages in the topic, {consumed} consumed");
     instance.0.kill().unwrap();
     instance.0.wait().unwrap();

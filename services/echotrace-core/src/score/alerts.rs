@@ -562,6 +562,14 @@ mod tests {
         Post::from_json_at(json.as_bytes(), DateTime::from_timestamp(4_000_000_000, 0).unwrap()).unwrap()
     }
 
+    /// A rules file of one critical rule: `settings` (lines such as `keep_firing_secs = 0`) and
+    /// its `when` conditions, one per line.
+    fn critical_rule(name: &str, settings: &str, when: &str) -> String {
+        format!(
+            "[[rule]]\nname = \"{name}\"\nseverity = \"critical\"\nsummary = \"s\"\n{settings}\n[rule.when]\n{when}\n"
+        )
+    }
+
     fn scorer(rules: &str, config: ScoreConfig) -> Scorer {
         Scorer::new(RuleSet::from_toml(rules).unwrap(), &config)
     }
@@ -574,9 +582,8 @@ mod tests {
 
     #[test]
     fn past_the_hourly_limit_alerts_are_held_and_one_flood_page_stands_for_them() {
-        let rules =
-            "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\nsize = \">= 2\"\n";
-        let mut scorer = scorer(rules, ScoreConfig { max_pages_per_hour: 2, ..ScoreConfig::default() });
+        let rules = critical_rule("copied", "", "size = \">= 2\"");
+        let mut scorer = scorer(&rules, ScoreConfig { max_pages_per_hour: 2, ..ScoreConfig::default() });
         let mut detector = Detector::new(DetectorConfig::default());
         let mut starts = Vec::new();
         for k in 0..5 {
@@ -610,9 +617,8 @@ mod tests {
 
     #[test]
     fn the_scorer_keeps_at_most_its_bound_of_cascades_and_never_forgets_an_open_alert() {
-        let rules =
-            "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\nsize = \">= 3\"\n";
-        let mut scorer = scorer(rules, ScoreConfig { max_cascades: 10, ..ScoreConfig::default() });
+        let rules = critical_rule("copied", "", "size = \">= 3\"");
+        let mut scorer = scorer(&rules, ScoreConfig { max_cascades: 10, ..ScoreConfig::default() });
         let mut detector = Detector::new(DetectorConfig::default());
         observe(&mut detector, &mut scorer, post("x:0", 0, "a", false, 0, ""));
         observe(&mut detector, &mut scorer, post("bluesky:0", 0, "b", false, 0, r#","repost_of":"x:0""#));
@@ -638,9 +644,8 @@ mod tests {
 
     #[test]
     fn cascades_idle_for_the_history_are_forgotten_unless_an_alert_is_open() {
-        let rules = "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\nkeep_firing_secs = 100000\n\
-                     [rule.when]\nsize = \">= 2\"\nplatforms = \">= 2\"\n";
-        let mut scorer = scorer(rules, ScoreConfig::default());
+        let rules = critical_rule("copied", "keep_firing_secs = 100000", "size = \">= 2\"\nplatforms = \">= 2\"");
+        let mut scorer = scorer(&rules, ScoreConfig::default());
         let mut detector = Detector::new(DetectorConfig::default());
         observe(&mut detector, &mut scorer, post("x:0", 0, "a", false, 0, ""));
         observe(&mut detector, &mut scorer, post("bluesky:0", 1, "b", false, 0, r#","repost_of":"x:0""#));
@@ -659,9 +664,8 @@ mod tests {
 
     #[test]
     fn growth_updates_in_the_second_an_alert_starts_are_not_starts() {
-        let rules =
-            "[[rule]]\nname = \"copied\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\nsize = \">= 2\"\n";
-        let mut scorer = scorer(rules, ScoreConfig::default());
+        let rules = critical_rule("copied", "", "size = \">= 2\"");
+        let mut scorer = scorer(&rules, ScoreConfig::default());
         let mut detector = Detector::new(DetectorConfig::default());
         let mut firing = Vec::new();
         observe(&mut detector, &mut scorer, post("x:0", 0, "a", false, 0, ""));
@@ -680,11 +684,10 @@ mod tests {
     #[test]
     fn a_post_dated_a_day_ahead_of_its_arrival_resolves_nothing() {
         // A rule on the window's rate, which resolves once event time moves past the burst.
-        let rules = "[[rule]]\nname = \"burst\"\nseverity = \"critical\"\nsummary = \"s\"\nkeep_firing_secs = 0\n[rule.when]\n\
-                     posts_per_minute = \">= 0.3\"\n";
+        let rules = critical_rule("burst", "keep_firing_secs = 0", "posts_per_minute = \">= 0.3\"");
         let mut resolved_with_and_without_arrival = Vec::new();
         for with_arrival in [true, false] {
-            let mut scorer = scorer(rules, ScoreConfig::default());
+            let mut scorer = scorer(&rules, ScoreConfig::default());
             // No lead: event time stays at the arrival, where the burst still holds.
             let mut detector =
                 Detector::new(DetectorConfig { max_event_time_lead_secs: 0, ..DetectorConfig::default() });
@@ -705,9 +708,8 @@ mod tests {
 
     #[test]
     fn a_campaign_slower_than_the_window_still_adds_up() {
-        let rules = "[[rule]]\nname = \"slow\"\nseverity = \"critical\"\nsummary = \"s\"\n[rule.when]\n\
-                     automated_authors = \">= 3\"\nautomated_author_share = \">= 0.5\"\nplatforms = \">= 3\"\n";
-        let mut scorer = scorer(rules, ScoreConfig::default());
+        let when = "automated_authors = \">= 3\"\nautomated_author_share = \">= 0.5\"\nplatforms = \">= 3\"";
+        let mut scorer = scorer(&critical_rule("slow", "", when), ScoreConfig::default());
         let mut detector = Detector::new(DetectorConfig::default());
         let mut fired = Vec::new();
         // One post every twelve minutes, more than twice the five-minute window apart.
