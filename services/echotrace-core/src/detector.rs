@@ -174,6 +174,22 @@ struct Candidate {
 }
 
 impl Candidate {
+    /// The evidence in words, for the people reading a cascade.
+    fn in_words(&self) -> String {
+        if let Some(semantic) = &self.semantic {
+            return format!(
+                "meaning: cosine {:.2}, word overlap {:.2}, probability {:.2}",
+                semantic.cosine, semantic.word_overlap, semantic.score
+            );
+        }
+        match (self.hamming, self.jaccard, &self.evidence) {
+            (Some(distance), _, _) => format!("simhash distance {distance} of 64 bits"),
+            (_, Some(jaccard), _) => format!("word-set Jaccard about {jaccard:.2}"),
+            (_, _, Some(evidence)) => format!("shares {evidence}"),
+            _ => format!("{} declared in the post", self.kind.as_str()),
+        }
+    }
+
     /// Explicit references name their parent; similarity only points back in time.
     fn may_be_parent_of(&self, created_at_ms: i64) -> bool {
         matches!(self.kind, EdgeKind::Repost | EdgeKind::Quote | EdgeKind::Reply)
@@ -340,6 +356,7 @@ impl Detector {
         // with the edge pointing from it to this post.
         let primary_index = candidates.iter().position(|c| c.may_be_parent_of(created_at_ms));
         let primary = primary_index.map(|i| (candidates[i].parent, candidates[i].kind));
+        let parent_evidence = primary_index.map(|i| candidates[i].in_words()).unwrap_or_default();
         // Which cascades the post bridges is decided before it merges them.
         let bridges = self.bridging_edges(&candidates, primary_index, created_at_ms);
         let placement = self.graph.add_post(
@@ -354,6 +371,8 @@ impl Detector {
                     post.author.created_at,
                     post.created_at,
                 ),
+                account_created_at: post.author.created_at,
+                parent_evidence: &parent_evidence,
             },
             primary,
             bridges.iter().map(|(_, bridge)| *bridge).collect(),

@@ -40,6 +40,12 @@ pub struct Node {
     summary_depth: u32,
     automated_summary_depth: u32,
     parent: Option<(NodeKey, EdgeKind)>,
+    /// What links the post to its primary parent, in words (empty for a root).
+    parent_evidence: Box<str>,
+    /// When its author's account was created, if the post said.
+    account_created_ms: Option<i64>,
+    /// Whether its account looks automated (declares automation or is freshly created).
+    automated_account: bool,
     /// Evidence edges other than the primary parent (bridges to other cascades).
     extra_edges: Vec<(NodeKey, EdgeKind)>,
 }
@@ -77,6 +83,10 @@ pub struct NodeFacts<'a> {
     pub created_at: DateTime<Utc>,
     /// Whether its account looks automated (declares automation or is freshly created).
     pub automated_account: bool,
+    /// When its author's account was created, if the post said.
+    pub account_created_at: Option<DateTime<Utc>>,
+    /// What links it to its primary parent, in words (empty for a root).
+    pub parent_evidence: &'a str,
 }
 
 /// The aggregate state of one cascade.
@@ -120,6 +130,12 @@ pub struct NodeView {
     pub parent_id: Option<String>,
     /// How it derives from its primary parent.
     pub parent_kind: Option<EdgeKind>,
+    /// What links it to its primary parent, in words.
+    pub parent_evidence: Option<String>,
+    /// When its author's account was created, if the post said.
+    pub account_created_at: Option<DateTime<Utc>>,
+    /// Whether its account looks automated (declares automation or is freshly created).
+    pub automated_account: bool,
 }
 
 /// An edge as the API shows it.
@@ -133,6 +149,8 @@ pub struct EdgeView {
     pub kind: EdgeKind,
     /// Whether it is the child's primary parent.
     pub is_primary: bool,
+    /// What links the two, in words (primary edges; a bridge says only its kind).
+    pub evidence: Option<String>,
 }
 
 /// A cascade with its nodes and edges, for the API.
@@ -226,6 +244,9 @@ impl CascadeGraph {
             summary_depth: 0,
             automated_summary_depth: 0,
             parent: None,
+            parent_evidence: "".into(),
+            account_created_ms: None,
+            automated_account: false,
             extra_edges: Vec::new(),
         });
         self.new_cascade(key);
@@ -302,6 +323,7 @@ impl CascadeGraph {
             .unwrap_or((0, 0));
         let created_at_ms = facts.created_at.timestamp_millis();
         let excerpt: String = facts.text.chars().take(EXCERPT_CHARS).collect();
+        let account_created_ms = facts.account_created_at.map(|time| time.timestamp_millis());
         let key = match self.key_of(facts.post_id) {
             Some(key) => {
                 let node = self.node_mut(key).expect("indexed node is live");
@@ -314,6 +336,9 @@ impl CascadeGraph {
                 node.summary_depth = summary_depth;
                 node.automated_summary_depth = automated_summary_depth;
                 node.parent = parent;
+                node.parent_evidence = facts.parent_evidence.into();
+                node.account_created_ms = account_created_ms;
+                node.automated_account = facts.automated_account;
                 node.extra_edges = extra_edges.clone();
                 let cascade = self.cascade_of(key).expect("placeholder has a cascade");
                 let state = self.cascades.get_mut(&cascade).expect("live cascade");
@@ -333,6 +358,9 @@ impl CascadeGraph {
                     summary_depth,
                     automated_summary_depth,
                     parent,
+                    parent_evidence: facts.parent_evidence.into(),
+                    account_created_ms,
+                    automated_account: facts.automated_account,
                     extra_edges: extra_edges.clone(),
                 });
                 match parent.and_then(|(p, _)| self.cascade_of(p)) {
@@ -493,6 +521,7 @@ impl CascadeGraph {
                         parent_id: parent.post_id.to_string(),
                         kind,
                         is_primary,
+                        evidence: is_primary.then(|| node.parent_evidence.to_string()),
                     });
                 }
             }
@@ -525,8 +554,11 @@ impl CascadeGraph {
             created_at: millis_to_time(node.created_at_ms),
             generation: node.generation,
             summary_depth: node.summary_depth,
+            parent_evidence: parent.is_some().then(|| node.parent_evidence.to_string()),
             parent_id: parent.as_ref().map(|(id, _)| id.clone()),
             parent_kind: parent.map(|(_, kind)| kind),
+            account_created_at: node.account_created_ms.map(millis_to_time),
+            automated_account: node.automated_account,
         })
     }
 

@@ -27,7 +27,7 @@ use std::io::Write;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// The version of what a snapshot's payload holds.
-pub const SNAPSHOT_FORMAT: u32 = 3;
+pub const SNAPSHOT_FORMAT: u32 = 4;
 
 const MAGIC: &[u8; 8] = b"ETSTATE\0";
 const HEADER_LEN: usize = 8 + 4 + 8;

@@ -36,9 +36,14 @@ pub fn alert_sql(cascade_id: &str) -> String {
     )
 }
 
-/// The API link to an alert's cascade.
+/// The explorer's view of a cascade.
 pub fn cascade_url(public_url: &str, cascade_id: &str) -> String {
-    format!("{}/cascades/{cascade_id}", public_url.trim_end_matches('/'))
+    format!("{}/view/cascades/{cascade_id}", public_url.trim_end_matches('/'))
+}
+
+/// The explorer's view of an alert.
+pub fn alert_url(public_url: &str, alert_id: &str) -> String {
+    format!("{}/view/alerts/{alert_id}", public_url.trim_end_matches('/'))
 }
 
 /// The Alertmanager v2 representation of an alert.
@@ -68,12 +73,13 @@ fn to_alertmanager(event: &AlertEvent, public_url: &str, ends_at: DateTime<Utc>)
             "platforms": event.platforms.join(","),
             "evidence": evidence.join(" "),
             "cascade_url": cascade_url(public_url, &event.cascade_id),
+            "alert_url": alert_url(public_url, &event.alert_id),
             "sql": alert_sql(&event.cascade_id),
             "runbook": format!("deploy/RUNBOOK.md#{}", event.rule),
         },
         "startsAt": event.started_at.to_rfc3339(),
         "endsAt": ends_at.to_rfc3339(),
-        "generatorURL": cascade_url(public_url, &event.cascade_id),
+        "generatorURL": alert_url(public_url, &event.alert_id),
     })
 }
 
@@ -273,7 +279,7 @@ mod tests {
         let first = accepted.lock().unwrap()[0].clone();
         assert_eq!(first["labels"]["alertname"], "amplification_campaign");
         assert_eq!(first["labels"]["cascade_id"], "c1");
-        assert_eq!(first["annotations"]["cascade_url"], "http://echotrace:9464/cascades/c1");
+        assert_eq!(first["annotations"]["cascade_url"], "http://echotrace:9464/view/cascades/c1");
         assert_eq!(first["annotations"]["runbook"], "deploy/RUNBOOK.md#amplification_campaign");
     }
 
@@ -310,6 +316,6 @@ mod tests {
         assert!(sql.contains("cascade_id = 'c0123'"));
         assert!(sql.contains("into_cascade_id = 'c0123'"));
         assert_eq!(alert_sql("c'x").matches("'c''x'").count(), 2, "quotes are escaped");
-        assert_eq!(cascade_url("http://h:1/", "c1"), "http://h:1/cascades/c1");
+        assert_eq!(cascade_url("http://h:1/", "c1"), "http://h:1/view/cascades/c1");
     }
 }

@@ -47,7 +47,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the pipeline over a file of posts (JSONL, optionally gzipped) and write the datasets.
     Replay(ReplayArgs),
-    /// Run SQL over the stored datasets (posts, edges, cascades, cascade_merges, alerts); with no
+    /// Run SQL over the stored datasets (posts, edges, cascades, cascade_merges, alerts, reviews); with no
     /// statement, an interactive prompt with history.
     Query(QueryArgs),
     /// Serve the stored datasets to Arrow Flight SQL clients (DBeaver, ADBC, JDBC) until stopped

@@ -192,6 +192,7 @@ fn rewrite_sql(dataset: &str) -> String {
         "edges" => ("child_id, parent_id, kind", "created_at", "cascade_id, created_at, child_id"),
         "cascades" => ("cascade_id", "updated_at DESC", "cascade_id"),
         "cascade_merges" => ("absorbed_cascade_id, into_cascade_id, bridging_post_id", "merged_at", "into_cascade_id"),
+        "reviews" => ("review_id", "reviewed_at", "reviewed_at, review_id"),
         _ => ("alert_id, state, event_time", "emitted_at", "cascade_id, event_time, alert_id"),
     };
     format!(

@@ -197,11 +197,20 @@ pub struct HttpConfig {
     pub token: String,
     /// File holding the token (surrounding whitespace ignored), instead of `token`.
     pub token_file: Option<PathBuf>,
+    /// Who may record review decisions in the explorer: reviewer name → that reviewer's token.
+    /// A decision is recorded under the name of the token presented; with none configured,
+    /// reviews are off.
+    pub reviewers: BTreeMap<String, String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)), token: String::new(), token_file: None }
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: String::new(),
+            token_file: None,
+            reviewers: BTreeMap::new(),
+        }
     }
 }
 
@@ -237,10 +246,13 @@ fn redacted(token: &str) -> &'static str {
 
 impl std::fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reviewers: Vec<(&String, &str)> =
+            self.reviewers.iter().map(|(name, token)| (name, redacted(token))).collect();
         f.debug_struct("HttpConfig")
             .field("listen", &self.listen)
             .field("token", &redacted(&self.token))
             .field("token_file", &self.token_file)
+            .field("reviewers", &reviewers)
             .finish()
     }
 }

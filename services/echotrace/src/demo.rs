@@ -6,7 +6,7 @@
 //! the detector consumes it through the very same consumer code as `echotrace run`, prints what it
 //! finds as it goes (cascade milestones, and each alert as it fires or resolves), and serves `/metrics` and the API on `--listen`.
 
-use crate::alerting::cascade_url;
+use crate::alerting::alert_url;
 use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::pipeline::Observer;
@@ -51,6 +51,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     config.output.flush_interval_ms = config.output.flush_interval_ms.min(1000);
     // Each demo starts a new in-process cluster: a snapshot of an earlier one's offsets means nothing.
     config.state.dir = Default::default();
+    // Reviews in the explorer need a reviewer's token: one for this run, unless configured.
+    if config.http.reviewers.is_empty() {
+        config.http.reviewers.insert("demo".into(), fresh_token()?);
+    }
     println!("echotrace demo: in-process Kafka at {}, writing to {}", config.kafka.brokers, args.out.display());
 
     let (trigger, shutdown) = shutdown::channel();
@@ -58,7 +62,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let api = Arc::new(OnceLock::new());
     let running = crate::run::start(config.clone(), Some(printer(api.clone())), shutdown).await?;
     api.set(format!("http://{}", running.api_address)).expect("set once");
-    println!("API and metrics on http://{}/  (try /cascades?top=5 and /metrics)", running.api_address);
+    println!("explorer: http://{}/  (API: /cascades?top=5, /alerts, /metrics)", running.api_address);
+    for (reviewer, token) in &config.http.reviewers {
+        println!("reviews in the explorer: reviewer {reviewer}, token {token}");
+    }
 
     let produced = produce_sample(&config.kafka.brokers, topic, args.speed).await?;
     // Wait until everything produced has been processed (posts may wait for an embedding batch).
@@ -74,7 +81,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
             cascade.last_seen.format("%H:%M:%S")
         );
     }
-    println!("nodes and edges: http://{}/cascades/<id>", running.api_address);
+    println!("each cascade's view: http://{}/view/cascades/<id>", running.api_address);
     if args.exit_when_done {
         // One flush interval so the last rows are checkpointed before shutting down.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -87,6 +94,14 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     running.server.await?;
     drop(cluster);
     Ok(())
+}
+
+/// A reviewer's token for this demo: 128 bits from the operating system's generator.
+fn fresh_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
+        .context("cannot read /dev/urandom for the demo's reviewer token")?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// Produces the sample at `speed` times real time; returns the number of messages produced.
@@ -141,7 +156,7 @@ fn describe(cascade: &CascadeRecord) -> String {
 }
 
 /// Prints a line when a cascade reaches a size milestone or spreads to another platform, and one
-/// when an alert starts or resolves, with the cascade's URL on the API at `api`.
+/// when an alert starts or resolves, with the alert's view in the explorer at `api`.
 fn printer(api: Arc<OnceLock<String>>) -> Observer {
     let mut reported: HashMap<String, (u64, usize)> = HashMap::new();
     Box::new(move |detection: &Detection, alerts: &[AlertEvent]| {
@@ -176,7 +191,7 @@ fn printer(api: Arc<OnceLock<String>>) -> Observer {
                 alert.rule,
                 alert.severity,
                 alert.cascade_id,
-                cascade_url(api.get().map_or("", String::as_str), &alert.cascade_id)
+                alert_url(api.get().map_or("", String::as_str), &alert.alert_id)
             );
         }
     })

@@ -8,16 +8,19 @@
 //! | `GET /cascades?top=N` | the N largest live cascades (default 20, at most 1000) |
 //! | `GET /cascades/{id}` | one cascade with its nodes and edges; an absorbed id resolves to its merger |
 //! | `GET /posts/{id}/lineage` | the post and its primary ancestors up to the root |
+//! | `/`, `/view/…`, `/alerts…`, `/reviews` | the cascade explorer ([`crate::explorer`]) |
 //!
-//! Beyond loopback the API needs a token (`http.token`), which every route but `/healthz` and
-//! `/readyz` then requires (`authorization: Bearer <token>`); those two say only whether the
-//! process is up and ready, for probes that carry no credentials. Every connection must send its
+//! Beyond loopback the API needs a token (`http.token`), which every route but `/healthz`,
+//! `/readyz`, the explorer's page and assets, and `POST /reviews` (which needs a reviewer's
+//! token) then requires (`authorization: Bearer <token>`). The probes say only whether the process
+//! is up and ready, for probes that carry no credentials; the page holds no data. Every connection must send its
 //! request head within [`HEADER_READ_TIMEOUT`] and keep it under [`MAX_REQUEST_HEAD_BYTES`]; at
 //! most [`MAX_CONNECTIONS`] are open at once and [`MAX_CONCURRENT_REQUESTS`] answered at once,
 //! each within [`REQUEST_TIMEOUT`]. The accept loop is this module's own because axum's `serve`
 //! has neither a header-read timeout nor a connection cap.
 
 use crate::access::{self, AccessError};
+use crate::explorer::{self, ExplorerState};
 use crate::metrics::Metrics;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Path, Query, Request, State};
@@ -56,6 +59,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Whether partitions are assigned.
     pub ready: Arc<AtomicBool>,
+    /// The explorer's alert board and reviews.
+    pub explorer: Arc<ExplorerState>,
 }
 
 /// Why the API could not start.
@@ -81,10 +86,12 @@ pub fn router(state: ApiState, token: Option<String>) -> Router {
         .route("/cascades", get(top_cascades))
         .route("/cascades/{id}", get(cascade))
         .route("/posts/{id}/lineage", get(lineage))
+        .merge(explorer::data_routes())
         .route_layer(middleware::from_fn_with_state(token.map(Arc::<str>::from), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(explorer::page_routes())
         .merge(guarded)
         .with_state(state)
         .layer(

@@ -6,7 +6,8 @@
 //! ([`replay`]: a file). Every mode drives the same [`pipeline::Pipeline`]. `query` and `serve-sql`
 //! ([`query`]) read what they wrote, `compact` ([`compact`]) merges its small files, and `backtest`
 //! ([`backtest`]) runs a candidate rules file beside the configured one over the same history.
-//! [`access`] decides who may call the HTTP API and Flight SQL.
+//! [`access`] decides who may call the HTTP API and Flight SQL; [`explorer`] is the web page on the
+//! API that shows cascades and alerts and records analysts' decisions.
 
 pub mod access;
 pub mod alerting;
@@ -16,6 +17,7 @@ pub mod compact;
 pub mod config;
 pub mod demo;
 pub mod embed;
+pub mod explorer;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

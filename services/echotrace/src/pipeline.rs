@@ -14,6 +14,7 @@
 use crate::config::Config;
 use crate::embed::cached::{BatchEmbed, CachedEmbedder};
 use crate::embed::{EmbedConfig, Embedder};
+use crate::explorer::board::AlertBoard;
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
 use crate::state::{StateError, StateStore};
@@ -59,6 +60,7 @@ pub struct Pipeline {
     sink: ParquetSink,
     metrics: Arc<Metrics>,
     observer: Option<Observer>,
+    alert_board: Option<Arc<Mutex<AlertBoard>>>,
     semantic: Option<SemanticStage>,
     muted: bool,
 }
@@ -84,7 +86,7 @@ pub fn from_config(
 impl Pipeline {
     /// A pipeline over a shared detector (the HTTP API reads the same one).
     pub fn new(detector: Arc<Mutex<Detector>>, scorer: Scorer, sink: ParquetSink, metrics: Arc<Metrics>) -> Pipeline {
-        Pipeline { detector, scorer, sink, metrics, observer: None, semantic: None, muted: false }
+        Pipeline { detector, scorer, sink, metrics, observer: None, alert_board: None, semantic: None, muted: false }
     }
 
     /// Turns semantic linking on: posts are batched and embedded by `embedder`.
@@ -108,6 +110,12 @@ impl Pipeline {
     /// Adds an observer of every detection and its alert events.
     pub fn with_observer(mut self, observer: Observer) -> Pipeline {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Records every alert event on `board` too (the explorer's).
+    pub fn with_alert_board(mut self, board: Arc<Mutex<AlertBoard>>) -> Pipeline {
+        self.alert_board = Some(board);
         self
     }
 
@@ -192,6 +200,10 @@ impl Pipeline {
             self.metrics.observe_alert(alert);
             self.sink.push_alert(alert.clone());
         }
+        if let Some(board) = &self.alert_board {
+            let mut board = board.lock().expect("alert board lock poisoned");
+            alerts.iter().for_each(|alert| board.record(alert));
+        }
         if let Some(observer) = &mut self.observer {
             observer(&detection, &alerts);
         }
@@ -225,11 +237,16 @@ impl Pipeline {
         self.firing_alerts()
     }
 
-    /// The alerts firing now, counted as firing in the metrics: after a resume or a rebuild,
-    /// for the Alertmanager dispatcher to keep sending with their first `startsAt`.
+    /// The alerts firing now, counted as firing in the metrics and put on the alert board: after
+    /// a resume or a rebuild, for the Alertmanager dispatcher to keep sending with their first
+    /// `startsAt`.
     pub fn firing_alerts(&mut self) -> Vec<AlertEvent> {
         let firing = self.scorer.firing();
         firing.iter().for_each(|event| self.metrics.restore_firing(event));
+        if let Some(board) = &self.alert_board {
+            let mut board = board.lock().expect("alert board lock poisoned");
+            firing.iter().for_each(|event| board.record(event));
+        }
         firing
     }
 

@@ -3,6 +3,7 @@
 
 use crate::alerting::{AlertDispatcher, AlertNotice};
 use crate::config::Config;
+use crate::explorer::ExplorerState;
 use crate::http::{self, ApiState};
 use crate::ingest;
 use crate::ingest::checkpoint::{Outlets, Progress};
@@ -117,11 +118,18 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let metrics = Arc::new(Metrics::new());
     let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
     let ready = Arc::new(AtomicBool::new(false));
-    let state = ApiState { detector: detector.clone(), metrics: metrics.clone(), ready: ready.clone() };
+    let sink = ParquetSink::new(&config.output.dir)?.with_embeddings(config.output.store_embeddings);
+    let explorer = Arc::new(ExplorerState::from_config(&config)?);
+    let state = ApiState {
+        detector: detector.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        explorer: explorer.clone(),
+    };
     let token = config.http.token()?;
     let (api_address, server) = http::serve(config.http.listen, state, token, shutdown.clone()).await?;
-    let sink = ParquetSink::new(&config.output.dir)?.with_embeddings(config.output.store_embeddings);
-    let mut pipeline = crate::pipeline::from_config(&config, detector.clone(), sink, metrics.clone())?;
+    let mut pipeline = crate::pipeline::from_config(&config, detector.clone(), sink, metrics.clone())?
+        .with_alert_board(explorer.alerts.clone());
     if let Some(observer) = observer {
         pipeline = pipeline.with_observer(observer);
     }

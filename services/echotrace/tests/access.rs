@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "s3cret-token";
 
 fn state() -> ApiState {
+    let mut config = echotrace::config::Config::default();
+    config.output.dir = tempfile::tempdir().unwrap().keep();
     ApiState {
         detector: Arc::new(Mutex::new(Detector::new(DetectorConfig::default()))),
         metrics: Arc::new(Metrics::new()),
         ready: Arc::new(AtomicBool::new(true)),
+        explorer: Arc::new(echotrace::explorer::ExplorerState::from_config(&config).unwrap()),
     }
 }
 
@@ -56,7 +59,9 @@ async fn every_endpoint_but_the_probes_requires_the_token() {
     let (address, trigger, server) = start(Some(TOKEN)).await;
     let answers = tokio::task::spawn_blocking(move || {
         let mut answers = Vec::new();
-        for path in ["/metrics", "/cascades", "/cascades/c-1", "/posts/x:1/lineage"] {
+        for path in
+            ["/metrics", "/cascades", "/cascades/c-1", "/posts/x:1/lineage", "/alerts", "/alerts/a-1", "/reviews"]
+        {
             let without = get(address, path, None);
             let wrong = get(address, path, Some("Bearer not-the-token"));
             let basic_wrong = get(address, path, Some("Basic YW5hbHlzdDpub3BlCg=="));
@@ -64,7 +69,8 @@ async fn every_endpoint_but_the_probes_requires_the_token() {
             assert!(!without.1.contains(TOKEN) && !wrong.1.contains(TOKEN), "the token never echoes");
             answers.push((path, without.0, wrong.0, basic_wrong.0, right.0));
         }
-        for path in ["/healthz", "/readyz"] {
+        // The explorer's page and assets hold no data.
+        for path in ["/healthz", "/readyz", "/", "/view/cascades/c-1", "/assets/explorer.js"] {
             answers.push((path, get(address, path, None).0, 0, 0, 0));
         }
         answers
@@ -78,8 +84,14 @@ async fn every_endpoint_but_the_probes_requires_the_token() {
             ("/cascades", 401, 401, 401, 200),
             ("/cascades/c-1", 401, 401, 401, 404),
             ("/posts/x:1/lineage", 401, 401, 401, 404),
+            ("/alerts", 401, 401, 401, 200),
+            ("/alerts/a-1", 401, 401, 401, 404),
+            ("/reviews", 401, 401, 401, 200),
             ("/healthz", 200, 0, 0, 0),
             ("/readyz", 200, 0, 0, 0),
+            ("/", 200, 0, 0, 0),
+            ("/view/cascades/c-1", 200, 0, 0, 0),
+            ("/assets/explorer.js", 200, 0, 0, 0),
         ]
     );
     trigger.fire();

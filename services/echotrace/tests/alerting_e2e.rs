@@ -198,7 +198,7 @@ fn the_demo_campaign_pages_through_alertmanager_and_resolves() {
     assert_eq!(alert["labels"]["service"], "echotrace");
     let cascade_id = alert["labels"]["cascade_id"].as_str().unwrap().to_owned();
     assert_eq!(alert["annotations"]["root_post_id"], common::CAMPAIGN_ROOT);
-    assert!(alert["annotations"]["cascade_url"].as_str().unwrap().ends_with(&format!("/cascades/{cascade_id}")));
+    assert!(alert["annotations"]["cascade_url"].as_str().unwrap().ends_with(&format!("/view/cascades/{cascade_id}")));
     assert!(alert["annotations"]["sql"].as_str().unwrap().contains(&cascade_id));
     assert!(alert["annotations"]["platforms"].as_str().unwrap().split(',').count() >= 2);
     let view = get_json(api, &format!("/cascades/{cascade_id}"));

@@ -62,10 +62,17 @@ fn ready(http: SocketAddr) -> bool {
     std::net::TcpStream::connect(http).is_ok() && http_get(http, "/readyz").0 == 200
 }
 
+/// Produces `lines` keyed by post id, so they spread over the partitions as a platform's posts
+/// would (without keys, librdkafka's sticky partitioner may put them all in one).
 fn produce(kcat_bin: &Path, broker: &str, lines: &[&str]) {
-    let mut input = lines.join("\n").into_bytes();
-    input.push(b'\n');
-    kcat(kcat_bin, &["-P", "-b", broker, "-t", "posts"], Some(&input));
+    let mut input = Vec::new();
+    for line in lines {
+        let id = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|post| post["id"].as_str().map(str::to_owned));
+        input.extend_from_slice(format!("{}\t{line}\n", id.unwrap_or_default()).as_bytes());
+    }
+    kcat(kcat_bin, &["-P", "-b", broker, "-t", "posts", "-K", "\t"], Some(&input));
 }
 
 fn stored_posts(dir: &Path) -> Vec<String> {

@@ -1,6 +1,6 @@
 //! `echotrace demo --exit-when-done`, the README's first command: it consumes the bundled sample,
-//! prints the campaign's alerts as they fire and resolve with the cascade's URL on its API, lists
-//! the largest cascades and exits cleanly.
+//! prints the explorer's URL, the campaign's alerts as they fire and resolve with the alert's view
+//! in the explorer, lists the largest cascades and exits cleanly.
 
 mod common;
 
@@ -22,14 +22,17 @@ fn the_demo_prints_each_alert_as_it_fires_and_resolves() {
     let campaign = cascade_id_for(CAMPAIGN_ROOT);
     let api = stdout
         .lines()
-        .find_map(|line| line.strip_prefix("API and metrics on "))
+        .find_map(|line| line.strip_prefix("explorer: "))
         .and_then(|rest| rest.split('/').nth(2))
         .unwrap_or_else(|| panic!("no API address in {stdout}"));
-    let url = format!("http://{api}/cascades/{campaign}");
+    let view = format!("http://{api}/view/alerts/");
+    let mut alert_ids = Vec::new();
     for change in ["FIRING: amplification_campaign (critical)", "resolved: amplification_campaign (critical)"] {
-        let line = format!("alert {change} on cascade {campaign}: {url}");
-        assert!(stdout.contains(&line), "no line {line:?} in\n{stdout}");
+        let line = format!("alert {change} on cascade {campaign}: {view}");
+        let found = stdout.lines().find_map(|l| l.split_once(&line).map(|(_, id)| id.to_owned()));
+        alert_ids.push(found.unwrap_or_else(|| panic!("no line {line:?} in\n{stdout}")));
     }
+    assert_eq!(alert_ids[0], alert_ids[1], "the page resolves the alert it started");
     let fired = stdout.lines().filter(|line| line.contains("alert FIRING: amplification_campaign")).count();
     assert_eq!(fired, 1, "one start, however the cascade grows");
     assert!(stdout.contains(&format!("cascade {campaign} root {CAMPAIGN_ROOT}")), "{stdout}");

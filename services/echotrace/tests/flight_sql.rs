@@ -1,6 +1,6 @@
 //! `echotrace serve-sql` with a third-party client: ADBC's Flight SQL driver, through Python's
 //! DB-API (`tests/flight_sql_client.py`), over the datasets of a replay. Its results equal
-//! `echotrace query`'s; it lists the five tables; bad SQL comes back as an error with its position
+//! `echotrace query`'s; it lists the six tables; bad SQL comes back as an error with its position
 //! and the server keeps serving; files flushed after the start are read; with a token, calls
 //! without it are refused. It needs python3 with `adbc-driver-flightsql` and pyarrow (`scripts/setup
 //! --test`): without them the test says so and passes, unless `ECHOTRACE_E2E_REQUIRED=1`, where it
@@ -112,13 +112,13 @@ fn flight_sql_clients_query_the_replayed_sample() {
     assert_eq!(campaign.iter().map(RecordBatch::num_rows).sum::<usize>(), 46);
     assert_eq!(rows(&campaign), rows(&query(&data, &sql, dir.path())));
 
-    // What DBeaver and other tools list: the server, the five tables, a table's columns.
+    // What DBeaver and other tools list: the server, the six tables, a table's columns.
     let (ok, listing, stderr) = client(&uri, &["--catalog"]);
     assert!(ok, "{stderr}");
     let mut lines = listing.lines();
     assert_eq!(lines.next(), Some("echotrace"));
-    let tables: Vec<&str> = lines.by_ref().take(5).collect();
-    for table in ["posts", "edges", "cascades", "cascade_merges", "alerts"] {
+    let tables: Vec<&str> = lines.by_ref().take(6).collect();
+    for table in ["posts", "edges", "cascades", "cascade_merges", "alerts", "reviews"] {
         assert!(tables.contains(&format!("datafusion.public.{table}").as_str()), "{table} not in {listing}");
     }
     assert!(lines.next().unwrap().starts_with("post_id,"), "{listing}");

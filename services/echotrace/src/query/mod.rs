@@ -1,6 +1,6 @@
 //! `echotrace query`: SQL over the stored datasets, with Apache DataFusion.
 //!
-//! [`session`] registers the tables `posts`, `edges`, `cascades`, `cascade_merges` and `alerts` over
+//! [`session`] registers the tables `posts`, `edges`, `cascades`, `cascade_merges`, `alerts` and `reviews` over
 //! the Parquet datasets of an output directory of `run`, `demo` or `replay`, the analysts'
 //! functions in [`udfs`] and the table function [`lineage`]. [`output`] renders results as a table, CSV, JSON or a Parquet file.
 //! [`flight`] serves the same tables to Arrow Flight SQL clients (`echotrace serve-sql`).
@@ -30,7 +30,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use std::path::{Path, PathBuf};
 
 /// The tables, in the order they are registered: one per dataset.
-pub const TABLES: [&str; 5] = DATASETS;
+pub const TABLES: [&str; 6] = DATASETS;
 
 /// The partition columns every table has, from the folder names.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];

@@ -1,5 +1,5 @@
 //! The Parquet sink: `posts/`, `edges/`, `cascades/`, `cascade_merges/` and `alerts/` datasets under one
-//! directory, each partitioned by event hour (`date=YYYY-MM-DD/hour=HH/`).
+//! directory (beside `reviews/`, which the explorer writes), each partitioned by event hour (`date=YYYY-MM-DD/hour=HH/`).
 //!
 //! Rows are buffered in memory and written by [`ParquetSink::flush`], one file per dataset and
 //! partition per flush. Each file is written under a hidden temporary name (`.part-….parquet.tmp`,
@@ -39,8 +39,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The key-value metadata key holding [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "echotrace.schema_version";
 
-/// The datasets, in the order they are written and registered as tables.
-pub const DATASETS: [&str; 5] = ["posts", "edges", "cascades", "cascade_merges", "alerts"];
+/// The datasets, in the order they are written and registered as tables. `reviews/` is written by
+/// the explorer ([`crate::explorer::reviews`]), not by this sink.
+pub const DATASETS: [&str; 6] = ["posts", "edges", "cascades", "cascade_merges", "alerts", "reviews"];
 
 /// The columns of each dataset that get a bloom filter: the ids a lookup filters by.
 pub fn bloom_filter_columns(dataset: &str) -> &'static [&'static str] {
@@ -198,7 +199,7 @@ impl ParquetSink {
 
 /// Writes `batch` as `dir/name` atomically: a hidden temporary file, fsynced, renamed into place,
 /// and the directory fsynced.
-fn write_file(dataset: &'static str, dir: &Path, name: &str, batch: &RecordBatch) -> Result<(), SinkError> {
+pub fn write_file(dataset: &'static str, dir: &Path, name: &str, batch: &RecordBatch) -> Result<(), SinkError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let done = dir.join(name);
     let encode = |e: parquet::errors::ParquetError| SinkError::Encode { dataset, message: e.to_string() };
@@ -273,6 +274,7 @@ pub fn dataset_schema(dataset: &str) -> SchemaRef {
         "edges" => edges_batch(&[]).schema(),
         "cascades" => cascades_batch(&[], Utc::now()).schema(),
         "cascade_merges" => merges_batch(&[]).schema(),
+        "reviews" => crate::explorer::reviews::reviews_batch(&[]).schema(),
         _ => alerts_batch(&[]).schema(),
     }
 }
