@@ -198,7 +198,7 @@ impl Candidate {
 }
 
 /// The detector: indexes, graph and configuration.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Detector {
     config: DetectorConfig,
     near_dups: NearDupIndex,

@@ -180,7 +180,7 @@ pub struct Placement {
 }
 
 /// The graph of posts and cascades in the window.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct CascadeGraph {
     nodes: VecDeque<Node>,
     base_key: NodeKey,

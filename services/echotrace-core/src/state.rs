@@ -23,8 +23,7 @@
 use crate::detector::{Detector, DetectorConfig};
 use crate::score::alerts::ScorerState;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// The version of what a snapshot's payload holds.
 pub const SNAPSHOT_FORMAT: u32 = 4;
@@ -98,8 +97,8 @@ pub enum SnapshotError {
     /// The state does not encode (a bug: every state type serializes).
     #[error("cannot encode the state: {0}")]
     Encode(String),
-    /// Writing failed.
-    #[error("cannot write the snapshot: {0}")]
+    /// The file could not be read.
+    #[error("cannot read the snapshot: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -110,60 +109,28 @@ pub fn linking_fingerprint(config: &DetectorConfig, encoder: &str) -> u64 {
     xxh3_64(format!("{config}\u{1f}{encoder}").as_bytes())
 }
 
-/// A writer that hashes and counts what passes through it, and keeps the first error (postcard
-/// reports a failed write as its own error kind).
-struct Hashing<W> {
-    inner: W,
-    hasher: Xxh3,
-    written: u64,
-    failed: Option<std::io::Error>,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let n = match self.inner.write(bytes) {
-            Ok(n) => n,
-            Err(error) => {
-                let reported = std::io::Error::new(error.kind(), error.to_string());
-                self.failed.get_or_insert(error);
-                return Err(reported);
-            }
-        };
-        self.hasher.update(&bytes[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Writes a snapshot of `detector` and `scorer` at `positions` to `out` (a buffered file, say);
-/// returns the bytes written.
-pub fn write(
-    out: impl Write,
+/// Encodes a snapshot of `detector` and `scorer` at `positions`: the whole file's bytes.
+///
+/// Encoded into memory in one pass, then hashed in one call: streaming postcard's many small
+/// writes through a hashing writer ran at about 100 MB/s, and the encoding is what a checkpoint
+/// pauses consumption for.
+pub fn encode(
     fingerprint: u64,
     detector: &Detector,
     scorer: &ScorerState,
     positions: &[Position],
-) -> Result<u64, SnapshotError> {
-    let mut out = Hashing { inner: out, hasher: Xxh3::new(), written: 0, failed: None };
-    out.inner.write_all(MAGIC)?;
-    out.inner.write_all(&SNAPSHOT_FORMAT.to_le_bytes())?;
-    out.inner.write_all(&fingerprint.to_le_bytes())?;
+) -> Result<Vec<u8>, SnapshotError> {
+    let mut header = Vec::with_capacity(1 << 20);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
+    header.extend_from_slice(&fingerprint.to_le_bytes());
     let value = SnapshotRef { detector, scorer, positions };
-    if let Err(error) = postcard::to_io(&value, &mut out) {
-        return Err(match out.failed.take() {
-            Some(io) => SnapshotError::Io(io),
-            None => SnapshotError::Encode(error.to_string()),
-        });
-    }
-    let (length, checksum) = (out.written, out.hasher.digest());
-    out.inner.write_all(&length.to_le_bytes())?;
-    out.inner.write_all(&checksum.to_le_bytes())?;
-    out.inner.flush()?;
-    Ok((HEADER_LEN + TRAILER_LEN) as u64 + length)
+    let mut bytes = postcard::to_extend(&value, header).map_err(|error| SnapshotError::Encode(error.to_string()))?;
+    let payload = &bytes[HEADER_LEN..];
+    let (length, checksum) = (payload.len() as u64, xxh3_64(payload));
+    bytes.extend_from_slice(&length.to_le_bytes());
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    Ok(bytes)
 }
 
 /// Reads a snapshot, refusing it unless its format and fingerprint are this build's and

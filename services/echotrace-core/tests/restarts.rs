@@ -141,8 +141,7 @@ impl Run {
     fn restart(self, config: &DetectorConfig, offset: usize) -> Run {
         let fingerprint = state::linking_fingerprint(config, "none");
         let positions = [Position { source: "posts".into(), partition: 0, offset: offset as i64 }];
-        let mut bytes = Vec::new();
-        state::write(&mut bytes, fingerprint, &self.detector, self.scorer.state(), &positions).unwrap();
+        let bytes = state::encode(fingerprint, &self.detector, self.scorer.state(), &positions).unwrap();
         drop(self);
         let snapshot = state::read(&bytes, fingerprint).unwrap();
         assert_eq!(snapshot.positions, positions);
@@ -223,9 +222,7 @@ fn a_snapshot_is_refused_when_it_is_not_this_builds_or_this_configurations_or_wh
         run.observe(post(index, &spec));
     }
     let fingerprint = state::linking_fingerprint(&config, "none");
-    let mut bytes = Vec::new();
-    let written = state::write(&mut bytes, fingerprint, &run.detector, run.scorer.state(), &[]).unwrap();
-    assert_eq!(written as usize, bytes.len());
+    let bytes = state::encode(fingerprint, &run.detector, run.scorer.state(), &[]).unwrap();
     assert!(state::read(&bytes, fingerprint).is_ok());
 
     let other = DetectorConfig { max_hamming: 2, ..config.clone() };
@@ -293,8 +290,7 @@ fn the_semantic_window_survives_a_snapshot() {
     let mut got: Vec<_> =
         posts[..6].iter().enumerate().map(|(i, p)| first.process_embedded(p.clone(), Some(&embedding(i)))).collect();
     let fingerprint = state::linking_fingerprint(&config, "test-encoder");
-    let mut bytes = Vec::new();
-    state::write(&mut bytes, fingerprint, &first, &Default::default(), &[]).unwrap();
+    let bytes = state::encode(fingerprint, &first, &Default::default(), &[]).unwrap();
     let mut second = state::read(&bytes, fingerprint).unwrap().detector;
     assert_eq!(second.semantic_window_len(), first.semantic_window_len());
     got.extend(posts[6..].iter().enumerate().map(|(i, p)| second.process_embedded(p.clone(), Some(&embedding(i + 6)))));

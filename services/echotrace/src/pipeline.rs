@@ -24,7 +24,7 @@ use echotrace_core::detector::{Detection, Detector};
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::Post;
 use echotrace_core::records::EdgeRecord;
-use echotrace_core::score::alerts::{AlertEvent, Scorer};
+use echotrace_core::score::alerts::{AlertEvent, Scorer, ScorerState};
 use echotrace_core::score::features::PostSignals;
 use echotrace_core::state::{Position, Snapshot};
 use std::sync::{Arc, Mutex};
@@ -212,15 +212,26 @@ impl Pipeline {
         Some(Processed { edges, alerts, produced_at })
     }
 
-    /// Writes a snapshot of the detector and the scorer at `positions` to `store`; returns its size.
-    /// Run the waiting batch first, so the state holds every post before `positions`.
+    /// A copy of the detector and the scorer's state, taken while neither can change: what a
+    /// snapshot is encoded and written from off the consumer. The copy is the pause a checkpoint
+    /// adds. Run the waiting batch first, so the state holds every post read.
+    pub fn state_copy(&self) -> (Detector, ScorerState) {
+        let started = Instant::now();
+        let detector = self.detector.lock().expect("detector lock poisoned").clone();
+        let copy = (detector, self.scorer.state().clone());
+        self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+        copy
+    }
+
+    /// Writes a snapshot at `positions` to `store` here and now, holding the detector meanwhile
+    /// (shutdown, revocation); returns its size.
     pub fn snapshot(&self, store: &StateStore, positions: &[Position]) -> Result<u64, StateError> {
         let started = Instant::now();
         let detector = self.detector.lock().expect("detector lock poisoned");
         let bytes = store.write(&detector, self.scorer.state(), positions)?;
+        drop(detector);
         self.metrics.snapshot_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.snapshots.inc();
-        self.metrics.snapshot_bytes.set(bytes as i64);
+        self.metrics.observe_snapshot_written(bytes, started.elapsed());
         Ok(bytes)
     }
 

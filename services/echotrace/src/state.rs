@@ -1,8 +1,11 @@
 //! The instance's snapshot file: where `run` writes the detector and the scorer at checkpoints,
 //! and what it resumes from at start-up (`state.dir/snapshot.bin`).
 //!
-//! A snapshot is written to a hidden temporary file, fsynced, renamed over the previous one and
-//! its folder fsynced, so the file is always a whole snapshot, the last or the one before. The
+//! A snapshot is encoded in memory ([`StateStore::encode`]), then written to a hidden temporary
+//! file, fsynced, renamed over the previous one and its folder fsynced
+//! ([`StateStore::write_encoded`]), so the file is always a whole snapshot, the last or the one
+//! before. The consumer runs both on a thread of its own, from a copy of the state
+//! ([`crate::ingest::checkpoint`]). The
 //! consumer commits the offsets a snapshot reflects only after it is in place
 //! ([`crate::ingest`]): the committed offsets never run ahead of the state. A snapshot that cannot
 //! be used (another format, another linking configuration, torn or corrupted) is refused with the
@@ -15,7 +18,7 @@ use echotrace_core::detector::Detector;
 use echotrace_core::score::alerts::ScorerState;
 use echotrace_core::state::{self, Position, Snapshot, SnapshotError};
 use std::fs;
-use std::io::BufWriter;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Why a snapshot could not be written.
@@ -51,19 +54,34 @@ impl StateStore {
         &self.path
     }
 
-    /// Writes a snapshot atomically; returns its size in bytes.
-    pub fn write(&self, detector: &Detector, scorer: &ScorerState, positions: &[Position]) -> Result<u64, StateError> {
+    /// Encodes a snapshot in memory.
+    pub fn encode(
+        &self,
+        detector: &Detector,
+        scorer: &ScorerState,
+        positions: &[Position],
+    ) -> Result<Vec<u8>, StateError> {
+        Ok(state::encode(self.fingerprint, detector, scorer, positions)?)
+    }
+
+    /// Writes an encoded snapshot atomically (temporary file, fsync, rename, fsync of the folder).
+    pub fn write_encoded(&self, bytes: &[u8]) -> Result<(), StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let temporary = dir.join(".snapshot.bin.tmp");
-        let file = fs::File::create(&temporary).map_err(io_error(&temporary))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let bytes = state::write(&mut out, self.fingerprint, detector, scorer, positions)?;
-        let file = out.into_inner().map_err(|error| io_error(&temporary)(error.into_error()))?;
+        let mut file = fs::File::create(&temporary).map_err(io_error(&temporary))?;
+        file.write_all(bytes).map_err(io_error(&temporary))?;
         file.sync_all().map_err(io_error(&temporary))?;
         drop(file);
         fs::rename(&temporary, &self.path).map_err(io_error(&self.path))?;
         sync_dir(dir)?;
-        Ok(bytes)
+        Ok(())
+    }
+
+    /// Encodes and writes a snapshot; returns its size in bytes.
+    pub fn write(&self, detector: &Detector, scorer: &ScorerState, positions: &[Position]) -> Result<u64, StateError> {
+        let bytes = self.encode(detector, scorer, positions)?;
+        self.write_encoded(&bytes)?;
+        Ok(bytes.len() as u64)
     }
 
     /// The snapshot to resume from: none when there is no file yet; an error that says why when

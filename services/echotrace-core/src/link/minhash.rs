@@ -95,7 +95,7 @@ pub struct SetMatch {
     pub created_at_ms: i64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Entry {
     signature: Signature,
     simhash: u64,
@@ -112,7 +112,7 @@ struct Entry {
 /// newest entry of each band key, and each entry links to the next older one with the same key.
 /// Inserting allocates nothing but the ring slot and (for a new key) a map entry; a bucket of
 /// `VecDeque`s per key cost an allocation per key and a third of the index's time (measured).
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct MinHashIndex {
     newest: Vec<HashMap<u64, u32>>,
     ring: VecDeque<Entry>,

@@ -48,6 +48,7 @@ struct Live {
 }
 
 /// One block arrangement: which bits key the buckets.
+#[derive(Clone)]
 struct Table {
     shift: u32,
     key_bits: u32,
@@ -61,6 +62,7 @@ impl Table {
 }
 
 /// Hamming-distance index over a time window of fingerprints.
+#[derive(Clone)]
 pub struct NearDupIndex {
     max_distance: u32,
     tables: Vec<Table>,

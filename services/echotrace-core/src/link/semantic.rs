@@ -267,7 +267,7 @@ pub struct Neighbour {
 }
 
 /// Embeddings of recent posts, searched by exact scan, with windowed document frequencies.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SemanticIndex {
     dimension: usize,
     entries: VecDeque<Entry>,

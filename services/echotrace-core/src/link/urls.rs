@@ -75,7 +75,7 @@ pub fn urls_in_text(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The first post in the window to share each canonical URL.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct SharedUrlIndex {
     first: HashMap<u64, FirstShare>,
     ring: VecDeque<(i64, u64, u64)>,

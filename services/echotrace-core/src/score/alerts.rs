@@ -140,7 +140,7 @@ impl Default for ScoreConfig {
 /// Everything the scorer remembers: all of its state but the rules, and what a snapshot holds
 /// ([`crate::state`]). Alert phases are keyed by rule name, not by the rule's place in the file, so
 /// a restart with an edited rules file keeps the phases of the rules it still has.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ScorerState {
     activity: HashMap<String, CascadeActivity>,
     info: HashMap<String, CascadeInfo>,

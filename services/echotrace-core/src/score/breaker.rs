@@ -48,7 +48,7 @@ pub struct Flood {
     pub limit: u32,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct RuleBudget {
     /// Start times of the alerts sent in the last hour.
     sent: VecDeque<DateTime<Utc>>,
@@ -56,7 +56,7 @@ struct RuleBudget {
 }
 
 /// Per rule, the alerts sent in the last hour and the open flood page.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PageBreaker {
     max_pages_per_hour: u32,
     budgets: HashMap<String, RuleBudget>,

@@ -13,7 +13,8 @@ use crate::alerting::AlertNotice;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Processed};
 use crate::sinks::kafka::{KafkaPublisher, Source};
-use crate::state::StateStore;
+use crate::sinks::parquet::io_error;
+use crate::state::{StateError, StateStore};
 use chrono::DateTime;
 use echotrace_core::post::Post;
 use echotrace_core::state::Position;
@@ -59,6 +60,20 @@ pub struct Progress {
     unsent: Vec<AlertNotice>,
     snapshot_interval: Duration,
     last_snapshot: Instant,
+    /// The snapshot being written in the background, if one is.
+    writing: Option<SnapshotWrite>,
+}
+
+/// A snapshot being encoded, written and synced on its own thread from a copy of the state taken
+/// at a checkpoint, so that consumption pauses only for the copy; the offsets it reflects are
+/// committed once it is durable. One at a time: the next is not taken before this one is in place.
+struct SnapshotWrite {
+    /// The writer; the snapshot's size once it is durable.
+    thread: std::thread::JoinHandle<Result<u64, StateError>>,
+    /// The positions it reflects.
+    positions: BTreeMap<Partition, i64>,
+    /// When the checkpoint started it.
+    started: Instant,
 }
 
 impl Progress {
@@ -82,6 +97,7 @@ impl Progress {
             unsent: Vec::new(),
             snapshot_interval,
             last_snapshot: Instant::now(),
+            writing: None,
         }
     }
 
@@ -135,8 +151,10 @@ impl Progress {
     }
 
     /// Runs the waiting embedding batch, flushes Parquet and awaits every delivery; then, without
-    /// state snapshots, commits the offsets; with them, when one is due (or `last`), writes the
-    /// snapshot and then commits the offsets it reflects. In that order.
+    /// state snapshots, commits the offsets. With them, when one is due, copies the state and
+    /// writes the snapshot on a thread of its own ([`SnapshotWrite`]); the offsets it reflects are committed
+    /// at the first checkpoint after it is durable. `last` (shutdown, revocation) waits for a
+    /// write under way, then writes a snapshot here and commits what it reflects.
     pub async fn take(&mut self, consumer: &impl Consumer<LagContext>, last: bool) -> Result<(), IngestError> {
         if self.dirty {
             self.run_batch()?;
@@ -151,61 +169,107 @@ impl Progress {
             self.dirty = false;
             self.uncommitted = true;
         }
+        self.finish_snapshot(consumer, last)?;
         if !self.uncommitted {
             return Ok(());
         }
-        let owned: Vec<(&Partition, &i64)> = {
-            let ownership = self.ownership.lock().expect("ownership lock poisoned");
-            self.positions.iter().filter(|(partition, _)| ownership.owns(partition)).collect()
+        let owned = self.owned_positions();
+        let Some(store) = &self.outlets.state else {
+            self.uncommitted = !self.commit(consumer, &owned);
+            return Ok(());
         };
-        if let Some(store) = &self.outlets.state {
-            if !last && self.last_snapshot.elapsed() < self.snapshot_interval {
-                return Ok(());
-            }
-            let positions: Vec<Position> = owned
-                .iter()
-                .map(|((topic, partition), offset)| Position {
-                    source: topic.clone(),
-                    partition: *partition,
-                    offset: **offset,
-                })
-                .collect();
+        if !last && (self.writing.is_some() || self.last_snapshot.elapsed() < self.snapshot_interval) {
+            return Ok(());
+        }
+        let positions: Vec<Position> = owned
+            .iter()
+            .map(|((topic, partition), offset)| Position {
+                source: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect();
+        self.last_snapshot = Instant::now();
+        if last {
             let bytes = self.pipeline.snapshot(store, &positions)?;
             tracing::debug!(bytes, partitions = positions.len(), "state snapshot written");
-            self.last_snapshot = Instant::now();
+            self.uncommitted = !self.commit(consumer, &owned);
+            return Ok(());
         }
-        if !owned.is_empty() {
-            // Only what is ahead of the group's committed offsets: another member may have owned a
-            // partition in between and gone further.
-            let committed = match consumer.committed(COMMITTED_TIMEOUT) {
-                Ok(committed) => committed,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the committed offsets; committing at the next checkpoint");
-                    self.metrics.commit_failures.inc();
-                    return Ok(());
-                }
-            };
-            let mut list = TopicPartitionList::new();
-            for ((topic, partition), offset) in &owned {
-                let current = committed.find_partition(topic, *partition).and_then(|e| e.offset().to_raw());
-                if current.is_none_or(|current| **offset > current) {
-                    list.add_partition_offset(topic, *partition, Offset::Offset(**offset))?;
-                }
-            }
-            // A failed commit loses nothing: the rows and the snapshot are durable, and the next
-            // checkpoint commits again (a crash before it re-reads, and the detector or the
-            // readers drop what it had). The broker may be away, or a rebalance under way.
-            tracing::debug!(offsets = ?list, "committing");
-            if list.count() > 0
-                && let Err(error) = consumer.commit(&list, CommitMode::Sync)
-            {
-                tracing::warn!(%error, "offset commit failed; committing again at the next checkpoint");
-                self.metrics.commit_failures.inc();
-                return Ok(());
-            }
-        }
-        self.uncommitted = false;
+        let (detector, scorer) = self.pipeline.state_copy();
+        let writer = store.clone();
+        let thread = std::thread::Builder::new()
+            .name("snapshot-writer".into())
+            .spawn(move || writer.write(&detector, &scorer, &positions))
+            .map_err(|error| StateError::Io(io_error(store.path())(error)))?;
+        self.writing = Some(SnapshotWrite { thread, positions: owned, started: self.last_snapshot });
         Ok(())
+    }
+
+    /// Commits the offsets of a snapshot written in the background once it is durable (or waits
+    /// for it, with `wait`). A write that failed stops the consumer, as one written here would.
+    fn finish_snapshot(&mut self, consumer: &impl Consumer<LagContext>, wait: bool) -> Result<(), IngestError> {
+        let Some(write) = self.writing.take_if(|write| wait || write.thread.is_finished()) else { return Ok(()) };
+        let bytes = write.thread.join().map_err(|_| {
+            let path = self.outlets.state.as_ref().map(|store| store.path().to_owned()).unwrap_or_default();
+            StateError::Io(io_error(&path)(std::io::Error::other("the snapshot writer stopped unexpectedly")))
+        })??;
+        self.metrics.observe_snapshot_written(bytes, write.started.elapsed());
+        tracing::debug!(bytes, partitions = write.positions.len(), "state snapshot written");
+        // Nothing read since the snapshot: its offsets are all there is to commit.
+        let current = !self.dirty && write.positions == self.owned_positions();
+        if self.commit(consumer, &write.positions) && current {
+            self.uncommitted = false;
+        }
+        Ok(())
+    }
+
+    /// The next offset of every partition read and owned now.
+    fn owned_positions(&self) -> BTreeMap<Partition, i64> {
+        let ownership = self.ownership.lock().expect("ownership lock poisoned");
+        self.positions.iter().filter(|(partition, _)| ownership.owns(partition)).map(|(p, o)| (p.clone(), *o)).collect()
+    }
+
+    /// Commits `positions` where this member still owns the partition and they are ahead of the
+    /// group's committed offsets; returns whether the commit went through (a failure is counted
+    /// and retried at the next checkpoint).
+    fn commit(&self, consumer: &impl Consumer<LagContext>, positions: &BTreeMap<Partition, i64>) -> bool {
+        let owned: Vec<(&Partition, &i64)> = {
+            let ownership = self.ownership.lock().expect("ownership lock poisoned");
+            positions.iter().filter(|(partition, _)| ownership.owns(partition)).collect()
+        };
+        if owned.is_empty() {
+            return true;
+        }
+        // Only what is ahead of the group's committed offsets: another member may have owned a
+        // partition in between and gone further.
+        let committed = match consumer.committed(COMMITTED_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the committed offsets; committing at the next checkpoint");
+                self.metrics.commit_failures.inc();
+                return false;
+            }
+        };
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in owned {
+            let current = committed.find_partition(topic, *partition).and_then(|e| e.offset().to_raw());
+            if current.is_none_or(|current| *offset > current) {
+                list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).expect("an offset is valid");
+            }
+        }
+        // A failed commit loses nothing: the rows and the snapshot are durable, and the next
+        // checkpoint commits again (a crash before it re-reads, and the detector or the readers
+        // drop what it had). The broker may be away, or a rebalance under way.
+        tracing::debug!(offsets = ?list, "committing");
+        if list.count() > 0
+            && let Err(error) = consumer.commit(&list, CommitMode::Sync)
+        {
+            tracing::warn!(%error, "offset commit failed; committing again at the next checkpoint");
+            self.metrics.commit_failures.inc();
+            return false;
+        }
+        true
     }
 
     /// Before `revoked` partitions are given up: takes a checkpoint with a snapshot (what was read

@@ -6,10 +6,12 @@
 //! committed only at a checkpoint: after the Parquet flush has made every buffered row durable and
 //! every dead letter and edge sent since the last checkpoint has been acknowledged by the brokers.
 //!
-//! With state snapshots on (`state.dir`), a checkpoint commits only when it has also written a
-//! snapshot of the detector and the scorer, at most every `state.snapshot_interval_secs`: the
-//! snapshot first, then the offsets it reflects, so the committed offsets never run ahead of the
-//! state a restart resumes from. Between snapshots, checkpoints still flush rows for readers.
+//! With state snapshots on (`state.dir`), offsets are committed only behind a snapshot of the
+//! detector and the scorer, taken at most every `state.snapshot_interval_secs`: the snapshot first,
+//! then the offsets it reflects, so the committed offsets never run ahead of the state a restart
+//! resumes from. A checkpoint copies the state and encodes and writes the snapshot from the copy
+//! on a thread of its own, so consumption pauses only for the copy; the first checkpoint after it
+//! is in place commits its offsets. Between snapshots, checkpoints still flush rows for readers.
 //!
 //! A crash re-reads the messages since the last commit (at-least-once): with a snapshot restored,
 //! the detector recognizes the posts it already holds and drops them; without one, readers of the
