@@ -516,6 +516,20 @@ mod tests {
     }
 
     #[test]
+    fn reviewers_come_from_the_environment_and_their_tokens_stay_out_of_debug() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ECHOTRACE_HTTP__REVIEWERS", r#"{alice="t0ken-a", bob="t0ken-b"}"#);
+            let config = Config::load(None).expect("valid");
+            let names: Vec<&str> = config.http.reviewers.keys().map(String::as_str).collect();
+            assert_eq!(names, ["alice", "bob"]);
+            assert_eq!(config.http.reviewers["alice"], "t0ken-a");
+            let debug = format!("{config:?}");
+            assert!(debug.contains("alice") && !debug.contains("t0ken"), "names shown, tokens hidden: {debug}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_query_token_comes_from_the_environment_or_a_file() {
         figment::Jail::expect_with(|jail| {
             assert_eq!(Config::load(None).expect("defaults").query.token().unwrap(), None);
