@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// chromedriver's log, beside the profile in the browser's scratch directory.
 const CHROMEDRIVER_LOG: &str = "chromedriver.log";
 
+/// How many chromedrivers are started, each on a port drawn anew, before a test gives up.
+const START_ATTEMPTS: u32 = 3;
 /// How long chromedriver may take to listen and Chromium to open a session.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,51 +37,64 @@ impl Browser {
         let scratch = tempfile::tempdir().unwrap();
         let profile = scratch.path().join("profile");
         let log = scratch.path().join(CHROMEDRIVER_LOG);
-        let port = free_port();
-        let child = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            // Its own process group, so that dropping the browser also ends the Chromium it started.
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
-        let chromedriver = Reaper(child);
+        // A port drawn free may be taken by another test's server before chromedriver binds it:
+        // then the session cannot open, and a new chromedriver on another port is tried.
+        let mut attempt = 0;
+        let (client, chromedriver) = loop {
+            attempt += 1;
+            let port = free_port();
+            let child = Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                // Its own process group, so that dropping the browser also ends the Chromium it started.
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
+            let chromedriver = Reaper(child);
 
-        let address = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + START_TIMEOUT;
-        while tokio::net::TcpStream::connect(&address).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen on {address}; its log:\n{}",
-                read_log(&log)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let address = format!("127.0.0.1:{port}");
+            let deadline = Instant::now() + START_TIMEOUT;
+            while tokio::net::TcpStream::connect(&address).await.is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "chromedriver did not listen on {address}; its log:\n{}",
+                    read_log(&log)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
 
-        let chrome_options = serde_json::json!({
-            "binary": chromium,
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                format!("--user-data-dir={}", profile.display()),
-                "--window-size=1280,900",
-            ],
-        });
-        let mut capabilities = fantoccini::wd::Capabilities::new();
-        capabilities.insert("goog:chromeOptions".to_owned(), chrome_options);
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://{address}"))
-            .await
-            .unwrap_or_else(|e| panic!("open a Chromium session: {e}; chromedriver's log:\n{}", read_log(&log)));
+            let chrome_options = serde_json::json!({
+                "binary": chromium,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                    format!("--user-data-dir={}", profile.display()),
+                    "--window-size=1280,900",
+                ],
+            });
+            let mut capabilities = fantoccini::wd::Capabilities::new();
+            capabilities.insert("goog:chromeOptions".to_owned(), chrome_options);
+            let client = ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&format!("http://{address}"))
+                .await;
+            match client {
+                Ok(client) => break (client, chromedriver),
+                Err(error) if attempt < START_ATTEMPTS => {
+                    eprintln!("no Chromium session on {address} (attempt {attempt}): {error}; trying another port");
+                    drop(chromedriver);
+                }
+                Err(error) => panic!("open a Chromium session: {error}; chromedriver's log:\n{}", read_log(&log)),
+            }
+        };
         Some(Browser { client, chromedriver, scratch })
     }
 
