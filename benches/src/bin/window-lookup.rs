@@ -5,6 +5,7 @@
 //! cargo run --release -p echotrace-benches --bin window-lookup
 //! cargo run --release -p echotrace-benches --bin window-lookup -- --posts 1000000
 //! cargo run --release -p echotrace-benches --bin window-lookup -- --minhash
+//! cargo run --release -p echotrace-benches --bin window-lookup -- --sweep [--posts 10000000]
 //! ```
 //!
 //! Default mode: fills a `NearDupIndex` (k = 3) with N random fingerprints (splitmix64; `--posts N`,
@@ -19,6 +20,14 @@
 //! English and Chinese posts, which takes a while to generate). Queries are light edits of stored posts
 //! and fresh posts; a lookup is `MinHashIndex::similar` at the detector's default `min_jaccard`, on a
 //! precomputed signature; the baseline compares the query's signature with every stored one.
+//!
+//! `--sweep`: the linking stage's whole per-post work as its window grows from 1M to 10M synthetic
+//! posts (`--posts` caps the largest): both indexes filled with the signatures of the synthetic
+//! posts, then at each size 100,000 posts linked at steady state, each one looked up in both
+//! indexes, inserted, and the oldest post evicted so the window keeps its size (half the posts are
+//! light edits of posts in the window, half are fresh; signed before the timer starts). It prints
+//! posts per second, µs per post against the smallest window's in the same run (the per-post cost
+//! should stay flat), and resident bytes per live post of both indexes together.
 
 use anyhow::Context;
 use echotrace_benches::synthetic::{Language, light_edit, post_text};
@@ -44,11 +53,16 @@ const BYTES_TARGET: f64 = 100.0;
 /// What `NearDupIndex` is designed to take at k = 3: 12 bytes in each of 4 tables plus 24 in the ring.
 const NEAR_DUP_DESIGN_BYTES: u32 = 72;
 
-const USAGE: &str = "usage: window-lookup [--posts N] [--minhash]";
+/// Window sizes of `--sweep`.
+const SWEEP_SIZES: [usize; 4] = [1_000_000, 2_000_000, 5_000_000, 10_000_000];
+/// Posts linked at each size of `--sweep`.
+const SWEEP_POSTS: usize = 100_000;
+
+const USAGE: &str = "usage: window-lookup [--posts N] [--minhash | --sweep]";
 
 fn main() -> anyhow::Result<()> {
     let mut posts = None;
-    let mut use_minhash = false;
+    let (mut use_minhash, mut sweep) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -57,8 +71,12 @@ fn main() -> anyhow::Result<()> {
                 posts = Some(n.replace('_', "").parse::<usize>().with_context(|| format!("--posts {n}: {USAGE}"))?);
             }
             "--minhash" => use_minhash = true,
+            "--sweep" => sweep = true,
             _ => anyhow::bail!(USAGE),
         }
+    }
+    if sweep {
+        return window_sweep(posts.unwrap_or(SWEEP_SIZES[SWEEP_SIZES.len() - 1]));
     }
     if use_minhash { minhash_window(posts.unwrap_or(1_000_000)) } else { hamming_window(posts.unwrap_or(10_000_000)) }
 }
@@ -158,6 +176,67 @@ fn minhash_window(n: usize) -> anyhow::Result<()> {
         scans.total_found()
     );
     print_verdict(&lookups, bytes_per_post, None);
+    Ok(())
+}
+
+/// Both indexes of the linking stage at windows from 1M posts to `largest`.
+fn window_sweep(largest: usize) -> anyhow::Result<()> {
+    let config = DetectorConfig::default();
+    let sizes: Vec<usize> = SWEEP_SIZES.iter().copied().filter(|&size| size <= largest).collect();
+    anyhow::ensure!(!sizes.is_empty(), "--posts must be at least {}", group(SWEEP_SIZES[0]));
+    let before = resident_bytes()?;
+    let mut near_dups = NearDupIndex::new(config.max_hamming);
+    let mut similar_sets = MinHashIndex::new();
+    let mut next = 0usize;
+    let mut first_rate = None;
+    println!(
+        "linking stage (NearDupIndex k = {} and MinHashIndex), {} posts linked at each window size",
+        config.max_hamming,
+        group(SWEEP_POSTS)
+    );
+    println!("{:>12} {:>12} {:>10} {:>14} {:>18}", "window", "posts/s", "µs/post", "vs 1M window", "bytes/live post");
+    for size in sizes {
+        let started = Instant::now();
+        while near_dups.len() < size {
+            let (signature, simhash) = sign(&stored_text(next));
+            near_dups.insert(simhash, next as u64, next as i64);
+            similar_sets.insert(signature, simhash, next as u64, next as i64);
+            next += 1;
+        }
+        let fill = started.elapsed();
+        let bytes_per_post = resident_bytes()?.saturating_sub(before) as f64 / size as f64;
+        let mut rng = SplitMix(size as u64);
+        let arriving: Vec<(Signature, u64)> = (0..SWEEP_POSTS)
+            .map(|i| match i % 2 {
+                0 => sign(&light_edit(&stored_text(next - 1 - rng.below(size)), &mut rng)),
+                _ => sign(&stored_text(next + i)),
+            })
+            .collect();
+        let (mut found, started) = (0usize, Instant::now());
+        for (signature, simhash) in arriving {
+            near_dups.for_each_near(simhash, |_| found += 1);
+            found += similar_sets.similar(&signature, config.min_jaccard).len();
+            near_dups.insert(simhash, next as u64, next as i64);
+            similar_sets.insert(signature, simhash, next as u64, next as i64);
+            next += 1;
+            let oldest_kept = (next - size) as i64;
+            near_dups.evict_before(oldest_kept);
+            similar_sets.evict_before(oldest_kept);
+        }
+        let per_post_us = started.elapsed().as_secs_f64() * 1e6 / SWEEP_POSTS as f64;
+        let first = *first_rate.get_or_insert(per_post_us);
+        println!(
+            "{:>12} {:>12} {:>10.2} {:>13.2}x {:>18.1}   (filled in {:.0} s, {} matches)",
+            group(size),
+            group((1e6 / per_post_us).round() as usize),
+            per_post_us,
+            per_post_us / first,
+            bytes_per_post,
+            fill.as_secs_f64(),
+            group(black_box(found))
+        );
+        anyhow::ensure!(near_dups.len() == size && similar_sets.len() == size, "the window did not keep its size");
+    }
     Ok(())
 }
 

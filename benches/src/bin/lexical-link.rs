@@ -1,0 +1,263 @@
+//! The lexical path as one whole process, for `benches/compare.py` to time against Python's
+//! `datasketch` and `simhash` doing the same job on the same stream.
+//!
+//! ```text
+//! cargo build --release -p echotrace-benches --bin lexical-link
+//! target/release/lexical-link --input STREAM.jsonl --pairs PAIRS.tsv [--method index|exhaustive|detector] [--threads 2]
+//! ```
+//!
+//! Each line of the stream is decoded (`Post::from_json_at` against a fixed clock: the dev streams are
+//! dated up to 2028), its text normalized and fingerprinted (simhash and MinHash signature), looked
+//! up against every earlier post, then added. A pair is written (`child<TAB>parent`, 0-based line
+//! numbers) for every earlier post that is a near-duplicate by the detector's own rule: simhash
+//! distance at most `max_hamming`, or an estimated Jaccard of at least `min_jaccard` with a simhash
+//! distance at most `max_similar_hamming`. Nothing leaves the window: the stream is the window.
+//!
+//! - `index` (default): `NearDupIndex` and `MinHashIndex`, the indexes the detector links with.
+//!   With `--threads 2` the process is the staged mode in small: one thread decodes, normalizes and
+//!   fingerprints (the stateless stage), the other looks up and inserts (the linking stage), with
+//!   batches of 1,024 posts passed between them through a bounded channel.
+//! - `exhaustive`: the same rule checked against every earlier post, the baseline that finds every
+//!   pair the rule admits (the index's recall is measured against it).
+//! - `detector`: the whole `Detector` with semantic linking off (URLs, explicit ids, the cascade
+//!   graph included); a pair for each near-duplicate edge it writes, which is at most one per
+//!   cascade the post joins, so it finds fewer pairs than the indexes do.
+//!
+//! It prints posts, pairs and seconds on stdout as one JSON object.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use echotrace_core::detector::{Detector, DetectorConfig};
+use echotrace_core::fingerprint::fingerprint;
+use echotrace_core::link::minhash::{self, MinHashIndex, Signature, estimated_jaccard};
+use echotrace_core::link::near_dup::NearDupIndex;
+use echotrace_core::normalize::normalize;
+use echotrace_core::post::Post;
+use echotrace_core::records::EdgeKind;
+use std::collections::HashMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::time::Instant;
+
+/// The "now" posts are validated against: 2100-01-01T00:00:00Z, after every post of the dev streams.
+const VALIDATION_TIME: i64 = 4_102_444_800;
+
+const USAGE: &str =
+    "usage: lexical-link --input STREAM.jsonl --pairs PAIRS.tsv [--method index|exhaustive|detector] [--threads 1|2]";
+/// Posts per batch handed from the stateless thread to the linking thread (`--threads 2`).
+const BATCH: usize = 1024;
+
+/// How the near-duplicates of a post are found.
+#[derive(Clone, Copy, PartialEq)]
+enum Method {
+    /// echotrace's two indexes.
+    Index,
+    /// Every earlier post checked by the same rule.
+    Exhaustive,
+    /// The whole detector, semantic linking off.
+    Detector,
+}
+
+/// What the stateless stage hands the linking stage for one post with enough features (and what
+/// the exhaustive scan keeps of every earlier post).
+struct Prepared {
+    line: u64,
+    simhash: u64,
+    signature: Option<Signature>,
+}
+
+/// Decodes, normalizes and fingerprints one line; `None` for an invalid post or too few features.
+fn prepare(line_number: u64, line: &[u8], now: DateTime<Utc>, config: &DetectorConfig) -> Option<Prepared> {
+    let post = Post::from_json_at(line, now).ok()?;
+    let normalized = normalize(&post.text);
+    let print = fingerprint(&normalized);
+    (print.features >= config.min_features).then(|| Prepared {
+        line: line_number,
+        simhash: print.simhash,
+        signature: minhash::signature(&normalized),
+    })
+}
+
+/// The linking stage's state: both indexes.
+struct Indexes {
+    near_dups: NearDupIndex,
+    similar_sets: MinHashIndex,
+}
+
+impl Indexes {
+    /// Looks one post up (its earlier near-duplicates into `parents`), then adds it.
+    fn link(&mut self, post: Prepared, config: &DetectorConfig, parents: &mut Vec<u64>) {
+        self.near_dups.for_each_near(post.simhash, |m| parents.push(m.payload));
+        if let Some(signature) = &post.signature {
+            let similar = self.similar_sets.similar(signature, config.min_jaccard);
+            parents.extend(
+                similar
+                    .into_iter()
+                    .filter(|m| (m.simhash ^ post.simhash).count_ones() <= config.max_similar_hamming)
+                    .map(|m| m.payload),
+            );
+        }
+        self.near_dups.insert(post.simhash, post.line, 0);
+        if let Some(signature) = post.signature {
+            self.similar_sets.insert(signature, post.simhash, post.line, 0);
+        }
+    }
+}
+
+/// Writes a post's pairs, deduplicated; returns how many.
+fn write_pairs(pairs: &mut impl Write, child: u64, parents: &mut Vec<u64>) -> std::io::Result<u64> {
+    parents.sort_unstable();
+    parents.dedup();
+    for parent in parents.iter() {
+        writeln!(pairs, "{child}\t{parent}")?;
+    }
+    Ok(parents.len() as u64)
+}
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (mut input, mut pairs_path, mut method, mut threads) = (None, None, Method::Index, 1);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--input" => input = args.next(),
+            "--pairs" => pairs_path = args.next(),
+            "--method" => {
+                method = match args.next().as_deref() {
+                    Some("index") => Method::Index,
+                    Some("exhaustive") => Method::Exhaustive,
+                    Some("detector") => Method::Detector,
+                    _ => anyhow::bail!(USAGE),
+                }
+            }
+            "--threads" => threads = args.next().context(USAGE)?.parse::<usize>().context(USAGE)?,
+            _ => anyhow::bail!(USAGE),
+        }
+    }
+    let (input, pairs_path) = (input.context(USAGE)?, pairs_path.context(USAGE)?);
+    anyhow::ensure!(threads == 1 || (threads == 2 && method == Method::Index), "--threads 2 is for --method index");
+    let now = DateTime::from_timestamp(VALIDATION_TIME, 0).context("validation time out of range")?;
+    let reader = std::io::BufReader::new(std::fs::File::open(&input).with_context(|| format!("opening {input}"))?);
+    let mut pairs =
+        BufWriter::new(std::fs::File::create(&pairs_path).with_context(|| format!("creating {pairs_path}"))?);
+    let (posts, found) = match (method, threads) {
+        (Method::Index, 1) => link_indexed(reader, now, &mut pairs)?,
+        (Method::Index, _) => link_staged(reader, now, &mut pairs)?,
+        (Method::Exhaustive, _) => link_exhaustively(reader, now, &mut pairs)?,
+        (Method::Detector, _) => link_by_detector(reader, now, &mut pairs)?,
+    };
+    pairs.flush()?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(r#"{{"posts": {posts}, "pairs": {found}, "seconds": {seconds:.3}}}"#);
+    Ok(())
+}
+
+/// The indexes on one thread; returns posts read and pairs written.
+fn link_indexed(reader: impl BufRead, now: DateTime<Utc>, pairs: &mut impl Write) -> anyhow::Result<(u64, u64)> {
+    let config = DetectorConfig::default();
+    let mut indexes = Indexes { near_dups: NearDupIndex::new(config.max_hamming), similar_sets: MinHashIndex::new() };
+    let (mut lines, mut found, mut parents) = (0u64, 0u64, Vec::new());
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if let Some(post) = prepare(lines, &line, now, &config) {
+            let child = post.line;
+            indexes.link(post, &config, &mut parents);
+            found += write_pairs(pairs, child, &mut parents)?;
+            parents.clear();
+        }
+        lines += 1;
+    }
+    Ok((lines, found))
+}
+
+/// The indexes on this thread, fed batches of prepared posts by a second thread.
+fn link_staged(reader: impl BufRead + Send, now: DateTime<Utc>, pairs: &mut impl Write) -> anyhow::Result<(u64, u64)> {
+    let config = DetectorConfig::default();
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(4);
+    std::thread::scope(|scope| {
+        let stateless = scope.spawn(|| -> anyhow::Result<u64> {
+            let (mut lines, mut batch) = (0u64, Vec::with_capacity(BATCH));
+            for line in reader.split(b'\n') {
+                batch.extend(prepare(lines, &line?, now, &config));
+                lines += 1;
+                if batch.len() == BATCH {
+                    sender.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))?;
+                }
+            }
+            sender.send(batch)?;
+            drop(sender);
+            Ok(lines)
+        });
+        let mut indexes =
+            Indexes { near_dups: NearDupIndex::new(config.max_hamming), similar_sets: MinHashIndex::new() };
+        let (mut found, mut parents) = (0u64, Vec::new());
+        for batch in receiver {
+            for post in batch {
+                let child = post.line;
+                indexes.link(post, &config, &mut parents);
+                found += write_pairs(pairs, child, &mut parents)?;
+                parents.clear();
+            }
+        }
+        let lines = stateless.join().map_err(|_| anyhow::anyhow!("the stateless thread panicked"))??;
+        Ok((lines, found))
+    })
+}
+
+/// The detector's rule checked against every earlier post.
+fn link_exhaustively(reader: impl BufRead, now: DateTime<Utc>, pairs: &mut impl Write) -> anyhow::Result<(u64, u64)> {
+    let config = DetectorConfig::default();
+    let mut scanned: Vec<Prepared> = Vec::new();
+    let (mut lines, mut found, mut parents) = (0u64, 0u64, Vec::new());
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if let Some(post) = prepare(lines, &line, now, &config) {
+            for stored in &scanned {
+                let distance = (stored.simhash ^ post.simhash).count_ones();
+                let similar = || match (&post.signature, &stored.signature) {
+                    (Some(a), Some(b)) => {
+                        distance <= config.max_similar_hamming && estimated_jaccard(a, b) >= config.min_jaccard
+                    }
+                    _ => false,
+                };
+                if distance <= config.max_hamming || similar() {
+                    parents.push(stored.line);
+                }
+            }
+            found += write_pairs(pairs, post.line, &mut parents)?;
+            parents.clear();
+            scanned.push(post);
+        }
+        lines += 1;
+    }
+    Ok((lines, found))
+}
+
+/// The whole detector, semantic linking off: a pair for each near-duplicate edge from the new post.
+fn link_by_detector(reader: impl BufRead, now: DateTime<Utc>, pairs: &mut impl Write) -> anyhow::Result<(u64, u64)> {
+    let config = DetectorConfig::default();
+    let mut detector = Detector::new(DetectorConfig {
+        semantic: echotrace_core::link::semantic::SemanticConfig { enabled: false, ..Default::default() },
+        ..config
+    });
+    let mut line_of_post: HashMap<String, u64> = HashMap::new();
+    let (mut lines, mut found, mut parents) = (0u64, 0u64, Vec::new());
+    for line in reader.split(b'\n') {
+        let line = line?;
+        let line_number = lines;
+        lines += 1;
+        let Ok(post) = Post::from_json_at(&line, now) else { continue };
+        line_of_post.insert(post.id.clone(), line_number);
+        let Some(detection) = detector.process(post) else { continue };
+        for edge in detection.edges.iter().filter(|edge| edge.kind == EdgeKind::NearDuplicate) {
+            // A bridge may point from a later post to this one; only this post's parents count.
+            if line_of_post.get(&edge.child_id) == Some(&line_number)
+                && let Some(&parent) = line_of_post.get(&edge.parent_id)
+            {
+                parents.push(parent);
+            }
+        }
+        found += write_pairs(pairs, line_number, &mut parents)?;
+        parents.clear();
+    }
+    Ok((lines, found))
+}
