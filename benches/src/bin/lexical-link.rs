@@ -28,7 +28,7 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::{Detector, DetectorConfig};
-use echotrace_core::fingerprint::fingerprint;
+use echotrace_core::fingerprint::Features;
 use echotrace_core::link::minhash::{self, MinHashIndex, Signature, estimated_jaccard};
 use echotrace_core::link::near_dup::NearDupIndex;
 use echotrace_core::normalize::normalize;
@@ -69,11 +69,12 @@ struct Prepared {
 fn prepare(line_number: u64, line: &[u8], now: DateTime<Utc>, config: &DetectorConfig) -> Option<Prepared> {
     let post = Post::from_json_at(line, now).ok()?;
     let normalized = normalize(&post.text);
-    let print = fingerprint(&normalized);
+    let features = Features::of(&normalized);
+    let print = features.fingerprint();
     (print.features >= config.min_features).then(|| Prepared {
         line: line_number,
         simhash: print.simhash,
-        signature: minhash::signature(&normalized),
+        signature: minhash::signature_of(&features),
     })
 }
 

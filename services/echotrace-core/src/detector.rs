@@ -16,7 +16,7 @@
 //! consumer offsets that produced it.
 
 use crate::clock::{EventClock, Timeliness};
-use crate::fingerprint::{FINGERPRINT_VERSION, fingerprint, hamming};
+use crate::fingerprint::{FINGERPRINT_VERSION, Features, hamming};
 use crate::graph::{Bridge, CascadeGraph, NodeFacts, NodeKey};
 use crate::link::minhash::{self, MinHashIndex};
 use crate::link::near_dup::NearDupIndex;
@@ -275,12 +275,13 @@ impl Detector {
         if self.config.link_shared_urls && self.url_candidates(&canonical_urls_of(post)).iter().any(explains) {
             return None;
         }
-        let print = fingerprint(&normalized);
+        let features = Features::of(&normalized);
+        let print = features.fingerprint();
         if print.features >= self.config.min_features {
             if self.near_dup_candidates(print.simhash).iter().any(explains) {
                 return None;
             }
-            if let Some(signature) = minhash::signature(&normalized)
+            if let Some(signature) = minhash::signature_of(&features)
                 && self.similar_set_candidates(&signature, print.simhash).iter().any(explains)
             {
                 return None;
@@ -323,13 +324,14 @@ impl Detector {
         }
         self.evict();
         let normalized = normalize(&post.text);
-        let print = fingerprint(&normalized);
+        let features = Features::of(&normalized);
+        let print = features.fingerprint();
         let similar_enough = print.features >= self.config.min_features;
 
         let canonical_urls = if self.config.link_shared_urls { canonical_urls_of(&post) } else { Vec::new() };
         let mut candidates = self.explicit_candidates(&post);
         candidates.extend(self.url_candidates(&canonical_urls));
-        let signature = if similar_enough { minhash::signature(&normalized) } else { None };
+        let signature = if similar_enough { minhash::signature_of(&features) } else { None };
         if similar_enough {
             candidates.extend(self.near_dup_candidates(print.simhash));
         }

@@ -50,27 +50,63 @@ pub struct Fingerprint {
     pub features: u32,
 }
 
+/// The distinct feature hashes of a normalized text, sorted: what its simhash and its MinHash
+/// signature ([`crate::link::minhash::signature_of`]) are both computed from, so a post's features
+/// are hashed once for the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Features {
+    hashes: Vec<u64>,
+    shingling: Shingling,
+}
+
+impl Features {
+    /// The features of a normalized text with the current version's shingling.
+    pub fn of(text: &NormalizedText) -> Features {
+        Features::with(text, SHINGLING_V1)
+    }
+
+    /// The features of a normalized text with the given shingling (for measuring alternatives).
+    pub fn with(text: &NormalizedText, shingling: Shingling) -> Features {
+        let mut hashes = Vec::with_capacity(text.len());
+        for_each_feature(text, shingling, |hash| hashes.push(hash));
+        hashes.sort_unstable();
+        hashes.dedup();
+        Features { hashes, shingling }
+    }
+
+    /// The distinct feature hashes, ascending.
+    pub fn hashes(&self) -> &[u64] {
+        &self.hashes
+    }
+
+    /// The shingling they were cut with.
+    pub fn shingling(&self) -> Shingling {
+        self.shingling
+    }
+
+    /// The simhash of these features.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut counts = [0i32; 64];
+        for hash in &self.hashes {
+            for (bit, count) in counts.iter_mut().enumerate() {
+                // Branch-free ±1 so the loop vectorizes.
+                *count += (((hash >> bit) & 1) as i32) * 2 - 1;
+            }
+        }
+        let features = self.hashes.len() as u32;
+        let simhash = counts.iter().enumerate().fold(0u64, |acc, (bit, &count)| acc | (u64::from(count > 0) << bit));
+        Fingerprint { simhash, features }
+    }
+}
+
 /// Fingerprints a normalized text with the current version's shingling.
 pub fn fingerprint(text: &NormalizedText) -> Fingerprint {
-    fingerprint_with(text, SHINGLING_V1)
+    Features::of(text).fingerprint()
 }
 
 /// Fingerprints a normalized text with the given shingling (for measuring alternatives).
 pub fn fingerprint_with(text: &NormalizedText, shingling: Shingling) -> Fingerprint {
-    let mut hashes = Vec::with_capacity(text.len());
-    for_each_feature(text, shingling, |hash| hashes.push(hash));
-    hashes.sort_unstable();
-    hashes.dedup();
-    let mut counts = [0i32; 64];
-    for hash in &hashes {
-        for (bit, count) in counts.iter_mut().enumerate() {
-            // Branch-free ±1 so the loop vectorizes.
-            *count += (((hash >> bit) & 1) as i32) * 2 - 1;
-        }
-    }
-    let features = hashes.len() as u32;
-    let simhash = counts.iter().enumerate().fold(0u64, |acc, (bit, &count)| acc | (u64::from(count > 0) << bit));
-    Fingerprint { simhash, features }
+    Features::with(text, shingling).fingerprint()
 }
 
 /// Calls `emit` with the hash of every feature of the text.

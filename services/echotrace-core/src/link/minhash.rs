@@ -14,7 +14,7 @@
 //! hashes as the fingerprint (stable across releases, so state can be snapshotted and restored) and
 //! evict by event-time window in arrival order like the Hamming index; it is about a hundred lines.
 
-use crate::fingerprint::{Shingling, for_each_feature};
+use crate::fingerprint::{Features, SHINGLING_V1, Shingling};
 use crate::link::near_dup::push_growing_gently;
 use crate::normalize::NormalizedText;
 use serde::{Deserialize, Serialize};
@@ -32,24 +32,30 @@ pub const BANDS: usize = 6;
 pub const ROWS: usize = 3;
 /// Hash functions in a signature.
 pub const SIGNATURE_LEN: usize = BANDS * ROWS;
-/// Features of the set: words as unigrams, CJK as character bigrams.
-const SET_SHINGLING: Shingling = Shingling { max_word_ngram: 1, cjk_ngram: 2 };
+/// Features of the set: the fingerprint's own (words as unigrams, CJK as character bigrams), so one
+/// [`Features`] serves both.
+const SET_SHINGLING: Shingling = SHINGLING_V1;
 
 /// A MinHash signature: the minimum of each of `SIGNATURE_LEN` hash functions over the feature set.
 pub type Signature = [u32; SIGNATURE_LEN];
 
 /// The signature of a normalized text, or `None` when it has no features.
 pub fn signature(text: &NormalizedText) -> Option<Signature> {
+    signature_of(&Features::with(text, SET_SHINGLING))
+}
+
+/// The signature of a text's features ([`Features::of`]), or `None` when it has none. The minimum
+/// over a set is the minimum over any list of its members, so this equals [`signature`].
+pub fn signature_of(features: &Features) -> Option<Signature> {
+    assert_eq!(features.shingling(), SET_SHINGLING, "a signature is over the fingerprint's features");
     let mut signature = [u32::MAX; SIGNATURE_LEN];
-    let mut any = false;
-    for_each_feature(text, SET_SHINGLING, |feature| {
-        any = true;
+    for &feature in features.hashes() {
         for (i, slot) in signature.iter_mut().enumerate() {
             let hashed = (mix(feature ^ SEEDS[i]) >> 32) as u32;
             *slot = (*slot).min(hashed);
         }
-    });
-    any.then_some(signature)
+    }
+    (!features.hashes().is_empty()).then_some(signature)
 }
 
 /// The share of equal positions: an unbiased estimate of the Jaccard similarity of the two sets.
@@ -212,10 +218,36 @@ impl MinHashIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fingerprint::for_each_feature;
     use crate::normalize::normalize;
+    use proptest::prelude::*;
 
     fn sig(text: &str) -> Signature {
         signature(&normalize(text)).expect("has features")
+    }
+
+    /// Signatures are stored in snapshots: this is how they were computed before the fingerprint's
+    /// deduplicated features were shared with them, over every feature occurrence.
+    fn signature_over_every_occurrence(text: &NormalizedText) -> Option<Signature> {
+        let mut signature = [u32::MAX; SIGNATURE_LEN];
+        let mut any = false;
+        for_each_feature(text, SET_SHINGLING, |feature| {
+            any = true;
+            for (i, slot) in signature.iter_mut().enumerate() {
+                *slot = (*slot).min((mix(feature ^ SEEDS[i]) >> 32) as u32);
+            }
+        });
+        any.then_some(signature)
+    }
+
+    proptest! {
+        #[test]
+        fn shared_features_give_the_same_signature(text in "\\PC{0,60}|([a-z]{1,4} ){0,30}|[\u{4E00}-\u{4E10}]{0,20}") {
+            let normalized = normalize(&text);
+            let expected = signature_over_every_occurrence(&normalized);
+            prop_assert_eq!(signature_of(&Features::of(&normalized)), expected);
+            prop_assert_eq!(signature(&normalized), expected);
+        }
     }
 
     #[test]
