@@ -80,8 +80,18 @@ fn windows(options: &Options, dir: &std::path::Path) -> anyhow::Result<()> {
     let config = config(dir, 6 * 3600, false);
     let span = Delta::hours(6);
     let step = span / options.posts.max(1) as i32;
+    let rss_empty = resident_bytes()?;
     let mut run = Run::new(&config)?;
     let rebuild = run.feed(options.posts, step, false);
+    // Grown by processing, as a running instance grows: the detector's and the scorer's state with
+    // the spare capacity of their collections and the allocator's overhead. (The restore's figure
+    // below reuses memory the dropped state left with the allocator, so it reads lower.)
+    let live_state = resident_bytes()?.saturating_sub(rss_empty) as f64;
+    println!(
+        "resident memory of the state as processing grew it: {:.0} MB, {:.0} bytes per live post",
+        live_state / 1e6,
+        live_state / run.detector.window_len().max(1) as f64
+    );
     let restore = run.snapshot_and_restore()?;
     report(&run, rebuild, &restore);
 
