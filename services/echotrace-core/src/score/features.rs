@@ -324,7 +324,11 @@ impl CascadeActivity {
         merged.sort_by_key(|p| p.at);
         self.automated_in_window = merged.iter().filter(|p| p.automated_looking).count() as u32;
         self.window = merged.into();
-        for (account, count) in other.mentions {
+        // In a fixed order, so that which of two equally mentioned accounts becomes the top target
+        // does not depend on a hash map's iteration order, which differs from run to run.
+        let mut mentions: Vec<(String, u32)> = other.mentions.into_iter().collect();
+        mentions.sort_unstable();
+        for (account, count) in mentions {
             let total = self.mentions.entry(account.clone()).or_default();
             *total += count;
             if self.top_target.as_ref().is_none_or(|(_, top)| *total > *top) {
@@ -404,6 +408,26 @@ mod tests {
             (features.automated_share - 0.5).abs() < 1e-9,
             "third cadence post and the fresh account: {features:?}"
         );
+    }
+
+    #[test]
+    fn a_merge_picks_the_same_top_target_among_equals_every_time() {
+        let targets = |order: &[&str]| {
+            let mut a = CascadeActivity::default();
+            let mut b = CascadeActivity::default();
+            for (i, account) in order.iter().enumerate() {
+                let mentioning = PostSignals { mentions: vec![format!("@{account}")], ..signals("x", false) };
+                b.record(at(i as i64), &mentioning, None, shape(i as u64 + 1, 0, 1));
+            }
+            let silent = PostSignals { mentions: Vec::new(), ..signals("y", false) };
+            a.record(at(10), &silent, None, shape(1, 0, 1));
+            a.absorb(b);
+            a.features(at(10), Duration::minutes(5)).top_target
+        };
+        // Each mentioned once: the first in account order, whatever order the posts came in.
+        for _ in 0..20 {
+            assert_eq!(targets(&["dee", "cat", "bob", "ann"]), Some(("ann".into(), 1)));
+        }
     }
 
     #[test]
