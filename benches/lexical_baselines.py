@@ -56,10 +56,12 @@ def features(text: str) -> list[str]:
     return out
 
 
-def posts(path: str):
-    """(line number, features) of every post with enough features to link by similarity."""
+def posts(path: str, lines: list[int]):
+    """(line number, features) of every post with enough features to link by similarity; counts
+    the lines read into `lines[0]`."""
     with open(path, encoding="utf-8") as stream:
         for number, line in enumerate(stream):
+            lines[0] = number + 1
             try:
                 text = json.loads(line)["text"]
             except (ValueError, KeyError, TypeError):
@@ -69,12 +71,12 @@ def posts(path: str):
                 yield number, found
 
 
-def with_datasketch(path: str, pairs):
+def with_datasketch(path: str, pairs, lines):
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=MIN_JACCARD, num_perm=SIGNATURE_LEN, params=(BANDS, ROWS))
     stored = {}
-    for number, found in posts(path):
+    for number, found in posts(path, lines):
         signature = MinHash(num_perm=SIGNATURE_LEN, seed=1)
         signature.update_batch([feature.encode() for feature in found])
         parents = [key for key in lsh.query(signature) if signature.jaccard(stored[key]) >= MIN_JACCARD]
@@ -83,11 +85,11 @@ def with_datasketch(path: str, pairs):
         stored[number] = signature
 
 
-def with_simhash(path: str, pairs):
+def with_simhash(path: str, pairs, lines):
     from simhash import Simhash, SimhashIndex
 
     index = SimhashIndex([], f=64, k=MAX_HAMMING)
-    for number, found in posts(path):
+    for number, found in posts(path, lines):
         fingerprint = Simhash(found, f=64)
         pairs.extend((number, int(parent)) for parent in index.get_near_dups(fingerprint))
         index.add(str(number), fingerprint)
@@ -99,15 +101,15 @@ def main() -> int:
     started = time.perf_counter()
     method, stream, out = sys.argv[1:]
     pairs: list[tuple[int, int]] = []
-    (with_datasketch if method == "datasketch" else with_simhash)(stream, pairs)
+    lines = [0]
+    (with_datasketch if method == "datasketch" else with_simhash)(stream, pairs, lines)
     counted = 0
     with open(out, "w") as file:
         for child, parent in sorted(set(pairs)):
             file.write(f"{child}\t{parent}\n")
             counted += 1
-    line_count = sum(1 for _ in open(stream, encoding="utf-8"))
     seconds = time.perf_counter() - started
-    print(json.dumps({"posts": line_count, "pairs": counted, "seconds": round(seconds, 3)}))
+    print(json.dumps({"posts": lines[0], "pairs": counted, "seconds": round(seconds, 3)}))
     return 0
 
 

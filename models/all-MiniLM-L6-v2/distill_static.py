@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 OUT = HERE / "static"
 FIXTURE = REPO / "services/echotrace/tests/fixtures/static_embedding_reference.json"
-UPSTREAM_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+UPSTREAM_WEIGHTS_SHA256 = (HERE / "upstream-weights.sha256").read_text().split()[0]
 PCA_DIMS = 256
 SENTENCES = [
     "Breaking: the council approved the new budget after a long debate.",

@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 FIXTURE = REPO / "services/echotrace/tests/fixtures/embedding_reference.json"
 # SHA-256 of model.safetensors as published with sentence-transformers/all-MiniLM-L6-v2.
-UPSTREAM_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+UPSTREAM_WEIGHTS_SHA256 = (HERE / "upstream-weights.sha256").read_text().split()[0]
 MAX_TOKENS = 256
 OPSET = 17
 

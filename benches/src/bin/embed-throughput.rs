@@ -66,8 +66,9 @@ model.encode(texts, batch_size=batch, normalize_embeddings=True)
 print(len(texts) / (time.perf_counter() - start))
 "#;
 
-/// SHA-256 of `model.safetensors` as published with sentence-transformers/all-MiniLM-L6-v2.
-const PUBLISHED_WEIGHTS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+/// The line giving the SHA-256 of `model.safetensors` as published with
+/// sentence-transformers/all-MiniLM-L6-v2 (its first word), shared with the model's scripts.
+const PUBLISHED_WEIGHTS: &str = include_str!("../../../models/all-MiniLM-L6-v2/upstream-weights.sha256");
 
 /// Runs a Python baseline with the texts on its stdin; returns the sentences per second it prints.
 fn python_rate(python: &str, program: &str, args: &[String], texts_json: &str) -> anyhow::Result<f64> {
@@ -149,7 +150,8 @@ fn main() -> anyhow::Result<()> {
         ];
         let onnx = python_rate(&python, PYTHON, &onnx_args, &texts_json)?;
         if sentence_transformers {
-            let st_args = [PUBLISHED_WEIGHTS_SHA256.to_owned(), threads.to_string(), batch.to_string()];
+            let digest = PUBLISHED_WEIGHTS.split_whitespace().next().context("upstream-weights.sha256 is empty")?;
+            let st_args = [digest.to_owned(), threads.to_string(), batch.to_string()];
             let st = python_rate(&python, SENTENCE_TRANSFORMERS, &st_args, &texts_json)?;
             println!("{batch:>5}  {rust:>6.0}  {onnx:>8.0}  {:>11.2}  {st:>23.0}  {:>8.2}", rust / onnx, rust / st);
         } else {

@@ -120,12 +120,12 @@ pub fn encode(
     scorer: &ScorerState,
     positions: &[Position],
 ) -> Result<Vec<u8>, SnapshotError> {
-    let mut header = Vec::with_capacity(1 << 20);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
-    header.extend_from_slice(&fingerprint.to_le_bytes());
+    let mut file = Vec::with_capacity(1 << 20);
+    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
+    file.extend_from_slice(&fingerprint.to_le_bytes());
     let value = SnapshotRef { detector, scorer, positions };
-    let mut bytes = postcard::to_extend(&value, header).map_err(|error| SnapshotError::Encode(error.to_string()))?;
+    let mut bytes = postcard::to_extend(&value, file).map_err(|error| SnapshotError::Encode(error.to_string()))?;
     let payload = &bytes[HEADER_LEN..];
     let (length, checksum) = (payload.len() as u64, xxh3_64(payload));
     bytes.extend_from_slice(&length.to_le_bytes());

@@ -1,10 +1,9 @@
 //! The instance's snapshot file: where `run` writes the detector and the scorer at checkpoints,
 //! and what it resumes from at start-up (`state.dir/snapshot.bin`).
 //!
-//! A snapshot is encoded in memory ([`StateStore::encode`]), then written to a hidden temporary
-//! file, fsynced, renamed over the previous one and its folder fsynced
-//! ([`StateStore::write_encoded`]), so the file is always a whole snapshot, the last or the one
-//! before. The consumer runs both on a thread of its own, from a copy of the state
+//! A snapshot is encoded in memory ([`StateStore::write`]), then written to a hidden temporary
+//! file, fsynced, renamed over the previous one and its folder fsynced, so the file is always a
+//! whole snapshot, the last or the one before. The consumer runs both on a thread of its own, from a copy of the state
 //! ([`crate::ingest::checkpoint`]). The
 //! consumer commits the offsets a snapshot reflects only after it is in place
 //! ([`crate::ingest`]): the committed offsets never run ahead of the state. A snapshot that cannot
@@ -54,18 +53,8 @@ impl StateStore {
         &self.path
     }
 
-    /// Encodes a snapshot in memory.
-    pub fn encode(
-        &self,
-        detector: &Detector,
-        scorer: &ScorerState,
-        positions: &[Position],
-    ) -> Result<Vec<u8>, StateError> {
-        Ok(state::encode(self.fingerprint, detector, scorer, positions)?)
-    }
-
     /// Writes an encoded snapshot atomically (temporary file, fsync, rename, fsync of the folder).
-    pub fn write_encoded(&self, bytes: &[u8]) -> Result<(), StateError> {
+    fn write_encoded(&self, bytes: &[u8]) -> Result<(), StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let temporary = dir.join(".snapshot.bin.tmp");
         let mut file = fs::File::create(&temporary).map_err(io_error(&temporary))?;
@@ -77,9 +66,9 @@ impl StateStore {
         Ok(())
     }
 
-    /// Encodes and writes a snapshot; returns its size in bytes.
+    /// Encodes a snapshot in memory and writes it atomically; returns its size in bytes.
     pub fn write(&self, detector: &Detector, scorer: &ScorerState, positions: &[Position]) -> Result<u64, StateError> {
-        let bytes = self.encode(detector, scorer, positions)?;
+        let bytes = state::encode(self.fingerprint, detector, scorer, positions)?;
         self.write_encoded(&bytes)?;
         Ok(bytes.len() as u64)
     }
