@@ -6,14 +6,17 @@
     python3 benches/fit_semantic.py --data ../shared/data --work /tmp/echotrace-fit \\
         [--cache /tmp/echotrace-embeddings] [--relink target/debug/relink] [--rounds 2] \\
         [--encoder transformer] [--summary-streams summaries,oneline] [--refit-paraphrase] \\
-        [--constrain summaries] [--max-kind 0.05] [--max-pooled 0.04] [--out FITTED.toml]
+        [--constrain summaries] [--max-kind 0.05] [--max-pooled 0.04] [--set KEY=VALUE] [--out FITTED.toml]
 
 With the defaults it reproduces the models in `services/echotrace-core/src/link/semantic.rs` and
 `deploy/echotrace.toml` (fitted 2026-12-05, about 7 minutes on 2 cores once the embeddings are
 cached). It starts from the configuration written in START below, not from the binary's defaults,
 so running it again after its result was shipped starts from the same place and gives the same
-result. --encoder static fits the summary model for the static encoder (add --refit-paraphrase to
-fit the paraphrase model for it too).
+result; the settings it does not fit (`top_k`, `lexical_top_k`, `min_cosine`) are the binary's
+unless --set. --encoder static fits the summary model for the static encoder (add
+--refit-paraphrase to fit the paraphrase model for it too); the static encoder's models in
+`deploy/echotrace.toml` come from
+`--encoder static --refit-paraphrase --set lexical_top_k=5 --set min_cosine=0.1`.
 
 The streams: `summaries_cnn_dm` (multi-sentence summaries), its one-line variant
 (`benches/oneline_summaries.py`, built into --work) and `paraphrase_tweets_train`. Every source item
@@ -97,7 +100,7 @@ def source_item(post_id: str) -> str:
     return body.rsplit("-", 1)[0] if post_id.count("-") >= 2 else body
 
 
-def config_text(models: dict, thresholds: dict, encoder: str) -> str:
+def config_text(models: dict, thresholds: dict, encoder: str, settings: list) -> str:
     lines = [
         "# Written by benches/fit_semantic.py: logistic models fitted on the dev streams' fit part.",
         "[embed]",
@@ -105,6 +108,7 @@ def config_text(models: dict, thresholds: dict, encoder: str) -> str:
         "",
         "[detector.semantic]",
     ]
+    lines += settings
     for kind in ("summary", "paraphrase"):
         weights = models[kind]
         terms = ", ".join(f"{name} = {value:.4f}" for name, value in zip(FEATURES, weights[1:]))
@@ -236,7 +240,7 @@ def sweep(args, streams, models, thresholds, kind, grid, label):
     print(SWEEP_HEADER.format(kind=kind, other=f"{other} at {thresholds[other]:.2f}"))
     out = []
     for threshold in grid:
-        result = scores(args, streams, config_text(models, {**thresholds, kind: threshold}, args.encoder))
+        result = scores(args, streams, config_text(models, {**thresholds, kind: threshold}, args.encoder, args.set))
         mark = "**" if threshold == label else ""
         print(f"| {mark}{threshold:.2f}{mark} | {cells(result, 0)} | {cells(result, 1)} |", flush=True)
         out.append((threshold, result))
@@ -254,6 +258,13 @@ def main() -> int:
     parser.add_argument("--encoder", choices=["transformer", "static"], default="transformer")
     parser.add_argument(
         "--summary-streams", default="summaries,oneline", help="streams whose summary rows fit the summary model"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [detector.semantic] setting kept fixed while fitting, as TOML (min_cosine=0.1); repeatable",
     )
     parser.add_argument("--refit-paraphrase", action="store_true", help="fit the paraphrase model too")
     parser.add_argument(
@@ -282,7 +293,7 @@ def main() -> int:
     models = {kind: np.array(weights) for kind, (weights, _) in START.items()}
     thresholds = {kind: threshold for kind, (_, threshold) in START.items()}
     for round_number in range(1, args.rounds + 1):
-        config = config_text(models, thresholds, args.encoder)
+        config = config_text(models, thresholds, args.encoder, args.set)
         rows = []
         for stream in streams:
             rows += labelled_rows(stream, relink(args, stream, config, evidence=True), args.salt)
@@ -362,7 +373,7 @@ def main() -> int:
         print(f"Chosen on the fit part: summary {thresholds['summary']:.2f}, paraphrase {thresholds['paraphrase']:.2f}")
         print()
 
-    final = config_text(models, thresholds, args.encoder)
+    final = config_text(models, thresholds, args.encoder, args.set)
     with open(out, "w") as written:
         written.write(final)
     result = scores(args, streams, final)

@@ -18,12 +18,14 @@
 //! `benches/split_scores.py` scores like a replay's Parquet output. `--evidence` writes, for every
 //! post that reached the semantic stage, its best candidate by meaning and the evidence features
 //! against it and against its chain's origin, which `benches/fit_semantic.py` fits on.
+//! `--candidates` writes every ranked candidate of those posts with its evidence features and
+//! cascade, for fitting the ranking.
 
 use anyhow::Context;
 use echotrace::embed::EmbedConfig;
 use echotrace_benches::embedding_cache::DiskEmbeddingCache;
 use echotrace_core::detector::{Detector, SemanticChoice};
-use echotrace_core::link::semantic::SemanticEvidence;
+use echotrace_core::link::semantic::{SemanticEvidence, TextEmbedding};
 use echotrace_core::post::Post;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -64,9 +66,36 @@ fn evidence_row(detector: &Detector, post: &Post, choice: &SemanticChoice) -> St
     )
 }
 
+/// The header of `--candidates`.
+const CANDIDATE_COLUMNS: &str =
+    "post_id\tposition\tcandidate_id\tcascade_id\trank\tcosine\tword_overlap\tlead_cosine\tlength_ratio";
+
+fn candidate_rows(detector: &Detector, post: &Post, embedding: &TextEmbedding) -> Vec<String> {
+    let id_of = |key| detector.graph().node(key).map_or("?".to_owned(), |node| node.post_id.to_string());
+    detector
+        .semantic_candidates(post, embedding)
+        .into_iter()
+        .enumerate()
+        .map(|(position, (rank, neighbour, cascade))| {
+            let evidence = neighbour.evidence;
+            format!(
+                "{}\t{position}\t{}\t{}\t{rank:.6}\t{:.6}\t{:.6}\t{:.6}\t{:.6}",
+                post.id,
+                id_of(neighbour.key),
+                cascade.map_or("-".to_owned(), id_of),
+                evidence.cosine,
+                evidence.word_overlap,
+                evidence.lead_cosine,
+                evidence.length_ratio
+            )
+        })
+        .collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut input, mut cache_dir, mut config_file, mut links_out, mut evidence_out) = (None, None, None, None, None);
+    let (mut input, mut cache_dir, mut config_file, mut links_out, mut evidence_out, mut candidates_out) =
+        (None, None, None, None, None, None);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -74,14 +103,16 @@ fn main() -> anyhow::Result<()> {
             "--config" => config_file = Some(PathBuf::from(value("--config")?)),
             "--links" => links_out = Some(PathBuf::from(value("--links")?)),
             "--evidence" => evidence_out = Some(PathBuf::from(value("--evidence")?)),
+            "--candidates" => candidates_out = Some(PathBuf::from(value("--candidates")?)),
             path => input = Some(PathBuf::from(path)),
         }
     }
     let input = input.context(
-        "usage: relink STREAM.jsonl --cache DIR [--config echotrace.toml] [--links OUT.tsv] [--evidence OUT.tsv]",
+        "usage: relink STREAM.jsonl --cache DIR [--config echotrace.toml] [--links OUT.tsv] [--evidence OUT.tsv] \
+         [--candidates OUT.tsv]",
     )?;
     let cache_dir = cache_dir.context("--cache DIR is required")?;
-    let config = echotrace::config::Config::load(config_file.as_deref())?;
+    let config = echotrace::config::Config::load(config_file.as_deref().as_slice())?;
     // The dev streams are dated up to 2028: posts are validated against 2100-01-01, as the
     // replay-throughput bench does, instead of the wall clock.
     let validation_time = chrono::DateTime::from_timestamp(4_102_444_800, 0).context("validation time")?;
@@ -100,7 +131,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut detector = Detector::new(config.detector.clone());
     let mut links = Vec::with_capacity(posts.len());
-    let mut evidence_rows = Vec::new();
+    let (mut evidence_rows, mut candidate_lines) = (Vec::new(), Vec::new());
     let started = std::time::Instant::now();
     for batch in posts.chunks(32) {
         let keys: Vec<(Option<u64>, &str)> =
@@ -114,6 +145,11 @@ fn main() -> anyhow::Result<()> {
                 && let Some(choice) = detector.explain_semantic(post, embedding)
             {
                 evidence_rows.push(evidence_row(&detector, post, &choice));
+            }
+            if candidates_out.is_some()
+                && let Some(embedding) = embedding
+            {
+                candidate_lines.extend(candidate_rows(&detector, post, embedding));
             }
             if let Some(detection) = detector.process_embedded(post.clone(), embedding) {
                 let kind = detection.post.parent_kind.map_or("", |kind| kind.as_str());
@@ -136,6 +172,13 @@ fn main() -> anyhow::Result<()> {
         let mut out = BufWriter::new(std::fs::File::create(&path)?);
         writeln!(out, "post_id\tparent_id\tparent_kind")?;
         for line in links {
+            writeln!(out, "{line}")?;
+        }
+    }
+    if let Some(path) = candidates_out {
+        let mut out = BufWriter::new(std::fs::File::create(&path)?);
+        writeln!(out, "{CANDIDATE_COLUMNS}")?;
+        for line in candidate_lines {
             writeln!(out, "{line}")?;
         }
     }

@@ -20,7 +20,7 @@ use crate::fingerprint::{FINGERPRINT_VERSION, Features, hamming};
 use crate::graph::{Bridge, CascadeGraph, NodeFacts, NodeKey};
 use crate::link::minhash::{self, MinHashIndex};
 use crate::link::near_dup::NearDupIndex;
-use crate::link::semantic::{SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding, content_words};
+use crate::link::semantic::{Neighbour, SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding, content_words};
 use crate::link::urls::{SharedUrlIndex, canonical_url, urls_in_text};
 use crate::normalize::{NormalizedText, Script, normalize};
 use crate::post::Post;
@@ -566,16 +566,38 @@ impl Detector {
         self.semantic_choice(embedding, &words, post.created_at.timestamp_millis())
     }
 
-    fn semantic_choice(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<SemanticChoice> {
+    /// Every candidate by meaning that [`Detector::process_embedded`] would rank for a post now,
+    /// best first, with its rank score and the cascade it is in. For tools that fit the ranking.
+    pub fn semantic_candidates(
+        &self,
+        post: &Post,
+        embedding: &TextEmbedding,
+    ) -> Vec<(f32, Neighbour, Option<NodeKey>)> {
+        let words = content_words(&normalize(&post.text));
+        self.ranked_candidates(embedding, &words, post.created_at.timestamp_millis())
+            .into_iter()
+            .map(|(rank, neighbour)| (rank, neighbour, self.graph.cascade_of(neighbour.key)))
+            .collect()
+    }
+
+    /// The nearest earlier posts by meaning, ranked best first by cosine plus weighted word
+    /// overlap (ties to the older post).
+    fn ranked_candidates(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Vec<(f32, Neighbour)> {
         let config = &self.config.semantic;
         let mut ranked: Vec<_> = self
             .embedded
-            .nearest(embedding, words, config.top_k, config.min_cosine)
+            .nearest(embedding, words, config.top_k, config.lexical_top_k, config.min_cosine)
             .into_iter()
             .filter(|n| n.created_at_ms <= created_at_ms && self.graph.node(n.key).is_some())
             .map(|n| (n.evidence.cosine + config.rank_overlap_weight * n.evidence.word_overlap, n))
             .collect();
         ranked.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.created_at_ms.cmp(&y.created_at_ms)));
+        ranked
+    }
+
+    fn semantic_choice(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<SemanticChoice> {
+        let config = &self.config.semantic;
+        let ranked = self.ranked_candidates(embedding, words, created_at_ms);
         let (best_rank, best) = ranked.first()?;
         let best_cascade = self.graph.cascade_of(best.key);
         let runner_up = ranked.iter().skip(1).find(|(_, n)| self.graph.cascade_of(n.key) != best_cascade);

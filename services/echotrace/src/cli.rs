@@ -17,9 +17,11 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
-    /// TOML configuration file (see deploy/echotrace.toml); `ECHOTRACE_…` variables override it.
-    #[arg(long, global = true, env = "ECHOTRACE_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// TOML configuration file (see deploy/echotrace.toml); given again, each later file's keys
+    /// override the earlier ones' (ECHOTRACE_CONFIG: comma-separated). `ECHOTRACE_…` variables
+    /// override them all.
+    #[arg(long, global = true, env = "ECHOTRACE_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -194,7 +196,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    let config = Config::load(&cli.config.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     match cli.command {
         Command::Run => {
             let (trigger, shutdown) = shutdown::channel();

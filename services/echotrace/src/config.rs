@@ -352,10 +352,12 @@ impl AlertingConfig {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 impl Config {
-    /// Loads defaults, then the TOML file if given, then `ECHOTRACE_` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Loads defaults, then each TOML file in order (a later file's keys over an earlier's, as
+    /// `deploy/static-encoder.toml` over `deploy/echotrace.toml`), then `ECHOTRACE_` environment
+    /// variables.
+    pub fn load(files: &[&Path]) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
+        for file in files {
             if !file.exists() {
                 return Err(ConfigError(Box::new(figment::Error::from(format!(
                     "config file {} does not exist",
@@ -443,7 +445,7 @@ mod tests {
             jail.set_env("ECHOTRACE_EMBED__DEVICE", "cuda");
             jail.set_env("ECHOTRACE_LOG", "debug");
             jail.set_env("ECHOTRACE_CONFIG", "elsewhere.toml");
-            let config = Config::load(Some(Path::new("echotrace.toml"))).expect("valid");
+            let config = Config::load(&[Path::new("echotrace.toml")]).expect("valid");
             assert_eq!(config.kafka.brokers, "k1:9092");
             assert_eq!(config.kafka.group_id, "g2");
             assert_eq!(config.kafka.input_topics, ["a", "b"]);
@@ -452,6 +454,24 @@ mod tests {
             assert_eq!(config.detector.min_features, DetectorConfig::default().min_features);
             assert_eq!(config.output.flush_rows, 10);
             assert_eq!(config.embed.device, crate::embed::Device::Cuda);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_later_file_overrides_an_earlier_ones_keys_and_keeps_the_rest() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("echotrace.toml", "[kafka]\nbrokers = \"k1:9092\"\n[detector.semantic]\ntop_k = 7\n")?;
+            let shipped =
+                std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/static-encoder.toml"))
+                    .expect("the shipped static encoder settings");
+            jail.create_file("static-encoder.toml", &shipped)?;
+            let config = Config::load(&[Path::new("echotrace.toml"), Path::new("static-encoder.toml")]).expect("valid");
+            assert_eq!(config.kafka.brokers, "k1:9092");
+            assert_eq!(config.detector.semantic.top_k, 7, "kept from the first file");
+            assert_eq!(config.embed.encoder, crate::embed::Encoder::Static);
+            assert_eq!(config.detector.semantic.lexical_top_k, 5);
+            assert_ne!(config.detector.semantic.summary, DetectorConfig::default().semantic.summary);
             Ok(())
         });
     }
@@ -473,7 +493,7 @@ mod tests {
                 "ECHOTRACE_KAFKA__PROPERTIES",
                 r#"{"sasl.username"="echotrace","sasl.password"="s3cret-pa55"}"#,
             );
-            let config = Config::load(None).expect("valid");
+            let config = Config::load(&[]).expect("valid");
             assert_eq!(config.kafka.properties["sasl.password"], "s3cret-pa55", "passed through verbatim");
             let debug = format!("{config:?}");
             assert!(!debug.contains("s3cret-pa55"), "{debug}");
@@ -486,13 +506,13 @@ mod tests {
             ] {
                 jail.clear_env();
                 jail.set_env(variable, malformed);
-                let error = Config::load(None).expect_err("malformed").to_string();
+                let error = Config::load(&[]).expect_err("malformed").to_string();
                 assert!(!error.contains(secret), "{error}");
                 assert!(error.contains("not shown: it may be a secret"), "{error}");
             }
             jail.clear_env();
             jail.create_file("echotrace.toml", "[kafka.properties]\n\"sasl.password\" = 987654321\n")?;
-            let error = Config::load(Some(Path::new("echotrace.toml"))).expect_err("not a string").to_string();
+            let error = Config::load(&[Path::new("echotrace.toml")]).expect_err("not a string").to_string();
             assert!(!error.contains("987654321") && error.contains("kafka.properties.sasl.password"), "{error}");
             Ok(())
         });
@@ -519,7 +539,7 @@ mod tests {
     fn reviewers_come_from_the_environment_and_their_tokens_stay_out_of_debug() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ECHOTRACE_HTTP__REVIEWERS", r#"{alice="t0ken-a", bob="t0ken-b"}"#);
-            let config = Config::load(None).expect("valid");
+            let config = Config::load(&[]).expect("valid");
             let names: Vec<&str> = config.http.reviewers.keys().map(String::as_str).collect();
             assert_eq!(names, ["alice", "bob"]);
             assert_eq!(config.http.reviewers["alice"], "t0ken-a");
@@ -532,20 +552,20 @@ mod tests {
     #[test]
     fn the_query_token_comes_from_the_environment_or_a_file() {
         figment::Jail::expect_with(|jail| {
-            assert_eq!(Config::load(None).expect("defaults").query.token().unwrap(), None);
+            assert_eq!(Config::load(&[]).expect("defaults").query.token().unwrap(), None);
             jail.set_env("ECHOTRACE_QUERY__TOKEN", "s3cret");
-            let config = Config::load(None).expect("valid");
+            let config = Config::load(&[]).expect("valid");
             assert_eq!(config.query.token().unwrap().as_deref(), Some("s3cret"));
             assert!(!format!("{config:?}").contains("s3cret"), "the token stays out of Debug");
             jail.create_file("token", "fil3-token\n")?;
             jail.set_env("ECHOTRACE_QUERY__TOKEN_FILE", "token");
-            assert!(Config::load(None).expect("valid").query.token().is_err(), "both set");
+            assert!(Config::load(&[]).expect("valid").query.token().is_err(), "both set");
             jail.clear_env();
             jail.set_env("ECHOTRACE_QUERY__TOKEN_FILE", "token");
-            assert_eq!(Config::load(None).expect("valid").query.token().unwrap().as_deref(), Some("fil3-token"));
+            assert_eq!(Config::load(&[]).expect("valid").query.token().unwrap().as_deref(), Some("fil3-token"));
             jail.clear_env();
             jail.set_env("ECHOTRACE_QUERY__TOKEN", "two words");
-            assert!(Config::load(None).expect("valid").query.token().is_err());
+            assert!(Config::load(&[]).expect("valid").query.token().is_err());
             Ok(())
         });
     }
@@ -606,9 +626,9 @@ mod tests {
     fn unknown_keys_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[kafka]\nbrokerz = \"x\"\n")?;
-            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            let err = Config::load(&[Path::new("bad.toml")]).unwrap_err().to_string();
             assert!(err.contains("brokerz"), "{err}");
-            assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            assert!(Config::load(&[Path::new("missing.toml")]).is_err());
             Ok(())
         });
     }

@@ -10,7 +10,10 @@
 //! share a paragraph, not their whole text).
 //!
 //! [`SemanticIndex`] holds the embeddings of the recent posts that were embedded (those no explicit
-//! link or near-duplicate explained) and finds the `top_k` nearest by an exact scan. An exact scan was
+//! link or near-duplicate explained) and finds the `top_k` nearest by an exact scan; besides them,
+//! postings of the posts' content words give the `lexical_top_k` posts sharing the most of the
+//! post's words by IDF weight, which the cosine's top k misses for a one-line summary that shares
+//! its article's names more clearly than its meaning. An exact scan was
 //! chosen over an approximate index because only unexplained posts are embedded, which keeps the
 //! window to tens of thousands of vectors; there a scan costs microseconds to a few milliseconds, less
 //! than the model itself (see `benches/README.md`), evicts in step with the lexical indexes for free
@@ -160,6 +163,10 @@ pub struct SemanticConfig {
     pub min_words: u32,
     /// How many nearest posts by cosine are weighed.
     pub top_k: usize,
+    /// How many posts sharing the most of the post's words (IDF-weighted) are weighed besides:
+    /// a one-line summary often shares its article's names and numbers more clearly than its
+    /// meaning, and the cosine's top k can miss it. 0 turns the lexical candidates off.
+    pub lexical_top_k: usize,
     /// Candidates below this cosine are not weighed at all.
     pub min_cosine: f32,
     /// Weight of word overlap when ranking the candidates.
@@ -185,6 +192,9 @@ impl Default for SemanticConfig {
             enabled: true,
             min_words: 3,
             top_k: 5,
+            // Off for the transformer's models, fitted without them; the static encoder's models
+            // are fitted with 5 (`deploy/static-encoder.toml`, docs/semantic-linking.md).
+            lexical_top_k: 0,
             min_cosine: 0.3,
             rank_overlap_weight: 1.0,
             summary_max_length_ratio: 0.6,
@@ -283,8 +293,14 @@ pub struct SemanticIndex {
     codes: Vec<i8>,
     code_scales: Vec<CodeScale>,
     next_chunk: u64,
-    document_frequency: HashMap<u64, u32>,
+    /// For each content word, the absolute numbers of the live entries that hold it, oldest first:
+    /// its document frequency, and the lexical candidates' lookup.
+    postings: HashMap<u64, VecDeque<u64>>,
 }
+
+/// The fewest posts whose shared word the lexical candidates' walk follows (a twentieth of the window
+/// when that is more): a small window's common words still find candidates.
+const MIN_POSTINGS_WALKED: usize = 64;
 
 /// Words too common to say anything about derivation.
 const STOP_WORDS: &[&str] = &[
@@ -355,7 +371,7 @@ impl SemanticIndex {
     /// The inverse document frequency of a word among the indexed posts.
     fn idf(&self, word: u64) -> f32 {
         let documents = self.entries.len() as f32;
-        let frequency = self.document_frequency.get(&word).copied().unwrap_or(0) as f32;
+        let frequency = self.postings.get(&word).map_or(0, VecDeque::len) as f32;
         ((documents + 1.0) / (frequency + 1.0)).ln().max(0.0) + 1e-3
     }
 
@@ -372,14 +388,84 @@ impl SemanticIndex {
         if total > 0.0 { shared / total } else { 0.0 }
     }
 
-    /// The `top_k` posts with the largest cosine to `embedding` (at least `min_cosine`), best first
-    /// (ties to the older post), with their word overlap and length ratio.
+    /// The `top_k` posts with the largest cosine to `embedding`, and besides them the
+    /// `lexical_top_k` posts that share the most of `words` by IDF weight, each with a cosine of at
+    /// least `min_cosine`; best cosine first (ties to the older post), with their word overlap and
+    /// length ratio.
     ///
     /// Two passes give the exact scan's result: every post's cosine is estimated from the codes with
     /// its error bound, and only the posts whose estimate plus bound reaches both `min_cosine` and
     /// the k-th best estimate minus bound are computed exactly ([`quantized`]).
-    pub fn nearest(&self, embedding: &TextEmbedding, words: &[u64], top_k: usize, min_cosine: f32) -> Vec<Neighbour> {
-        if self.entries.is_empty() || embedding.dimension != self.dimension || top_k == 0 {
+    pub fn nearest(
+        &self,
+        embedding: &TextEmbedding,
+        words: &[u64],
+        top_k: usize,
+        lexical_top_k: usize,
+        min_cosine: f32,
+    ) -> Vec<Neighbour> {
+        if self.entries.is_empty() || embedding.dimension != self.dimension || top_k + lexical_top_k == 0 {
+            return Vec::new();
+        }
+        let mut best = self.densest(embedding, top_k, min_cosine);
+        for position in self.lexical_nearest(words, lexical_top_k, &best) {
+            let cosine = self.coverage(&self.entries[position], embedding);
+            if cosine >= min_cosine {
+                best.push((cosine, position));
+            }
+        }
+        best.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.cmp(y)));
+        best.into_iter()
+            .map(|(cosine, position)| {
+                let entry = &self.entries[position];
+                Neighbour {
+                    key: entry.key,
+                    created_at_ms: entry.created_at_ms,
+                    evidence: self.evidence_with(entry, cosine, embedding, words),
+                }
+            })
+            .collect()
+    }
+
+    /// The positions of the `top_k` entries that share the most of `words` by IDF weight, leaving
+    /// out those in `taken`; best first, ties to the older. Words held by more than a twentieth of
+    /// the window (at least [`MIN_POSTINGS_WALKED`]) are skipped: they weigh little and would make
+    /// the walk as long as the window.
+    fn lexical_nearest(&self, words: &[u64], top_k: usize, taken: &[(f32, usize)]) -> Vec<usize> {
+        if top_k == 0 {
+            return Vec::new();
+        }
+        let longest_walked = (self.entries.len() / 20).max(MIN_POSTINGS_WALKED);
+        // Weights by window position, and the positions touched: cheaper than a map keyed by
+        // entry (hashing was 8% of the mix's linking).
+        let mut shared = vec![0.0f32; self.entries.len()];
+        let mut touched = Vec::new();
+        for word in words {
+            let Some(holders) = self.postings.get(word).filter(|holders| holders.len() <= longest_walked) else {
+                continue;
+            };
+            let weight = self.idf(*word);
+            for holder in holders {
+                let position = (holder - self.entries_base) as usize;
+                if shared[position] == 0.0 {
+                    touched.push(position);
+                }
+                shared[position] += weight;
+            }
+        }
+        let mut ranked: Vec<(f32, usize)> = touched
+            .into_iter()
+            .map(|position| (shared[position], position))
+            .filter(|(_, position)| !taken.iter().any(|(_, other)| other == position))
+            .collect();
+        ranked.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.cmp(y)));
+        ranked.into_iter().take(top_k).map(|(_, position)| position).collect()
+    }
+
+    /// The `top_k` entries with the largest cosine of at least `min_cosine`, as (cosine, position),
+    /// best first.
+    fn densest(&self, embedding: &TextEmbedding, top_k: usize, min_cosine: f32) -> Vec<(f32, usize)> {
+        if top_k == 0 {
             return Vec::new();
         }
         let mut query_codes = Vec::with_capacity(embedding.vectors.len());
@@ -412,16 +498,7 @@ impl SemanticIndex {
             best.insert(at, (cosine, position));
             best.truncate(top_k);
         }
-        best.into_iter()
-            .map(|(cosine, position)| {
-                let entry = &self.entries[position];
-                Neighbour {
-                    key: entry.key,
-                    created_at_ms: entry.created_at_ms,
-                    evidence: self.evidence_with(entry, cosine, embedding, words),
-                }
-            })
-            .collect()
+        best
     }
 
     /// The evidence between a post and one indexed post, if that post is still in the window.
@@ -505,8 +582,10 @@ impl SemanticIndex {
         }
     }
 
-    /// Adds a post. Posts are expected in roughly ascending time; eviction goes by arrival order.
+    /// Adds a post with its distinct content words ([`content_words`]). Posts are expected in
+    /// roughly ascending time; eviction goes by arrival order.
     pub fn insert(&mut self, key: NodeKey, created_at_ms: i64, embedding: &TextEmbedding, words: Vec<u64>) {
+        debug_assert!(words.windows(2).all(|pair| pair[0] < pair[1]), "content words are sorted and distinct");
         if embedding.chunks() == 0 {
             return;
         }
@@ -516,8 +595,9 @@ impl SemanticIndex {
         if embedding.dimension != self.dimension {
             return;
         }
+        let number = self.entries_base + self.entries.len() as u64;
         for word in &words {
-            *self.document_frequency.entry(*word).or_default() += 1;
+            self.postings.entry(*word).or_default().push_back(number);
         }
         self.vectors.extend_from_slice(&embedding.vectors);
         let mut code_bound = CodeScale::default();
@@ -527,7 +607,7 @@ impl SemanticIndex {
             code_bound.norm = code_bound.norm.max(scale.norm);
             self.code_scales.push(scale);
         }
-        self.entry_of.insert(key, self.entries_base + self.entries.len() as u64);
+        self.entry_of.insert(key, number);
         self.entries.push_back(Entry {
             key,
             created_at_ms,
@@ -564,11 +644,13 @@ impl SemanticIndex {
             if self.entry_of.get(&entry.key) == Some(&(self.entries_base - 1)) {
                 self.entry_of.remove(&entry.key);
             }
+            // Entries leave oldest first, so each of its words' postings starts with it.
             for word in entry.words.iter() {
-                if let Some(count) = self.document_frequency.get_mut(word) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.document_frequency.remove(word);
+                if let Some(holders) = self.postings.get_mut(word) {
+                    debug_assert_eq!(holders.front(), Some(&(self.entries_base - 1)));
+                    holders.pop_front();
+                    if holders.is_empty() {
+                        self.postings.remove(word);
                     }
                 }
             }
@@ -646,7 +728,7 @@ mod tests {
         two.vectors.extend(unit(&[0.0, 0.6, 0.8]).vectors);
         two.tokens = 40;
         index.insert(2, 1, &two, vec![2, 3]);
-        let found = index.nearest(&unit(&[0.0, 0.0, 1.0]), &[3], 5, 0.5);
+        let found = index.nearest(&unit(&[0.0, 0.0, 1.0]), &[3], 5, 0, 0.5);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].key, 2);
         assert!((found[0].evidence.cosine - 0.8).abs() < 1e-5);
@@ -690,7 +772,7 @@ mod tests {
             exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             exact.truncate(5);
             let found: Vec<(f32, u64)> =
-                index.nearest(&query, &[], 5, 0.3).iter().map(|n| (n.evidence.cosine, n.key)).collect();
+                index.nearest(&query, &[], 5, 0, 0.3).iter().map(|n| (n.evidence.cosine, n.key)).collect();
             assert_eq!(found, exact);
             checked += found.len();
         }
@@ -721,7 +803,7 @@ mod tests {
         index.insert(2, 1, &whole, vec![1]);
         let mut query = unit(&[1.0, 0.0, 0.0]);
         query.vectors.extend(unit(&[0.0, 0.8, 0.6]).vectors);
-        let found = index.nearest(&query, &[1], 5, 0.0);
+        let found = index.nearest(&query, &[1], 5, 0, 0.0);
         assert_eq!(found.iter().map(|n| n.key).collect::<Vec<_>>(), [2, 1]);
         assert!((found[0].evidence.cosine - 0.9).abs() < 1e-5, "(1 + 0.8) / 2");
         assert!((found[1].evidence.cosine - 0.5).abs() < 1e-5, "(1 + 0) / 2: half of it is not there");
@@ -760,9 +842,47 @@ mod tests {
         assert_eq!(index.evict_before(60_000), 60);
         assert_eq!(index.len(), 40);
         assert!(index.vectors.len() <= 40 * 2);
-        let found = index.nearest(&unit(&[1.0, 99.0]), &[], 1, 0.0);
+        let found = index.nearest(&unit(&[1.0, 99.0]), &[], 1, 0, 0.0);
         assert_eq!(found[0].key, 99);
-        assert!(!index.document_frequency.contains_key(&3));
+        assert!(!index.postings.contains_key(&3));
+    }
+
+    #[test]
+    fn posts_sharing_rare_words_are_candidates_beside_the_nearest_by_cosine() {
+        let mut index = SemanticIndex::new();
+        // Ten posts close to the query by cosine, sharing only a common word with it; then the
+        // source, further by cosine but holding the query's rare words 100 and 101.
+        for key in 0..10u64 {
+            index.insert(key, key as i64, &unit(&[1.0, 0.1 * key as f32, 0.0]), vec![1]);
+        }
+        index.insert(10, 10, &unit(&[0.5, 0.0, 1.0]), vec![1, 100, 101]);
+        let query = unit(&[1.0, 0.0, 0.1]);
+        let dense_only: Vec<NodeKey> = index.nearest(&query, &[1, 100, 101], 3, 0, 0.3).iter().map(|n| n.key).collect();
+        assert!(!dense_only.contains(&10), "three nearest by cosine: {dense_only:?}");
+        let both = index.nearest(&query, &[1, 100, 101], 3, 1, 0.3);
+        assert_eq!(both.len(), 4);
+        let source = both.iter().find(|n| n.key == 10).expect("found by its words");
+        assert!(source.evidence.word_overlap > 0.9, "it holds nearly all of the query's weight");
+        assert!(both.windows(2).all(|pair| pair[0].evidence.cosine >= pair[1].evidence.cosine), "best cosine first");
+        // Words-only candidates still need the smallest cosine.
+        assert!(index.nearest(&query, &[1, 100, 101], 3, 1, 0.9).iter().all(|n| n.key != 10));
+    }
+
+    #[test]
+    fn evicted_posts_leave_the_postings_and_are_never_lexical_candidates() {
+        let mut index = SemanticIndex::new();
+        for key in 0..20u64 {
+            index.insert(key, key as i64 * 1000, &unit(&[1.0, key as f32]), vec![5, 1000 + key % 4]);
+        }
+        assert_eq!(index.evict_before(12_000), 12);
+        // The postings are the window's document frequencies: word 5 in all 8 posts left, and each
+        // of the others in the 2 of them that hold it.
+        assert_eq!(index.postings[&5].len(), 8);
+        assert!((1000..1004).all(|word| index.postings[&word].len() == 2));
+        assert_eq!(index.postings.values().map(VecDeque::len).sum::<usize>(), 16);
+        let found: Vec<NodeKey> =
+            index.nearest(&unit(&[0.0, 1.0]), &[1001], 0, 5, -1.0).iter().map(|n| n.key).collect();
+        assert_eq!(found, [17, 13], "the live holders of word 1001, best cosine first");
     }
 
     #[test]
