@@ -346,10 +346,11 @@ impl AlertingConfig {
     }
 }
 
-/// Why the configuration could not be loaded.
+/// Why the configuration could not be loaded. Figment's error is its message, not its source: as
+/// a source it was printed a second time after the message in the command's error chain.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub struct ConfigError(Box<figment::Error>);
 
 impl Config {
     /// Loads defaults, then each TOML file in order (a later file's keys over an earlier's, as

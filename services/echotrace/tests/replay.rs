@@ -81,3 +81,25 @@ print(len(posts), len(in_campaign), edges.num_rows, sorted(set(edges.column("kin
         "{printed}"
     );
 }
+
+#[test]
+fn a_bad_configuration_is_named_once_with_its_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[detector]\nmax_hamming = \"x\"\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (files, expected) in [
+        (vec![&bad], "expected u32 for key \"default.detector.max_hamming\""),
+        (vec![&bad, &missing], "missing.toml does not exist"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_echotrace"));
+        for file in files {
+            command.arg("--config").arg(file);
+        }
+        let output =
+            command.args(["replay", "--input", "/dev/null", "--out"]).arg(dir.path().join("out")).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert_eq!(stderr.matches(expected).count(), 1, "said once: {stderr}");
+    }
+}
