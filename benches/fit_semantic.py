@@ -15,7 +15,7 @@ so running it again after its result was shipped starts from the same place and 
 result; the settings it does not fit (`top_k`, `lexical_top_k`, `min_cosine`) are the binary's
 unless --set. --encoder static fits the summary model for the static encoder (add
 --refit-paraphrase to fit the paraphrase model for it too); the static encoder's models in
-`deploy/echotrace.toml` come from
+`deploy/static-encoder.toml` come from
 `--encoder static --refit-paraphrase --set lexical_top_k=5 --set min_cosine=0.1`.
 
 The streams: `summaries_cnn_dm` (multi-sentence summaries), its one-line variant

@@ -19,12 +19,12 @@
 //! post that reached the semantic stage, its best candidate by meaning and the evidence features
 //! against it and against its chain's origin, which `benches/fit_semantic.py` fits on.
 //! `--candidates` writes every ranked candidate of those posts with its evidence features and
-//! cascade, for fitting the ranking.
+//! cascade, which `benches/candidate_recall.py` reads to count how often the source is among them.
 
 use anyhow::Context;
 use echotrace::embed::EmbedConfig;
 use echotrace_benches::embedding_cache::DiskEmbeddingCache;
-use echotrace_core::detector::{Detector, SemanticChoice};
+use echotrace_core::detector::{Detector, RankedCandidate, SemanticChoice};
 use echotrace_core::link::semantic::{SemanticEvidence, TextEmbedding};
 use echotrace_core::post::Post;
 use std::io::{BufRead, BufWriter, Write};
@@ -76,7 +76,7 @@ fn candidate_rows(detector: &Detector, post: &Post, embedding: &TextEmbedding) -
         .semantic_candidates(post, embedding)
         .into_iter()
         .enumerate()
-        .map(|(position, (rank, neighbour, cascade))| {
+        .map(|(position, RankedCandidate { rank, neighbour, cascade })| {
             let evidence = neighbour.evidence;
             format!(
                 "{}\t{position}\t{}\t{}\t{rank:.6}\t{:.6}\t{:.6}\t{:.6}\t{:.6}",

@@ -116,6 +116,17 @@ pub struct SemanticChoice {
     pub links: bool,
 }
 
+/// One candidate by meaning as the detector ranks it ([`Detector::semantic_candidates`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankedCandidate {
+    /// Its rank score: cosine plus `rank_overlap_weight` times word overlap.
+    pub rank: f32,
+    /// The candidate and its evidence, before the margin and the decision.
+    pub neighbour: Neighbour,
+    /// The cascade it is in.
+    pub cascade: Option<NodeKey>,
+}
+
 /// The default bound on the window ([`DetectorConfig::max_window_posts`]): 6 hours at about 45
 /// posts a second. About 5 GB at the bound when every post is a cascade of its own, with the
 /// scorer's share (`benches/README.md`, "Floods").
@@ -567,16 +578,13 @@ impl Detector {
     }
 
     /// Every candidate by meaning that [`Detector::process_embedded`] would rank for a post now,
-    /// best first, with its rank score and the cascade it is in. For tools that fit the ranking.
-    pub fn semantic_candidates(
-        &self,
-        post: &Post,
-        embedding: &TextEmbedding,
-    ) -> Vec<(f32, Neighbour, Option<NodeKey>)> {
+    /// best first. For tools that measure how often the source is among them (`relink
+    /// --candidates`).
+    pub fn semantic_candidates(&self, post: &Post, embedding: &TextEmbedding) -> Vec<RankedCandidate> {
         let words = content_words(&normalize(&post.text));
         self.ranked_candidates(embedding, &words, post.created_at.timestamp_millis())
             .into_iter()
-            .map(|(rank, neighbour)| (rank, neighbour, self.graph.cascade_of(neighbour.key)))
+            .map(|(rank, neighbour)| RankedCandidate { rank, neighbour, cascade: self.graph.cascade_of(neighbour.key) })
             .collect()
     }
 

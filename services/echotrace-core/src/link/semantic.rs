@@ -298,8 +298,8 @@ pub struct SemanticIndex {
     postings: HashMap<u64, VecDeque<u64>>,
 }
 
-/// The fewest posts whose shared word the lexical candidates' walk follows (a twentieth of the window
-/// when that is more): a small window's common words still find candidates.
+/// The longest postings list the lexical candidates' walk always follows, however small the window:
+/// past both it and a twentieth of the window, a word is too common to walk.
 const MIN_POSTINGS_WALKED: usize = 64;
 
 /// Words too common to say anything about derivation.
