@@ -46,6 +46,7 @@ use echotrace_benches::SplitMix;
 use echotrace_benches::campaigns::{self, Half, Scenario, Story};
 use echotrace_benches::embedding_cache::DiskEmbeddingCache;
 use echotrace_core::post::Post;
+use echotrace_core::prepare::PreparedPost;
 use echotrace_core::score::features::CascadeFeatures;
 use echotrace_core::score::rules::RuleSet;
 use std::io::Write;
@@ -382,15 +383,20 @@ fn run(
         Backtest::new(config.detector.clone(), vec![rules.clone()], &config.alerting.score_config(), labels);
     let mut rows: Vec<(f64, String, CascadeFeatures)> = Vec::new();
     let mut campaign_cascades = Vec::new();
+    let preparer = backtest.detector().preparer();
     for batch in posts.chunks(config.embed.batch_size.max(1)) {
-        let keys: Vec<(Option<u64>, &str)> =
-            batch.iter().map(|post| (backtest.detector().embedding_key(post), post.text.as_str())).collect();
+        let batch: Vec<PreparedPost> = batch.iter().map(|post| preparer.prepare(post.clone())).collect();
+        let keys: Vec<(Option<u64>, &str)> = batch
+            .iter()
+            .map(|prepared| (backtest.detector().embedding_key(prepared), prepared.post.text.as_str()))
+            .collect();
         let outcome = cache.embed_batch(&keys);
         if let Some(error) = outcome.failure {
             return Err(error).context("embedding");
         }
-        for (post, embedding) in batch.iter().zip(outcome.embeddings) {
-            let Some(cascade) = backtest.observe(post.clone(), embedding.as_deref()) else { continue };
+        for (prepared, embedding) in batch.into_iter().zip(outcome.embeddings) {
+            let post = prepared.post.clone();
+            let Some(cascade) = backtest.observe(prepared, embedding.as_deref()) else { continue };
             if campaign_posts.contains(&post.id) {
                 campaign_cascades.push(cascade.clone());
             }

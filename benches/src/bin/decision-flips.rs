@@ -22,6 +22,7 @@ use echotrace::embed::{EmbedConfig, Embedder};
 use echotrace_core::detector::{Detector, DetectorConfig};
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::Post;
+use echotrace_core::prepare::PreparedPost;
 use echotrace_core::records::EdgeKind;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -37,13 +38,18 @@ fn link(
 ) -> anyhow::Result<Links> {
     let mut detector = Detector::new(DetectorConfig::default());
     let mut links = Vec::with_capacity(posts.len());
+    let preparer = detector.preparer();
     for batch in posts.chunks(32) {
-        let keys: Vec<Option<u64>> = batch.iter().map(|post| detector.embedding_key(post)).collect();
-        let wanted: Vec<(u64, &str)> =
-            keys.iter().zip(batch).filter_map(|(key, post)| key.map(|key| (key, post.text.as_str()))).collect();
+        let batch: Vec<PreparedPost> = batch.iter().map(|post| preparer.prepare(post.clone())).collect();
+        let keys: Vec<Option<u64>> = batch.iter().map(|prepared| detector.embedding_key(prepared)).collect();
+        let wanted: Vec<(u64, &str)> = keys
+            .iter()
+            .zip(&batch)
+            .filter_map(|(key, prepared)| key.map(|key| (key, prepared.post.text.as_str())))
+            .collect();
         let vectors = embedding(&wanted)?;
-        for (post, key) in batch.iter().zip(keys) {
-            let detection = detector.process_embedded(post.clone(), key.and_then(|key| vectors.get(&key)));
+        for (prepared, key) in batch.into_iter().zip(keys) {
+            let detection = detector.process_prepared(prepared, key.and_then(|key| vectors.get(&key)), None);
             links.push(detection.map_or((None, None), |d| (d.post.parent_id, d.post.parent_kind)));
         }
     }

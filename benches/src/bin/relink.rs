@@ -27,6 +27,7 @@ use echotrace_benches::embedding_cache::DiskEmbeddingCache;
 use echotrace_core::detector::{Detector, RankedCandidate, SemanticChoice};
 use echotrace_core::link::semantic::{SemanticEvidence, TextEmbedding};
 use echotrace_core::post::Post;
+use echotrace_core::prepare::PreparedPost;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -70,10 +71,11 @@ fn evidence_row(detector: &Detector, post: &Post, choice: &SemanticChoice) -> St
 const CANDIDATE_COLUMNS: &str =
     "post_id\tposition\tcandidate_id\tcascade_id\trank\tcosine\tword_overlap\tlead_cosine\tlength_ratio";
 
-fn candidate_rows(detector: &Detector, post: &Post, embedding: &TextEmbedding) -> Vec<String> {
+fn candidate_rows(detector: &Detector, prepared: &PreparedPost, embedding: &TextEmbedding) -> Vec<String> {
     let id_of = |key| detector.graph().node(key).map_or("?".to_owned(), |node| node.post_id.to_string());
+    let post = &prepared.post;
     detector
-        .semantic_candidates(post, embedding)
+        .semantic_candidates(prepared, embedding)
         .into_iter()
         .enumerate()
         .map(|(position, RankedCandidate { rank, neighbour, cascade })| {
@@ -133,25 +135,28 @@ fn main() -> anyhow::Result<()> {
     let mut links = Vec::with_capacity(posts.len());
     let (mut evidence_rows, mut candidate_lines) = (Vec::new(), Vec::new());
     let started = std::time::Instant::now();
+    let preparer = detector.preparer();
     for batch in posts.chunks(32) {
+        let batch: Vec<PreparedPost> = batch.iter().map(|post| preparer.prepare(post.clone())).collect();
         let keys: Vec<(Option<u64>, &str)> =
-            batch.iter().map(|post| (detector.embedding_key(post), post.text.as_str())).collect();
+            batch.iter().map(|prepared| (detector.embedding_key(prepared), prepared.post.text.as_str())).collect();
         embedded_posts += keys.iter().filter(|(key, _)| key.is_some()).count();
         embedded_now += cache.ensure(&keys)?;
-        for (post, (key, _)) in batch.iter().zip(keys) {
+        let keys: Vec<Option<u64>> = keys.into_iter().map(|(key, _)| key).collect();
+        for (prepared, key) in batch.into_iter().zip(keys) {
             let embedding = key.and_then(|key| cache.get(key)).map(|embedding| embedding.as_ref());
             if evidence_out.is_some()
                 && let Some(embedding) = embedding
-                && let Some(choice) = detector.explain_semantic(post, embedding)
+                && let Some(choice) = detector.explain_semantic(&prepared, embedding)
             {
-                evidence_rows.push(evidence_row(&detector, post, &choice));
+                evidence_rows.push(evidence_row(&detector, &prepared.post, &choice));
             }
             if candidates_out.is_some()
                 && let Some(embedding) = embedding
             {
-                candidate_lines.extend(candidate_rows(&detector, post, embedding));
+                candidate_lines.extend(candidate_rows(&detector, &prepared, embedding));
             }
-            if let Some(detection) = detector.process_embedded(post.clone(), embedding) {
+            if let Some(detection) = detector.process_prepared(prepared, embedding, None) {
                 let kind = detection.post.parent_kind.map_or("", |kind| kind.as_str());
                 links.push(format!(
                     "{}\t{}\t{kind}",

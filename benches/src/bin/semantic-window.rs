@@ -79,7 +79,7 @@ fn measure(size: usize, queries: usize) -> anyhow::Result<()> {
     for probe in &probes {
         let query = embedding(probe);
         let started = Instant::now();
-        let found = index.nearest(&query, &[], TOP_K, 0, -1.0);
+        let found = index.nearest(&query, &[], TOP_K, 0, -1.0, None);
         scan_times.push(started.elapsed().as_secs_f64() * 1e6);
         exact.push(found.iter().map(|n| n.key).collect());
     }

@@ -1,6 +1,7 @@
 //! The stages wired together: one post in, one [`Detection`] out.
 //!
-//! [`Detector::process_embedded`] normalizes and fingerprints the text, gathers candidate parents
+//! [`Detector::process_prepared`] takes a post through the stateless stage ([`crate::prepare`]:
+//! normalized, fingerprinted, its URLs and content words found), gathers candidate parents
 //! (explicit ids, shared canonical URLs, near-duplicates), and, when none of them explains the post
 //! and its embedding is given, the best paraphrase or summary parent by meaning. It picks the primary
 //! parent by precedence (repost > quote > reply > shared URL > near-duplicate > paraphrase > summary;
@@ -16,14 +17,15 @@
 //! consumer offsets that produced it.
 
 use crate::clock::{EventClock, Timeliness};
-use crate::fingerprint::{FINGERPRINT_VERSION, Features, hamming};
+use crate::fingerprint::{FINGERPRINT_VERSION, hamming};
 use crate::graph::{Bridge, CascadeGraph, NodeFacts, NodeKey};
 use crate::link::minhash::{self, MinHashIndex};
 use crate::link::near_dup::NearDupIndex;
-use crate::link::semantic::{Neighbour, SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding, content_words};
-use crate::link::urls::{SharedUrlIndex, canonical_url, urls_in_text};
-use crate::normalize::{NormalizedText, Script, normalize};
+use crate::link::semantic::{Neighbour, Prescan, SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding};
+use crate::link::urls::SharedUrlIndex;
+use crate::normalize::NormalizedText;
 use crate::post::Post;
+use crate::prepare::{PreparedPost, Preparer};
 use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostInput, PostRecord};
 use crate::score::features::account_looks_automated;
 use chrono::{DateTime, Duration, Utc};
@@ -151,24 +153,32 @@ pub struct DetectorStats {
     pub evicted_early: u64,
 }
 
-/// The most distinct URLs of one post that link it: a post may carry thousands, each a lookup
-/// and an index entry; the rest are stored with the post and not linked.
-pub const MAX_LINKED_URLS: usize = 32;
+/// One post of a batch for [`Detector::process_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchPost<'a> {
+    /// The post, prepared.
+    pub prepared: PreparedPost,
+    /// Its embedding, if it was embedded ([`Detector::embedding_key`]).
+    pub embedding: Option<&'a TextEmbedding>,
+    /// When its message arrived (its Kafka timestamp), if it came from Kafka.
+    pub arrived_at: Option<DateTime<Utc>>,
+}
 
-/// The distinct canonical URLs a post shares, in its `urls` or in its text: the first
-/// [`MAX_LINKED_URLS`] of them in order.
-fn canonical_urls_of(post: &Post) -> Vec<String> {
-    let mut canonical: Vec<String> = Vec::new();
-    for url in post.urls.iter().map(String::as_str).chain(urls_in_text(&post.text)).filter_map(canonical_url) {
-        if !canonical.contains(&url) {
-            canonical.push(url);
-            if canonical.len() == MAX_LINKED_URLS {
-                break;
-            }
-        }
+/// What the candidates by meaning are looked up with.
+struct MeaningQuery<'a> {
+    embedding: &'a TextEmbedding,
+    words: &'a [u64],
+    created_at_ms: i64,
+    /// The first pass of the window's scan, done for the whole batch ([`Detector::process_batch`]).
+    prescan: Option<&'a Prescan>,
+}
+
+impl<'a> MeaningQuery<'a> {
+    /// The query for a prepared post with its embedding, without a prescan.
+    fn of(prepared: &'a PreparedPost, embedding: &'a TextEmbedding) -> MeaningQuery<'a> {
+        let created_at_ms = prepared.post.created_at.timestamp_millis();
+        MeaningQuery { embedding, words: &prepared.content_words, created_at_ms, prescan: None }
     }
-    canonical.sort();
-    canonical
 }
 
 /// A candidate parent found by one of the linkers.
@@ -265,64 +275,97 @@ impl Detector {
         self.graph.key_of(&post.id).and_then(|key| self.graph.node(key)).is_some_and(|node| node.seen)
     }
 
-    /// Whether `post` should be embedded before it is processed: `Some(key)` when semantic linking
-    /// is on and nothing lexical (explicit ids, a shared URL, a near-duplicate) explains it now. The
-    /// key identifies its normalized text, so identical texts can share one embedding.
+    /// Whether `post` should be embedded before it is processed: its key
+    /// ([`PreparedPost::embedding_key`]) when it may be linked by meaning and nothing lexical (a
+    /// shared URL, a near-duplicate) explains it now. Identical texts share one key, so they can
+    /// share one embedding.
     ///
     /// Later posts only add to the indexes, so a post explained now is explained when processed.
-    pub fn embedding_key(&self, post: &Post) -> Option<u64> {
-        if !self.config.semantic.enabled || post.explicit_references().next().is_some() || self.is_duplicate(post) {
+    pub fn embedding_key(&self, prepared: &PreparedPost) -> Option<u64> {
+        let key = prepared.embedding_key?;
+        if self.is_duplicate(&prepared.post) {
             return None;
         }
-        let normalized = normalize(&post.text);
-        // The shipped model reads English (and, poorly, other space-separated languages): texts
-        // mostly in CJK script are linked lexically only, or any two of them would look alike.
-        let cjk = normalized.tokens().filter(|(_, script)| *script == Script::Cjk).count();
-        if cjk * 2 > normalized.len() || content_words(&normalized).len() < self.config.semantic.min_words as usize {
-            return None;
-        }
-        let created_at_ms = post.created_at.timestamp_millis();
+        let created_at_ms = prepared.post.created_at.timestamp_millis();
         let explains = |c: &Candidate| c.may_be_parent_of(created_at_ms);
-        if self.config.link_shared_urls && self.url_candidates(&canonical_urls_of(post)).iter().any(explains) {
+        if self.url_candidates(&prepared.canonical_urls).iter().any(explains) {
             return None;
         }
-        let features = Features::of(&normalized);
-        let print = features.fingerprint();
-        if print.features >= self.config.min_features {
-            if self.near_dup_candidates(print.simhash).iter().any(explains) {
+        if prepared.similar_enough(&self.config) {
+            if self.near_dup_candidates(prepared.fingerprint.simhash).iter().any(explains) {
                 return None;
             }
-            if let Some(signature) = minhash::signature_of(&features)
-                && self.similar_set_candidates(&signature, print.simhash).iter().any(explains)
+            if let Some(signature) = &prepared.signature
+                && self.similar_set_candidates(signature, prepared.fingerprint.simhash).iter().any(explains)
             {
                 return None;
             }
         }
-        Some(text_key(&normalized))
+        Some(key)
     }
 
-    /// Processes one post without an embedding. Returns `None` when a post with the same id was
-    /// already processed.
+    /// The stateless stage this detector's posts go through first ([`crate::prepare`]).
+    pub fn preparer(&self) -> Preparer {
+        Preparer::new(&self.config)
+    }
+
+    /// Prepares and processes one post without an embedding. Returns `None` when a post with the
+    /// same id was already processed.
     pub fn process(&mut self, post: Post) -> Option<Detection> {
         self.process_embedded(post, None)
     }
 
-    /// Processes one post with its embedding, if it was embedded (see [`Detector::embedding_key`]),
-    /// read without an arrival time. Returns `None` when a post with the same id was already
-    /// processed.
+    /// Prepares and processes one post with its embedding, read without an arrival time. For
+    /// tools and tests that take posts one at a time; the pipeline prepares whole batches.
     pub fn process_embedded(&mut self, post: Post, embedding: Option<&TextEmbedding>) -> Option<Detection> {
-        self.process_arrived(post, embedding, None)
+        let prepared = self.preparer().prepare(post);
+        self.process_prepared(prepared, embedding, None)
     }
 
-    /// Processes one post whose message arrived at `arrived_at` (its Kafka timestamp), which bounds
-    /// how far the post can move event time ([`crate::clock`]). Returns `None` when a post with
-    /// the same id was already processed.
-    pub fn process_arrived(
+    /// Processes one prepared post with its embedding, if it was embedded (see
+    /// [`Detector::embedding_key`]), whose message arrived at `arrived_at` (its Kafka timestamp,
+    /// which bounds how far the post can move event time, [`crate::clock`]; `None` when read from
+    /// a file). Returns `None` when a post with the same id was already processed.
+    pub fn process_prepared(
         &mut self,
-        post: Post,
+        prepared: PreparedPost,
         embedding: Option<&TextEmbedding>,
         arrived_at: Option<DateTime<Utc>>,
     ) -> Option<Detection> {
+        self.process_scanned(prepared, embedding.map(|embedding| (embedding, None)), arrived_at)
+    }
+
+    /// Processes a batch of prepared posts in order, as [`Detector::process_prepared`] does one
+    /// by one, with the same result: the first pass of the semantic scan for every embedded post
+    /// runs first, against the window as it stands, split over at most `threads` threads; each
+    /// post's scan is finished when it is linked, over what entered the window since.
+    pub fn process_batch(&mut self, batch: Vec<BatchPost>, threads: usize) -> Vec<Option<Detection>> {
+        let config = &self.config.semantic;
+        let embedded: Vec<&TextEmbedding> = batch.iter().filter_map(|post| post.embedding).collect();
+        let mut prescans = if config.enabled && threads > 1 && embedded.len() > 1 {
+            self.embedded.prescan_all(&embedded, config.top_k, config.min_cosine, threads)
+        } else {
+            vec![None; embedded.len()]
+        }
+        .into_iter();
+        let mut detections = Vec::with_capacity(batch.len());
+        for BatchPost { prepared, embedding, arrived_at } in batch {
+            let embedded = embedding.map(|embedding| (embedding, prescans.next().flatten()));
+            detections.push(self.process_scanned(prepared, embedded, arrived_at));
+        }
+        detections
+    }
+
+    /// [`Detector::process_prepared`] with the first pass of the post's semantic scan, when it was
+    /// done ahead.
+    fn process_scanned(
+        &mut self,
+        prepared: PreparedPost,
+        embedded: Option<(&TextEmbedding, Option<Prescan>)>,
+        arrived_at: Option<DateTime<Utc>>,
+    ) -> Option<Detection> {
+        let similar_enough = prepared.similar_enough(&self.config);
+        let PreparedPost { post, fingerprint: print, signature, canonical_urls, content_words: words, .. } = prepared;
         if self.is_duplicate(&post) {
             self.stats.duplicates += 1;
             return None;
@@ -334,15 +377,8 @@ impl Detector {
             Timeliness::Ahead => self.stats.ahead += 1,
         }
         self.evict();
-        let normalized = normalize(&post.text);
-        let features = Features::of(&normalized);
-        let print = features.fingerprint();
-        let similar_enough = print.features >= self.config.min_features;
-
-        let canonical_urls = if self.config.link_shared_urls { canonical_urls_of(&post) } else { Vec::new() };
         let mut candidates = self.explicit_candidates(&post);
         candidates.extend(self.url_candidates(&canonical_urls));
-        let signature = if similar_enough { minhash::signature_of(&features) } else { None };
         if similar_enough {
             candidates.extend(self.near_dup_candidates(print.simhash));
         }
@@ -350,11 +386,11 @@ impl Detector {
             candidates.extend(self.similar_set_candidates(signature, print.simhash));
         }
         // Meaning is weighed only for what nothing lexical explains.
-        let embedded = embedding
-            .filter(|_| self.config.semantic.enabled && !candidates.iter().any(|c| c.may_be_parent_of(created_at_ms)))
-            .map(|embedding| (embedding, content_words(&normalized)));
-        if let Some((embedding, words)) = &embedded {
-            candidates.extend(self.semantic_candidate(embedding, words, created_at_ms));
+        let embedded = embedded
+            .filter(|_| self.config.semantic.enabled && !candidates.iter().any(|c| c.may_be_parent_of(created_at_ms)));
+        if let Some((embedding, prescan)) = &embedded {
+            let query = MeaningQuery { embedding, words: &words, created_at_ms, prescan: prescan.as_ref() };
+            candidates.extend(self.semantic_candidate(&query));
         }
         // Precedence by kind, then strongest evidence, then earliest; at most one edge per parent.
         candidates.sort_by_key(|c| (c.kind, c.rank, c.parent_time_ms, c.parent));
@@ -400,7 +436,7 @@ impl Detector {
         for url in &canonical_urls {
             self.shared_urls.record_share(url, key, created_at_ms);
         }
-        if let Some((embedding, words)) = embedded {
+        if let Some((embedding, _)) = embedded {
             self.embedded.insert(key, created_at_ms, embedding, words);
             self.embedded.evict_beyond(self.config.semantic.max_window_posts);
         }
@@ -555,8 +591,8 @@ impl Detector {
     /// over the best candidate in another cascade, so earlier summaries of the same article do not
     /// count against it. When the winner was itself linked by meaning, the post must also pass the
     /// rule against the origin of that chain (`check_origin`).
-    fn semantic_candidate(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<Candidate> {
-        let choice = self.semantic_choice(embedding, words, created_at_ms)?;
+    fn semantic_candidate(&self, query: &MeaningQuery) -> Option<Candidate> {
+        let choice = self.semantic_choice(query)?;
         choice.links.then_some(Candidate {
             parent: choice.parent,
             kind: choice.kind,
@@ -570,19 +606,17 @@ impl Detector {
     }
 
     /// The best candidate by meaning for a post that nothing lexical explains, with the evidence
-    /// that decides it, as [`Detector::process_embedded`] would weigh it now; `None` when no
+    /// that decides it, as [`Detector::process_prepared`] would weigh it now; `None` when no
     /// candidate reaches `min_cosine`. For tools that fit and audit the decision.
-    pub fn explain_semantic(&self, post: &Post, embedding: &TextEmbedding) -> Option<SemanticChoice> {
-        let words = content_words(&normalize(&post.text));
-        self.semantic_choice(embedding, &words, post.created_at.timestamp_millis())
+    pub fn explain_semantic(&self, prepared: &PreparedPost, embedding: &TextEmbedding) -> Option<SemanticChoice> {
+        self.semantic_choice(&MeaningQuery::of(prepared, embedding))
     }
 
-    /// Every candidate by meaning that [`Detector::process_embedded`] would rank for a post now,
+    /// Every candidate by meaning that [`Detector::process_prepared`] would rank for a post now,
     /// best first. For tools that measure how often the source is among them (`relink
     /// --candidates`).
-    pub fn semantic_candidates(&self, post: &Post, embedding: &TextEmbedding) -> Vec<RankedCandidate> {
-        let words = content_words(&normalize(&post.text));
-        self.ranked_candidates(embedding, &words, post.created_at.timestamp_millis())
+    pub fn semantic_candidates(&self, prepared: &PreparedPost, embedding: &TextEmbedding) -> Vec<RankedCandidate> {
+        self.ranked_candidates(&MeaningQuery::of(prepared, embedding))
             .into_iter()
             .map(|(rank, neighbour)| RankedCandidate { rank, neighbour, cascade: self.graph.cascade_of(neighbour.key) })
             .collect()
@@ -590,22 +624,23 @@ impl Detector {
 
     /// The nearest earlier posts by meaning, ranked best first by cosine plus weighted word
     /// overlap (ties to the older post).
-    fn ranked_candidates(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Vec<(f32, Neighbour)> {
+    fn ranked_candidates(&self, query: &MeaningQuery) -> Vec<(f32, Neighbour)> {
         let config = &self.config.semantic;
+        let (top_k, lexical_top_k) = (config.top_k, config.lexical_top_k);
         let mut ranked: Vec<_> = self
             .embedded
-            .nearest(embedding, words, config.top_k, config.lexical_top_k, config.min_cosine)
+            .nearest(query.embedding, query.words, top_k, lexical_top_k, config.min_cosine, query.prescan)
             .into_iter()
-            .filter(|n| n.created_at_ms <= created_at_ms && self.graph.node(n.key).is_some())
+            .filter(|n| n.created_at_ms <= query.created_at_ms && self.graph.node(n.key).is_some())
             .map(|n| (n.evidence.cosine + config.rank_overlap_weight * n.evidence.word_overlap, n))
             .collect();
         ranked.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.created_at_ms.cmp(&y.created_at_ms)));
         ranked
     }
 
-    fn semantic_choice(&self, embedding: &TextEmbedding, words: &[u64], created_at_ms: i64) -> Option<SemanticChoice> {
+    fn semantic_choice(&self, query: &MeaningQuery) -> Option<SemanticChoice> {
         let config = &self.config.semantic;
-        let ranked = self.ranked_candidates(embedding, words, created_at_ms);
+        let ranked = self.ranked_candidates(query);
         let (best_rank, best) = ranked.first()?;
         let best_cascade = self.graph.cascade_of(best.key);
         let runner_up = ranked.iter().skip(1).find(|(_, n)| self.graph.cascade_of(n.key) != best_cascade);
@@ -617,7 +652,7 @@ impl Detector {
             let origin_key = self.semantic_origin(best.key);
             // `semantic_origin` walks only through posts in the index, so the origin is there.
             if origin_key != best.key
-                && let Some(mut against_origin) = self.embedded.evidence(origin_key, embedding, words)
+                && let Some(mut against_origin) = self.embedded.evidence(origin_key, query.embedding, query.words)
             {
                 against_origin.margin = evidence.margin;
                 let (_, origin_links) = self.weigh(&mut against_origin);
@@ -734,6 +769,17 @@ mod tests {
     }
 
     const CLAIM: &str = "maintainer dana whitlock secretly rejected the safety patches for the parser library";
+
+    /// The embedding key the detector gives a post now.
+    fn key_of(detector: &Detector, post: Post) -> Option<u64> {
+        detector.embedding_key(&detector.preparer().prepare(post))
+    }
+
+    /// Processes a post, without an embedding, that arrived at `arrived_at`.
+    fn arrived(detector: &mut Detector, post: Post, arrived_at: Option<DateTime<Utc>>) -> Option<Detection> {
+        let prepared = detector.preparer().prepare(post);
+        detector.process_prepared(prepared, None, arrived_at)
+    }
 
     #[test]
     fn explicit_links_win_over_similarity() {
@@ -864,17 +910,17 @@ mod tests {
         let mut parents = Vec::new();
         for with_arrival in [true, false] {
             let mut detector = Detector::new(config.clone());
-            detector.process_arrived(post("x:1", 0, CLAIM, ""), None, arrival(0)).unwrap();
+            arrived(&mut detector, post("x:1", 0, CLAIM, ""), arrival(0)).unwrap();
             let mut ahead = post("x:2", 1, "a post dated a day ahead of when it arrived", "");
             ahead.created_at += Duration::days(1);
-            detector.process_arrived(ahead, None, arrival(1).filter(|_| with_arrival)).unwrap();
-            let copy = detector.process_arrived(post("x:3", 2, CLAIM, ""), None, arrival(2)).unwrap();
+            arrived(&mut detector, ahead, arrival(1).filter(|_| with_arrival)).unwrap();
+            let copy = arrived(&mut detector, post("x:3", 2, CLAIM, ""), arrival(2)).unwrap();
             parents.push(copy.post.parent_id);
             if with_arrival {
                 assert_eq!((detector.stats().ahead, detector.stats().late), (1, 0));
                 let mut late = post("x:4", 2, "a post that arrives an hour after it was written", "");
                 late.created_at -= Duration::hours(1);
-                assert!(detector.process_arrived(late, None, arrival(2)).is_some(), "processed and stored");
+                assert!(arrived(&mut detector, late, arrival(2)).is_some(), "processed and stored");
                 assert_eq!(detector.stats().late, 1);
             }
         }
@@ -897,10 +943,45 @@ mod tests {
     const SUMMARY_OF_SUMMARY: &str = "Bridge repairs: six weeks closed, ferries use the north quay";
 
     #[test]
+    fn a_batch_gives_what_its_posts_give_one_by_one() {
+        // Four stories told in words no two posts share, so only meaning links them.
+        let posts: Vec<(Post, TextEmbedding)> = (0..28)
+            .map(|i| {
+                let text = format!("story{i} quay{i} ferry{i} harbour{i} bridge{i} repairs{i} weeks{i}");
+                let axis = i % 4;
+                (post(&format!("x:{i}"), i as u32, &text, ""), embedding(axis, 4 + axis, 0.05 * (i % 3) as f32, 12))
+            })
+            .collect();
+        let mut one_by_one = Detector::new(DetectorConfig::default());
+        let mut batched = Detector::new(DetectorConfig::default());
+        let mut expected = Vec::new();
+        for (post, embedding) in &posts {
+            let prepared = one_by_one.preparer().prepare(post.clone());
+            let embedding = one_by_one.embedding_key(&prepared).map(|_| embedding);
+            expected.push(one_by_one.process_prepared(prepared, embedding, None));
+        }
+        let mut got = Vec::new();
+        for chunk in posts.chunks(9) {
+            let batch = chunk
+                .iter()
+                .map(|(post, embedding)| {
+                    let prepared = batched.preparer().prepare(post.clone());
+                    let embedding = batched.embedding_key(&prepared).map(|_| embedding);
+                    BatchPost { prepared, embedding, arrived_at: None }
+                })
+                .collect();
+            got.extend(batched.process_batch(batch, 2));
+        }
+        assert_eq!(got, expected);
+        let semantic = expected.iter().flatten().filter(|d| d.edges.iter().any(|e| e.semantic.is_some())).count();
+        assert!(semantic >= 5, "posts linked by meaning: {semantic}");
+    }
+
+    #[test]
     fn summaries_and_summaries_of_summaries_become_generations_with_their_evidence() {
         let mut detector = Detector::new(DetectorConfig::default());
         let article = post("news:1", 0, ARTICLE, "");
-        assert!(detector.embedding_key(&article).is_some());
+        assert!(key_of(&detector, article.clone()).is_some());
         detector.process_embedded(article, Some(&embedding(0, 1, 0.0, 60))).unwrap();
         // Something unrelated in another cascade, so the margin means something.
         let other = post("news:2", 1, "Local football club signs a new goalkeeper ahead of the derby weekend", "");
@@ -1070,24 +1151,21 @@ mod tests {
     fn only_what_nothing_lexical_explains_is_embedded() {
         let mut detector = Detector::new(DetectorConfig::default());
         detector.process(post("x:1", 0, CLAIM, "")).unwrap();
-        assert_eq!(detector.embedding_key(&post("x:2", 1, CLAIM, "")), None, "a near-duplicate");
-        assert_eq!(detector.embedding_key(&post("x:3", 1, "anything at all here", r#","reply_to":"x:1""#)), None);
-        assert_eq!(detector.embedding_key(&post("x:4", 1, "so true", "")), None, "too few words");
+        assert_eq!(key_of(&detector, post("x:2", 1, CLAIM, "")), None, "a near-duplicate");
+        assert_eq!(key_of(&detector, post("x:3", 1, "anything at all here", r#","reply_to":"x:1""#)), None);
+        assert_eq!(key_of(&detector, post("x:4", 1, "so true", "")), None, "too few words");
         assert_eq!(
-            detector.embedding_key(&post("weibo:8", 1, "继FBI承认罗斯威尔事件是飞碟坠毁后，外星人视频又被曝光", "")),
+            key_of(&detector, post("weibo:8", 1, "继FBI承认罗斯威尔事件是飞碟坠毁后，外星人视频又被曝光", "")),
             None
         );
-        let a = detector.embedding_key(&post("x:5", 1, "Bridge closes for six weeks of repairs!", ""));
-        let b = detector.embedding_key(&post("mastodon:6", 1, "bridge closes for six weeks of repairs", ""));
+        let a = key_of(&detector, post("x:5", 1, "Bridge closes for six weeks of repairs!", ""));
+        let b = key_of(&detector, post("mastodon:6", 1, "bridge closes for six weeks of repairs", ""));
         assert!(a.is_some() && a == b, "identical normalized texts share a key");
         let off = DetectorConfig {
             semantic: SemanticConfig { enabled: false, ..SemanticConfig::default() },
             ..DetectorConfig::default()
         };
-        assert_eq!(
-            Detector::new(off).embedding_key(&post("x:7", 1, "Bridge closes for six weeks of repairs", "")),
-            None
-        );
+        assert_eq!(key_of(&Detector::new(off), post("x:7", 1, "Bridge closes for six weeks of repairs", "")), None);
     }
 
     #[test]

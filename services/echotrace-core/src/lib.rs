@@ -6,13 +6,15 @@
 //! The modules read as the pipeline:
 //!
 //! 1. [`post`] — the input contract: decoding and validating one post.
-//! 2. [`normalize`] — NFKC, case folding, URL/mention/hashtag stripping, tokens (words or CJK characters).
-//! 3. [`fingerprint`] — stable, versioned 64-bit simhash over the normalized features.
-//! 4. [`link`] — candidate parents: explicit ids, canonical URLs ([`link::urls`]) and near-duplicates
+//! 2. [`prepare`] — the stateless stage, one post at a time or a batch across threads:
+//!    [`normalize`] (NFKC, case folding, URL/mention/hashtag stripping, tokens, words or CJK
+//!    characters), [`fingerprint`] (stable, versioned 64-bit simhash over the normalized features),
+//!    the MinHash signature, canonical URLs and content words.
+//! 3. [`link`] — candidate parents: explicit ids, canonical URLs ([`link::urls`]) and near-duplicates
 //!    ([`link::near_dup`], a Manku-style permuted-table Hamming index).
-//! 5. [`graph`] — the cascade graph: primary parents, generations, union-find merges, eviction.
-//! 6. [`detector`] — the stages wired together: one post in, one [`detector::Detection`] out.
-//! 7. [`score`] — cascade features, rules and the alert lifecycle.
+//! 4. [`graph`] — the cascade graph: primary parents, generations, union-find merges, eviction.
+//! 5. [`detector`] — the stages wired together: one post in, one [`detector::Detection`] out.
+//! 6. [`score`] — cascade features, rules and the alert lifecycle.
 //!
 //! [`clock`] keeps event time, which the window evicts and the scorer slides on, out of reach of
 //! posts dated ahead. [`state`] writes the detector and the scorer to a snapshot and reads them back.
@@ -37,6 +39,7 @@ pub mod graph;
 pub mod link;
 pub mod normalize;
 pub mod post;
+pub mod prepare;
 pub mod records;
 pub mod score;
 pub mod state;

@@ -6,10 +6,13 @@
 //!
 //! With semantic linking on, posts wait in a small batch before they are processed: the batch runs
 //! when `embed.batch_size` posts wait or the oldest has waited `embed.batch_latency_ms`. Then the
-//! posts that nothing lexical explains are embedded together (identical normalized texts once, and
-//! recent texts come from a cache), and every post of the batch is processed in arrival order. The
-//! batch is bounded, and embedding runs on the consumer's task: when the model falls behind, the
-//! consumer slows down and Kafka holds the backlog (consumer lag), never an unbounded queue here.
+//! batch goes through the stateless stage ([`echotrace_core::prepare`]) across `embed.threads`
+//! threads, the posts that nothing lexical explains are embedded together (identical normalized
+//! texts once, and recent texts come from a cache), and the detector links the batch
+//! ([`Detector::process_batch`]: the first pass of each embedded post's scan by meaning across the
+//! same threads, then every post in arrival order). The batch is bounded, and embedding runs on the
+//! consumer's task: when the model falls behind, the consumer slows down and Kafka holds the
+//! backlog (consumer lag), never an unbounded queue here.
 
 use crate::config::Config;
 use crate::embed::cached::{BatchEmbed, CachedEmbedder};
@@ -20,9 +23,10 @@ use crate::sinks::parquet::{ParquetSink, SinkError};
 use crate::state::{StateError, StateStore};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use echotrace_core::detector::{Detection, Detector};
+use echotrace_core::detector::{BatchPost, Detection, Detector};
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::Post;
+use echotrace_core::prepare::PreparedPost;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::{AlertEvent, Scorer, ScorerState};
 use echotrace_core::score::features::PostSignals;
@@ -51,6 +55,8 @@ struct SemanticStage {
     oldest_since: Option<Instant>,
     batch_size: usize,
     batch_latency: Duration,
+    /// Threads a batch's posts are prepared over ([`echotrace_core::prepare`]).
+    threads: usize,
 }
 
 /// The detector, the scorer and their sinks.
@@ -97,6 +103,7 @@ impl Pipeline {
             oldest_since: None,
             batch_size: config.batch_size.max(1),
             batch_latency: Duration::from_millis(config.batch_latency_ms),
+            threads: crate::embed::threads_or_cores(config.threads),
         });
         self
     }
@@ -124,7 +131,8 @@ impl Pipeline {
     /// processed now produced (duplicates produce nothing).
     pub fn submit(&mut self, post: Post, produced_at: Option<DateTime<Utc>>) -> Vec<Processed> {
         let Some(stage) = &mut self.semantic else {
-            return self.process(post, None, produced_at).into_iter().collect();
+            let prepared = self.detector.lock().expect("detector lock poisoned").preparer().prepare(post);
+            return self.process(prepared, None, produced_at).into_iter().collect();
         };
         stage.pending.push((post, produced_at));
         stage.oldest_since.get_or_insert_with(Instant::now);
@@ -147,9 +155,13 @@ impl Pipeline {
         if batch.is_empty() {
             return Vec::new();
         }
+        // The stateless stage runs across threads, outside the detector's lock.
+        let preparer = self.detector.lock().expect("detector lock poisoned").preparer();
+        let (posts, produced_at): (Vec<Post>, Vec<Option<DateTime<Utc>>>) = batch.into_iter().unzip();
+        let batch = preparer.prepare_all(posts, stage.threads);
         let keys: Vec<(Option<u64>, &str)> = {
             let detector = self.detector.lock().expect("detector lock poisoned");
-            batch.iter().map(|(post, _)| (detector.embedding_key(post), post.text.as_str())).collect()
+            batch.iter().map(|prepared| (detector.embedding_key(prepared), prepared.post.text.as_str())).collect()
         };
         let outcome = stage.embedder.embed_batch(&keys);
         self.metrics.embedding_reuses.inc_by(outcome.reused);
@@ -162,35 +174,73 @@ impl Pipeline {
             tracing::error!(%error, posts = batch.len(), "embedding failed; linking this batch without it");
             self.metrics.embedding_failures.inc();
         }
+        let threads = stage.threads;
         let embeddings = outcome.embeddings;
-        batch
+        let signals: Vec<PostSignals> = batch.iter().map(|prepared| PostSignals::of(&prepared.post)).collect();
+        let detections = {
+            let mut detector = self.detector.lock().expect("detector lock poisoned");
+            let posts = batch
+                .into_iter()
+                .zip(&embeddings)
+                .zip(&produced_at)
+                .map(|((prepared, embedding), produced_at)| BatchPost {
+                    prepared,
+                    embedding: embedding.as_deref(),
+                    arrived_at: *produced_at,
+                })
+                .collect();
+            let detections = detector.process_batch(posts, threads);
+            self.observe_detector(&detector);
+            detections
+        };
+        detections
             .into_iter()
+            .zip(signals)
             .zip(embeddings)
-            .filter_map(|((post, produced_at), embedding)| self.process(post, embedding, produced_at))
+            .zip(produced_at)
+            .filter_map(|(((detection, signals), embedding), produced_at)| {
+                self.report(detection?, &signals, embedding, produced_at)
+            })
             .collect()
     }
 
     /// Processes one post; returns what it produced, or `None` for a duplicate.
     fn process(
         &mut self,
-        post: Post,
+        prepared: PreparedPost,
         embedding: Option<Arc<TextEmbedding>>,
         produced_at: Option<DateTime<Utc>>,
     ) -> Option<Processed> {
-        let event_time = post.created_at.timestamp_millis() as f64 / 1000.0;
-        let signals = PostSignals::of(&post);
-        let (detection, stats, windows, cascades) = {
+        let signals = PostSignals::of(&prepared.post);
+        let detection = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
-            let detection = detector.process_arrived(post, embedding.as_deref(), produced_at);
-            let windows = (detector.window_len(), detector.semantic_window_len());
-            (detection, detector.stats(), windows, detector.graph().cascade_count())
+            let detection = detector.process_prepared(prepared, embedding.as_deref(), produced_at);
+            self.observe_detector(&detector);
+            detection
         };
-        self.metrics.observe_detector(stats, windows, cascades);
-        let detection = detection?;
+        self.report(detection?, &signals, embedding, produced_at)
+    }
+
+    /// The detector's counters and windows, to the metrics.
+    fn observe_detector(&self, detector: &Detector) {
+        let windows = (detector.window_len(), detector.semantic_window_len());
+        self.metrics.observe_detector(detector.stats(), windows, detector.graph().cascade_count());
+    }
+
+    /// Scores a detection and hands what it produced to the sinks, the alert board and the
+    /// observer; returns it, or `None` while muted.
+    fn report(
+        &mut self,
+        detection: Detection,
+        signals: &PostSignals,
+        embedding: Option<Arc<TextEmbedding>>,
+        produced_at: Option<DateTime<Utc>>,
+    ) -> Option<Processed> {
+        let event_time = detection.post.created_at.timestamp_millis() as f64 / 1000.0;
         if event_time > self.metrics.event_time_seconds.get() {
             self.metrics.event_time_seconds.set(event_time);
         }
-        let alerts = self.scorer.observe(&detection, &signals);
+        let alerts = self.scorer.observe(&detection, signals);
         self.metrics.observe_scorer(self.scorer.forgotten_early(), self.scorer.tracked_cascades());
         if self.muted {
             return None;

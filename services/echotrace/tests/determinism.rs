@@ -35,13 +35,13 @@ fn link_sample(
     let mut edges = BTreeSet::new();
     let mut smallest_lead = f32::MAX;
     for line in common::SAMPLE.lines() {
-        let post = Post::from_json(line.as_bytes()).expect("the sample is valid");
+        let post = detector.preparer().prepare(Post::from_json(line.as_bytes()).expect("the sample is valid"));
         let embedding = detector.embedding_key(&post).map(|key| {
             let exact =
-                embeddings.entry(key).or_insert_with(|| embedder.embed(&[&post.text]).expect("embeds").remove(0));
+                embeddings.entry(key).or_insert_with(|| embedder.embed(&[&post.post.text]).expect("embeds").remove(0));
             perturb(key, exact)
         });
-        let Some(detection) = detector.process_embedded(post, embedding.as_ref()) else { continue };
+        let Some(detection) = detector.process_prepared(post, embedding.as_ref(), None) else { continue };
         for edge in &detection.edges {
             if let Some(evidence) = &edge.semantic {
                 let minimum = if edge.kind == EdgeKind::Summary { summary_min } else { paraphrase_min };

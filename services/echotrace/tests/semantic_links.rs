@@ -118,7 +118,7 @@ fn links_the_fixture(
             "created_at": format!("2026-06-01T{:02}:{:02}:00Z", 9 + minute / 60, minute % 60),
             "text": text,
         });
-        let post = Post::from_json(line.to_string().as_bytes()).expect("a valid post");
+        let post = detector.preparer().prepare(Post::from_json(line.to_string().as_bytes()).expect("a valid post"));
         let embedding = detector.embedding_key(&post).map(|_| embedder.embed(&[text]).expect("embeds").remove(0));
         // How far the best candidate by meaning is from its model's threshold, before the post is placed.
         let lead = embedding.as_ref().and_then(|e| detector.explain_semantic(&post, e)).map(|choice| {
@@ -127,7 +127,7 @@ fn links_the_fixture(
                 choice.origin.map_or(choice.evidence.score, |(_, origin)| origin.score.min(choice.evidence.score));
             logit(weakest) - logit(model.min_probability)
         });
-        let detection = detector.process_embedded(post, embedding.as_ref()).expect("a new post");
+        let detection = detector.process_prepared(post, embedding.as_ref(), None).expect("a new post");
         decided.push((*id, detection.post.parent_id, detection.post.parent_kind, lead));
     }
     let find = |id: &str| decided.iter().find(|(post, ..)| *post == id).expect("processed");

@@ -276,6 +276,21 @@ pub struct Neighbour {
     pub evidence: SemanticEvidence,
 }
 
+/// The first pass of one post's scan by cosine ([`SemanticIndex::prescan_all`]), done ahead
+/// against the window as it stood, to be finished when the post is linked: the entries added since
+/// are estimated then, and the exact pass gives what a whole scan at that time gives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prescan {
+    /// The absolute number past the last entry scanned.
+    scanned_to: u64,
+    /// The `top_k` largest lower bounds of the estimates, descending, with their entries' numbers:
+    /// while those entries are in the window, k posts are surely at least this close.
+    largest_lower: Vec<(f32, u64)>,
+    /// The scanned entries whose upper bound reached the floor the lower bounds set, in entry
+    /// order: (number, upper bound).
+    candidates: Vec<(u64, f32)>,
+}
+
 /// Embeddings of recent posts, searched by exact scan, with windowed document frequencies.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SemanticIndex {
@@ -396,6 +411,10 @@ impl SemanticIndex {
     /// Two passes give the exact scan's result: every post's cosine is estimated from the codes with
     /// its error bound, and only the posts whose estimate plus bound reaches both `min_cosine` and
     /// the k-th best estimate minus bound are computed exactly ([`quantized`]).
+    ///
+    /// `prescan`, when given, is this embedding's first pass done earlier against this index
+    /// ([`Self::prescan_all`], with the same `top_k` and `min_cosine`): only what entered the
+    /// window since is estimated now. The result is the same as without it.
     pub fn nearest(
         &self,
         embedding: &TextEmbedding,
@@ -403,11 +422,12 @@ impl SemanticIndex {
         top_k: usize,
         lexical_top_k: usize,
         min_cosine: f32,
+        prescan: Option<&Prescan>,
     ) -> Vec<Neighbour> {
         if self.entries.is_empty() || embedding.dimension != self.dimension || top_k + lexical_top_k == 0 {
             return Vec::new();
         }
-        let mut best = self.densest(embedding, top_k, min_cosine);
+        let mut best = self.densest(embedding, top_k, min_cosine, prescan);
         for position in self.lexical_nearest(words, lexical_top_k, &best) {
             let cosine = self.coverage(&self.entries[position], embedding);
             if cosine >= min_cosine {
@@ -463,34 +483,30 @@ impl SemanticIndex {
     }
 
     /// The `top_k` entries with the largest cosine of at least `min_cosine`, as (cosine, position),
-    /// best first.
-    fn densest(&self, embedding: &TextEmbedding, top_k: usize, min_cosine: f32) -> Vec<(f32, usize)> {
+    /// best first: the first pass (finishing `prescan` when it still holds), then the exact cosine
+    /// of the entries it leaves.
+    fn densest(
+        &self,
+        embedding: &TextEmbedding,
+        top_k: usize,
+        min_cosine: f32,
+        prescan: Option<&Prescan>,
+    ) -> Vec<(f32, usize)> {
         if top_k == 0 {
             return Vec::new();
         }
-        let mut query_codes = Vec::with_capacity(embedding.vectors.len());
-        let query_scales: Vec<CodeScale> = (0..embedding.chunks())
-            .map(|chunk| quantized::quantize_into(embedding.chunk(chunk), &mut query_codes))
-            .collect();
-        let estimates = self.estimated_coverages(&query_codes, &query_scales);
-        // The k-th largest lower bound: a post whose upper bound is below it has k posts surely ahead.
-        let mut largest_lower: Vec<f32> = Vec::with_capacity(top_k + 1);
-        for (estimate, bound) in &estimates {
-            let lower = estimate - bound;
-            if largest_lower.len() < top_k || lower > largest_lower[top_k - 1] {
-                let at = largest_lower.partition_point(|other| *other >= lower);
-                largest_lower.insert(at, lower);
-                largest_lower.truncate(top_k);
-            }
-        }
-        let floor = if largest_lower.len() == top_k { largest_lower[top_k - 1].max(min_cosine) } else { min_cosine };
+        let (query_codes, query_scales) = self.query_codes(embedding);
+        // A prescan holds while the entries behind its lower bounds are in the window; once one has
+        // left, fewer posts may be surely ahead, so the window is scanned again whole.
+        let holds = |prescan: &&Prescan| {
+            prescan.largest_lower.len() < top_k
+                || prescan.largest_lower.iter().all(|(_, number)| *number >= self.entries_base)
+        };
+        let scan = self.first_pass(&query_codes, &query_scales, top_k, min_cosine, prescan.filter(holds));
         let mut best: Vec<(f32, usize)> = Vec::with_capacity(top_k + 1);
-        for (position, entry) in self.entries.iter().enumerate() {
-            let (estimate, bound) = estimates[position];
-            if estimate + bound < floor {
-                continue;
-            }
-            let cosine = self.coverage(entry, embedding);
+        for (number, _) in scan.candidates {
+            let position = (number - self.entries_base) as usize;
+            let cosine = self.coverage(&self.entries[position], embedding);
             if cosine < min_cosine || (best.len() == top_k && cosine <= best[top_k - 1].0) {
                 continue;
             }
@@ -499,6 +515,83 @@ impl SemanticIndex {
             best.truncate(top_k);
         }
         best
+    }
+
+    /// The first pass of the scan for each embedding against the window as it stands now, split
+    /// over at most `threads` threads; each is finished by [`Self::nearest`] when its post is
+    /// linked. `None` for an embedding of another dimension than the window's.
+    pub fn prescan_all(
+        &self,
+        embeddings: &[&TextEmbedding],
+        top_k: usize,
+        min_cosine: f32,
+        threads: usize,
+    ) -> Vec<Option<Prescan>> {
+        let prescan = |embedding: &TextEmbedding| {
+            (embedding.dimension == self.dimension && top_k > 0).then(|| {
+                let (query_codes, query_scales) = self.query_codes(embedding);
+                self.first_pass(&query_codes, &query_scales, top_k, min_cosine, None)
+            })
+        };
+        let threads = threads.min(embeddings.len()).max(1);
+        if threads == 1 || self.entries.is_empty() {
+            return embeddings.iter().map(|embedding| prescan(embedding)).collect();
+        }
+        let share = embeddings.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = embeddings
+                .chunks(share)
+                .map(|part| scope.spawn(move || part.iter().map(|embedding| prescan(embedding)).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    }
+
+    /// An embedding's chunks as codes, with their scales.
+    fn query_codes(&self, embedding: &TextEmbedding) -> (Vec<i8>, Vec<CodeScale>) {
+        let mut query_codes = Vec::with_capacity(embedding.vectors.len());
+        let query_scales: Vec<CodeScale> = (0..embedding.chunks())
+            .map(|chunk| quantized::quantize_into(embedding.chunk(chunk), &mut query_codes))
+            .collect();
+        (query_codes, query_scales)
+    }
+
+    /// The scan's first pass: every entry's cosine estimated from the codes, and the entries whose
+    /// estimate plus bound reaches both `min_cosine` and the k-th best estimate minus bound (a post
+    /// below that has k posts surely ahead). With `earlier`, a first pass that still holds, only
+    /// the entries added since it are estimated, and its candidates still in the window are kept.
+    fn first_pass(
+        &self,
+        query_codes: &[i8],
+        query_scales: &[CodeScale],
+        top_k: usize,
+        min_cosine: f32,
+        earlier: Option<&Prescan>,
+    ) -> Prescan {
+        let scanned_to = self.entries_base + self.entries.len() as u64;
+        let from = earlier.map_or(self.entries_base, |earlier| earlier.scanned_to.max(self.entries_base));
+        let estimates = self.estimated_coverages(query_codes, query_scales, (from - self.entries_base) as usize);
+        let mut largest_lower = earlier.map_or_else(|| Vec::with_capacity(top_k + 1), |e| e.largest_lower.clone());
+        for (number, (estimate, bound)) in (from..).zip(&estimates) {
+            let lower = estimate - bound;
+            if largest_lower.len() < top_k || lower > largest_lower[top_k - 1].0 {
+                let at = largest_lower.partition_point(|(other, _)| *other >= lower);
+                largest_lower.insert(at, (lower, number));
+                largest_lower.truncate(top_k);
+            }
+        }
+        let floor = if largest_lower.len() == top_k { largest_lower[top_k - 1].0.max(min_cosine) } else { min_cosine };
+        let kept = earlier.into_iter().flat_map(|earlier| earlier.candidates.iter().copied());
+        let added = (from..).zip(estimates.iter().map(|(estimate, bound)| estimate + bound));
+        let candidates = kept
+            .filter(|(number, _)| *number >= self.entries_base)
+            .chain(added)
+            .filter(|(_, upper)| *upper >= floor)
+            .collect();
+        Prescan { scanned_to, largest_lower, candidates }
     }
 
     /// The evidence between a post and one indexed post, if that post is still in the window.
@@ -529,19 +622,19 @@ impl SemanticIndex {
         sum / embedding.chunks().max(1) as f32
     }
 
-    /// [`Self::coverage`] of every entry, in order, estimated from the codes, and the bound on
-    /// each estimate's error.
-    fn estimated_coverages(&self, query_codes: &[i8], query_scales: &[CodeScale]) -> Vec<(f32, f32)> {
-        let Some(front) = self.entries.front() else { return Vec::new() };
+    /// [`Self::coverage`] of every entry from `first` (a position in the window) on, in order,
+    /// estimated from the codes, and the bound on each estimate's error.
+    fn estimated_coverages(&self, query_codes: &[i8], query_scales: &[CodeScale], first: usize) -> Vec<(f32, f32)> {
+        let Some(front) = self.entries.get(first) else { return Vec::new() };
         // Entries' chunks are contiguous and in entry order from the front entry's first chunk.
         let live_from = (front.first_chunk - self.vectors_base) as usize;
         let (codes, scales) = (&self.codes[live_from * self.dimension..], &self.code_scales[live_from..]);
-        let mut sums = vec![(0.0f32, 0.0f32); self.entries.len()];
+        let mut sums = vec![(0.0f32, 0.0f32); self.entries.len() - first];
         let mut dots = Vec::with_capacity(scales.len());
         for (query, query_scale) in query_codes.chunks_exact(self.dimension).zip(query_scales) {
             quantized::dots_with_each(query, codes, &mut dots);
             let mut chunk = 0;
-            for (entry, (sum, bound)) in self.entries.iter().zip(sums.iter_mut()) {
+            for (entry, (sum, bound)) in self.entries.range(first..).zip(sums.iter_mut()) {
                 let chunks = chunk..chunk + entry.chunks as usize;
                 let best = dots[chunks.clone()]
                     .iter()
@@ -728,7 +821,7 @@ mod tests {
         two.vectors.extend(unit(&[0.0, 0.6, 0.8]).vectors);
         two.tokens = 40;
         index.insert(2, 1, &two, vec![2, 3]);
-        let found = index.nearest(&unit(&[0.0, 0.0, 1.0]), &[3], 5, 0, 0.5);
+        let found = index.nearest(&unit(&[0.0, 0.0, 1.0]), &[3], 5, 0, 0.5, None);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].key, 2);
         assert!((found[0].evidence.cosine - 0.8).abs() < 1e-5);
@@ -772,11 +865,66 @@ mod tests {
             exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             exact.truncate(5);
             let found: Vec<(f32, u64)> =
-                index.nearest(&query, &[], 5, 0, 0.3).iter().map(|n| (n.evidence.cosine, n.key)).collect();
+                index.nearest(&query, &[], 5, 0, 0.3, None).iter().map(|n| (n.evidence.cosine, n.key)).collect();
             assert_eq!(found, exact);
             checked += found.len();
         }
         assert!(checked > 100, "the queries find neighbours: {checked}");
+    }
+
+    #[test]
+    fn a_scan_finished_from_its_prescan_finds_what_a_whole_scan_finds() {
+        let random = |seed: u64, i: u64| {
+            (xxh3_64(&[seed, i].map(u64::to_le_bytes).concat()) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let embedding = |seed: u64, topic: u64, chunks: u64| {
+            let mut vectors = Vec::new();
+            for chunk in 0..chunks {
+                let values: Vec<f32> = (0..32).map(|i| random(topic, i) + 0.4 * random(seed * 3 + chunk, i)).collect();
+                let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+                vectors.extend(values.iter().map(|v| v / norm));
+            }
+            TextEmbedding { vectors, dimension: 32, tokens: 10 }
+        };
+        let (mut fresh, mut stale, mut checked) = (0, 0, 0);
+        for round in 0..20u64 {
+            let mut index = SemanticIndex::new();
+            let mut key = 0u64;
+            let mut insert = |index: &mut SemanticIndex, count: u64| {
+                for _ in 0..count {
+                    index.insert(key, key as i64, &embedding(round * 1000 + key, key % 8, 1 + key % 3), vec![key]);
+                    key += 1;
+                }
+            };
+            insert(&mut index, 150);
+            let queries: Vec<TextEmbedding> =
+                (0..8).map(|q| embedding(90_000 + round * 10 + q, q, 1 + q % 2)).collect();
+            let refs: Vec<&TextEmbedding> = queries.iter().collect();
+            let prescans = index.prescan_all(&refs, 5, 0.2, 3);
+            assert_eq!(prescans, index.prescan_all(&refs, 5, 0.2, 1), "threads change nothing");
+            // The window moves on before the posts are linked: posts enter, and in half the rounds
+            // so many leave that some prescans no longer hold.
+            insert(&mut index, 10 + round);
+            index.evict_beyond(if round % 2 == 0 { 155 } else { 60 });
+            for (query, prescan) in queries.iter().zip(&prescans) {
+                let prescan = prescan.as_ref().expect("same dimension");
+                if prescan.largest_lower.iter().all(|(_, number)| *number >= index.entries_base) {
+                    fresh += 1;
+                } else {
+                    stale += 1;
+                }
+                let whole: Vec<(f32, NodeKey)> =
+                    index.nearest(query, &[], 5, 0, 0.2, None).iter().map(|n| (n.evidence.cosine, n.key)).collect();
+                let finished: Vec<(f32, NodeKey)> = index
+                    .nearest(query, &[], 5, 0, 0.2, Some(prescan))
+                    .iter()
+                    .map(|n| (n.evidence.cosine, n.key))
+                    .collect();
+                assert_eq!(finished, whole, "round {round}");
+                checked += whole.len();
+            }
+        }
+        assert!(fresh > 0 && stale > 0 && checked > 400, "both paths taken: {fresh} held, {stale} stale, {checked}");
     }
 
     #[test]
@@ -803,7 +951,7 @@ mod tests {
         index.insert(2, 1, &whole, vec![1]);
         let mut query = unit(&[1.0, 0.0, 0.0]);
         query.vectors.extend(unit(&[0.0, 0.8, 0.6]).vectors);
-        let found = index.nearest(&query, &[1], 5, 0, 0.0);
+        let found = index.nearest(&query, &[1], 5, 0, 0.0, None);
         assert_eq!(found.iter().map(|n| n.key).collect::<Vec<_>>(), [2, 1]);
         assert!((found[0].evidence.cosine - 0.9).abs() < 1e-5, "(1 + 0.8) / 2");
         assert!((found[1].evidence.cosine - 0.5).abs() < 1e-5, "(1 + 0) / 2: half of it is not there");
@@ -842,7 +990,7 @@ mod tests {
         assert_eq!(index.evict_before(60_000), 60);
         assert_eq!(index.len(), 40);
         assert!(index.vectors.len() <= 40 * 2);
-        let found = index.nearest(&unit(&[1.0, 99.0]), &[], 1, 0, 0.0);
+        let found = index.nearest(&unit(&[1.0, 99.0]), &[], 1, 0, 0.0, None);
         assert_eq!(found[0].key, 99);
         assert!(!index.postings.contains_key(&3));
     }
@@ -857,15 +1005,16 @@ mod tests {
         }
         index.insert(10, 10, &unit(&[0.5, 0.0, 1.0]), vec![1, 100, 101]);
         let query = unit(&[1.0, 0.0, 0.1]);
-        let dense_only: Vec<NodeKey> = index.nearest(&query, &[1, 100, 101], 3, 0, 0.3).iter().map(|n| n.key).collect();
+        let dense_only: Vec<NodeKey> =
+            index.nearest(&query, &[1, 100, 101], 3, 0, 0.3, None).iter().map(|n| n.key).collect();
         assert!(!dense_only.contains(&10), "three nearest by cosine: {dense_only:?}");
-        let both = index.nearest(&query, &[1, 100, 101], 3, 1, 0.3);
+        let both = index.nearest(&query, &[1, 100, 101], 3, 1, 0.3, None);
         assert_eq!(both.len(), 4);
         let source = both.iter().find(|n| n.key == 10).expect("found by its words");
         assert!(source.evidence.word_overlap > 0.9, "it holds nearly all of the query's weight");
         assert!(both.windows(2).all(|pair| pair[0].evidence.cosine >= pair[1].evidence.cosine), "best cosine first");
         // Words-only candidates still need the smallest cosine.
-        assert!(index.nearest(&query, &[1, 100, 101], 3, 1, 0.9).iter().all(|n| n.key != 10));
+        assert!(index.nearest(&query, &[1, 100, 101], 3, 1, 0.9, None).iter().all(|n| n.key != 10));
     }
 
     #[test]
@@ -881,7 +1030,7 @@ mod tests {
         assert!((1000..1004).all(|word| index.postings[&word].len() == 2));
         assert_eq!(index.postings.values().map(VecDeque::len).sum::<usize>(), 16);
         let found: Vec<NodeKey> =
-            index.nearest(&unit(&[0.0, 1.0]), &[1001], 0, 5, -1.0).iter().map(|n| n.key).collect();
+            index.nearest(&unit(&[0.0, 1.0]), &[1001], 0, 5, -1.0, None).iter().map(|n| n.key).collect();
         assert_eq!(found, [17, 13], "the live holders of word 1001, best cosine first");
     }
 

@@ -694,7 +694,8 @@ mod tests {
             let mut observe_arrived = |post: Post, arrived_minute: i64| {
                 let signals = PostSignals::of(&post);
                 let arrived = DateTime::from_timestamp(1_800_000_000 + arrived_minute * 60, 0);
-                let detection = detector.process_arrived(post, None, arrived.filter(|_| with_arrival)).unwrap();
+                let prepared = detector.preparer().prepare(post);
+                let detection = detector.process_prepared(prepared, None, arrived.filter(|_| with_arrival)).unwrap();
                 scorer.observe(&detection, &signals)
             };
             observe_arrived(post("x:0", 0, "a", false, 0, ""), 0);

@@ -17,6 +17,7 @@ use arrow_schema::DataType;
 use chrono::{DateTime, Utc};
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::{Author, Post};
+use echotrace_core::prepare::PreparedPost;
 use futures::StreamExt;
 use std::io::BufRead;
 use std::path::Path;
@@ -53,13 +54,18 @@ impl<'a> Feeder<'a> {
 
     /// Links the waiting batch.
     pub fn run_batch(&mut self) -> anyhow::Result<()> {
-        let mut batch = std::mem::take(&mut self.batch);
+        let preparer = self.backtest.detector().preparer();
+        let mut batch: Vec<(PreparedPost, Option<Arc<TextEmbedding>>)> = std::mem::take(&mut self.batch)
+            .into_iter()
+            .map(|(post, stored)| (preparer.prepare(post), stored))
+            .collect();
         if let Some(embedder) = &mut self.embedder {
             let detector = self.backtest.detector();
             let keys: Vec<(Option<u64>, &str)> = batch
                 .iter()
-                .map(|(post, stored)| {
-                    (if stored.is_some() { None } else { detector.embedding_key(post) }, post.text.as_str())
+                .map(|(prepared, stored)| {
+                    let key = if stored.is_some() { None } else { detector.embedding_key(prepared) };
+                    (key, prepared.post.text.as_str())
                 })
                 .collect();
             let outcome = embedder.embed_batch(&keys);
@@ -73,8 +79,8 @@ impl<'a> Feeder<'a> {
                 }
             }
         }
-        for (post, embedding) in batch {
-            self.backtest.observe(post, embedding.as_deref());
+        for (prepared, embedding) in batch {
+            self.backtest.observe(prepared, embedding.as_deref());
         }
         Ok(())
     }

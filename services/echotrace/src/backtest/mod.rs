@@ -16,7 +16,7 @@ pub mod report;
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::{Detector, DetectorConfig};
 use echotrace_core::link::semantic::TextEmbedding;
-use echotrace_core::post::Post;
+use echotrace_core::prepare::PreparedPost;
 use echotrace_core::score::alerts::{AlertEvent, ScoreConfig, Scorer};
 use echotrace_core::score::features::{CascadeFeatures, PostSignals};
 use echotrace_core::score::rules::RuleSet;
@@ -148,12 +148,12 @@ impl Backtest {
         &self.detector
     }
 
-    /// Links one post and scores it with every rule set; returns the cascade it joined (none for a
+    /// Links one prepared post ([`Detector::preparer`]) and scores it with every rule set; returns the cascade it joined (none for a
     /// duplicate).
-    pub fn observe(&mut self, post: Post, embedding: Option<&TextEmbedding>) -> Option<String> {
-        let signals = PostSignals::of(&post);
-        let campaign = self.labels.0.get(&post.id).cloned();
-        let detection = self.detector.process_embedded(post, embedding)?;
+    pub fn observe(&mut self, prepared: PreparedPost, embedding: Option<&TextEmbedding>) -> Option<String> {
+        let signals = PostSignals::of(&prepared.post);
+        let campaign = self.labels.0.get(&prepared.post.id).cloned();
+        let detection = self.detector.process_prepared(prepared, embedding, None)?;
         self.posts += 1;
         for merge in &detection.merges {
             self.merged_into.insert(merge.absorbed_cascade_id.clone(), merge.into_cascade_id.clone());

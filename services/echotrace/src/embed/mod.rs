@@ -86,7 +86,8 @@ pub struct EmbedConfig {
     /// Run on the CPU when the CUDA provider cannot register, instead of failing at start-up.
     pub allow_cpu_fallback: bool,
     /// Threads for one batch (0: one per core): ONNX Runtime's intra-op threads for the
-    /// transformer, the threads a batch's texts are split over for the static encoder.
+    /// transformer, the threads a batch's texts are split over for the static encoder, and the
+    /// threads a batch's posts are prepared over before they are embedded.
     pub threads: usize,
     /// Posts per batch: a batch runs when this many wait…
     pub batch_size: usize,
@@ -247,7 +248,7 @@ impl Embedder {
 }
 
 /// `threads`, or one per core when it is 0.
-fn threads_or_cores(threads: usize) -> usize {
+pub(crate) fn threads_or_cores(threads: usize) -> usize {
     if threads > 0 { threads } else { std::thread::available_parallelism().map_or(1, |cores| cores.get()) }
 }
 
