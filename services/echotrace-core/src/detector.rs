@@ -1,13 +1,14 @@
 //! The stages wired together: one post in, one [`Detection`] out.
 //!
-//! [`Detector::process_prepared`] takes a post through the stateless stage ([`crate::prepare`]:
-//! normalized, fingerprinted, its URLs and content words found), gathers candidate parents
-//! (explicit ids, shared canonical URLs, near-duplicates), and, when none of them explains the post
-//! and its embedding is given, the best paraphrase or summary parent by meaning. It picks the primary
-//! parent by precedence (repost > quote > reply > shared URL > near-duplicate > paraphrase > summary;
-//! among near-duplicates the closest, then the earliest), places the post in the [`CascadeGraph`] and
-//! returns every row it produced. It is deterministic: the same stream (and embeddings) gives the
-//! same output, whether it comes from Kafka or a file.
+//! [`Detector::process_prepared`] takes a post that the stateless stage has prepared
+//! ([`crate::prepare`]: normalized, fingerprinted, its URLs and content words found), gathers
+//! candidate parents (explicit ids, shared canonical URLs, near-duplicates), and, when none of them
+//! explains the post and its embedding is given, the best paraphrase or summary parent by meaning.
+//! It picks the primary parent by precedence (repost > quote > reply > shared URL > near-duplicate >
+//! paraphrase > summary; among near-duplicates the closest, then the earliest), places the post in
+//! the [`CascadeGraph`] and returns every row it produced. It is deterministic: the same stream
+//! (and embeddings) gives the same output, whether it comes from Kafka or a file, one post at a
+//! time or in batches ([`Detector::process_batch`]).
 //!
 //! Embeddings cost milliseconds where everything else costs microseconds, so the caller asks
 //! [`Detector::embedding_key`] first: only posts that nothing lexical explains are embedded, and
@@ -341,6 +342,7 @@ impl Detector {
     /// post's scan is finished when it is linked, over what entered the window since.
     pub fn process_batch(&mut self, batch: Vec<BatchPost>, threads: usize) -> Vec<Option<Detection>> {
         let config = &self.config.semantic;
+        // One prescan per embedded post, consumed in the same order below.
         let embedded: Vec<&TextEmbedding> = batch.iter().filter_map(|post| post.embedding).collect();
         let mut prescans = if config.enabled && threads > 1 && embedded.len() > 1 {
             self.embedded.prescan_all(&embedded, config.top_k, config.min_cosine, threads)

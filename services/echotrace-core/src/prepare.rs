@@ -6,8 +6,9 @@
 //! decide whether the post needs an embedding, once to link it.
 //!
 //! No state is kept between posts, so a batch is prepared across threads
-//! ([`Preparer::prepare_all`]) with the same result as one post at a time, and in a staged
-//! deployment this stage scales by partitions like decoding does.
+//! ([`Preparer::prepare_all`]) with the same result as one post at a time. It is the first of the
+//! stages that a deployment beyond one process would scale by the input's partitions
+//! (`docs/scaling.md`).
 
 use crate::detector::{DetectorConfig, text_key};
 use crate::fingerprint::{Features, Fingerprint};

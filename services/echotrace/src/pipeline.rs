@@ -10,7 +10,8 @@
 //! threads, the posts that nothing lexical explains are embedded together (identical normalized
 //! texts once, and recent texts come from a cache), and the detector links the batch
 //! ([`Detector::process_batch`]: the first pass of each embedded post's scan by meaning across the
-//! same threads, then every post in arrival order). The batch is bounded, and embedding runs on the
+//! same threads, then every post in arrival order; the HTTP API's reads of the detector wait for
+//! the batch, a few milliseconds). The batch is bounded, and embedding runs on the
 //! consumer's task: when the model falls behind, the consumer slows down and Kafka holds the
 //! backlog (consumer lag), never an unbounded queue here.
 
@@ -131,8 +132,8 @@ impl Pipeline {
     /// processed now produced (duplicates produce nothing).
     pub fn submit(&mut self, post: Post, produced_at: Option<DateTime<Utc>>) -> Vec<Processed> {
         let Some(stage) = &mut self.semantic else {
-            let prepared = self.detector.lock().expect("detector lock poisoned").preparer().prepare(post);
-            return self.process(prepared, None, produced_at).into_iter().collect();
+            let preparer = self.detector.lock().expect("detector lock poisoned").preparer();
+            return self.process(preparer.prepare(post), None, produced_at).into_iter().collect();
         };
         stage.pending.push((post, produced_at));
         stage.oldest_since.get_or_insert_with(Instant::now);

@@ -279,7 +279,7 @@ pub struct Neighbour {
 /// The first pass of one post's scan by cosine ([`SemanticIndex::prescan_all`]), done ahead
 /// against the window as it stood, to be finished when the post is linked: the entries added since
 /// are estimated then, and the exact pass gives what a whole scan at that time gives.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Prescan {
     /// The absolute number past the last entry scanned.
     scanned_to: u64,
@@ -496,8 +496,9 @@ impl SemanticIndex {
             return Vec::new();
         }
         let (query_codes, query_scales) = self.query_codes(embedding);
-        // A prescan holds while the entries behind its lower bounds are in the window; once one has
-        // left, fewer posts may be surely ahead, so the window is scanned again whole.
+        // A prescan holds while the entries behind its k lower bounds are in the window; once one
+        // has left, fewer posts may be surely ahead, so the window is scanned again whole. With
+        // fewer than k it holds every entry it scanned, and those that left are dropped.
         let holds = |prescan: &&Prescan| {
             prescan.largest_lower.len() < top_k
                 || prescan.largest_lower.iter().all(|(_, number)| *number >= self.entries_base)
@@ -574,7 +575,12 @@ impl SemanticIndex {
         let scanned_to = self.entries_base + self.entries.len() as u64;
         let from = earlier.map_or(self.entries_base, |earlier| earlier.scanned_to.max(self.entries_base));
         let estimates = self.estimated_coverages(query_codes, query_scales, (from - self.entries_base) as usize);
-        let mut largest_lower = earlier.map_or_else(|| Vec::with_capacity(top_k + 1), |e| e.largest_lower.clone());
+        let mut largest_lower: Vec<(f32, u64)> = earlier.map_or_else(
+            || Vec::with_capacity(top_k + 1),
+            |earlier| {
+                earlier.largest_lower.iter().copied().filter(|(_, number)| *number >= self.entries_base).collect()
+            },
+        );
         for (number, (estimate, bound)) in (from..).zip(&estimates) {
             let lower = estimate - bound;
             if largest_lower.len() < top_k || lower > largest_lower[top_k - 1].0 {
@@ -886,8 +892,15 @@ mod tests {
             }
             TextEmbedding { vectors, dimension: 32, tokens: 10 }
         };
-        let (mut fresh, mut stale, mut checked) = (0, 0, 0);
-        for round in 0..20u64 {
+        let (mut fresh, mut stale, mut short, mut checked) = (0, 0, 0, 0);
+        for round in 0..30u64 {
+            // The window moves on before the posts are linked: posts enter and few leave; or so
+            // many leave that some prescans no longer hold; or a window smaller than k is replaced.
+            let (first, then, kept) = match round % 3 {
+                0 => (150, 10 + round, 155),
+                1 => (150, 10 + round, 60),
+                _ => (3, 6, 4),
+            };
             let mut index = SemanticIndex::new();
             let mut key = 0u64;
             let mut insert = |index: &mut SemanticIndex, count: u64| {
@@ -896,19 +909,19 @@ mod tests {
                     key += 1;
                 }
             };
-            insert(&mut index, 150);
+            insert(&mut index, first);
             let queries: Vec<TextEmbedding> =
                 (0..8).map(|q| embedding(90_000 + round * 10 + q, q, 1 + q % 2)).collect();
             let refs: Vec<&TextEmbedding> = queries.iter().collect();
             let prescans = index.prescan_all(&refs, 5, 0.2, 3);
             assert_eq!(prescans, index.prescan_all(&refs, 5, 0.2, 1), "threads change nothing");
-            // The window moves on before the posts are linked: posts enter, and in half the rounds
-            // so many leave that some prescans no longer hold.
-            insert(&mut index, 10 + round);
-            index.evict_beyond(if round % 2 == 0 { 155 } else { 60 });
+            insert(&mut index, then);
+            index.evict_beyond(kept);
             for (query, prescan) in queries.iter().zip(&prescans) {
                 let prescan = prescan.as_ref().expect("same dimension");
-                if prescan.largest_lower.iter().all(|(_, number)| *number >= index.entries_base) {
+                if prescan.largest_lower.len() < 5 {
+                    short += 1;
+                } else if prescan.largest_lower.iter().all(|(_, number)| *number >= index.entries_base) {
                     fresh += 1;
                 } else {
                     stale += 1;
@@ -924,7 +937,25 @@ mod tests {
                 checked += whole.len();
             }
         }
-        assert!(fresh > 0 && stale > 0 && checked > 400, "both paths taken: {fresh} held, {stale} stale, {checked}");
+        assert!(
+            fresh > 0 && stale > 0 && short > 0 && checked > 400,
+            "every path taken: {fresh} held, {stale} stale, {short} short of k, {checked} found"
+        );
+    }
+
+    #[test]
+    fn a_prescan_of_a_window_smaller_than_k_forgets_the_posts_that_left() {
+        let query = unit(&[1.0, 0.0, 0.0]);
+        let mut index = SemanticIndex::new();
+        index.insert(1, 1, &unit(&[1.0, 0.0, 0.0]), vec![]);
+        let prescan = index.prescan_all(&[&query], 2, 0.0, 1).remove(0).expect("same dimension");
+        // The one post the prescan saw leaves; two farther ones enter.
+        index.evict_beyond(0);
+        index.insert(2, 2, &unit(&[0.9, 0.436, 0.0]), vec![]);
+        index.insert(3, 3, &unit(&[0.5, 0.866, 0.0]), vec![]);
+        let keys = |found: Vec<Neighbour>| found.iter().map(|n| n.key).collect::<Vec<_>>();
+        assert_eq!(keys(index.nearest(&query, &[], 2, 0, 0.0, None)), [2, 3]);
+        assert_eq!(keys(index.nearest(&query, &[], 2, 0, 0.0, Some(&prescan))), [2, 3]);
     }
 
     #[test]
