@@ -172,6 +172,16 @@ fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<Partition> {
     list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
 }
 
+/// How many messages of a partition are still to be read: its high watermark less the offset the
+/// consumer reads next (the committed offset before it has read any). librdkafka's own
+/// `consumer_lag` counts from the committed offset, which moves only at checkpoints (every
+/// `state.snapshot_interval_secs`) and is unknown before the first: it reads as a backlog that is
+/// already processed, or as none at all.
+fn read_lag(stats: &rdkafka::statistics::Partition) -> Option<i64> {
+    let position = if stats.app_offset >= 0 { stats.app_offset } else { stats.committed_offset };
+    (stats.hi_offset >= 0 && position >= 0).then(|| (stats.hi_offset - position).max(0))
+}
+
 impl ClientContext for LagContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka client error");
@@ -187,16 +197,11 @@ impl ClientContext for LagContext {
         self.update_ready(&self.ownership.lock().expect("ownership lock poisoned"));
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
-                // librdkafka reports -1 for partitions this member does not consume, and the
-                // internal partition -1 ("UA") is not a real one.
-                if *partition < 0 || stats.consumer_lag < 0 {
-                    continue;
-                }
+                // The internal partition -1 ("UA") is not a real one; partitions this member
+                // does not consume have no position.
+                let Some(lag) = read_lag(stats).filter(|_| *partition >= 0) else { continue };
                 let partition = partition.to_string();
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[topic.as_str(), partition.as_str()])
-                    .set(stats.consumer_lag);
+                self.metrics.consumer_lag.with_label_values(&[topic.as_str(), partition.as_str()]).set(lag);
             }
         }
     }
@@ -291,6 +296,25 @@ mod tests {
 
     fn partition(number: i32) -> Partition {
         ("posts".to_owned(), number)
+    }
+
+    #[test]
+    fn lag_counts_from_what_was_read_not_from_what_was_committed() {
+        let stats = |app_offset, committed_offset, hi_offset| rdkafka::statistics::Partition {
+            app_offset,
+            committed_offset,
+            hi_offset,
+            ..Default::default()
+        };
+        // Read up to 900 of 1,000, nothing committed yet (librdkafka's consumer_lag is -1).
+        assert_eq!(read_lag(&stats(900, -1001, 1_000)), Some(100));
+        // Read to the end, committed at 200 by the last checkpoint: nothing is waiting.
+        assert_eq!(read_lag(&stats(1_000, 200, 1_000)), Some(0));
+        // Assigned, nothing read yet: from the committed offset.
+        assert_eq!(read_lag(&stats(-1001, 200, 1_000)), Some(800));
+        // Not consumed by this member, or its end not known yet.
+        assert_eq!(read_lag(&stats(-1001, -1001, 1_000)), None);
+        assert_eq!(read_lag(&stats(900, 200, -1001)), None);
     }
 
     #[test]
