@@ -18,6 +18,7 @@
 //!
 //! [`clock`] keeps event time, which the window evicts and the scorer slides on, out of reach of
 //! posts dated ahead. [`state`] writes the detector and the scorer to a snapshot and reads them back.
+//! [`parallel`] splits a batch of independent items over threads.
 //!
 //! ```
 //! use echotrace_core::{detector::{Detector, DetectorConfig}, post::Post};
@@ -38,6 +39,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod link;
 pub mod normalize;
+pub mod parallel;
 pub mod post;
 pub mod prepare;
 pub mod records;

@@ -16,6 +16,7 @@ use crate::link::minhash::{self, Signature};
 use crate::link::semantic::content_words;
 use crate::link::urls::{canonical_url, urls_in_text};
 use crate::normalize::{Script, normalize};
+use crate::parallel::map_in_order;
 use crate::post::Post;
 
 /// The most distinct URLs of one post that link it: a post may carry thousands, each a lookup
@@ -96,26 +97,7 @@ impl Preparer {
     /// Prepares a batch, in order, split over at most `threads` threads: each post's result depends
     /// on it alone, so the split changes nothing but the time.
     pub fn prepare_all(&self, posts: Vec<Post>, threads: usize) -> Vec<PreparedPost> {
-        let threads = threads.min(posts.len() / POSTS_PER_THREAD).max(1);
-        if threads == 1 {
-            return posts.into_iter().map(|post| self.prepare(post)).collect();
-        }
-        let share = posts.len().div_ceil(threads);
-        let mut parts: Vec<Vec<Post>> = Vec::with_capacity(threads);
-        let mut posts = posts.into_iter();
-        for _ in 0..threads {
-            parts.push(posts.by_ref().take(share).collect());
-        }
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = parts
-                .into_iter()
-                .map(|part| scope.spawn(move || part.into_iter().map(|post| self.prepare(post)).collect::<Vec<_>>()))
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
+        map_in_order(posts, threads, POSTS_PER_THREAD, |post| self.prepare(post))
     }
 }
 

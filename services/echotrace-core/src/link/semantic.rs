@@ -49,6 +49,7 @@
 use crate::graph::NodeKey;
 use crate::link::quantized::{self, CodeScale};
 use crate::normalize::{NormalizedText, Script};
+use crate::parallel;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
@@ -534,21 +535,9 @@ impl SemanticIndex {
                 self.first_pass(&query_codes, &query_scales, top_k, min_cosine, None)
             })
         };
-        let threads = threads.min(embeddings.len()).max(1);
-        if threads == 1 || self.entries.is_empty() {
-            return embeddings.iter().map(|embedding| prescan(embedding)).collect();
-        }
-        let share = embeddings.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = embeddings
-                .chunks(share)
-                .map(|part| scope.spawn(move || part.iter().map(|embedding| prescan(embedding)).collect::<Vec<_>>()))
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
+        // An empty window has nothing to scan: no thread is worth starting.
+        let threads = if self.entries.is_empty() { 1 } else { threads };
+        parallel::map_in_order(embeddings.to_vec(), threads, 1, prescan)
     }
 
     /// An embedding's chunks as codes, with their scales.

@@ -18,6 +18,7 @@
 use super::EmbedError;
 use super::ascii_wordpiece::AsciiWordPiece;
 use echotrace_core::link::semantic::TextEmbedding;
+use echotrace_core::parallel::map_in_order;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -109,24 +110,7 @@ impl StaticEncoder {
     pub fn embed_all(&self, texts: &[&str], threads: usize) -> Result<Vec<TextEmbedding>, EmbedError> {
         // Below this many texts a thread costs more to start than it saves.
         const TEXTS_PER_THREAD: usize = 8;
-        let threads = threads.min(texts.len() / TEXTS_PER_THREAD).max(1);
-        if threads == 1 {
-            return texts.iter().map(|text| self.embed(text)).collect();
-        }
-        let share = texts.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = texts
-                .chunks(share)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|text| self.embed(text)).collect::<Result<Vec<_>, _>>())
-                })
-                .collect();
-            let mut embeddings = Vec::with_capacity(texts.len());
-            for worker in workers {
-                embeddings.extend(worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
-            }
-            Ok(embeddings)
-        })
+        map_in_order(texts.to_vec(), threads, TEXTS_PER_THREAD, |text| self.embed(text)).into_iter().collect()
     }
 
     /// Embeds one text.
