@@ -42,7 +42,7 @@ pub struct Shingling {
 pub const SHINGLING_V1: Shingling = Shingling { max_word_ngram: 1, cjk_ngram: 2 };
 
 /// A text's fingerprint and how much evidence went into it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
     /// The 64-bit simhash.
     pub simhash: u64,

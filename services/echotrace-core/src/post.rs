@@ -137,7 +137,9 @@ impl Post {
         Ok(post)
     }
 
-    fn validate(&self, now: DateTime<Utc>) -> Result<(), InvalidPost> {
+    /// Checks a decoded post against the contract ([`Post::from_json_at`] does, after decoding),
+    /// judging `created_at` against `now`.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), InvalidPost> {
         non_empty_id("id", &self.id)?;
         non_empty_id("author.id", &self.author.id)?;
         if self.platform.trim().is_empty() || self.platform.len() > 64 {

@@ -201,6 +201,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run => {
             let (trigger, shutdown) = shutdown::channel();
             trigger.on_signals();
+            if config.stage.role == crate::config::StageRole::Prepare {
+                let running = crate::stages::prepare::start(config, shutdown).await?;
+                running.consumer.await??;
+                running.server.await?;
+                return Ok(());
+            }
             let running = crate::run::start(config, None, shutdown).await?;
             running.consumer.await??;
             running.server.await?;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The configuration's sections: `ECHOTRACE_<SECTION>__<KEY>` environment variables set their keys.
-const SECTIONS: [&str; 8] = ["kafka", "detector", "embed", "output", "http", "alerting", "query", "state"];
+const SECTIONS: [&str; 9] = ["kafka", "detector", "embed", "output", "http", "alerting", "query", "state", "stage"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,32 @@ pub struct Config {
     pub query: QueryConfig,
     /// Snapshots of the detector and scorer, which a restarted `run` resumes from.
     pub state: StateConfig,
+    /// Which stages `run` runs: all of them in one process (the default), or one stage of the
+    /// staged deployment ([`crate::stages`]).
+    pub stage: StageConfig,
+}
+
+/// Which stages of the pipeline one `echotrace run` process runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StageConfig {
+    /// `whole`, `prepare` or `detect` ([`StageRole`]).
+    pub role: StageRole,
+}
+
+/// The part of the pipeline a process runs ([`crate::stages`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageRole {
+    /// Everything in one process: `kafka.input_topics` in; rows, edges and alerts out.
+    #[default]
+    Whole,
+    /// The stateless stage: `kafka.input_topics` in, decoded, validated, fingerprinted and
+    /// embedded; prepared posts out to `kafka.prepared_topic`. Scaled by the input's partitions.
+    Prepare,
+    /// Linking, cascades and scoring: prepared posts in from `kafka.prepared_topic`; rows, edges
+    /// and alerts out.
+    Detect,
 }
 
 /// Where posts come from and where edges and dead letters go.
@@ -58,6 +84,9 @@ pub struct KafkaConfig {
     pub edges_topic: String,
     /// Topic for alert events, the audit trail (empty: do not publish alerts).
     pub alerts_topic: String,
+    /// Topic between the staged deployment's `prepare` and `detect` stages (`stage.role`): one
+    /// prepared post a message, keyed by post id, on the partition its post was read from.
+    pub prepared_topic: String,
     /// Extra librdkafka properties for every client (SASL, TLS, timeouts), passed through verbatim,
     /// e.g. `"security.protocol" = "SASL_SSL"`.
     pub properties: BTreeMap<String, String>,
@@ -72,6 +101,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: "echotrace.dead-letter".into(),
             edges_topic: "echotrace.edges".into(),
             alerts_topic: "echotrace.alerts".into(),
+            prepared_topic: "echotrace.prepared".into(),
             properties: BTreeMap::new(),
         }
     }
@@ -99,6 +129,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("edges_topic", &self.edges_topic)
             .field("alerts_topic", &self.alerts_topic)
+            .field("prepared_topic", &self.prepared_topic)
             .field("properties", &properties)
             .finish()
     }

@@ -18,12 +18,15 @@
 //! most [`MAX_CONNECTIONS`] are open at once and [`MAX_CONCURRENT_REQUESTS`] answered at once,
 //! each within [`REQUEST_TIMEOUT`]. The accept loop is this module's own because axum's `serve`
 //! has neither a header-read timeout nor a connection cap.
+//!
+//! The `prepare` stage ([`crate::stages::prepare`]) holds no cascades: it serves the probes and
+//! `/metrics` only ([`serve_health`]).
 
 use crate::access::{self, AccessError};
 use crate::explorer::{self, ExplorerState};
 use crate::metrics::Metrics;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRef, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,6 +66,21 @@ pub struct ApiState {
     pub explorer: Arc<ExplorerState>,
 }
 
+/// What the probes and `/metrics` read, in every stage.
+#[derive(Clone)]
+pub struct Health {
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Whether the consumer is in its group (readiness).
+    pub ready: Arc<AtomicBool>,
+}
+
+impl FromRef<ApiState> for Health {
+    fn from_ref(state: &ApiState) -> Health {
+        Health { metrics: state.metrics.clone(), ready: state.ready.clone() }
+    }
+}
+
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -88,20 +106,39 @@ pub fn router(state: ApiState, token: Option<String>) -> Router {
         .route("/posts/{id}/lineage", get(lineage))
         .merge(explorer::data_routes())
         .route_layer(middleware::from_fn_with_state(token.map(Arc::<str>::from), require_token));
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(explorer::page_routes())
         .merge(guarded)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    (StatusCode::REQUEST_TIMEOUT, "the request took too long\n")
-                }))
-                .timeout(REQUEST_TIMEOUT)
-                .concurrency_limit(MAX_CONCURRENT_REQUESTS),
-        )
+        .with_state(state);
+    bounded(routes)
+}
+
+/// The routes of a stage without cascades: `/healthz`, `/readyz`, and `/metrics`, which requires
+/// `token` when there is one.
+pub fn health_router(health: Health, token: Option<String>) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(token.map(Arc::<str>::from), require_token));
+    let routes = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
+        .with_state(health);
+    bounded(routes)
+}
+
+/// `routes` with the request timeout and the bound on requests answered at once.
+fn bounded(routes: Router) -> Router {
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                (StatusCode::REQUEST_TIMEOUT, "the request took too long\n")
+            }))
+            .timeout(REQUEST_TIMEOUT)
+            .concurrency_limit(MAX_CONCURRENT_REQUESTS),
+    )
 }
 
 /// Lets a request through when it presents the token (or none is configured); answers 401
@@ -128,10 +165,28 @@ pub async fn serve(
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     access::require_token_beyond_loopback(listen, token.as_deref(), "http")?;
+    listen_and_serve(listen, router(state, token), shutdown).await
+}
+
+/// [`serve`] for a stage without cascades: the probes and `/metrics` ([`health_router`]).
+pub async fn serve_health(
+    listen: SocketAddr,
+    health: Health,
+    token: Option<String>,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    access::require_token_beyond_loopback(listen, token.as_deref(), "http")?;
+    listen_and_serve(listen, health_router(health, token), shutdown).await
+}
+
+async fn listen_and_serve(
+    listen: SocketAddr,
+    app: Router,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let bind_error = |source| ServeError::Bind { listen, source };
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind_error)?;
     let address = listener.local_addr().map_err(bind_error)?;
-    let app = router(state, token);
     let handle = tokio::spawn(accept(listener, app, shutdown));
     Ok((address, handle))
 }
@@ -186,16 +241,16 @@ async fn accept(listener: tokio::net::TcpListener, app: Router, mut shutdown: cr
     while open.join_next().await.is_some() {}
 }
 
-async fn readyz(State(state): State<ApiState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+async fn readyz(State(health): State<Health>) -> Response {
+    if health.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no partitions assigned\n").into_response()
     }
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
-    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], state.metrics.encode()).into_response()
+async fn metrics(State(health): State<Health>) -> Response {
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], health.metrics.encode()).into_response()
 }
 
 #[derive(Deserialize)]

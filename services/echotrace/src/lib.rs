@@ -27,4 +27,5 @@ pub mod replay;
 pub mod run;
 pub mod shutdown;
 pub mod sinks;
+pub mod stages;
 pub mod state;

@@ -61,6 +61,11 @@ pub struct Metrics {
     pub embedding_failures: IntCounter,
     /// Time to embed one batch.
     pub embed_batch_seconds: Histogram,
+    /// Posts the `prepare` stage prepared and sent to the prepared topic.
+    pub posts_prepared: IntCounter,
+    /// Prepared posts the `detect` stage read that were prepared with other settings, and were
+    /// prepared again from their text and linked without their embedding.
+    pub prepared_foreign: IntCounter,
     /// Time to process one message, from receipt to its rows being buffered.
     pub processing_seconds: Histogram,
     /// Flushes of the Parquet datasets followed by an offset commit.
@@ -210,6 +215,16 @@ impl Metrics {
                 &r,
                 "echotrace_embedding_failures_total",
                 "Embedding batches that failed; their posts were linked without meaning",
+            ),
+            posts_prepared: counter(
+                &r,
+                "echotrace_posts_prepared_total",
+                "Posts prepared by the prepare stage and acknowledged on the prepared topic",
+            ),
+            prepared_foreign: counter(
+                &r,
+                "echotrace_prepared_foreign_total",
+                "Prepared posts read with other settings than this stage's, prepared again and linked without meaning",
             ),
             embed_batch_seconds: histogram(
                 &r,

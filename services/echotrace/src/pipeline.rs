@@ -15,12 +15,13 @@
 //! consumer's task: when the model falls behind, the consumer slows down and Kafka holds the
 //! backlog (consumer lag), never an unbounded queue here.
 
-use crate::config::Config;
+use crate::config::{Config, StageRole};
 use crate::embed::cached::{BatchEmbed, CachedEmbedder};
 use crate::embed::{EmbedConfig, Embedder};
 use crate::explorer::board::AlertBoard;
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
+use crate::stages::Input;
 use crate::state::{StateError, StateStore};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -49,10 +50,18 @@ pub struct Processed {
     pub produced_at: Option<DateTime<Utc>>,
 }
 
+/// A post waiting for its batch: as it arrived, or prepared (and embedded where it may be linked
+/// by meaning) by a `prepare` stage ([`crate::stages`]).
+enum Waiting {
+    Arrived(Post),
+    Prepared(PreparedPost, Option<Arc<TextEmbedding>>),
+}
+
 /// The embedding model and the posts waiting for the next batch.
 struct SemanticStage {
-    embedder: CachedEmbedder,
-    pending: Vec<(Post, Option<DateTime<Utc>>)>,
+    /// The model; none in the `detect` stage, whose posts come embedded.
+    embedder: Option<CachedEmbedder>,
+    pending: Vec<(Waiting, Option<DateTime<Utc>>)>,
     oldest_since: Option<Instant>,
     batch_size: usize,
     batch_latency: Duration,
@@ -85,9 +94,34 @@ pub fn from_config(
     if !config.detector.semantic.enabled {
         return Ok(pipeline);
     }
+    if config.stage.role == StageRole::Detect {
+        // Posts come embedded by the `prepare` stage; batches still share the scan's first pass.
+        return Ok(pipeline.with_batches(None, &config.embed));
+    }
     let embedder = Embedder::new(&config.embed).context("semantic linking is on (detector.semantic.enabled)")?;
     tracing::info!(model = %config.embed.model_file, dimension = embedder.dimension(), device = ?embedder.device(), "sentence embeddings loaded");
-    Ok(pipeline.with_embedder(embedder, &config.embed))
+    Ok(pipeline.with_batches(Some(embedder), &config.embed))
+}
+
+/// Embeds the texts of `keys` that have a key ([`BatchEmbed::embed_batch`]) and counts what it
+/// did. When the model fails, the error is logged and counted and no text gets an embedding: the
+/// posts are linked by everything but meaning.
+pub fn embed_counted(
+    embedder: &mut CachedEmbedder,
+    keys: &[(Option<u64>, &str)],
+    metrics: &Metrics,
+) -> Vec<Option<Arc<TextEmbedding>>> {
+    let outcome = embedder.embed_batch(keys);
+    metrics.embedding_reuses.inc_by(outcome.reused);
+    metrics.embeddings.inc_by(outcome.embedded);
+    if outcome.embedded > 0 || outcome.failure.is_some() {
+        metrics.embed_batch_seconds.observe(outcome.seconds);
+    }
+    if let Some(error) = outcome.failure {
+        tracing::error!(%error, posts = keys.len(), "embedding failed; linking this batch without it");
+        metrics.embedding_failures.inc();
+    }
+    outcome.embeddings
 }
 
 impl Pipeline {
@@ -96,10 +130,11 @@ impl Pipeline {
         Pipeline { detector, scorer, sink, metrics, observer: None, alert_board: None, semantic: None, muted: false }
     }
 
-    /// Turns semantic linking on: posts are batched and embedded by `embedder`.
-    pub fn with_embedder(mut self, embedder: Embedder, config: &EmbedConfig) -> Pipeline {
+    /// Turns semantic linking on: posts are batched, and embedded by `embedder` unless they come
+    /// embedded ([`Pipeline::submit_prepared`]).
+    pub fn with_batches(mut self, embedder: Option<Embedder>, config: &EmbedConfig) -> Pipeline {
         self.semantic = Some(SemanticStage {
-            embedder: CachedEmbedder::new(embedder, config.cache_entries),
+            embedder: embedder.map(|embedder| CachedEmbedder::new(embedder, config.cache_entries)),
             pending: Vec::with_capacity(config.batch_size),
             oldest_since: None,
             batch_size: config.batch_size.max(1),
@@ -131,10 +166,38 @@ impl Pipeline {
     /// linking it is processed at once; with it, it waits for its batch. Returns what the posts
     /// processed now produced (duplicates produce nothing).
     pub fn submit(&mut self, post: Post, produced_at: Option<DateTime<Utc>>) -> Vec<Processed> {
-        let Some(stage) = &mut self.semantic else {
+        if self.semantic.is_none() {
             let preparer = self.detector.lock().expect("detector lock poisoned").preparer();
             return self.process(preparer.prepare(post), None, produced_at).into_iter().collect();
-        };
+        }
+        self.wait(Waiting::Arrived(post), produced_at)
+    }
+
+    /// Takes one consumed message's post, prepared or not ([`crate::stages::InputDecoder`]).
+    pub fn submit_input(&mut self, input: Input, produced_at: Option<DateTime<Utc>>) -> Vec<Processed> {
+        match input {
+            Input::Post(post) => self.submit(post, produced_at),
+            Input::Prepared(prepared, embedding) => self.submit_prepared(prepared, embedding, produced_at),
+        }
+    }
+
+    /// Takes one post that a `prepare` stage prepared and, where it may be linked by meaning,
+    /// embedded ([`crate::stages`]); otherwise as [`Pipeline::submit`].
+    pub fn submit_prepared(
+        &mut self,
+        prepared: PreparedPost,
+        embedding: Option<Arc<TextEmbedding>>,
+        produced_at: Option<DateTime<Utc>>,
+    ) -> Vec<Processed> {
+        if self.semantic.is_none() {
+            return self.process(prepared, None, produced_at).into_iter().collect();
+        }
+        self.wait(Waiting::Prepared(prepared, embedding), produced_at)
+    }
+
+    /// Puts a post in the waiting batch, and runs the batch when it is full.
+    fn wait(&mut self, post: Waiting, produced_at: Option<DateTime<Utc>>) -> Vec<Processed> {
+        let stage = self.semantic.as_mut().expect("only batched pipelines wait");
         stage.pending.push((post, produced_at));
         stage.oldest_since.get_or_insert_with(Instant::now);
         self.metrics.embed_backlog.set(stage.pending.len() as i64);
@@ -156,27 +219,46 @@ impl Pipeline {
         if batch.is_empty() {
             return Vec::new();
         }
-        // The stateless stage runs across threads, outside the detector's lock.
+        // The stateless stage runs across threads, outside the detector's lock, for the posts
+        // that arrived as they were posted; prepared ones come with their embeddings.
         let preparer = self.detector.lock().expect("detector lock poisoned").preparer();
-        let (posts, produced_at): (Vec<Post>, Vec<Option<DateTime<Utc>>>) = batch.into_iter().unzip();
-        let batch = preparer.prepare_all(posts, stage.threads);
-        let keys: Vec<(Option<u64>, &str)> = {
-            let detector = self.detector.lock().expect("detector lock poisoned");
-            batch.iter().map(|prepared| (detector.embedding_key(prepared), prepared.post.text.as_str())).collect()
-        };
-        let outcome = stage.embedder.embed_batch(&keys);
-        self.metrics.embedding_reuses.inc_by(outcome.reused);
-        self.metrics.embeddings.inc_by(outcome.embedded);
-        if outcome.embedded > 0 || outcome.failure.is_some() {
-            self.metrics.embed_batch_seconds.observe(outcome.seconds);
+        let (waiting, produced_at): (Vec<Waiting>, Vec<Option<DateTime<Utc>>>) = batch.into_iter().unzip();
+        let mut arrived = Vec::new();
+        let mut given = Vec::with_capacity(waiting.len());
+        for post in waiting {
+            match post {
+                Waiting::Arrived(post) => {
+                    arrived.push(post);
+                    given.push(None);
+                }
+                Waiting::Prepared(prepared, embedding) => given.push(Some((prepared, embedding))),
+            }
         }
-        // The posts are still processed, linked by everything but meaning; the error is counted.
-        if let Some(error) = outcome.failure {
-            tracing::error!(%error, posts = batch.len(), "embedding failed; linking this batch without it");
-            self.metrics.embedding_failures.inc();
+        let mut fresh = preparer.prepare_all(arrived, stage.threads).into_iter();
+        let (batch, mut embeddings): (Vec<PreparedPost>, Vec<Option<Arc<TextEmbedding>>>) = given
+            .into_iter()
+            .map(|given| given.unwrap_or_else(|| (fresh.next().expect("one prepared post per arrived one"), None)))
+            .unzip();
+        if let Some(embedder) = &mut stage.embedder {
+            let keys: Vec<(Option<u64>, &str)> = {
+                let detector = self.detector.lock().expect("detector lock poisoned");
+                batch
+                    .iter()
+                    .zip(&embeddings)
+                    .map(|(prepared, given)| {
+                        let key = given.is_none().then(|| detector.embedding_key(prepared)).flatten();
+                        (key, prepared.post.text.as_str())
+                    })
+                    .collect()
+            };
+            let computed = embed_counted(embedder, &keys, &self.metrics);
+            for (embedding, computed) in embeddings.iter_mut().zip(computed) {
+                if embedding.is_none() {
+                    *embedding = computed;
+                }
+            }
         }
         let threads = stage.threads;
-        let embeddings = outcome.embeddings;
         let signals: Vec<PostSignals> = batch.iter().map(|prepared| PostSignals::of(&prepared.post)).collect();
         let detections = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");

@@ -143,7 +143,8 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let ownership = Arc::new(Mutex::new(Ownership::holding(held.filter(|_| config.state.rebuild_from_kafka))));
     let consumer = ingest::consumer(&config, metrics.clone(), ready, ownership.clone())
         .context("cannot create the Kafka consumer")?;
-    tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, api = %api_address, out = %config.output.dir.display(), "consuming");
+    let topics = crate::stages::InputDecoder::topics(&config);
+    tracing::info!(brokers = %config.kafka.brokers, topics = ?topics, role = ?config.stage.role, api = %api_address, out = %config.output.dir.display(), "consuming");
     let (notices, dispatcher) = if config.alerting.alertmanager_url.is_empty() {
         (None, None)
     } else {
@@ -164,7 +165,8 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         }
     }
     let task_metrics = metrics.clone();
-    let outlets = Outlets { publisher, state: store, dispatches_alerts: notices.is_some() };
+    let decoder = crate::stages::InputDecoder::new(&config);
+    let outlets = Outlets { publisher, state: store, dispatches_alerts: notices.is_some(), decoder };
     let progress = Progress::new(pipeline, outlets, metrics.clone(), ownership, config.state.snapshot_interval());
     let consumer = tokio::spawn(async move {
         let progress = Arc::new(tokio::sync::Mutex::new(progress));

@@ -14,9 +14,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Processed};
 use crate::sinks::kafka::{KafkaPublisher, Source};
 use crate::sinks::parquet::io_error;
+use crate::stages::InputDecoder;
 use crate::state::{StateError, StateStore};
 use chrono::DateTime;
-use echotrace_core::post::Post;
 use echotrace_core::state::Position;
 use futures::future::try_join_all;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -38,6 +38,8 @@ pub struct Outlets {
     pub state: Option<StateStore>,
     /// Whether an Alertmanager dispatcher takes alert notices.
     pub dispatches_alerts: bool,
+    /// Decodes the consumed messages: posts, or prepared posts in the `detect` stage.
+    pub decoder: InputDecoder,
 }
 
 /// The pipeline and what was read since the last commit; shared by the consumer loop and the
@@ -107,10 +109,13 @@ impl Progress {
         let source =
             Source { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
         let payload = message.payload().unwrap_or_default();
-        match Post::from_json(payload) {
-            Ok(post) => {
+        match self.outlets.decoder.decode(payload) {
+            Ok(decoded) => {
+                if decoded.foreign {
+                    self.metrics.prepared_foreign.inc();
+                }
                 let produced_at = message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
-                let processed = self.pipeline.submit(post, produced_at);
+                let processed = self.pipeline.submit_input(decoded.input, produced_at);
                 self.publish(processed)?;
             }
             Err(error) => {

@@ -62,7 +62,7 @@ pub enum IngestError {
 /// The settings every consumer of the input shares: the group (offsets are committed by hand, at
 /// checkpoints), the prefetch bound, fetch sizes that let oversized messages through to be dead-lettered rather
 /// than stall their partition, then `extra`, then the configured properties, which win.
-fn client_config(config: &Config, extra: &[(&str, &str)]) -> ClientConfig {
+pub(crate) fn client_config(config: &Config, extra: &[(&str, &str)]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.kafka.brokers)
@@ -106,7 +106,8 @@ pub fn consumer(
     let consumer: StreamConsumer<LagContext> = client
         .create_with_context(LagContext::new(metrics, ready, ownership))
         .map_err(crate::config::without_secret)?;
-    let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+    let topics = crate::stages::InputDecoder::topics(config);
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
@@ -226,7 +227,7 @@ async fn check_assigned(
 }
 
 /// Waits until `deadline`, or forever when there is none.
-async fn until(deadline: Option<Instant>) {
+pub(crate) async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,

@@ -17,7 +17,7 @@
 use super::lag::Partition;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use echotrace_core::post::Post;
+use crate::stages::InputDecoder;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -57,6 +57,7 @@ pub async fn rebuild_window(
     only: Option<&BTreeSet<Partition>>,
 ) -> Result<Rebuilt, KafkaError> {
     let consumer = reader(config)?;
+    let decoder = InputDecoder::new(config);
     let (mut held, mut ends) = committed_ends(config, &consumer)?;
     if let Some(only) = only {
         held.retain(|partition, _| only.contains(partition));
@@ -110,10 +111,10 @@ pub async fn rebuild_window(
             continue;
         }
         // Invalid messages were dead-lettered when they were first read.
-        if let Ok(post) = Post::from_json(message.payload().unwrap_or_default()) {
+        if let Ok(decoded) = decoder.decode(message.payload().unwrap_or_default()) {
             // With its arrival time, as the first read had it: event time moves the same way.
             let produced_at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis);
-            pipeline.submit(post, produced_at);
+            pipeline.submit_input(decoded.input, produced_at);
             rebuilt.posts += 1;
         }
     }
@@ -132,7 +133,7 @@ fn reader(config: &Config) -> Result<StreamConsumer, KafkaError> {
 /// of those that have one past the start of what the partition still holds.
 fn committed_ends(config: &Config, consumer: &StreamConsumer) -> Result<(Offsets, Offsets), KafkaError> {
     let mut partitions = TopicPartitionList::new();
-    for topic in &config.kafka.input_topics {
+    for topic in &InputDecoder::topics(config) {
         let metadata = consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT)?;
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             partitions.add_partition(topic, partition.id());

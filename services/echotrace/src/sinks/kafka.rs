@@ -1,4 +1,5 @@
-//! Kafka sinks: the dead-letter topic, the edges topic and the alerts topic.
+//! Kafka sinks: the dead-letter topic, the edges topic and the alerts topic, and the prepared
+//! topic between the staged deployment's stages ([`crate::stages`]).
 //!
 //! Sends return delivery futures instead of being awaited one by one; the consumer awaits them all
 //! before it commits the offsets of the messages that produced them. Sending is synchronous (a full
@@ -6,7 +7,7 @@
 //! which cannot await, publishes the same way as its loop.
 
 use crate::config::{KafkaConfig, without_secret};
-use echotrace_core::post::InvalidPost;
+use crate::stages::InvalidInput;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::AlertEvent;
 use rdkafka::ClientConfig;
@@ -92,7 +93,7 @@ impl KafkaPublisher {
         key: Option<&[u8]>,
         payload: &[u8],
         source: &Source,
-        error: &InvalidPost,
+        error: &InvalidInput,
     ) -> Result<DeliveryFuture, KafkaError> {
         let reason = error.to_string();
         let origin = format!("{}/{}/{}", source.topic, source.partition, source.offset);
@@ -103,6 +104,44 @@ impl KafkaPublisher {
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        self.enqueue(record)
+    }
+
+    /// How many partitions `topic` has; fails, saying what to do, when it does not exist.
+    pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<i32, anyhow::Error> {
+        use anyhow::Context;
+        use rdkafka::producer::Producer;
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .context("cannot fetch metadata from the brokers (kafka.brokers, kafka.properties)")?;
+        match metadata.topics().iter().find(|found| found.name() == topic) {
+            Some(found) if found.error().is_none() && !found.partitions().is_empty() => {
+                Ok(found.partitions().len() as i32)
+            }
+            _ => anyhow::bail!(
+                "topic {topic} does not exist: create it (deploy/README.md lists the topics; the prepared topic \
+                 has as many partitions as the input topic)"
+            ),
+        }
+    }
+
+    /// Sends one prepared post to `topic`'s `partition`, keyed by its post id, with the timestamp
+    /// of the message it was prepared from.
+    pub fn prepared(
+        &self,
+        topic: &str,
+        partition: i32,
+        post_id: &str,
+        payload: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let mut record =
+            FutureRecord::<[u8], [u8]>::to(topic).payload(payload).key(post_id.as_bytes()).partition(partition);
+        if let Some(timestamp) = timestamp {
+            record = record.timestamp(timestamp);
         }
         self.enqueue(record)
     }

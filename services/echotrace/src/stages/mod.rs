@@ -1,0 +1,102 @@
+//! The staged deployment: the pipeline cut into processes connected by a Kafka topic, chosen by
+//! `stage.role` ([`StageRole`]).
+//!
+//! - `whole` (the default): one process runs every stage, as `replay` and `demo` do.
+//! - `prepare` ([`prepare`]): the stateless stage. It reads `kafka.input_topics` in its own
+//!   consumer group, decodes and validates each message (bad ones go to the dead-letter topic),
+//!   prepares the post ([`echotrace_core::prepare`]) and embeds it where it may be linked by
+//!   meaning, and sends the result to `kafka.prepared_topic` ([`prepared`]): keyed by post id, on
+//!   the partition number it was read from, so every input partition's order is kept. It keeps no
+//!   state, so it scales with the input's partitions, on GPU nodes for the transformer.
+//! - `detect`: linking, cascades, scoring and alerts, the same [`crate::pipeline::Pipeline`] and
+//!   checkpoints as `whole`, reading prepared posts from `kafka.prepared_topic` instead of posts.
+//!
+//! The `prepare` stage embeds every post that may be linked by meaning. A `whole` process embeds
+//! fewer: it skips the posts that something already in its window explains lexically, which only
+//! the stateful stage knows. The `detect` stage weighs a post's embedding only where nothing
+//! lexical explains it, as `whole` does, so the extra embeddings change no link.
+
+pub mod prepare;
+pub mod prepared;
+
+use crate::config::{Config, StageRole};
+use echotrace_core::link::semantic::TextEmbedding;
+use echotrace_core::post::{InvalidPost, Post};
+use echotrace_core::prepare::PreparedPost;
+use prepared::{InvalidPrepared, PreparedSettings, Received};
+use std::sync::Arc;
+
+/// A consumed message, decoded for the stage that reads it.
+#[derive(Debug)]
+pub enum Input {
+    /// A post as it was posted (`whole`; `detect`, for a message prepared with other settings).
+    Post(Post),
+    /// A post the `prepare` stage prepared, with its embedding where it may be linked by meaning.
+    Prepared(PreparedPost, Option<Arc<TextEmbedding>>),
+}
+
+/// Why a consumed message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidInput {
+    /// Not a valid post.
+    #[error(transparent)]
+    Post(#[from] InvalidPost),
+    /// Not a valid prepared post.
+    #[error(transparent)]
+    Prepared(#[from] InvalidPrepared),
+}
+
+impl InvalidInput {
+    /// A short, stable name for the kind of error (dead-letter headers and metric labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InvalidInput::Post(error) => error.kind(),
+            InvalidInput::Prepared(error) => error.kind(),
+        }
+    }
+}
+
+/// Decodes the messages of the topics a detecting process (`whole` or `detect`) consumes.
+#[derive(Debug, Clone)]
+pub struct InputDecoder {
+    /// `Some` in the `detect` stage: the settings its prepared posts must have been prepared with.
+    prepared: Option<PreparedSettings>,
+}
+
+/// What [`InputDecoder::decode`] made of a message.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The post, prepared or not.
+    pub input: Input,
+    /// Whether it was prepared with other settings than this process's and is prepared again here.
+    pub foreign: bool,
+}
+
+impl InputDecoder {
+    /// The decoder for `config`'s role.
+    pub fn new(config: &Config) -> InputDecoder {
+        let prepared = (config.stage.role == StageRole::Detect).then(|| PreparedSettings::of(config));
+        InputDecoder { prepared }
+    }
+
+    /// The topics this role consumes.
+    pub fn topics(config: &Config) -> Vec<String> {
+        match config.stage.role {
+            StageRole::Detect => vec![config.kafka.prepared_topic.clone()],
+            StageRole::Whole | StageRole::Prepare => config.kafka.input_topics.clone(),
+        }
+    }
+
+    /// Decodes one message's payload.
+    pub fn decode(&self, payload: &[u8]) -> Result<Decoded, InvalidInput> {
+        let Some(settings) = &self.prepared else {
+            return Ok(Decoded { input: Input::Post(Post::from_json(payload)?), foreign: false });
+        };
+        Ok(match prepared::decode(payload, settings)? {
+            Received::Prepared(prepared, embedding) => {
+                Decoded { input: Input::Prepared(prepared, embedding), foreign: false }
+            }
+            Received::Foreign(post) => Decoded { input: Input::Post(post), foreign: true },
+        })
+    }
+}

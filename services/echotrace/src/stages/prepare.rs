@@ -1,0 +1,286 @@
+//! The `prepare` stage (`stage.role = "prepare"`): posts in, prepared posts out.
+//!
+//! A consumer in the group `<kafka.group_id>-prepare` reads `kafka.input_topics`. Each message is
+//! decoded and validated; a bad one goes to the dead-letter topic with its reason, as in the
+//! one-process mode. Good posts wait in a batch of `embed.batch_size` (or until the oldest has
+//! waited `embed.batch_latency_ms`); the batch is prepared across `embed.threads` threads
+//! ([`Preparer::prepare_all`]), the posts that may be linked by meaning are embedded, and each
+//! goes to `kafka.prepared_topic` ([`super::prepared`]):
+//!
+//! - keyed by post id, on the partition number it was read from (modulo the prepared topic's
+//!   partitions), so each input partition's order is kept for the `detect` stage;
+//! - with the input message's timestamp, so the `detect` stage measures alert latency from when
+//!   the post was first produced.
+//!
+//! The input offsets of a batch are committed only after every prepared post and dead letter of it
+//! is acknowledged by the brokers. A crash or a rebalance re-reads what was not committed, and the
+//! re-prepared posts reach the `detect` stage twice; it drops the second copy by post id, as the
+//! one-process mode drops a re-read post.
+
+use super::prepared::{self, PreparedSettings};
+use crate::config::Config;
+use crate::embed::Embedder;
+use crate::embed::cached::CachedEmbedder;
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+use crate::pipeline::embed_counted;
+use crate::shutdown::Shutdown;
+use crate::sinks::kafka::{KafkaPublisher, Source};
+use crate::stages::InvalidInput;
+use anyhow::Context;
+use echotrace_core::post::Post;
+use echotrace_core::prepare::Preparer;
+use futures::future::try_join_all;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::DeliveryFuture;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long start-up waits for the prepared topic's metadata.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The consumer group of the `prepare` stage for a configuration: `kafka.group_id` with
+/// `-prepare` appended, so both stages can share one configuration.
+pub fn group_id(config: &Config) -> String {
+    format!("{}-prepare", config.kafka.group_id)
+}
+
+/// A `prepare` stage that has started: its probes' address and the handles to wait on.
+pub struct Running {
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub api_address: SocketAddr,
+    /// The consumer loop; resolves when it has committed its last batch.
+    pub consumer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The HTTP server task.
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Marks the stage ready once the group has given it its partitions (none, where the stage has
+/// more instances than the input has partitions: it waits as a standby).
+struct GroupContext {
+    ready: Arc<AtomicBool>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+                self.ready.store(true, Ordering::Relaxed);
+            }
+            Rebalance::Revoke(partitions) => tracing::info!(partitions = partitions.count(), "partitions revoked"),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
+/// A valid post waiting for its batch, with where it came from.
+struct Waiting {
+    post: Post,
+    partition: i32,
+    timestamp: Option<i64>,
+}
+
+/// The stage's state between batches: the posts waiting, the deliveries to await and the offsets
+/// to commit once they are acknowledged.
+struct Batch {
+    posts: Vec<Waiting>,
+    deliveries: Vec<DeliveryFuture>,
+    /// The next offset of every partition read since the last commit.
+    positions: BTreeMap<(String, i32), i64>,
+    /// When the first message since the last commit was read.
+    oldest_since: Option<Instant>,
+}
+
+/// What a batch is prepared with and sent through.
+struct Stage {
+    config: Config,
+    preparer: Preparer,
+    embedder: Option<CachedEmbedder>,
+    settings: PreparedSettings,
+    publisher: KafkaPublisher,
+    prepared_partitions: i32,
+    metrics: Arc<Metrics>,
+    threads: usize,
+}
+
+/// Starts the probes and the consumer loop; both stop when `shutdown` fires. Fails at start-up
+/// when the model cannot be loaded or a topic it writes is missing.
+pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let (api_address, server) =
+        http::serve_health(config.http.listen, health, config.http.token()?, shutdown.clone()).await?;
+    let embedder = if config.detector.semantic.enabled {
+        let embedder = Embedder::new(&config.embed).context("semantic linking is on (detector.semantic.enabled)")?;
+        tracing::info!(model = %config.embed.model_file, dimension = embedder.dimension(), device = ?embedder.device(), "sentence embeddings loaded");
+        Some(CachedEmbedder::new(embedder, config.embed.cache_entries))
+    } else {
+        None
+    };
+    let settings = PreparedSettings::of(&config);
+    tracing::info!(settings = %settings.description, hash = %settings.hash, "preparing with these settings");
+    let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
+    publisher.check_topics(METADATA_TIMEOUT).context("cannot confirm that the output topics exist")?;
+    let prepared_partitions = publisher.partitions(&config.kafka.prepared_topic, METADATA_TIMEOUT)?;
+    let group = group_id(&config);
+    let consumer: StreamConsumer<GroupContext> =
+        crate::ingest::client_config(&config, &[("group.id", group.as_str()), ("auto.offset.reset", "earliest")])
+            .create_with_context(GroupContext { ready })
+            .map_err(crate::config::without_secret)
+            .context("cannot create the Kafka consumer")?;
+    let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(brokers = %config.kafka.brokers, group = %group, topics = ?topics, prepared_topic = %config.kafka.prepared_topic, prepared_partitions, api = %api_address, "preparing");
+    let stage = Stage {
+        preparer: Preparer::new(&config.detector),
+        threads: crate::embed::threads_or_cores(config.embed.threads),
+        config,
+        embedder,
+        settings,
+        publisher,
+        prepared_partitions,
+        metrics,
+    };
+    let consumer = tokio::spawn(consume(stage, consumer, shutdown));
+    Ok(Running { api_address, consumer, server })
+}
+
+/// Reads, prepares and sends until `shutdown` fires; then sends and commits what it read.
+async fn consume(
+    mut stage: Stage,
+    consumer: StreamConsumer<GroupContext>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut batch = Batch { posts: Vec::new(), deliveries: Vec::new(), positions: BTreeMap::new(), oldest_since: None };
+    let latency = Duration::from_millis(stage.config.embed.batch_latency_ms);
+    let batch_size = stage.config.embed.batch_size.max(1);
+    loop {
+        let deadline = batch.oldest_since.map(|since| since + latency);
+        tokio::select! {
+            message = consumer.recv() => {
+                match message {
+                    Ok(message) => stage.read(&message, &mut batch)?,
+                    Err(error) => tracing::warn!(%error, "consumer error; continuing"),
+                }
+                if batch.posts.len() >= batch_size {
+                    stage.send(&consumer, &mut batch, CommitMode::Async).await?;
+                }
+            }
+            _ = crate::ingest::until(deadline) => stage.send(&consumer, &mut batch, CommitMode::Async).await?,
+            _ = shutdown.recv() => {
+                tracing::info!("shutting down: sending and committing what was read");
+                stage.send(&consumer, &mut batch, CommitMode::Sync).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Stage {
+    /// Takes one message: a post waits for the batch, anything else goes to the dead-letter topic.
+    fn read(&self, message: &BorrowedMessage<'_>, batch: &mut Batch) -> anyhow::Result<()> {
+        self.metrics.messages_consumed.inc();
+        let payload = message.payload().unwrap_or_default();
+        match Post::from_json(payload) {
+            Ok(post) => batch.posts.push(Waiting {
+                post,
+                partition: message.partition(),
+                timestamp: message.timestamp().to_millis(),
+            }),
+            Err(error) => {
+                let error = InvalidInput::Post(error);
+                let source = Source {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                tracing::warn!(source = %format!("{}/{}/{}", source.topic, source.partition, source.offset), kind = error.kind(), %error, "dead-lettering message");
+                self.metrics.dead_letters.with_label_values(&[error.kind()]).inc();
+                batch.deliveries.push(self.publisher.dead_letter(message.key(), payload, &source, &error)?);
+            }
+        }
+        batch.positions.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+        batch.oldest_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Prepares and embeds the waiting posts, sends them, awaits every delivery of the batch, then
+    /// commits its offsets. A delivery that fails stops the stage without committing: its
+    /// replacement reads the batch again.
+    async fn send(
+        &mut self,
+        consumer: &StreamConsumer<GroupContext>,
+        batch: &mut Batch,
+        commit: CommitMode,
+    ) -> anyhow::Result<()> {
+        batch.oldest_since = None;
+        let waiting = std::mem::take(&mut batch.posts);
+        let sent = waiting.len() as u64;
+        if !waiting.is_empty() {
+            let (posts, origins): (Vec<Post>, Vec<(i32, Option<i64>)>) =
+                waiting.into_iter().map(|waiting| (waiting.post, (waiting.partition, waiting.timestamp))).unzip();
+            let prepared = self.preparer.prepare_all(posts, self.threads);
+            let embeddings = match &mut self.embedder {
+                Some(embedder) => {
+                    let keys: Vec<(Option<u64>, &str)> =
+                        prepared.iter().map(|prepared| (prepared.embedding_key, prepared.post.text.as_str())).collect();
+                    // A failed batch is sent without embeddings: the `detect` stage links it by
+                    // everything but meaning, as the one-process mode does.
+                    embed_counted(embedder, &keys, &self.metrics)
+                }
+                None => vec![None; prepared.len()],
+            };
+            for ((prepared, embedding), (partition, timestamp)) in prepared.iter().zip(&embeddings).zip(origins) {
+                let payload = prepared::encode(prepared, embedding.as_deref(), &self.settings);
+                batch.deliveries.push(self.publisher.prepared(
+                    &self.config.kafka.prepared_topic,
+                    partition % self.prepared_partitions,
+                    &prepared.post.id,
+                    &payload,
+                    timestamp,
+                )?);
+            }
+        }
+        for delivery in try_join_all(std::mem::take(&mut batch.deliveries)).await.context("the producer stopped")? {
+            if let Err((error, _)) = delivery {
+                anyhow::bail!("a prepared post or dead letter was not delivered ({error}); offsets not committed");
+            }
+        }
+        self.metrics.posts_prepared.inc_by(sent);
+        self.commit(consumer, batch, commit);
+        Ok(())
+    }
+
+    /// Commits the offsets read, of the partitions this member still owns.
+    fn commit(&self, consumer: &StreamConsumer<GroupContext>, batch: &mut Batch, mode: CommitMode) {
+        let positions = std::mem::take(&mut batch.positions);
+        let owned = consumer.assignment().unwrap_or_default();
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in positions {
+            if owned.find_partition(&topic, partition).is_some() {
+                let _ = offsets.add_partition_offset(&topic, partition, Offset::Offset(offset));
+            }
+        }
+        if offsets.count() == 0 {
+            return;
+        }
+        match consumer.commit(&offsets, mode) {
+            Ok(()) => self.metrics.checkpoints.inc(),
+            Err(error) => {
+                // The next batch's commit carries these offsets' successors; until then a
+                // restart re-reads a little, which the `detect` stage drops by post id.
+                tracing::warn!(%error, "offset commit failed");
+                self.metrics.commit_failures.inc();
+            }
+        }
+    }
+}
