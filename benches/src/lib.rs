@@ -5,6 +5,7 @@ use std::io::BufRead;
 
 pub mod campaigns;
 pub mod embedding_cache;
+pub mod instance;
 pub mod synthetic;
 
 /// Deterministic pseudo-random numbers (splitmix64), so every run measures the same inputs.

@@ -21,13 +21,12 @@
 use anyhow::Context;
 use echotrace::metrics::sum_of_family;
 use echotrace_benches::SplitMix;
+use echotrace_benches::instance::{Instance, get, metrics, resident_kib};
 use echotrace_benches::synthetic::{Language, post_text};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use std::io::Read;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Copies of the flooded post, all in the flood's second minute.
@@ -261,42 +260,8 @@ fn sample(http: std::net::SocketAddr, pid: u32) -> anyhow::Result<Sample> {
     })
 }
 
-/// `VmRSS` of a `/proc/PID/status`, in KiB.
-fn resident_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-}
-
 fn firing_alerts(exposition: &str) -> f64 {
     sum_of_family(exposition, "echotrace_alerts_firing")
-}
-
-/// The instance's `/metrics`, or `None` while it does not answer.
-fn metrics(http: std::net::SocketAddr) -> Option<String> {
-    get(http, "/metrics")
-}
-
-/// The response (head and body) to `GET path`, or `None` while the instance does not answer.
-fn get(http: std::net::SocketAddr, path: &str) -> Option<String> {
-    use std::io::Write;
-    let mut stream = TcpStream::connect(http).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// The instance, killed when dropped.
-struct Instance(Child);
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn options() -> anyhow::Result<Options> {
