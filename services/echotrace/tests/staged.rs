@@ -11,8 +11,9 @@
 //!
 //! The input is on one partition of the three: the `detect` stage reads each prepared partition in
 //! its input partition's order, and across partitions in the order messages arrive, so a replay
-//! of a file equals it only where the input's order is one order. Bad messages go to the
-//! dead-letter topic from the `prepare` stage, once each however often they are re-read.
+//! of a file equals it only where the input's order is one order. Bad posts go to the
+//! dead-letter topic from the `prepare` stage; a bad message on the prepared topic goes there from
+//! the `detect` stage, which goes on with the posts after it.
 //!
 //! Needs tansu, kcat and ONNX Runtime, as `broker_e2e.rs` and `semantic_links.rs`.
 
@@ -167,6 +168,8 @@ fn three_preparers_and_a_detector_equal_one_replay_with_a_preparer_stopped_mid_s
     let pid = stopped.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(stopped.0.wait().unwrap().success(), "the preparer stops cleanly");
+    // A message on the prepared topic that is not a prepared post, before the second half.
+    kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "echotrace.prepared", "-p", "2"], Some(b"{\"post\": 1}\n"));
     let second: Vec<u8> = second.iter().flat_map(|line| format!("{line}\n").into_bytes()).collect();
     kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "posts", "-p", "0"], Some(&second));
 
@@ -180,6 +183,9 @@ fn three_preparers_and_a_detector_equal_one_replay_with_a_preparer_stopped_mid_s
         .map(|(http, _)| metric(*http, "echotrace_posts_prepared_total"))
         .sum();
     assert!(survivors_prepared > 0.0, "another preparer took the partition over");
+    wait_for("the bad prepared message counted", Duration::from_secs(30), || {
+        metric(detect_http, "echotrace_dead_letters_total") >= 1.0
+    });
     // Let the last checkpoint write the rows.
     std::thread::sleep(Duration::from_secs(2));
     let pid = detect.0.id().to_string();
@@ -195,13 +201,14 @@ fn three_preparers_and_a_detector_equal_one_replay_with_a_preparer_stopped_mid_s
         assert_eq!(staged, expected, "{name} differ between the staged run and the replay");
     }
 
-    // Every bad message was dead-lettered, by the preparers, with its kind.
+    // Every bad post was dead-lettered by the preparers, and the bad prepared message by the
+    // detector, each with its kind.
     let dead = kcat(
         &kcat_bin,
         &["-C", "-b", &broker, "-t", "echotrace.dead-letter", "-o", "beginning", "-e", "-f", "%h\n"],
         None,
     );
-    for (kind, _) in &bad {
+    for kind in bad.iter().map(|(kind, _)| *kind).chain(["invalid_prepared"]) {
         assert!(dead.contains(&format!("echotrace-error-kind={kind}")), "no {kind} dead letter in {dead}");
     }
 }
