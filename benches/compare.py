@@ -14,6 +14,10 @@
    weights through PyTorch), sentences per second at batches of 1, 32 and 128.
 3. **The lexical window from 1M to 10M posts**: `window-lookup --sweep` (per-post cost and bytes
    per post of the linking stage's indexes as the window grows).
+4. **The staged deployment on this machine**: `staged-throughput` on the mix of the dev streams
+   (`mix_streams.py`) with the static encoder's settings, `whole` against 1, 2 and 3 `prepare`
+   processes with one `detect` process, each shape reading the same backlog from librdkafka's mock
+   cluster in the same run (posts/s, the ratio to `whole`, texts embedded per post, peak memory).
 
 The Python side runs in its own virtual environment (`--venv`, default
 `~/.cache/echotrace/bench-venv`), installed on first use from `scripts/requirements/bench.txt` with
@@ -136,6 +140,21 @@ def window() -> None:
     subprocess.run([str(REPO / "target" / "release" / "window-lookup"), "--sweep"], check=True, cwd=REPO)
 
 
+def staged(work: Path, data: Path) -> None:
+    print("\n## The staged deployment on this machine (mix of the dev streams, static encoder)\n")
+    mix = work / "mix.jsonl"
+    names = ["threads_rumoureval", "paraphrase_tweets_train", "summaries_cnn_dm"]
+    streams = [str(data / f"{name}.jsonl") for name in names]
+    subprocess.run([sys.executable, str(REPO / "benches" / "mix_streams.py"), str(mix)] + streams, check=True)
+    release = REPO / "target" / "release"
+    subprocess.run(
+        [str(release / "staged-throughput"), "--echotrace", str(release / "echotrace"),
+         "--config", str(REPO / "deploy" / "static-encoder.toml"), "--input", str(mix), "--limit", "40000",
+         "--preparers", "1,2,3"],
+        check=True, cwd=REPO,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the dev streams (../shared/data)")
@@ -145,16 +164,21 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=1000, help="tweets embedded per batch size")
     parser.add_argument("--skip-embedding", action="store_true")
     parser.add_argument("--skip-window", action="store_true")
+    parser.add_argument("--skip-staged", action="store_true")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # the tables appear as each part ends, also in a log
     args.work.mkdir(parents=True, exist_ok=True)
     python = ensure_venv(args.venv)
-    build("lexical-link", "embed-throughput", "window-lookup")
+    build("lexical-link", "embed-throughput", "window-lookup", "staged-throughput")
+    if not args.skip_staged:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "echotrace"], check=True, cwd=REPO)
     lexical(python, args.work, args.data, args.runs)
     if not args.skip_embedding:
         embedding(python, args.data, args.texts)
     if not args.skip_window:
         window()
+    if not args.skip_staged:
+        staged(args.work, args.data)
     return 0
 
 

@@ -1,35 +1,46 @@
-//! The stages wired together: one post in, one [`Detection`] out.
+//! The linking stages wired together: one post in, one [`Detection`] out.
 //!
 //! [`Detector::process_prepared`] takes a post that the stateless stage has prepared
-//! ([`crate::prepare`]: normalized, fingerprinted, its URLs and content words found), gathers
-//! candidate parents (explicit ids, shared canonical URLs, near-duplicates), and, when none of them
-//! explains the post and its embedding is given, the best paraphrase or summary parent by meaning.
-//! It picks the primary parent by precedence (repost > quote > reply > shared URL > near-duplicate >
-//! paraphrase > summary; among near-duplicates the closest, then the earliest), places the post in
-//! the [`CascadeGraph`] and returns every row it produced. It is deterministic: the same stream
-//! (and embeddings) gives the same output, whether it comes from Kafka or a file, one post at a
-//! time or in batches ([`Detector::process_batch`]).
+//! ([`crate::prepare`]: normalized, fingerprinted, its URLs and content words found) and passes
+//! it through the stages of linking, one module each:
+//!
+//! - [`candidates`]: the parents the post names (repost, quote, reply), and the rules that choose
+//!   among every linker's candidates (precedence, bridges into other cascades);
+//! - [`lexical`]: shared canonical URLs, near-duplicates by simhash, similar word sets by MinHash;
+//! - [`meaning`]: when nothing lexical explains the post and its embedding is given, the best
+//!   paraphrase or summary parent by meaning;
+//! - placement: the post goes into the [`CascadeGraph`] under its primary parent, its bridges
+//!   merge cascades, and every row it produced is returned; the window then evicts by event time.
+//!
+//! It is deterministic: the same stream (and embeddings) gives the same output, whether it comes
+//! from Kafka or a file, one post at a time or in batches ([`Detector::process_batch`]).
 //!
 //! Embeddings cost milliseconds where everything else costs microseconds, so the caller asks
 //! [`Detector::embedding_key`] first: only posts that nothing lexical explains are embedded, and
 //! identical normalized texts share one embedding.
 //!
-//! All state (indexes and graph) lives here, behind one value, so it can be snapshotted with the
-//! consumer offsets that produced it.
+//! All state (indexes and graph) lives in the [`Detector`], behind one value, so it can be
+//! snapshotted with the consumer offsets that produced it ([`crate::state`]).
+
+mod candidates;
+mod lexical;
+mod meaning;
+
+pub use meaning::{RankedCandidate, SemanticChoice};
 
 use crate::clock::{EventClock, Timeliness};
-use crate::fingerprint::{FINGERPRINT_VERSION, hamming};
-use crate::graph::{Bridge, CascadeGraph, NodeFacts, NodeKey};
-use crate::link::minhash::{self, MinHashIndex};
-use crate::link::near_dup::NearDupIndex;
-use crate::link::semantic::{Neighbour, Prescan, SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding};
-use crate::link::urls::SharedUrlIndex;
+use crate::fingerprint::FINGERPRINT_VERSION;
+use crate::graph::{CascadeGraph, NodeFacts};
+use crate::link::semantic::{Prescan, SemanticConfig, SemanticIndex, TextEmbedding};
 use crate::normalize::NormalizedText;
 use crate::post::Post;
 use crate::prepare::{PreparedPost, Preparer};
 use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostInput, PostRecord};
 use crate::score::features::account_looks_automated;
+use candidates::{Candidate, Child, bridging_edges, by_precedence, millis_to_time};
 use chrono::{DateTime, Duration, Utc};
+use lexical::LexicalIndexes;
+use meaning::{MeaningLinker, MeaningQuery};
 use serde::{Deserialize, Serialize};
 
 /// Tuning of the detector. Every field has a default that the docs explain.
@@ -100,36 +111,6 @@ pub struct Detection {
     pub event_time: DateTime<Utc>,
 }
 
-/// The best candidate by meaning for one post and the evidence that decides it
-/// ([`Detector::explain_semantic`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SemanticChoice {
-    /// The candidate parent.
-    pub parent: NodeKey,
-    /// Its event time.
-    pub parent_time_ms: i64,
-    /// The edge kind its length ratio gives.
-    pub kind: EdgeKind,
-    /// The evidence against the candidate, weighed.
-    pub evidence: SemanticEvidence,
-    /// When the candidate was itself linked by meaning: the origin of its chain and the evidence
-    /// against it, which must pass too.
-    pub origin: Option<(NodeKey, SemanticEvidence)>,
-    /// Whether the candidate becomes the parent.
-    pub links: bool,
-}
-
-/// One candidate by meaning as the detector ranks it ([`Detector::semantic_candidates`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RankedCandidate {
-    /// Its rank score: cosine plus `rank_overlap_weight` times word overlap.
-    pub rank: f32,
-    /// The candidate and its evidence, before the margin and the decision.
-    pub neighbour: Neighbour,
-    /// The cascade it is in.
-    pub cascade: Option<NodeKey>,
-}
-
 /// The default bound on the window ([`DetectorConfig::max_window_posts`]): 6 hours at about 45
 /// posts a second. About 5 GB at the bound when every post is a cascade of its own, with the
 /// scorer's share (`benches/README.md`, "Floods").
@@ -165,67 +146,12 @@ pub struct BatchPost<'a> {
     pub arrived_at: Option<DateTime<Utc>>,
 }
 
-/// What the candidates by meaning are looked up with.
-struct MeaningQuery<'a> {
-    embedding: &'a TextEmbedding,
-    words: &'a [u64],
-    created_at_ms: i64,
-    /// The first pass of the window's scan, done for the whole batch ([`Detector::process_batch`]).
-    prescan: Option<&'a Prescan>,
-}
-
-impl<'a> MeaningQuery<'a> {
-    /// The query for a prepared post with its embedding, without a prescan.
-    fn of(prepared: &'a PreparedPost, embedding: &'a TextEmbedding) -> MeaningQuery<'a> {
-        let created_at_ms = prepared.post.created_at.timestamp_millis();
-        MeaningQuery { embedding, words: &prepared.content_words, created_at_ms, prescan: None }
-    }
-}
-
-/// A candidate parent found by one of the linkers.
-struct Candidate {
-    parent: NodeKey,
-    kind: EdgeKind,
-    /// Within a kind, lower is stronger: simhash distance, or 100 + distance in Jaccard points.
-    rank: u32,
-    hamming: Option<u32>,
-    jaccard: Option<f32>,
-    evidence: Option<String>,
-    semantic: Option<SemanticEvidence>,
-    parent_time_ms: i64,
-}
-
-impl Candidate {
-    /// The evidence in words, for the people reading a cascade.
-    fn in_words(&self) -> String {
-        if let Some(semantic) = &self.semantic {
-            return format!(
-                "meaning: cosine {:.2}, word overlap {:.2}, probability {:.2}",
-                semantic.cosine, semantic.word_overlap, semantic.score
-            );
-        }
-        match (self.hamming, self.jaccard, &self.evidence) {
-            (Some(distance), _, _) => format!("simhash distance {distance} of 64 bits"),
-            (_, Some(jaccard), _) => format!("word-set Jaccard about {jaccard:.2}"),
-            (_, _, Some(evidence)) => format!("shares {evidence}"),
-            _ => format!("{} declared in the post", self.kind.as_str()),
-        }
-    }
-
-    /// Explicit references name their parent; similarity only points back in time.
-    fn may_be_parent_of(&self, created_at_ms: i64) -> bool {
-        matches!(self.kind, EdgeKind::Repost | EdgeKind::Quote | EdgeKind::Reply)
-            || self.parent_time_ms <= created_at_ms
-    }
-}
-
-/// The detector: indexes, graph and configuration.
+/// The detector: indexes, graph and configuration. Its fields are serialized in this order into
+/// snapshots ([`crate::state::SNAPSHOT_FORMAT`]).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Detector {
     config: DetectorConfig,
-    near_dups: NearDupIndex,
-    similar_sets: MinHashIndex,
-    shared_urls: SharedUrlIndex,
+    lexical: LexicalIndexes,
     embedded: SemanticIndex,
     graph: CascadeGraph,
     clock: EventClock,
@@ -237,9 +163,7 @@ impl Detector {
     /// A detector with empty state.
     pub fn new(config: DetectorConfig) -> Detector {
         Detector {
-            near_dups: NearDupIndex::new(config.max_hamming),
-            similar_sets: MinHashIndex::new(),
-            shared_urls: SharedUrlIndex::default(),
+            lexical: LexicalIndexes::new(config.max_hamming),
             embedded: SemanticIndex::new(),
             graph: CascadeGraph::default(),
             clock: EventClock::new(
@@ -264,7 +188,7 @@ impl Detector {
 
     /// Fingerprints in the near-duplicate window.
     pub fn window_len(&self) -> usize {
-        self.near_dups.len()
+        self.lexical.len()
     }
 
     /// Embedded posts in the semantic window.
@@ -284,23 +208,8 @@ impl Detector {
     /// Later posts only add to the indexes, so a post explained now is explained when processed.
     pub fn embedding_key(&self, prepared: &PreparedPost) -> Option<u64> {
         let key = prepared.embedding_key?;
-        if self.is_duplicate(&prepared.post) {
+        if self.is_duplicate(&prepared.post) || self.lexical.explains(prepared, &self.config, &self.graph) {
             return None;
-        }
-        let created_at_ms = prepared.post.created_at.timestamp_millis();
-        let explains = |c: &Candidate| c.may_be_parent_of(created_at_ms);
-        if self.url_candidates(&prepared.canonical_urls).iter().any(explains) {
-            return None;
-        }
-        if prepared.similar_enough(&self.config) {
-            if self.near_dup_candidates(prepared.fingerprint.simhash).iter().any(explains) {
-                return None;
-            }
-            if let Some(signature) = &prepared.signature
-                && self.similar_set_candidates(signature, prepared.fingerprint.simhash).iter().any(explains)
-            {
-                return None;
-            }
         }
         Some(key)
     }
@@ -366,50 +275,40 @@ impl Detector {
         embedded: Option<(&TextEmbedding, Option<Prescan>)>,
         arrived_at: Option<DateTime<Utc>>,
     ) -> Option<Detection> {
-        let similar_enough = prepared.similar_enough(&self.config);
-        let PreparedPost { post, fingerprint: print, signature, canonical_urls, content_words: words, .. } = prepared;
-        if self.is_duplicate(&post) {
+        if self.is_duplicate(&prepared.post) {
             self.stats.duplicates += 1;
             return None;
         }
-        let created_at_ms = post.created_at.timestamp_millis();
+        let created_at_ms = prepared.post.created_at.timestamp_millis();
         match self.clock.observe(created_at_ms, arrived_at.map(|time| time.timestamp_millis())) {
             Timeliness::OnTime => {}
             Timeliness::Late => self.stats.late += 1,
             Timeliness::Ahead => self.stats.ahead += 1,
         }
         self.evict();
-        let mut candidates = self.explicit_candidates(&post);
-        candidates.extend(self.url_candidates(&canonical_urls));
-        if similar_enough {
-            candidates.extend(self.near_dup_candidates(print.simhash));
-        }
-        if let Some(signature) = &signature {
-            candidates.extend(self.similar_set_candidates(signature, print.simhash));
-        }
-        // Meaning is weighed only for what nothing lexical explains.
+
+        // The candidates: named parents, then by words, then, for what nothing lexical explains,
+        // by meaning.
+        let mut candidates = Candidate::explicit(&mut self.graph, &prepared.post);
+        candidates.extend(self.lexical.candidates(&prepared, &self.config, &self.graph));
         let embedded = embedded
             .filter(|_| self.config.semantic.enabled && !candidates.iter().any(|c| c.may_be_parent_of(created_at_ms)));
         if let Some((embedding, prescan)) = &embedded {
-            let query = MeaningQuery { embedding, words: &words, created_at_ms, prescan: prescan.as_ref() };
-            candidates.extend(self.semantic_candidate(&query));
+            let query =
+                MeaningQuery { embedding, words: &prepared.content_words, created_at_ms, prescan: prescan.as_ref() };
+            candidates.extend(self.meaning().candidate(&query));
         }
-        // Precedence by kind, then strongest evidence, then earliest; at most one edge per parent.
-        candidates.sort_by_key(|c| (c.kind, c.rank, c.parent_time_ms, c.parent));
-        let mut seen_parents = Vec::with_capacity(candidates.len());
-        candidates.retain(|c| {
-            let first = !seen_parents.contains(&c.parent);
-            seen_parents.push(c.parent);
-            first
-        });
-        // Similarity is symmetric but derivation is not: only an earlier post can be a parent by
-        // similarity. A later one (delivered first, from another partition) is bridged instead,
-        // with the edge pointing from it to this post.
+
+        // The choice: the first candidate by precedence that may be its parent; the best one
+        // into each other cascade bridges it (decided before the post merges them).
+        let candidates = by_precedence(candidates);
         let primary_index = candidates.iter().position(|c| c.may_be_parent_of(created_at_ms));
-        let primary = primary_index.map(|i| (candidates[i].parent, candidates[i].kind));
+        let bridges = bridging_edges(&self.graph, &candidates, primary_index, created_at_ms);
+        let similar_enough = prepared.similar_enough(&self.config);
+        let PreparedPost { post, fingerprint, signature, canonical_urls, content_words, .. } = prepared;
+
+        // The placement, then the post enters the indexes under its keys.
         let parent_evidence = primary_index.map(|i| candidates[i].in_words()).unwrap_or_default();
-        // Which cascades the post bridges is decided before it merges them.
-        let bridges = self.bridging_edges(&candidates, primary_index, created_at_ms);
         let placement = self.graph.add_post(
             NodeFacts {
                 post_id: &post.id,
@@ -425,53 +324,30 @@ impl Detector {
                 account_created_at: post.author.created_at,
                 parent_evidence: &parent_evidence,
             },
-            primary,
+            primary_index.map(|i| (candidates[i].parent, candidates[i].kind)),
             bridges.iter().map(|(_, bridge)| *bridge).collect(),
         );
         let key = placement.key;
-        if similar_enough {
-            self.near_dups.insert(print.simhash, key, created_at_ms);
-        }
-        if let Some(signature) = signature {
-            self.similar_sets.insert(signature, print.simhash, key, created_at_ms);
-        }
-        for url in &canonical_urls {
-            self.shared_urls.record_share(url, key, created_at_ms);
-        }
+        self.lexical.insert(key, created_at_ms, fingerprint, similar_enough, signature, &canonical_urls);
         if let Some((embedding, _)) = embedded {
-            self.embedded.insert(key, created_at_ms, embedding, words);
+            self.embedded.insert(key, created_at_ms, embedding, content_words);
             self.embedded.evict_beyond(self.config.semantic.max_window_posts);
         }
 
-        let edge = |c: &Candidate, is_primary: bool, reversed: bool| {
-            let other = self.graph.node(c.parent).expect("candidate parents are live");
-            let (child_id, parent_id) = match reversed {
-                false => (post.id.clone(), other.post_id.to_string()),
-                true => (other.post_id.to_string(), post.id.clone()),
-            };
-            let delta = created_at_ms - c.parent_time_ms;
-            EdgeRecord {
-                child_id,
-                parent_id,
-                kind: c.kind,
-                is_primary,
-                cascade_id: placement.cascade_id.clone(),
-                hamming_distance: c.hamming.map(|d| d as u8),
-                jaccard: c.jaccard,
-                time_delta_ms: other.seen.then_some(if reversed { -delta } else { delta }),
-                semantic: c.semantic,
-                evidence: c.evidence.clone(),
-                created_at: if reversed { millis_to_time(c.parent_time_ms) } else { post.created_at },
-            }
-        };
-        let primary_edge = primary_index.map(|i| edge(&candidates[i], true, false));
+        // The rows: the primary edge first, then the bridges.
+        let child = Child { post_id: &post.id, created_at: post.created_at, cascade_id: &placement.cascade_id };
+        let primary_edge = primary_index.map(|i| candidates[i].edge(&self.graph, &child, true, false));
         let (parent_id, parent_kind) = match &primary_edge {
             Some(edge) => (Some(edge.parent_id.clone()), Some(edge.kind)),
             None => (None, None),
         };
         let edges: Vec<EdgeRecord> = primary_edge
             .into_iter()
-            .chain(bridges.iter().map(|(i, bridge)| edge(&candidates[*i], false, bridge.other_is_later)))
+            .chain(
+                bridges
+                    .iter()
+                    .map(|(i, bridge)| candidates[*i].edge(&self.graph, &child, false, bridge.other_is_later)),
+            )
             .collect();
         self.count(&edges, placement.merges.len());
 
@@ -490,7 +366,7 @@ impl Detector {
                 parent_kind,
                 generation: placement.generation,
                 summary_depth: placement.summary_depth,
-                simhash: print.simhash,
+                simhash: fingerprint.simhash,
                 fingerprint_version: FINGERPRINT_VERSION,
                 input: PostInput {
                     author_created_at: post.author.created_at,
@@ -510,210 +386,27 @@ impl Detector {
         })
     }
 
-    fn explicit_candidates(&mut self, post: &Post) -> Vec<Candidate> {
-        post.explicit_references()
-            .map(|(kind, id)| {
-                let parent = self.graph.node_or_placeholder(id, post.created_at);
-                let parent_time_ms = self.graph.created_at_ms(parent).expect("just looked up");
-                Candidate {
-                    parent,
-                    kind,
-                    rank: 0,
-                    hamming: None,
-                    jaccard: None,
-                    evidence: None,
-                    semantic: None,
-                    parent_time_ms,
-                }
-            })
-            .collect()
-    }
-
-    fn url_candidates(&self, canonical_urls: &[String]) -> Vec<Candidate> {
-        canonical_urls
-            .iter()
-            .filter_map(|url| {
-                let first = self.shared_urls.first_share(url)?;
-                self.graph.node(first.payload)?;
-                Some(Candidate {
-                    parent: first.payload,
-                    kind: EdgeKind::SharedUrl,
-                    rank: 0,
-                    hamming: None,
-                    jaccard: None,
-                    evidence: Some(url.clone()),
-                    semantic: None,
-                    parent_time_ms: first.created_at_ms,
-                })
-            })
-            .collect()
-    }
-
-    fn near_dup_candidates(&self, simhash: u64) -> Vec<Candidate> {
-        let mut found = Vec::new();
-        self.near_dups.for_each_near(simhash, |m| {
-            if self.graph.node(m.payload).is_some() {
-                found.push(Candidate {
-                    parent: m.payload,
-                    kind: EdgeKind::NearDuplicate,
-                    rank: m.distance,
-                    hamming: Some(m.distance),
-                    jaccard: None,
-                    evidence: None,
-                    semantic: None,
-                    parent_time_ms: m.created_at_ms,
-                });
-            }
-        });
-        found
-    }
-
-    fn similar_set_candidates(&self, signature: &minhash::Signature, simhash: u64) -> Vec<Candidate> {
-        self.similar_sets
-            .similar(signature, self.config.min_jaccard)
-            .into_iter()
-            .filter(|m| hamming(m.simhash, simhash) <= self.config.max_similar_hamming)
-            .filter(|m| self.graph.node(m.payload).is_some())
-            .map(|m| Candidate {
-                parent: m.payload,
-                kind: EdgeKind::NearDuplicate,
-                rank: 100 + ((1.0 - m.jaccard) * 100.0).round() as u32,
-                hamming: Some(hamming(m.simhash, simhash)),
-                jaccard: Some(m.jaccard),
-                evidence: None,
-                semantic: None,
-                parent_time_ms: m.created_at_ms,
-            })
-            .collect()
-    }
-
-    /// The best earlier post by meaning, if its evidence passes the rule for its kind.
-    ///
-    /// Candidates are ranked by cosine plus weighted word overlap; the margin is the winner's lead
-    /// over the best candidate in another cascade, so earlier summaries of the same article do not
-    /// count against it. When the winner was itself linked by meaning, the post must also pass the
-    /// rule against the origin of that chain (`check_origin`).
-    fn semantic_candidate(&self, query: &MeaningQuery) -> Option<Candidate> {
-        let choice = self.semantic_choice(query)?;
-        choice.links.then_some(Candidate {
-            parent: choice.parent,
-            kind: choice.kind,
-            rank: 0,
-            hamming: None,
-            jaccard: None,
-            evidence: None,
-            semantic: Some(choice.evidence),
-            parent_time_ms: choice.parent_time_ms,
-        })
+    /// The semantic window and the graph as the meaning stage reads them.
+    fn meaning(&self) -> MeaningLinker<'_> {
+        MeaningLinker { config: &self.config.semantic, index: &self.embedded, graph: &self.graph }
     }
 
     /// The best candidate by meaning for a post that nothing lexical explains, with the evidence
     /// that decides it, as [`Detector::process_prepared`] would weigh it now; `None` when no
     /// candidate reaches `min_cosine`. For tools that fit and audit the decision.
     pub fn explain_semantic(&self, prepared: &PreparedPost, embedding: &TextEmbedding) -> Option<SemanticChoice> {
-        self.semantic_choice(&MeaningQuery::of(prepared, embedding))
+        self.meaning().choice(&MeaningQuery::of(prepared, embedding))
     }
 
     /// Every candidate by meaning that [`Detector::process_prepared`] would rank for a post now,
     /// best first. For tools that measure how often the source is among them (`relink
     /// --candidates`).
     pub fn semantic_candidates(&self, prepared: &PreparedPost, embedding: &TextEmbedding) -> Vec<RankedCandidate> {
-        self.ranked_candidates(&MeaningQuery::of(prepared, embedding))
+        self.meaning()
+            .ranked(&MeaningQuery::of(prepared, embedding))
             .into_iter()
             .map(|(rank, neighbour)| RankedCandidate { rank, neighbour, cascade: self.graph.cascade_of(neighbour.key) })
             .collect()
-    }
-
-    /// The nearest earlier posts by meaning, ranked best first by cosine plus weighted word
-    /// overlap (ties to the older post).
-    fn ranked_candidates(&self, query: &MeaningQuery) -> Vec<(f32, Neighbour)> {
-        let config = &self.config.semantic;
-        let (top_k, lexical_top_k) = (config.top_k, config.lexical_top_k);
-        let mut ranked: Vec<_> = self
-            .embedded
-            .nearest(query.embedding, query.words, top_k, lexical_top_k, config.min_cosine, query.prescan)
-            .into_iter()
-            .filter(|n| n.created_at_ms <= query.created_at_ms && self.graph.node(n.key).is_some())
-            .map(|n| (n.evidence.cosine + config.rank_overlap_weight * n.evidence.word_overlap, n))
-            .collect();
-        ranked.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.created_at_ms.cmp(&y.created_at_ms)));
-        ranked
-    }
-
-    fn semantic_choice(&self, query: &MeaningQuery) -> Option<SemanticChoice> {
-        let config = &self.config.semantic;
-        let ranked = self.ranked_candidates(query);
-        let (best_rank, best) = ranked.first()?;
-        let best_cascade = self.graph.cascade_of(best.key);
-        let runner_up = ranked.iter().skip(1).find(|(_, n)| self.graph.cascade_of(n.key) != best_cascade);
-        let mut evidence = best.evidence;
-        evidence.margin = best_rank - runner_up.map_or(0.0, |(rank, _)| *rank);
-        let (kind, mut links) = self.weigh(&mut evidence);
-        let mut origin = None;
-        if config.check_origin {
-            let origin_key = self.semantic_origin(best.key);
-            // `semantic_origin` walks only through posts in the index, so the origin is there.
-            if origin_key != best.key
-                && let Some(mut against_origin) = self.embedded.evidence(origin_key, query.embedding, query.words)
-            {
-                against_origin.margin = evidence.margin;
-                let (_, origin_links) = self.weigh(&mut against_origin);
-                evidence.origin_score = Some(against_origin.score);
-                links &= origin_links;
-                origin = Some((origin_key, against_origin));
-            }
-        }
-        Some(SemanticChoice { parent: best.key, parent_time_ms: best.created_at_ms, kind, evidence, origin, links })
-    }
-
-    /// Decides the kind of `evidence` by its length ratio and scores it by that kind's model; returns
-    /// the kind and whether the probability reaches the model's minimum.
-    fn weigh(&self, evidence: &mut SemanticEvidence) -> (EdgeKind, bool) {
-        let config = &self.config.semantic;
-        evidence.is_summary = evidence.length_ratio <= config.summary_max_length_ratio;
-        let (kind, model) = match evidence.is_summary {
-            true => (EdgeKind::Summary, &config.summary),
-            false => (EdgeKind::Paraphrase, &config.paraphrase),
-        };
-        evidence.score = model.probability(evidence);
-        (kind, evidence.score >= model.min_probability)
-    }
-
-    /// The earliest post of the chain of meaning that `key` ends: up its primary parents for as long
-    /// as they are `paraphrase` or `summary` links to posts still in the semantic window.
-    fn semantic_origin(&self, key: NodeKey) -> NodeKey {
-        let mut origin = key;
-        while let Some((parent, EdgeKind::Paraphrase | EdgeKind::Summary)) =
-            self.graph.node(origin).and_then(|node| node.parent())
-        {
-            if !self.embedded.contains(parent) {
-                break;
-            }
-            origin = parent;
-        }
-        origin
-    }
-
-    /// Candidates kept as evidence besides the primary parent: the best one into each other cascade,
-    /// with the index of the candidate it came from.
-    fn bridging_edges(
-        &self,
-        candidates: &[Candidate],
-        primary: Option<usize>,
-        created_at_ms: i64,
-    ) -> Vec<(usize, Bridge)> {
-        let mut cascades: Vec<Option<NodeKey>> =
-            primary.map(|i| self.graph.cascade_of(candidates[i].parent)).into_iter().collect();
-        let mut bridges = Vec::new();
-        for (i, candidate) in candidates.iter().enumerate() {
-            let cascade = self.graph.cascade_of(candidate.parent);
-            if Some(i) != primary && !cascades.contains(&cascade) {
-                cascades.push(cascade);
-                let other_is_later = !candidate.may_be_parent_of(created_at_ms);
-                bridges.push((i, Bridge { other: candidate.parent, kind: candidate.kind, other_is_later }));
-            }
-        }
-        bridges
     }
 
     fn count(&mut self, edges: &[EdgeRecord], merges: usize) {
@@ -732,9 +425,7 @@ impl Detector {
         let window_ms = Duration::seconds(self.config.window_secs as i64).num_milliseconds();
         let cutoff = self.clock.now_ms().saturating_sub(window_ms);
         if cutoff > self.evicted_to_ms.saturating_add(window_ms / 100) {
-            self.near_dups.evict_before(cutoff);
-            self.similar_sets.evict_before(cutoff);
-            self.shared_urls.evict_before(cutoff);
+            self.lexical.evict_before(cutoff);
             self.embedded.evict_before(cutoff);
             self.graph.evict_before(cutoff);
             self.evicted_to_ms = cutoff;
@@ -744,23 +435,16 @@ impl Detector {
             let excess = self.graph.len() + 2 - bound + bound / 100;
             let before = self.graph.len();
             let first_kept = self.graph.evict_oldest(excess);
-            self.near_dups.evict_payloads_below(first_kept);
-            self.similar_sets.evict_payloads_below(first_kept);
-            self.shared_urls.evict_payloads_below(first_kept);
+            self.lexical.evict_payloads_below(first_kept);
             self.embedded.evict_keys_below(first_kept);
             self.stats.evicted_early += (before - self.graph.len()) as u64;
         }
     }
 }
 
-fn millis_to_time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::semantic::LinkModel;
 
     fn post(id: &str, minute: u32, text: &str, extra: &str) -> Post {
         let json = format!(
@@ -1056,73 +740,6 @@ mod tests {
         let unchecked = run(false);
         assert_eq!(unchecked.post.parent_id.as_deref(), Some("x:3"), "the summary alone would take it");
         assert_eq!(run(true).post.parent_id, None, "the article does not explain it");
-    }
-
-    /// The decision on evidence given directly, a case each side of every boundary: the length
-    /// ratio that makes a summary, and each kind's smallest probability. Tests that run the model
-    /// assert only on fixtures far from these boundaries.
-    #[test]
-    fn the_decision_at_each_boundary_on_evidence_given_directly() {
-        let detector = Detector::new(DetectorConfig::default());
-        let semantic = &detector.config.semantic;
-        // A one-chunk candidate: its first chunk is all of it, so `lead_cosine` is the cosine.
-        let evidence = |cosine: f32, length_ratio: f32| SemanticEvidence {
-            cosine,
-            word_overlap: 0.5,
-            lead_cosine: cosine,
-            margin: 0.25,
-            length_ratio,
-            score: 0.0,
-            is_summary: false,
-            origin_score: None,
-        };
-        let decide = |cosine: f32, length_ratio: f32| detector.weigh(&mut evidence(cosine, length_ratio));
-        // The cosine at which a model's probability is exactly its minimum, the rest held.
-        let boundary = |model: &LinkModel, length_ratio: f32| {
-            let logit = (model.min_probability / (1.0 - model.min_probability)).ln();
-            let without_cosine = model.log_odds(&evidence(0.0, length_ratio));
-            (logit - without_cosine) / (model.cosine + model.lead_cosine)
-        };
-        let cut = semantic.summary_max_length_ratio;
-        let summary_cosine = boundary(&semantic.summary, cut);
-        assert_eq!(decide(summary_cosine + 1e-3, cut), (EdgeKind::Summary, true));
-        assert_eq!(decide(summary_cosine - 1e-3, cut), (EdgeKind::Summary, false));
-        let longer = cut + 1e-3;
-        let paraphrase_cosine = boundary(&semantic.paraphrase, longer);
-        assert_eq!(decide(paraphrase_cosine + 1e-3, longer), (EdgeKind::Paraphrase, true));
-        assert_eq!(decide(paraphrase_cosine - 1e-3, longer), (EdgeKind::Paraphrase, false));
-        // The same evidence either side of the length cut meets a different model.
-        assert_ne!(summary_cosine, paraphrase_cosine);
-        let between = (summary_cosine + paraphrase_cosine) / 2.0;
-        assert_eq!(decide(between, cut).1, summary_cosine < paraphrase_cosine);
-        assert_eq!(decide(between, longer).1, paraphrase_cosine < summary_cosine);
-    }
-
-    /// The model's probability is the logistic of its weighted evidence.
-    #[test]
-    fn a_link_models_probability_is_the_logistic_of_its_weighted_evidence() {
-        let model = LinkModel {
-            bias: -1.0,
-            cosine: 2.0,
-            word_overlap: 1.0,
-            lead_cosine: 1.0,
-            margin: 4.0,
-            log_length_ratio: -1.0,
-            min_probability: 0.5,
-        };
-        let evidence = SemanticEvidence {
-            cosine: 0.5,
-            word_overlap: 0.25,
-            lead_cosine: 0.5,
-            margin: 0.125,
-            length_ratio: std::f32::consts::E,
-            score: 0.0,
-            is_summary: false,
-            origin_score: None,
-        };
-        // -1 + 2 × 0.5 + 0.25 + 1 × 0.5 + 4 × 0.125 - 1 × ln e = 0.25.
-        assert!((model.log_odds(&evidence) - 0.25).abs() < 1e-6);
-        assert!((model.probability(&evidence) - 1.0 / (1.0 + (-0.25f32).exp())).abs() < 1e-6);
     }
 
     #[test]
