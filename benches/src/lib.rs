@@ -5,6 +5,7 @@ use std::io::BufRead;
 
 pub mod campaigns;
 pub mod embedding_cache;
+pub mod heap;
 pub mod instance;
 pub mod synthetic;
 

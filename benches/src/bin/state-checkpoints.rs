@@ -12,7 +12,9 @@
 //! edits of recent posts, replies, reposts and posts sharing a URL, so there are cascades to keep):
 //!
 //! 1. **Lexical window**: `--posts` (default 1,000,000) spread evenly over the detector's 6-hour
-//!    window, semantic linking off. Writes one snapshot and restores it.
+//!    window, semantic linking off. Its resident memory, and the heap of each component (the
+//!    graph, the linking indexes, the scorer), counted by the allocator as each is copied. Writes
+//!    one snapshot and restores it.
 //! 2. **Semantic window full**: `--semantic-posts` (default the window's bound, 50,000) posts with a
 //!    384-dimensional embedding each (random unit vectors: the state's size and the restore's cost do
 //!    not depend on what the vectors say), semantic linking on.
@@ -33,6 +35,7 @@ use anyhow::Context;
 use chrono::{DateTime, Duration as Delta, Utc};
 use echotrace::config::Config;
 use echotrace::state::StateStore;
+use echotrace_benches::heap::{CountingAllocator, allocated_by};
 use echotrace_benches::synthetic::{Language, light_edit, post_text};
 use echotrace_benches::{SplitMix, percentile, resident_bytes};
 use echotrace_core::detector::Detector;
@@ -42,6 +45,10 @@ use echotrace_core::score::alerts::Scorer;
 use echotrace_core::score::features::PostSignals;
 use echotrace_core::state::Position;
 use std::time::{Duration, Instant};
+
+/// Counts the heap of each component's copy (part 1); one relaxed load per allocation otherwise.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const USAGE: &str = "usage: state-checkpoints [--pause-only] [--posts N] [--semantic-posts N] [--rate POSTS_PER_S] [--checkpoints N] [--every POSTS]";
 /// The embedding model's dimension.
@@ -92,6 +99,7 @@ fn windows(options: &Options, dir: &std::path::Path) -> anyhow::Result<()> {
         live_state / 1e6,
         live_state / run.detector.window_len().max(1) as f64
     );
+    by_component(&run);
     let restore = run.snapshot_and_restore()?;
     report(&run, rebuild, &restore);
 
@@ -102,6 +110,26 @@ fn windows(options: &Options, dir: &std::path::Path) -> anyhow::Result<()> {
     let restore = run.snapshot_and_restore()?;
     report(&run, rebuild, &restore);
     Ok(())
+}
+
+/// Where the state's heap goes: each component copied (a copy has its collections' exact
+/// capacities, so the sum reads below the resident memory that growing them left).
+fn by_component(run: &Run) {
+    let live = run.detector.window_len().max(1) as f64;
+    let (detector, detector_bytes) = allocated_by(|| run.detector.clone());
+    let (graph, graph_bytes) = allocated_by(|| run.detector.graph().clone());
+    let (scorer, scorer_bytes) = allocated_by(|| run.scorer.state().clone());
+    drop((detector, graph, scorer));
+    let indexes_bytes = detector_bytes.saturating_sub(graph_bytes);
+    println!("heap by component (a copy of each), bytes per live post:");
+    for (component, bytes) in [
+        ("cascade graph (nodes, ids, text excerpts, evidence, cascades)", graph_bytes),
+        ("linking indexes (simhash tables, MinHash bands, shared URLs, semantic window)", indexes_bytes),
+        ("scorer (cascade activity, alert phases, recent authors)", scorer_bytes),
+        ("all three", detector_bytes + scorer_bytes),
+    ] {
+        println!("  {component}: {:.0} MB, {:.0} bytes per live post", bytes as f64 / 1e6, bytes as f64 / live);
+    }
 }
 
 /// Part 3: the pause each checkpoint adds to a stream at `options.rate`.
