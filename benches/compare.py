@@ -55,7 +55,9 @@ def ensure_venv(venv: Path) -> Path:
 
 
 def build(*binaries: str) -> None:
-    command = ["cargo", "build", "--release", "--quiet", "-p", "echotrace-benches"]
+    # Both packages in one build, as benches/README.md builds them: building the benchmarks alone
+    # unifies features differently and rebuilds the service crate.
+    command = ["cargo", "build", "--release", "--quiet", "-p", "echotrace", "-p", "echotrace-benches"]
     for binary in binaries:
         command += ["--bin", binary]
     subprocess.run(command, check=True, cwd=REPO)
@@ -169,9 +171,7 @@ def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # the tables appear as each part ends, also in a log
     args.work.mkdir(parents=True, exist_ok=True)
     python = ensure_venv(args.venv)
-    build("lexical-link", "embed-throughput", "window-lookup", "staged-throughput")
-    if not args.skip_staged:
-        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "echotrace"], check=True, cwd=REPO)
+    build("lexical-link", "embed-throughput", "window-lookup", "staged-throughput", "echotrace")
     lexical(python, args.work, args.data, args.runs)
     if not args.skip_embedding:
         embedding(python, args.data, args.texts)
