@@ -180,6 +180,14 @@ fn stop(mut process: Reaper, what: &str) {
     assert!(process.0.wait().unwrap().success(), "the {what} stops cleanly");
 }
 
+/// The input: the sample's first half followed by every bad message, then its second half, as
+/// message payloads.
+fn input_halves<'a>(bad: &'a [(&'static str, Vec<u8>)]) -> (Vec<&'a [u8]>, Vec<&'a [u8]>) {
+    let lines: Vec<&'static [u8]> = SAMPLE.lines().map(str::as_bytes).collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    (first.iter().copied().chain(bad.iter().map(|(_, bytes)| bytes.as_slice())).collect(), second.to_vec())
+}
+
 /// JSON lines as one Kafka-ready byte stream.
 fn jsonl<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     lines.into_iter().flat_map(|line| line.iter().copied().chain([b'\n'])).collect()
@@ -226,23 +234,20 @@ fn three_preparers_and_a_detector_equal_one_replay_with_a_preparer_stopped_mid_s
     let mut preparers = start_preparers(&config, dir.path());
     let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
 
-    let lines: Vec<&str> = SAMPLE.lines().collect();
     let bad = bad_messages(300 * 1024);
-    let (first, second) = lines.split_at(lines.len() / 2);
-    let input = jsonl(first.iter().map(|line| line.as_bytes()).chain(bad.iter().map(|(_, bytes)| bytes.as_slice())));
-    kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "posts", "-p", "0"], Some(&input));
+    let (first, second) = input_halves(&bad);
+    kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "posts", "-p", "0"], Some(&jsonl(first)));
 
     // Stopped mid-stream: it sends and commits what it read, and leaves the group.
     let owner = owner_of_input(&preparers, 64.0);
     stop(preparers[owner].1.take().unwrap(), "preparer");
     // A message on the prepared topic that is not a prepared post, before the second half.
     kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "echotrace.prepared", "-p", "2"], Some(b"{\"post\": 1}\n"));
-    let second = jsonl(second.iter().map(|line| line.as_bytes()));
-    kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "posts", "-p", "0"], Some(&second));
+    kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "posts", "-p", "0"], Some(&jsonl(second)));
 
     // A survivor takes the partition over from the last commit; the detector settles on every post.
     wait_for("every post processed by the detector", Duration::from_secs(240), || {
-        metric(detect_http, "echotrace_posts_processed_total") >= lines.len() as f64
+        metric(detect_http, "echotrace_posts_processed_total") >= SAMPLE.lines().count() as f64
     });
     assert!(prepared_by_survivors(&preparers) > 0.0, "another preparer took the partition over");
     wait_for("the bad prepared message counted", Duration::from_secs(30), || {
@@ -280,11 +285,10 @@ fn a_preparer_and_the_detector_killed_mid_stream_change_nothing() {
     let mut preparers = start_preparers(&config, dir.path());
     let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
 
-    let lines: Vec<&str> = SAMPLE.lines().collect();
     // librdkafka's mock broker stalls a partition on a 10 MB message; 1 MB is over the text limit.
     let bad = bad_messages(1024 * 1024);
-    let (first, second) = lines.split_at(lines.len() / 2);
-    produce(&broker, first.iter().map(|line| line.as_bytes()).chain(bad.iter().map(|(_, bytes)| bytes.as_slice())));
+    let (first, second) = input_halves(&bad);
+    produce(&broker, first);
 
     // The owner dies without sending, committing or leaving; its session expires after 6 s and
     // a survivor prepares again what was read since the last commit.
@@ -299,10 +303,10 @@ fn a_preparer_and_the_detector_killed_mid_stream_change_nothing() {
     drop(detect);
     let (detect_http, detect) = start_detect(&config, dir.path(), "detect-again");
     assert!(metric(detect_http, "echotrace_window_posts") >= 32.0, "the detector restored its window");
-    produce(&broker, second.iter().map(|line| line.as_bytes()));
+    produce(&broker, second);
 
     wait_for("every post in the posts dataset", Duration::from_secs(240), || {
-        posts_written(&dir.path().join("out")) >= lines.len()
+        posts_written(&dir.path().join("out")) >= SAMPLE.lines().count()
     });
     assert!(prepared_by_survivors(&preparers) > 0.0, "another preparer took the partition over");
     wait_for("the detector caught up", Duration::from_secs(60), || {
