@@ -305,13 +305,12 @@ fn a_preparer_and_the_detector_killed_mid_stream_change_nothing() {
     assert!(metric(detect_http, "echotrace_window_posts") >= 32.0, "the detector restored its window");
     produce(&broker, second);
 
-    wait_for("every post in the posts dataset", Duration::from_secs(240), || {
-        posts_written(&dir.path().join("out")) >= SAMPLE.lines().count()
+    // The detector's count goes on from its snapshot's, so it reaches every post once.
+    wait_for("every post processed by the detector", Duration::from_secs(240), || {
+        metric(detect_http, "echotrace_posts_processed_total") >= SAMPLE.lines().count() as f64
     });
     assert!(prepared_by_survivors(&preparers) > 0.0, "another preparer took the partition over");
-    wait_for("the detector caught up", Duration::from_secs(60), || {
-        metric(detect_http, "echotrace_consumer_lag_messages") == 0.0
-    });
+    // Let the last checkpoint write the rows.
     std::thread::sleep(Duration::from_secs(2));
     stop(detect, "detector");
     // Rows are written at least once: a killed detector's successor writes again what came after
@@ -341,16 +340,6 @@ fn produce<'a>(broker: &str, lines: impl IntoIterator<Item = &'a [u8]>) {
             .unwrap();
     }
     producer.flush(Duration::from_secs(60)).unwrap();
-}
-
-/// How many post rows the detector has written so far (0 before its first file).
-fn posts_written(data: &Path) -> usize {
-    if !data.join("posts").exists() {
-        return 0;
-    }
-    let output =
-        echotrace(&["query", "--data", data.to_str().unwrap(), "--format", "csv", "SELECT count(*) AS n FROM posts"]);
-    String::from_utf8_lossy(&output.stdout).lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
 /// The error kind of every message on the dead-letter topic.

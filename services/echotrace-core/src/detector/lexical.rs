@@ -52,22 +52,11 @@ impl LexicalIndexes {
         candidates
     }
 
-    /// Whether a candidate by words could be the parent of `prepared` now (so it needs no
-    /// embedding); stops at the first, cheapest lookups first.
+    /// Whether a candidate by words could be the parent of `prepared` now, so that it needs no
+    /// embedding.
     pub fn explains(&self, prepared: &PreparedPost, config: &DetectorConfig, graph: &CascadeGraph) -> bool {
         let created_at_ms = prepared.post.created_at.timestamp_millis();
-        let explains = |c: &Candidate| c.may_be_parent_of(created_at_ms);
-        if self.url_candidates(&prepared.canonical_urls, graph).iter().any(explains) {
-            return true;
-        }
-        if !prepared.similar_enough(config) {
-            return false;
-        }
-        let simhash = prepared.fingerprint.simhash;
-        self.near_dup_candidates(simhash, graph).iter().any(explains)
-            || prepared.signature.as_ref().is_some_and(|signature| {
-                self.similar_set_candidates(signature, simhash, config, graph).iter().any(explains)
-            })
+        self.candidates(prepared, config, graph).iter().any(|c| c.may_be_parent_of(created_at_ms))
     }
 
     /// Enters a placed post under its keys: its simhash when it is `similar_enough`, its

@@ -9,8 +9,10 @@
 //! - [`lexical`]: shared canonical URLs, near-duplicates by simhash, similar word sets by MinHash;
 //! - [`meaning`]: when nothing lexical explains the post and its embedding is given, the best
 //!   paraphrase or summary parent by meaning;
-//! - placement: the post goes into the [`CascadeGraph`] under its primary parent, its bridges
-//!   merge cascades, and every row it produced is returned; the window then evicts by event time.
+//! - placement, here in `mod.rs` because it writes every index: the post goes into the
+//!   [`CascadeGraph`] under its primary parent, its bridges merge cascades, it enters the indexes
+//!   under its keys, and every row it produced is returned; eviction by event time and by the
+//!   window's bound ([`Detector::process_prepared`] runs it first) is here for the same reason.
 //!
 //! It is deterministic: the same stream (and embeddings) gives the same output, whether it comes
 //! from Kafka or a file, one post at a time or in batches ([`Detector::process_batch`]).
