@@ -18,7 +18,8 @@
 //!
 //! [`clock`] keeps event time, which the window evicts and the scorer slides on, out of reach of
 //! posts dated ahead. [`state`] writes the detector and the scorer to a snapshot and reads them back.
-//! [`parallel`] splits a batch of independent items over threads.
+//! [`parallel`] splits a batch of independent items over threads. [`order`] releases posts read
+//! from several partitions in one order, by time and post id.
 //!
 //! ```
 //! use echotrace_core::{detector::{Detector, DetectorConfig}, post::Post};
@@ -39,6 +40,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod link;
 pub mod normalize;
+pub mod order;
 pub mod parallel;
 pub mod post;
 pub mod prepare;

@@ -45,12 +45,41 @@ pub struct Config {
     pub stage: StageConfig,
 }
 
-/// Which stages of the pipeline one `echotrace run` process runs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Which stages of the pipeline one `echotrace run` process runs, and how a detecting process
+/// orders what its input partitions deliver ([`crate::ingest::ordering`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StageConfig {
     /// `whole`, `prepare` or `detect` ([`StageRole`]).
     pub role: StageRole,
+    /// The longest a post takes from its `created_at` to its input partition. An input partition
+    /// read to its end at a time holds back nothing older than that time less this, so where
+    /// other partitions wait on an idle one, their posts wait this long.
+    pub max_arrival_delay_ms: u64,
+    /// The most posts a detecting process holds while it waits for the order across input
+    /// partitions; beyond, the next go ahead, counted (`echotrace_order_forced_total`).
+    pub max_held_posts: usize,
+    /// How often the `prepare` stage tells the `detect` stage that an input partition is still
+    /// read to its end (an idle marker on `kafka.prepared_topic`).
+    pub idle_marker_interval_ms: u64,
+}
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        StageConfig {
+            role: StageRole::Whole,
+            max_arrival_delay_ms: 2_000,
+            max_held_posts: 50_000,
+            idle_marker_interval_ms: 1_000,
+        }
+    }
+}
+
+impl StageConfig {
+    /// [`StageConfig::max_arrival_delay_ms`] as a duration.
+    pub fn max_arrival_delay(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::milliseconds(self.max_arrival_delay_ms.min(i64::MAX as u64) as i64)
+    }
 }
 
 /// The part of the pipeline a process runs ([`crate::stages`]).

@@ -66,6 +66,18 @@ pub struct Metrics {
     /// Prepared posts the `detect` stage read that were prepared with other settings, and were
     /// prepared again from their text and linked without their embedding.
     pub prepared_foreign: IntCounter,
+    /// Idle markers the `prepare` stage sent: an input partition read to its end.
+    pub idle_markers: IntCounter,
+    /// Posts held for the order across input partitions.
+    pub posts_held: IntGauge,
+    /// Posts processed after a later one.
+    pub posts_out_of_order: IntCounter,
+    /// Posts processed before the order reached them, because too many were held.
+    pub order_forced: IntCounter,
+    /// The time before which no input partition can deliver anything more, in seconds since the epoch.
+    pub order_watermark: Gauge,
+    /// Consumed partitions paused because too many of their posts wait for the order.
+    pub partitions_paused: IntGauge,
     /// Time to process one message, from receipt to its rows being buffered.
     pub processing_seconds: Histogram,
     /// Flushes of the Parquet datasets followed by an offset commit.
@@ -225,6 +237,45 @@ impl Metrics {
                 &r,
                 "echotrace_prepared_foreign_total",
                 "Prepared posts read with other settings than this stage's, prepared again and linked without meaning",
+            ),
+            idle_markers: counter(
+                &r,
+                "echotrace_idle_markers_total",
+                "Idle markers sent by the prepare stage: an input partition read to its end",
+            ),
+            posts_held: register(
+                &r,
+                IntGauge::new(
+                    "echotrace_posts_held",
+                    "Posts held until the order across input partitions reaches them",
+                )
+                .expect("valid"),
+            ),
+            posts_out_of_order: counter(
+                &r,
+                "echotrace_posts_out_of_order_total",
+                "Posts processed after a later one: a partition out of time order, a backfill on an idle partition, a forced release, a copy sent again",
+            ),
+            order_forced: counter(
+                &r,
+                "echotrace_order_forced_total",
+                "Posts processed before the order reached them, because stage.max_held_posts were held",
+            ),
+            order_watermark: register(
+                &r,
+                Gauge::new(
+                    "echotrace_order_watermark_seconds",
+                    "The time before which no input partition can deliver anything more (seconds since the epoch)",
+                )
+                .expect("valid"),
+            ),
+            partitions_paused: register(
+                &r,
+                IntGauge::new(
+                    "echotrace_partitions_paused",
+                    "Consumed partitions paused because too many of their posts wait for the other partitions",
+                )
+                .expect("valid"),
             ),
             embed_batch_seconds: histogram(
                 &r,

@@ -2,12 +2,13 @@
 //! wired together until shutdown.
 
 use crate::alerting::{AlertDispatcher, AlertNotice};
-use crate::config::Config;
+use crate::config::{Config, StageRole};
 use crate::explorer::ExplorerState;
 use crate::http::{self, ApiState};
 use crate::ingest;
 use crate::ingest::checkpoint::{Outlets, Progress};
 use crate::ingest::lag::{Ownership, Partition};
+use crate::ingest::ordering::{InputLayout, PartitionOrder};
 use crate::metrics::Metrics;
 use crate::pipeline::Observer;
 use crate::pipeline::Pipeline;
@@ -135,6 +136,11 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     }
     let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
     publisher.check_topics(Duration::from_secs(10)).context("cannot confirm that the output topics exist")?;
+    let order_layout = match config.stage.role {
+        StageRole::Detect => InputLayout::fetch_prepared(&config, &publisher, Duration::from_secs(10))
+            .context("the detect stage orders posts by their input partitions")?,
+        StageRole::Whole | StageRole::Prepare => InputLayout::Input,
+    };
     let store = StateStore::from_config(&config).context("cannot create the state folder (state.dir)")?;
     let (firing, held) = match store.as_ref().and_then(|store| resume(store, &mut pipeline)) {
         Some(restored) => restored,
@@ -167,7 +173,9 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let task_metrics = metrics.clone();
     let decoder = crate::stages::InputDecoder::new(&config);
     let outlets = Outlets { publisher, state: store, dispatches_alerts: notices.is_some(), decoder };
-    let progress = Progress::new(pipeline, outlets, metrics.clone(), ownership, config.state.snapshot_interval());
+    let order = PartitionOrder::new(order_layout, &config, metrics.clone());
+    let progress =
+        Progress::new(pipeline, outlets, order, metrics.clone(), ownership, config.state.snapshot_interval());
     let consumer = tokio::spawn(async move {
         let progress = Arc::new(tokio::sync::Mutex::new(progress));
         let outcome = ingest::consume(&config, &consumer, progress, notices.as_ref(), &task_metrics, shutdown).await;

@@ -4,10 +4,10 @@
 //! ([`crate::prepare`]: normalized, fingerprinted, its URLs and content words found) and passes
 //! it through the stages of linking, one module each:
 //!
-//! - [`candidates`]: the parents the post names (repost, quote, reply), and the rules that choose
+//! - `candidates`: the parents the post names (repost, quote, reply), and the rules that choose
 //!   among every linker's candidates (precedence, bridges into other cascades);
-//! - [`lexical`]: shared canonical URLs, near-duplicates by simhash, similar word sets by MinHash;
-//! - [`meaning`]: when nothing lexical explains the post and its embedding is given, the best
+//! - `lexical`: shared canonical URLs, near-duplicates by simhash, similar word sets by MinHash;
+//! - `meaning`: when nothing lexical explains the post and its embedding is given, the best
 //!   paraphrase or summary parent by meaning;
 //! - placement, here in `mod.rs` because it writes every index: the post goes into the
 //!   [`CascadeGraph`] under its primary parent, its bridges merge cascades, it enters the indexes

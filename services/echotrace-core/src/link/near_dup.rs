@@ -10,7 +10,7 @@
 //! [`NearDupIndex::evict_before`] drops the oldest, removing each from the front of its buckets (each
 //! bucket is in arrival order too, so that is a pop, not a search). A post costs 12 bytes per table
 //! plus 24 in the ring: 72 bytes at k = 3, plus the spare capacity of the queues, which grow by a
-//! quarter at a time ([`push_growing_gently`]) instead of doubling: doubling left buckets two-thirds
+//! quarter at a time (`push_growing_gently`) instead of doubling: doubling left buckets two-thirds
 //! full on average and measured 113 bytes per post at 10M; see `benches/README.md`.
 
 use serde::de::Error as _;

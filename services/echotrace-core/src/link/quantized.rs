@@ -12,7 +12,7 @@
 //!
 //! The bound: with `a' = scale_a × codes_a` and `r_a = ‖a − a'‖`,
 //! `|a·b − a'·b'| ≤ |(a − a')·b| + |a'·(b − b')| ≤ r_a‖b‖ + (‖a‖ + r_a) r_b`, and a max or mean of
-//! estimates is off by at most the max or mean of their bounds. [`ROUNDING_SLACK`] covers the f32
+//! estimates is off by at most the max or mean of their bounds. `ROUNDING_SLACK` covers the f32
 //! rounding of both sides.
 
 /// Added to every bound for the f32 rounding of the exact and the estimated dot products (each is

@@ -5,8 +5,8 @@
 //! alert added or removed is the rule change's doing, never the run's. Everything runs on event
 //! time, so the same input gives the same report on every run.
 //!
-//! The input is a JSONL stream ([`input::JsonlPosts`], embedded as `replay` does) or the stored
-//! datasets of a past run ([`input::StoredPosts`], with the embeddings it stored). A labels file
+//! The input is a JSONL stream ([`input::feed_jsonl`], embedded as `replay` does) or the stored
+//! datasets of a past run ([`input::feed_stored`], with the embeddings it stored). A labels file
 //! names the posts of known campaigns; the report then gives, per rule set, the time from each
 //! campaign's first post to its first page and first ticket, and counts pages elsewhere as false.
 

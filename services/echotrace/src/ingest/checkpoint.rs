@@ -6,15 +6,20 @@
 //! `output.flush_interval_ms`, and on its way out; the rebalance callback takes one before
 //! partitions are revoked ([`Progress::before_revoke`]), so their next owner goes on from where
 //! this member stopped instead of reading its last seconds again.
+//!
+//! Posts wait for one order across input partitions before the pipeline takes them
+//! ([`super::ordering`]); the positions committed and snapshotted are then, in each partition,
+//! the smallest offset still held.
 
 use super::IngestError;
 use super::lag::{LagContext, Ownership, Partition};
+use super::ordering::{Flow, HeldPost, PartitionOrder};
 use crate::alerting::AlertNotice;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Processed};
 use crate::sinks::kafka::{KafkaPublisher, Source};
 use crate::sinks::parquet::io_error;
-use crate::stages::InputDecoder;
+use crate::stages::{Decoded, InputDecoder};
 use crate::state::{StateError, StateStore};
 use chrono::DateTime;
 use echotrace_core::state::Position;
@@ -53,6 +58,8 @@ pub struct Progress {
     ownership: Arc<Mutex<Ownership>>,
     /// The next offset of every partition read since this member started.
     positions: BTreeMap<Partition, i64>,
+    /// The posts waiting for one order across input partitions.
+    order: PartitionOrder,
     /// Whether anything was read since the last checkpoint.
     dirty: bool,
     /// Whether offsets were read that are not committed yet.
@@ -79,10 +86,12 @@ struct SnapshotWrite {
 }
 
 impl Progress {
-    /// Progress from nothing read, snapshotting at most every `snapshot_interval`.
+    /// Progress from nothing read, posts held for `order`, snapshotting at most every
+    /// `snapshot_interval`.
     pub fn new(
         pipeline: Pipeline,
         outlets: Outlets,
+        order: PartitionOrder,
         metrics: Arc<Metrics>,
         ownership: Arc<Mutex<Ownership>>,
         snapshot_interval: Duration,
@@ -93,6 +102,7 @@ impl Progress {
             metrics,
             ownership,
             positions: BTreeMap::new(),
+            order,
             dirty: false,
             uncommitted: false,
             deliveries: Vec::new(),
@@ -103,20 +113,35 @@ impl Progress {
         }
     }
 
-    /// Takes one message: a post goes through the pipeline, anything else to the dead-letter topic
+    /// Takes one message: a post goes through the pipeline once the order across input partitions
+    /// reaches it, an idle marker moves the order on, anything else goes to the dead-letter topic
     /// with its reason. Either way its offset counts as read.
     pub fn read(&mut self, message: &BorrowedMessage<'_>) -> Result<(), IngestError> {
         let source =
             Source { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
         let payload = message.payload().unwrap_or_default();
         match self.outlets.decoder.decode(payload) {
-            Ok(decoded) => {
-                if decoded.foreign {
+            Ok(Decoded::Post { input, foreign, source: input_partition }) => {
+                if foreign {
                     self.metrics.prepared_foreign.inc();
                 }
                 let produced_at = message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis);
-                let processed = self.pipeline.submit_input(decoded.input, produced_at);
-                self.publish(processed)?;
+                let held = HeldPost {
+                    input,
+                    produced_at,
+                    read_from: (source.topic.clone(), source.partition),
+                    offset: source.offset,
+                };
+                self.follow_assignment();
+                if let Some(held) = self.order.admit(input_partition, held) {
+                    self.process(held)?;
+                }
+                self.release()?;
+            }
+            Ok(Decoded::Idle { source: input_partition, at }) => {
+                self.follow_assignment();
+                self.order.idle(input_partition, at);
+                self.release()?;
             }
             Err(error) => {
                 let origin = format!("{}/{}/{}", source.topic, source.partition, source.offset);
@@ -127,6 +152,52 @@ impl Progress {
         }
         self.positions.insert((source.topic, source.partition), source.offset + 1);
         self.dirty = true;
+        Ok(())
+    }
+
+    /// `whole`: the owned input partitions numbered `partition` were read to their end; the posts
+    /// they held back are processed.
+    pub fn read_to_end(&mut self, partition: i32) -> Result<(), IngestError> {
+        self.follow_assignment();
+        self.order.read_to_end(partition);
+        self.release()
+    }
+
+    /// `whole`: renews the idle mark of the partitions still read to their end, while posts wait.
+    pub fn renew_idle(&mut self) -> Result<(), IngestError> {
+        if !self.order.waits_on_idle() {
+            return Ok(());
+        }
+        self.order.renew_idle();
+        self.release()
+    }
+
+    /// The partitions to pause because too many of their posts wait for the order, and those to
+    /// resume.
+    pub fn take_flow(&mut self) -> Flow {
+        self.order.take_flow()
+    }
+
+    /// Hands a post to the pipeline and publishes what it produced.
+    fn process(&mut self, held: HeldPost) -> Result<(), IngestError> {
+        // What it writes is flushed at the next checkpoint, even when no message is read before.
+        self.dirty = true;
+        let processed = self.pipeline.submit_input(held.input, held.produced_at);
+        self.publish(processed)
+    }
+
+    /// Has the order wait for the partitions this member owns now, and drop what it held of
+    /// those it gave up (their next owner reads them from the commit).
+    fn follow_assignment(&mut self) {
+        self.order.follow(self.ownership.lock().expect("ownership lock poisoned").assigned());
+    }
+
+    /// Processes the posts the order has reached, of partitions this member still owns.
+    fn release(&mut self) -> Result<(), IngestError> {
+        self.follow_assignment();
+        for held in self.order.release() {
+            self.process(held)?;
+        }
         Ok(())
     }
 
@@ -157,7 +228,7 @@ impl Progress {
 
     /// Runs the waiting embedding batch, flushes Parquet and awaits every delivery; then, without
     /// state snapshots, commits the offsets. With them, when one is due, copies the state and
-    /// writes the snapshot on a thread of its own ([`SnapshotWrite`]); the offsets it reflects are committed
+    /// writes the snapshot on a thread of its own (`SnapshotWrite`); the offsets it reflects are committed
     /// at the first checkpoint after it is durable. `last` (shutdown, revocation) waits for a
     /// write under way, then writes a snapshot here and commits what it reflects.
     pub async fn take(&mut self, consumer: &impl Consumer<LagContext>, last: bool) -> Result<(), IngestError> {
@@ -229,10 +300,22 @@ impl Progress {
         Ok(())
     }
 
-    /// The next offset of every partition read and owned now.
+    /// The next offset of every partition read and owned now, not past a post still held.
     fn owned_positions(&self) -> BTreeMap<Partition, i64> {
         let ownership = self.ownership.lock().expect("ownership lock poisoned");
-        self.positions.iter().filter(|(partition, _)| ownership.owns(partition)).map(|(p, o)| (p.clone(), *o)).collect()
+        self.positions
+            .keys()
+            .filter(|partition| ownership.owns(partition))
+            .filter_map(|partition| Some((partition.clone(), self.position(partition)?)))
+            .collect()
+    }
+
+    /// The offset up to which `partition`'s messages are processed: the next one read, or the
+    /// first post still held for the order.
+    fn position(&self, partition: &Partition) -> Option<i64> {
+        let read = *self.positions.get(partition)?;
+        let held = self.order.first_held(partition);
+        Some(held.map_or(read, |held| held.min(read)))
     }
 
     /// Commits `positions` where this member still owns the partition and they are ahead of the
@@ -296,7 +379,7 @@ impl Progress {
         }
         let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
         for partition in revoked {
-            if let Some(&offset) = self.positions.get(partition) {
+            if let Some(offset) = self.position(partition) {
                 ownership.hold(partition.clone(), offset);
             }
         }

@@ -58,6 +58,16 @@ impl Ownership {
         self.assigned.contains(partition)
     }
 
+    /// The partitions this member owns now.
+    pub fn assigned(&self) -> &BTreeSet<Partition> {
+        &self.assigned
+    }
+
+    /// Whether `partition` is paused until the consumer loop has checked its window.
+    pub fn awaits_check(&self, partition: &Partition) -> bool {
+        self.to_check.contains(partition) || self.checking.contains(partition)
+    }
+
     /// Notes that the window holds `partition`'s posts up to `offset`.
     pub fn hold(&mut self, partition: Partition, offset: i64) {
         if let Some(held) = &mut self.held {
@@ -184,6 +194,12 @@ fn read_lag(stats: &rdkafka::statistics::Partition) -> Option<i64> {
 
 impl ClientContext for LagContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition, which the `whole` mode asks for to order its partitions, is
+        // reported here too; the consumer loop takes it from its own queue.
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::trace!(reason, "partition read to its end");
+            return;
+        }
         tracing::warn!(%error, reason, "kafka client error");
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
             self.brokers_up.store(false, Ordering::Relaxed);

@@ -1,8 +1,8 @@
 //! Ingest: the Kafka consumer loop that `run` and `demo` share.
 //!
 //! A `StreamConsumer` in a consumer group reads posts. Each message is decoded and validated
-//! ([`Post::from_json`]); a bad one goes to the dead-letter topic with its reason and original bytes,
-//! and the loop goes on. A good one goes through the [`Pipeline`]. Offsets are kept in memory and
+//! ([`Post::from_json`](echotrace_core::post::Post::from_json)); a bad one goes to the dead-letter topic with its reason and original bytes,
+//! and the loop goes on. A good one goes through the [`Pipeline`](crate::pipeline::Pipeline). Offsets are kept in memory and
 //! committed only at a checkpoint: after the Parquet flush has made every buffered row durable and
 //! every dead letter and edge sent since the last checkpoint has been acknowledged by the brokers.
 //!
@@ -24,15 +24,17 @@
 
 pub mod checkpoint;
 pub mod lag;
+pub mod ordering;
 pub mod rebuild;
 
 use crate::alerting::AlertNotice;
-use crate::config::Config;
+use crate::config::{Config, StageRole};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::state::StateError;
 use checkpoint::Progress;
 use lag::{LagContext, Ownership, Partition};
+use ordering::Flow;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -101,6 +103,9 @@ pub fn consumer(
             ("auto.offset.reset", "earliest"),
             ("statistics.interval.ms", "5000"),
             ("max.poll.interval.ms", max_poll_interval.as_str()),
+            // The order across input partitions learns from these that a partition is idle; the
+            // `detect` stage learns it from the `prepare` stage's idle markers instead.
+            ("enable.partition.eof", if config.stage.role == StageRole::Whole { "true" } else { "false" }),
         ],
     );
     let consumer: StreamConsumer<LagContext> = client
@@ -127,6 +132,8 @@ pub async fn consume(
     let ownership = consumer.context().ownership();
     let mut ticker = tokio::time::interval(config.output.flush_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_refresh = tokio::time::interval(ordering::IDLE_REFRESH);
+    idle_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // The guard is never held across `recv`: the rebalance callback, which runs inside it,
         // takes the progress for its checkpoint.
@@ -148,6 +155,12 @@ pub async fn consume(
             message = consumer.recv() => {
                 let message = match message {
                     Ok(message) => message,
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        let mut progress = progress.lock().await;
+                        progress.read_to_end(partition)?;
+                        apply_flow(consumer, progress.take_flow())?;
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "consumer error; continuing");
                         continue;
@@ -157,6 +170,7 @@ pub async fn consume(
                 metrics.messages_consumed.inc();
                 let mut progress = progress.lock().await;
                 progress.read(&message)?;
+                apply_flow(consumer, progress.take_flow())?;
                 metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
                 if progress.pipeline.buffered_posts() >= config.output.flush_rows {
                     progress.take(consumer, false).await?;
@@ -165,6 +179,11 @@ pub async fn consume(
             _ = consumer.context().partitions_to_check() => continue,
             _ = until(batch_deadline) => progress.lock().await.run_batch()?,
             _ = ticker.tick() => progress.lock().await.take(consumer, false).await?,
+            _ = idle_refresh.tick() => {
+                let mut progress = progress.lock().await;
+                progress.renew_idle()?;
+                apply_flow(consumer, progress.take_flow())?;
+            }
             _ = shutdown.recv() => {
                 tracing::info!("shutting down: taking a last checkpoint");
                 let mut progress = progress.lock().await;
@@ -223,6 +242,35 @@ async fn check_assigned(
     drop(owned);
     consumer.resume(&resumed)?;
     consumer.context().rebuilt(&held);
+    Ok(())
+}
+
+/// Pauses the partitions with too many posts waiting for the order, and resumes those whose posts
+/// went on, except one still paused for the check of its window, which resumes it.
+fn apply_flow(consumer: &StreamConsumer<LagContext>, flow: Flow) -> Result<(), KafkaError> {
+    let list = |partitions: &[Partition]| {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(topic, *partition);
+        }
+        list
+    };
+    if !flow.pause.is_empty() {
+        tracing::debug!(partitions = ?flow.pause, "paused: their posts wait for the other partitions");
+        consumer.pause(&list(&flow.pause))?;
+    }
+    let resume: Vec<Partition> = {
+        let ownership = consumer.context().ownership();
+        let ownership = ownership.lock().expect("ownership lock poisoned");
+        flow.resume
+            .into_iter()
+            .filter(|partition| ownership.owns(partition) && !ownership.awaits_check(partition))
+            .collect()
+    };
+    if !resume.is_empty() {
+        tracing::debug!(partitions = ?resume, "resumed");
+        consumer.resume(&list(&resume))?;
+    }
     Ok(())
 }
 

@@ -17,7 +17,7 @@
 use super::lag::Partition;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::stages::InputDecoder;
+use crate::stages::{Decoded, InputDecoder};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -111,10 +111,10 @@ pub async fn rebuild_window(
             continue;
         }
         // Invalid messages were dead-lettered when they were first read.
-        if let Ok(decoded) = decoder.decode(message.payload().unwrap_or_default()) {
+        if let Ok(Decoded::Post { input, .. }) = decoder.decode(message.payload().unwrap_or_default()) {
             // With its arrival time, as the first read had it: event time moves the same way.
             let produced_at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis);
-            pipeline.submit_input(decoded.input, produced_at);
+            pipeline.submit_input(input, produced_at);
             rebuilt.posts += 1;
         }
     }

@@ -9,7 +9,9 @@
 //!   the partition number it was read from, so every input partition's order is kept. It keeps no
 //!   state, so it scales with the input's partitions, on GPU nodes for the transformer.
 //! - `detect`: linking, cascades, scoring and alerts, the same [`crate::pipeline::Pipeline`] and
-//!   checkpoints as `whole`, reading prepared posts from `kafka.prepared_topic` instead of posts.
+//!   checkpoints as `whole`, reading prepared posts from `kafka.prepared_topic` instead of posts,
+//!   in one order across input partitions ([`crate::ingest::ordering`]): the `prepare` stage names
+//!   each post's input partition and marks the partitions it has read to their end.
 //!
 //! The `prepare` stage embeds every post that may be linked by meaning. A `whole` process embeds
 //! fewer: it skips the posts that something already in its window explains lexically, which only
@@ -20,6 +22,8 @@ pub mod prepare;
 pub mod prepared;
 
 use crate::config::{Config, StageRole};
+use crate::ingest::lag::Partition;
+use chrono::{DateTime, Utc};
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::{InvalidPost, Post};
 use echotrace_core::prepare::PreparedPost;
@@ -64,12 +68,29 @@ pub struct InputDecoder {
 }
 
 /// What [`InputDecoder::decode`] made of a message.
+// Decoded and moved on at once, one at a time: boxing the post would allocate for every message
+// to save bytes on the rare idle marker.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub struct Decoded {
-    /// The post, prepared or not.
-    pub input: Input,
-    /// Whether it was prepared with other settings than this process's and is prepared again here.
-    pub foreign: bool,
+pub enum Decoded {
+    /// A post, prepared or not.
+    Post {
+        /// The post.
+        input: Input,
+        /// Whether it was prepared with other settings than this process's and is prepared again
+        /// here.
+        foreign: bool,
+        /// The input partition the `prepare` stage read it from (`detect`; `None` for a version 1
+        /// message, and in `whole`, where it is the message's own partition).
+        source: Option<Partition>,
+    },
+    /// The `prepare` stage read an input partition to its end at a time (`detect` only).
+    Idle {
+        /// The input partition.
+        source: Partition,
+        /// When, by the `prepare` stage's clock.
+        at: DateTime<Utc>,
+    },
 }
 
 impl InputDecoder {
@@ -90,13 +111,24 @@ impl InputDecoder {
     /// Decodes one message's payload.
     pub fn decode(&self, payload: &[u8]) -> Result<Decoded, InvalidInput> {
         let Some(settings) = &self.prepared else {
-            return Ok(Decoded { input: Input::Post(Post::from_json(payload)?), foreign: false });
+            return Ok(Decoded::Post { input: Input::Post(Post::from_json(payload)?), foreign: false, source: None });
         };
         Ok(match prepared::decode(payload, settings)? {
-            Received::Prepared(prepared, embedding) => {
-                Decoded { input: Input::Prepared(prepared, embedding), foreign: false }
+            Received::Prepared(prepared, embedding, source) => {
+                Decoded::Post { input: Input::Prepared(prepared, embedding), foreign: false, source }
             }
-            Received::Foreign(post) => Decoded { input: Input::Post(post), foreign: true },
+            Received::Foreign(post, source) => Decoded::Post { input: Input::Post(post), foreign: true, source },
+            Received::Idle(source, at) => Decoded::Idle { source, at },
         })
+    }
+}
+
+impl Input {
+    /// The post inside.
+    pub fn post(&self) -> &Post {
+        match self {
+            Input::Post(post) => post,
+            Input::Prepared(prepared, _) => &prepared.post,
+        }
     }
 }

@@ -12,6 +12,14 @@
 //! - with the input message's timestamp, so the `detect` stage measures alert latency from when
 //!   the post was first produced.
 //!
+//! Once it has read an input partition to its end, the stage sends an **idle marker** for it to the
+//! same prepared partition, after the posts read before, and again every
+//! `stage.idle_marker_interval_ms` while nothing more comes: the `detect` stage orders posts across
+//! input partitions and waits for each, and an idle one must not hold the others back
+//! ([`crate::ingest::ordering`]). librdkafka reports the end of a partition by its number alone, so
+//! with several input topics the partitions of that number in every topic are marked; the first
+//! post read from one takes its mark back.
+//!
 //! The input offsets of a batch are committed only after every prepared post and dead letter of it
 //! is acknowledged by the brokers. A crash or a rebalance re-reads what was not committed, and the
 //! re-prepared posts reach the `detect` stage twice; it drops the second copy by post id, as the
@@ -22,23 +30,26 @@ use crate::config::Config;
 use crate::embed::Embedder;
 use crate::embed::cached::CachedEmbedder;
 use crate::http::{self, Health};
+use crate::ingest::lag::Partition;
 use crate::metrics::Metrics;
 use crate::pipeline::embed_counted;
 use crate::shutdown::Shutdown;
 use crate::sinks::kafka::{KafkaPublisher, Source};
 use crate::stages::InvalidInput;
 use anyhow::Context;
+use chrono::Utc;
 use echotrace_core::post::Post;
 use echotrace_core::prepare::Preparer;
 use futures::future::try_join_all;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long start-up waits for the prepared topic's metadata.
@@ -61,9 +72,20 @@ pub struct Running {
 }
 
 /// Marks the stage ready once the group has given it its partitions (none, where the stage has
-/// more instances than the input has partitions: it waits as a standby).
+/// more instances than the input has partitions: it waits as a standby), and forgets that a
+/// partition was read to its end when a rebalance moves it: its next owner finds out anew.
 struct GroupContext {
     ready: Arc<AtomicBool>,
+    read_to_end: Arc<Mutex<BTreeSet<Partition>>>,
+}
+
+impl GroupContext {
+    fn forget_ends(&self, partitions: &TopicPartitionList) {
+        let mut read_to_end = self.read_to_end.lock().expect("read-to-end lock poisoned");
+        for element in partitions.elements() {
+            read_to_end.remove(&(element.topic().to_owned(), element.partition()));
+        }
+    }
 }
 
 impl ClientContext for GroupContext {}
@@ -73,9 +95,13 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions assigned");
+                self.forget_ends(partitions);
                 self.ready.store(true, Ordering::Relaxed);
             }
-            Rebalance::Revoke(partitions) => tracing::info!(partitions = partitions.count(), "partitions revoked"),
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions revoked");
+                self.forget_ends(partitions);
+            }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
     }
@@ -84,7 +110,7 @@ impl ConsumerContext for GroupContext {
 /// A valid post waiting for its batch, with where it came from.
 struct Waiting {
     post: Post,
-    partition: i32,
+    source: Partition,
     timestamp: Option<i64>,
 }
 
@@ -109,6 +135,8 @@ struct Stage {
     prepared_partitions: i32,
     metrics: Arc<Metrics>,
     threads: usize,
+    /// The input partitions read to their end, with nothing read since.
+    read_to_end: Arc<Mutex<BTreeSet<Partition>>>,
 }
 
 /// Starts the probes and the consumer loop; both stop when `shutdown` fires. Fails at start-up
@@ -132,11 +160,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     publisher.check_topics(METADATA_TIMEOUT).context("cannot confirm that the output topics exist")?;
     let prepared_partitions = publisher.partitions(&config.kafka.prepared_topic, METADATA_TIMEOUT)?;
     let group = group_id(&config);
-    let consumer: StreamConsumer<GroupContext> =
-        crate::ingest::client_config(&config, &[("group.id", group.as_str()), ("auto.offset.reset", "earliest")])
-            .create_with_context(GroupContext { ready })
-            .map_err(crate::config::without_secret)
-            .context("cannot create the Kafka consumer")?;
+    let read_to_end = Arc::new(Mutex::new(BTreeSet::new()));
+    let consumer: StreamConsumer<GroupContext> = crate::ingest::client_config(
+        &config,
+        &[("group.id", group.as_str()), ("auto.offset.reset", "earliest"), ("enable.partition.eof", "true")],
+    )
+    .create_with_context(GroupContext { ready, read_to_end: read_to_end.clone() })
+    .map_err(crate::config::without_secret)
+    .context("cannot create the Kafka consumer")?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(brokers = %config.kafka.brokers, group = %group, topics = ?topics, prepared_topic = %config.kafka.prepared_topic, prepared_partitions, api = %api_address, "preparing");
@@ -149,6 +180,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         publisher,
         prepared_partitions,
         metrics,
+        read_to_end,
     };
     let consumer = tokio::spawn(consume(stage, consumer, shutdown));
     Ok(Running { api_address, consumer, server })
@@ -163,12 +195,16 @@ async fn consume(
     let mut batch = Batch { posts: Vec::new(), deliveries: Vec::new(), positions: BTreeMap::new(), oldest_since: None };
     let latency = Duration::from_millis(stage.config.embed.batch_latency_ms);
     let batch_size = stage.config.embed.batch_size.max(1);
+    let mut idle_markers =
+        tokio::time::interval(Duration::from_millis(stage.config.stage.idle_marker_interval_ms.max(1)));
+    idle_markers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = batch.oldest_since.map(|since| since + latency);
         tokio::select! {
             message = consumer.recv() => {
                 match message {
                     Ok(message) => stage.read(&message, &mut batch)?,
+                    Err(KafkaError::PartitionEOF(partition)) => stage.read_to_end(partition, &mut batch),
                     Err(error) => tracing::warn!(%error, "consumer error; continuing"),
                 }
                 if batch.posts.len() >= batch_size {
@@ -176,6 +212,11 @@ async fn consume(
                 }
             }
             _ = crate::ingest::until(deadline) => stage.send(&consumer, &mut batch, CommitMode::Async).await?,
+            _ = idle_markers.tick() => {
+                if !stage.read_to_end.lock().expect("read-to-end lock poisoned").is_empty() {
+                    stage.send(&consumer, &mut batch, CommitMode::Async).await?;
+                }
+            }
             _ = shutdown.recv() => {
                 tracing::info!("shutting down: sending and committing what was read");
                 stage.send(&consumer, &mut batch, CommitMode::Sync).await?;
@@ -193,7 +234,7 @@ impl Stage {
         match Post::from_json(payload) {
             Ok(post) => batch.posts.push(Waiting {
                 post,
-                partition: message.partition(),
+                source: (message.topic().to_owned(), message.partition()),
                 timestamp: message.timestamp().to_millis(),
             }),
             Err(error) => {
@@ -208,13 +249,44 @@ impl Stage {
                 batch.deliveries.push(self.publisher.dead_letter(message.key(), payload, &source, &error)?);
             }
         }
-        batch.positions.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+        let source = (message.topic().to_owned(), message.partition());
+        self.read_to_end.lock().expect("read-to-end lock poisoned").remove(&source);
+        batch.positions.insert(source, message.offset() + 1);
         batch.oldest_since.get_or_insert_with(Instant::now);
         Ok(())
     }
 
-    /// Prepares and embeds the waiting posts, sends them, awaits every delivery of the batch, then
-    /// commits its offsets. A delivery that fails stops the stage without committing: its
+    /// Notes that the input partitions numbered `partition` were read to their end, and sends the
+    /// batch (and their idle markers after it) within the batch latency.
+    fn read_to_end(&self, partition: i32, batch: &mut Batch) {
+        let mut read_to_end = self.read_to_end.lock().expect("read-to-end lock poisoned");
+        read_to_end.extend(self.config.kafka.input_topics.iter().map(|topic| (topic.clone(), partition)));
+        batch.oldest_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Sends an idle marker for every input partition read to its end that this member owns, each
+    /// to the prepared partition its posts go to, after them.
+    fn send_idle_markers(&self, consumer: &StreamConsumer<GroupContext>, batch: &mut Batch) -> anyhow::Result<()> {
+        let owned = consumer.assignment().unwrap_or_default();
+        let read_to_end = self.read_to_end.lock().expect("read-to-end lock poisoned").clone();
+        let now = Utc::now();
+        for source in read_to_end.iter().filter(|(topic, partition)| owned.find_partition(topic, *partition).is_some())
+        {
+            let key = format!("{}/{}", source.0, source.1);
+            batch.deliveries.push(self.publisher.prepared(
+                &self.config.kafka.prepared_topic,
+                source.1 % self.prepared_partitions,
+                &key,
+                &prepared::encode_idle(source, now),
+                Some(now.timestamp_millis()),
+            )?);
+            self.metrics.idle_markers.inc();
+        }
+        Ok(())
+    }
+
+    /// Prepares and embeds the waiting posts, sends them and the idle markers, awaits every
+    /// delivery of the batch, then commits its offsets. A delivery that fails stops the stage without committing: its
     /// replacement reads the batch again.
     async fn send(
         &mut self,
@@ -226,8 +298,8 @@ impl Stage {
         let waiting = std::mem::take(&mut batch.posts);
         let sent = waiting.len() as u64;
         if !waiting.is_empty() {
-            let (posts, origins): (Vec<Post>, Vec<(i32, Option<i64>)>) =
-                waiting.into_iter().map(|waiting| (waiting.post, (waiting.partition, waiting.timestamp))).unzip();
+            let (posts, origins): (Vec<Post>, Vec<(Partition, Option<i64>)>) =
+                waiting.into_iter().map(|waiting| (waiting.post, (waiting.source, waiting.timestamp))).unzip();
             let prepared = self.preparer.prepare_all(posts, self.threads);
             let embeddings = match &mut self.embedder {
                 Some(embedder) => {
@@ -239,17 +311,18 @@ impl Stage {
                 }
                 None => vec![None; prepared.len()],
             };
-            for ((prepared, embedding), (partition, timestamp)) in prepared.iter().zip(&embeddings).zip(origins) {
-                let payload = prepared::encode(prepared, embedding.as_deref(), &self.settings);
+            for ((prepared, embedding), (source, timestamp)) in prepared.iter().zip(&embeddings).zip(origins) {
+                let payload = prepared::encode(prepared, embedding.as_deref(), &self.settings, &source);
                 batch.deliveries.push(self.publisher.prepared(
                     &self.config.kafka.prepared_topic,
-                    partition % self.prepared_partitions,
+                    source.1 % self.prepared_partitions,
                     &prepared.post.id,
                     &payload,
                     timestamp,
                 )?);
             }
         }
+        self.send_idle_markers(consumer, batch)?;
         for delivery in try_join_all(std::mem::take(&mut batch.deliveries)).await.context("the producer stopped")? {
             if let Err((error, _)) = delivery {
                 anyhow::bail!("a prepared post or dead letter was not delivered ({error}); offsets not committed");

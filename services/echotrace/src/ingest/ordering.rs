@@ -1,0 +1,427 @@
+//! One order across input partitions, in every detecting process (`whole` and `detect`).
+//!
+//! A process reading several partitions receives their messages interleaved as fetches happen to
+//! arrive. Linked in that order, the result would depend on timing. [`PartitionOrder`] holds each
+//! post in an [`OrderBuffer`] and hands posts to the pipeline merged across input partitions by
+//! time and post id, each partition in its own order ([`echotrace_core::order`]): the same for
+//! any timing, and where the partitions are in time order, the order `echotrace replay` processes
+//! the sorted file of the same posts in. A process reading one partition links in its order, at
+//! once, as before.
+//!
+//! - **Sources** are *input* partitions. In `whole` they are the partitions the process owns. In
+//!   `detect` every prepared post names its input partition, several may share a prepared
+//!   partition, and the stage waits for every input partition whose prepared partition it owns
+//!   (read from the brokers at start-up), even one that has said nothing yet.
+//! - **Idle partitions.** In `whole` the consumer's own end-of-partition events say that a
+//!   partition was read to its end, and the loop renews that every [`IDLE_REFRESH`] while nothing
+//!   comes. In `detect` the `prepare` stage says it with idle markers. Either way an idle partition
+//!   holds back nothing older than the time it was found so less `stage.max_arrival_delay_ms`.
+//!   librdkafka's end event names the partition by its number alone, so with several input topics
+//!   the partitions of that number in every topic are marked; the next post read from one takes its
+//!   mark back.
+//! - **A post's time** is its `created_at`, or its arrival time (the message's timestamp) plus
+//!   `stage.max_arrival_delay_ms` where it is dated further ahead: a post dated ahead of the clock
+//!   would otherwise wait, and hold back every partition, until the clock caught up with it, since
+//!   an idle partition vouches only for what is older than the clock less the delay.
+//! - **Backpressure.** A consumed partition with more than its share of `stage.max_held_posts`
+//!   waiting (half the bound over the partitions owned) is paused, and resumed once half of those
+//!   have gone, as Kafka Streams pauses a partition whose buffer is full: a partition far ahead of
+//!   the others waits in Kafka, not in memory. One that carries an input partition with nothing
+//!   waiting is never paused, since the order may be waiting for it.
+//! - **Offsets.** A held post is not processed yet: the checkpoint commits, and the snapshot
+//!   records, each consumed partition's smallest held offset, so a restart reads the held posts
+//!   again ([`PartitionOrder::first_held`]).
+
+use super::lag::Partition;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sinks::kafka::KafkaPublisher;
+use crate::stages::Input;
+use chrono::{DateTime, TimeDelta, Utc};
+use echotrace_core::order::OrderBuffer;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the `whole` mode renews the idle mark of a partition it has read to its end.
+pub const IDLE_REFRESH: Duration = Duration::from_millis(250);
+
+/// Which input partitions each consumed partition carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputLayout {
+    /// `whole`: the consumed partitions are the input partitions.
+    Input,
+    /// `detect`: input partition `p` is sent on partition `p % partitions` of the prepared topic.
+    Prepared {
+        /// The prepared topic.
+        topic: String,
+        /// Its number of partitions.
+        partitions: i32,
+        /// Every input topic and its number of partitions.
+        inputs: Vec<(String, i32)>,
+    },
+}
+
+impl InputLayout {
+    /// The `detect` stage's layout of `config`'s topics, as the brokers have them.
+    pub fn fetch_prepared(
+        config: &Config,
+        publisher: &KafkaPublisher,
+        timeout: Duration,
+    ) -> anyhow::Result<InputLayout> {
+        let partitions = publisher.partitions(&config.kafka.prepared_topic, timeout)?;
+        let inputs = config
+            .kafka
+            .input_topics
+            .iter()
+            .map(|topic| Ok((topic.clone(), publisher.partitions(topic, timeout)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(InputLayout::Prepared { topic: config.kafka.prepared_topic.clone(), partitions, inputs })
+    }
+
+    /// The input partitions the consumed partitions in `assigned` carry.
+    fn inputs_of(&self, assigned: &BTreeSet<Partition>) -> BTreeSet<Partition> {
+        match self {
+            InputLayout::Input => assigned.clone(),
+            InputLayout::Prepared { topic, partitions, inputs } => inputs
+                .iter()
+                .flat_map(|(input, count)| (0..*count).map(|partition| (input.clone(), partition)))
+                .filter(|(_, partition)| assigned.contains(&(topic.clone(), partition % (*partitions).max(1))))
+                .collect(),
+        }
+    }
+}
+
+/// A post waiting for the order, with where it was read.
+#[derive(Debug)]
+pub struct HeldPost {
+    /// The post.
+    pub input: Input,
+    /// Its message's timestamp.
+    pub produced_at: Option<DateTime<Utc>>,
+    /// The consumed partition it was read from.
+    pub read_from: Partition,
+    /// Its offset there.
+    pub offset: i64,
+}
+
+/// Consumed partitions the consumer loop is to pause or resume.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// Too many of their posts wait.
+    pub pause: Vec<Partition>,
+    /// Paused, and few enough of their posts wait now.
+    pub resume: Vec<Partition>,
+}
+
+/// The posts waiting for the order, and the offsets that hold.
+pub struct PartitionOrder {
+    buffer: OrderBuffer<Partition, HeldPost>,
+    layout: InputLayout,
+    /// The consumed partitions the buffer waits for the input partitions of.
+    assigned: BTreeSet<Partition>,
+    /// The offsets of the posts held, by consumed partition.
+    held_offsets: BTreeMap<Partition, BTreeSet<i64>>,
+    /// `whole`: the input partitions read to their end, with nothing read since.
+    read_to_end: BTreeSet<Partition>,
+    /// The input partitions each owned consumed partition carries.
+    carried: BTreeMap<Partition, Vec<Partition>>,
+    /// The most posts held.
+    max_held: usize,
+    /// Posts of one consumed partition held before it is paused.
+    pause_at: usize,
+    /// The consumed partitions paused because too many of their posts wait.
+    paused: BTreeSet<Partition>,
+    /// Partitions to pause and to resume, for the consumer loop.
+    flow: Flow,
+    max_arrival_delay: TimeDelta,
+    metrics: Arc<Metrics>,
+    /// The buffer's counts already added to the metrics.
+    counted: (u64, u64),
+}
+
+impl PartitionOrder {
+    /// An empty order for `layout`'s input partitions, with `config`'s delay and bounds.
+    pub fn new(layout: InputLayout, config: &Config, metrics: Arc<Metrics>) -> PartitionOrder {
+        PartitionOrder {
+            buffer: OrderBuffer::new(config.stage.max_arrival_delay(), config.stage.max_held_posts),
+            layout,
+            assigned: BTreeSet::new(),
+            held_offsets: BTreeMap::new(),
+            read_to_end: BTreeSet::new(),
+            carried: BTreeMap::new(),
+            max_held: config.stage.max_held_posts.max(1),
+            pause_at: config.stage.max_held_posts.max(1),
+            paused: BTreeSet::new(),
+            flow: Flow::default(),
+            max_arrival_delay: config.stage.max_arrival_delay(),
+            metrics,
+            counted: (0, 0),
+        }
+    }
+
+    /// Follows the group's assignment: waits for the input partitions of new partitions, and
+    /// stops waiting for those of partitions gone, dropping what they held (their next owner
+    /// reads it again from the commit).
+    pub fn follow(&mut self, assigned: &BTreeSet<Partition>) {
+        if *assigned == self.assigned {
+            return;
+        }
+        let inputs = self.layout.inputs_of(assigned);
+        let dropped = self.buffer.forget(|input| !inputs.contains(input), |held| !assigned.contains(&held.read_from));
+        for held in &dropped {
+            self.unhold(held);
+        }
+        self.read_to_end.retain(|input| inputs.contains(input));
+        self.carried = assigned
+            .iter()
+            .map(|consumed| {
+                (consumed.clone(), self.layout.inputs_of(&BTreeSet::from([consumed.clone()])).into_iter().collect())
+            })
+            .collect();
+        self.paused.retain(|consumed| assigned.contains(consumed));
+        self.pause_at = (self.max_held / (2 * assigned.len().max(1))).max(1);
+        for input in inputs {
+            self.buffer.expect(input);
+        }
+        self.assigned = assigned.clone();
+        self.metrics.posts_held.set(self.buffer.len() as i64);
+        tracing::debug!(partitions = ?self.assigned, dropped = dropped.len(), "ordering follows the assignment");
+    }
+
+    /// Takes a post read from input partition `source` (in `whole`, the partition it was read
+    /// from; in `detect`, `None` for a prepared message of a version without it, processed at once
+    /// and counted out of order); returns it when it is to be processed now.
+    pub fn admit(&mut self, source: Option<Partition>, held: HeldPost) -> Option<HeldPost> {
+        // A message of a partition no longer owned, read before the rebalance took it: as
+        // before there was an order, it goes on at once, and its next owner reads it again.
+        if !self.assigned.contains(&held.read_from) {
+            return Some(held);
+        }
+        let source = match self.layout {
+            InputLayout::Input => Some(held.read_from.clone()),
+            InputLayout::Prepared { .. } => source,
+        };
+        let Some(source) = source else {
+            self.metrics.posts_out_of_order.inc();
+            return Some(held);
+        };
+        let post = held.input.post();
+        let time = match held.produced_at {
+            Some(arrival) => post.created_at.min(arrival + self.max_arrival_delay),
+            None => post.created_at,
+        };
+        let id = post.id.clone();
+        let read_from = held.read_from.clone();
+        let offsets = self.held_offsets.entry(read_from.clone()).or_default();
+        offsets.insert(held.offset);
+        let held_there = offsets.len();
+        self.read_to_end.remove(&source);
+        self.buffer.admit(source, time, &id, held);
+        if held_there >= self.pause_at && !self.paused.contains(&read_from) && self.all_waiting(&read_from) {
+            self.paused.insert(read_from.clone());
+            self.flow.pause.push(read_from);
+            self.metrics.partitions_paused.set(self.paused.len() as i64);
+        }
+        None
+    }
+
+    /// Whether every input partition `consumed` carries has posts waiting: pausing it then
+    /// cannot starve the order.
+    fn all_waiting(&self, consumed: &Partition) -> bool {
+        self.carried.get(consumed).is_some_and(|inputs| inputs.iter().all(|input| self.buffer.waiting(input) > 0))
+    }
+
+    /// The partitions to pause and to resume since the last call.
+    pub fn take_flow(&mut self) -> Flow {
+        std::mem::take(&mut self.flow)
+    }
+
+    /// Notes an idle marker: input partition `source` was read to its end at `at`.
+    pub fn idle(&mut self, source: Partition, at: DateTime<Utc>) {
+        self.buffer.idle(source, at);
+    }
+
+    /// `whole`: notes that the owned input partitions numbered `partition` were read to their
+    /// end, now.
+    pub fn read_to_end(&mut self, partition: i32) {
+        let ended: Vec<Partition> = self.assigned.iter().filter(|(_, number)| *number == partition).cloned().collect();
+        self.read_to_end.extend(ended);
+        self.renew_idle();
+    }
+
+    /// `whole`: renews the idle mark of the input partitions still read to their end.
+    pub fn renew_idle(&mut self) {
+        let now = Utc::now();
+        for source in &self.read_to_end {
+            self.buffer.idle(source.clone(), now);
+        }
+    }
+
+    /// Whether posts wait while a partition is read to its end: the loop renews its idle mark.
+    pub fn waits_on_idle(&self) -> bool {
+        !self.read_to_end.is_empty() && !self.buffer.is_empty()
+    }
+
+    /// The posts the order has reached, in order.
+    pub fn release(&mut self) -> Vec<HeldPost> {
+        let released = self.buffer.release();
+        for held in &released {
+            self.unhold(held);
+        }
+        let resumed: Vec<Partition> = self
+            .paused
+            .iter()
+            .filter(|consumed| {
+                let held = self.held_offsets.get(*consumed).map_or(0, BTreeSet::len);
+                held <= self.pause_at / 2 || !self.all_waiting(consumed)
+            })
+            .cloned()
+            .collect();
+        for consumed in resumed {
+            self.paused.remove(&consumed);
+            self.flow.resume.push(consumed);
+        }
+        self.metrics.partitions_paused.set(self.paused.len() as i64);
+        let (forced, out_of_order) = (self.buffer.forced(), self.buffer.out_of_order());
+        self.metrics.posts_out_of_order.inc_by(out_of_order - self.counted.1);
+        if forced > self.counted.0 {
+            self.metrics.order_forced.inc_by(forced - self.counted.0);
+            tracing::warn!(
+                forced = forced - self.counted.0,
+                waiting_for = ?self.buffer.holding_back(),
+                "too many posts held (stage.max_held_posts): the next are processed before the order reaches them"
+            );
+        }
+        self.counted = (forced, out_of_order);
+        if let Some(watermark) = self.buffer.watermark() {
+            self.metrics.order_watermark.set(watermark.timestamp_millis() as f64 / 1000.0);
+        }
+        self.metrics.posts_held.set(self.buffer.len() as i64);
+        released
+    }
+
+    /// The smallest offset of consumed partition `partition` held, not processed yet.
+    pub fn first_held(&self, partition: &Partition) -> Option<i64> {
+        self.held_offsets.get(partition).and_then(|offsets| offsets.first().copied())
+    }
+
+    fn unhold(&mut self, held: &HeldPost) {
+        if let Some(offsets) = self.held_offsets.get_mut(&held.read_from) {
+            offsets.remove(&held.offset);
+            if offsets.is_empty() {
+                self.held_offsets.remove(&held.read_from);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echotrace_core::post::Post;
+
+    fn prepared() -> InputLayout {
+        InputLayout::Prepared { topic: "prepared".into(), partitions: 2, inputs: vec![("posts".into(), 3)] }
+    }
+
+    fn partition(topic: &str, number: i32) -> Partition {
+        (topic.to_owned(), number)
+    }
+
+    fn held(id: &str, second: u32, read_from: (&str, i32), offset: i64) -> HeldPost {
+        let json = format!(
+            r#"{{"id":"{id}","platform":"x","author":{{"id":"a","handle":"a"}},"created_at":"2026-11-01T09:00:{second:02}Z","text":"t"}}"#
+        );
+        HeldPost {
+            input: Input::Post(Post::from_json(json.as_bytes()).expect("valid post")),
+            produced_at: None,
+            read_from: partition(read_from.0, read_from.1),
+            offset,
+        }
+    }
+
+    fn ids(released: Vec<HeldPost>) -> Vec<String> {
+        released.into_iter().map(|held| held.input.post().id.clone()).collect()
+    }
+
+    fn at(second: u32) -> DateTime<Utc> {
+        format!("2026-11-01T09:01:{second:02}Z").parse().unwrap()
+    }
+
+    #[test]
+    fn input_partitions_are_waited_for_by_the_partition_that_carries_them() {
+        let inputs = prepared().inputs_of(&BTreeSet::from([partition("prepared", 0)]));
+        assert_eq!(inputs, BTreeSet::from([partition("posts", 0), partition("posts", 2)]));
+        let owned = BTreeSet::from([partition("posts", 1)]);
+        assert_eq!(InputLayout::Input.inputs_of(&owned), owned);
+    }
+
+    #[test]
+    fn held_posts_hold_their_offsets_back_until_released() {
+        let mut order = PartitionOrder::new(prepared(), &Config::default(), Arc::new(Metrics::new()));
+        order.follow(&BTreeSet::from([partition("prepared", 0), partition("prepared", 1)]));
+        assert!(order.admit(Some(partition("posts", 0)), held("x:2", 30, ("prepared", 0), 7)).is_none());
+        assert!(order.admit(Some(partition("posts", 2)), held("x:1", 10, ("prepared", 0), 8)).is_none());
+        assert!(order.release().is_empty(), "posts/1 has said nothing");
+        assert_eq!(order.first_held(&partition("prepared", 0)), Some(7));
+        order.admit(Some(partition("posts", 1)), held("x:3", 40, ("prepared", 1), 3));
+        assert_eq!(ids(order.release()), ["x:1"], "then posts/2 has nothing waiting");
+        assert_eq!(order.first_held(&partition("prepared", 0)), Some(7));
+        order.idle(partition("posts", 2), at(0));
+        assert_eq!(ids(order.release()), ["x:2"], "then posts/0 has nothing waiting");
+        assert_eq!(order.first_held(&partition("prepared", 0)), None);
+        assert_eq!(order.first_held(&partition("prepared", 1)), Some(3));
+        order.idle(partition("posts", 0), at(0));
+        assert_eq!(ids(order.release()), ["x:3"]);
+        assert!(order.admit(None, held("x:9", 59, ("prepared", 1), 4)).is_some(), "a version 1 message");
+    }
+
+    #[test]
+    fn a_revoked_partition_drops_its_held_posts_and_stops_holding_the_others() {
+        let mut order = PartitionOrder::new(prepared(), &Config::default(), Arc::new(Metrics::new()));
+        order.follow(&BTreeSet::from([partition("prepared", 0), partition("prepared", 1)]));
+        order.admit(Some(partition("posts", 0)), held("x:1", 30, ("prepared", 0), 1));
+        order.admit(Some(partition("posts", 1)), held("x:2", 20, ("prepared", 1), 1));
+        order.idle(partition("posts", 2), at(0));
+        assert_eq!(ids(order.release()), ["x:2"], "then posts/1 holds x:1 back");
+        order.admit(Some(partition("posts", 1)), held("x:4", 50, ("prepared", 1), 2));
+        order.follow(&BTreeSet::from([partition("prepared", 0)]));
+        assert_eq!(order.first_held(&partition("prepared", 1)), None);
+        assert_eq!(ids(order.release()), ["x:1"]);
+    }
+
+    #[test]
+    fn in_whole_a_partition_read_to_its_end_stops_holding_the_others_back() {
+        let mut order = PartitionOrder::new(InputLayout::Input, &Config::default(), Arc::new(Metrics::new()));
+        order.follow(&BTreeSet::from([partition("posts", 0), partition("posts", 1)]));
+        order.admit(Some(partition("posts", 0)), held("x:1", 10, ("posts", 0), 5));
+        assert!(order.release().is_empty());
+        order.read_to_end(1);
+        assert!(order.waits_on_idle());
+        assert_eq!(ids(order.release()), ["x:1"], "x:1 is far older than now");
+        order.admit(Some(partition("posts", 1)), held("x:2", 20, ("posts", 1), 0));
+        assert!(order.release().is_empty(), "posts/1 delivered again: posts/0 holds x:2 back");
+    }
+
+    #[test]
+    fn a_partition_far_ahead_is_paused_and_resumed_once_the_others_catch_up() {
+        let stage = crate::config::StageConfig { max_held_posts: 12, ..Default::default() };
+        let config = Config { stage, ..Config::default() };
+        let mut order = PartitionOrder::new(InputLayout::Input, &config, Arc::new(Metrics::new()));
+        order.follow(&BTreeSet::from([partition("posts", 0), partition("posts", 1)]));
+        for second in 0..2 {
+            order.admit(
+                Some(partition("posts", 0)),
+                held(&format!("x:{second}"), 10 + second, ("posts", 0), second.into()),
+            );
+        }
+        assert!(order.release().is_empty(), "posts/1 has said nothing");
+        assert_eq!(order.take_flow(), Flow::default(), "a partition may hold three: half of 12 over two");
+        order.admit(Some(partition("posts", 0)), held("x:2", 12, ("posts", 0), 2));
+        assert_eq!(order.take_flow().pause, [partition("posts", 0)]);
+        order.admit(Some(partition("posts", 1)), held("y:0", 40, ("posts", 1), 0));
+        assert_eq!(ids(order.release()), ["x:0", "x:1", "x:2"]);
+        assert_eq!(order.take_flow(), Flow { pause: vec![], resume: vec![partition("posts", 0)] });
+    }
+}
