@@ -56,6 +56,10 @@ pub struct StageConfig {
     /// read to its end at a time holds back nothing older than that time less this, so where
     /// other partitions wait on an idle one, their posts wait this long.
     pub max_arrival_delay_ms: u64,
+    /// The longest a post waits for the order across input partitions: past it, the next post
+    /// goes ahead of a partition that has said nothing (its reader stopped, its leader down),
+    /// counted (`echotrace_order_forced_total`). It bounds how late a stall makes every alert.
+    pub max_order_wait_ms: u64,
     /// The most posts a detecting process holds while it waits for the order across input
     /// partitions; beyond, the next go ahead, counted (`echotrace_order_forced_total`).
     pub max_held_posts: usize,
@@ -69,6 +73,7 @@ impl Default for StageConfig {
         StageConfig {
             role: StageRole::Whole,
             max_arrival_delay_ms: 2_000,
+            max_order_wait_ms: 15_000,
             max_held_posts: 50_000,
             idle_marker_interval_ms: 1_000,
         }

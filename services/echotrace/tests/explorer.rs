@@ -286,8 +286,10 @@ async fn a_cascade_of_ten_thousand_posts_is_drawn_aggregated_and_stays_usable() 
         producer.send(BaseRecord::to("posts").key("big").payload(&payload)).map_err(|(e, _)| e).unwrap();
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+    // Processed, not only consumed: the last posts wait for the order across partitions until
+    // the empty ones are found read to their end.
     wait_for("every post processed", Duration::from_secs(300), || {
-        std::net::TcpStream::connect(api).is_ok() && metric(api, "echotrace_messages_consumed_total") as usize >= POSTS
+        std::net::TcpStream::connect(api).is_ok() && metric(api, "echotrace_posts_processed_total") as usize >= POSTS
     });
     let cascade = cascade_id_for("big:0");
 

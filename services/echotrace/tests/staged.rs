@@ -44,8 +44,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The staged processes' shared configuration: the shipped one, with this broker, group and
-/// output, the model and runtime of this checkout, and a snapshot (with its commit) every second
-/// so that a restarted detector has state to restore.
+/// output, the model and runtime of this checkout, a snapshot (with its commit) every second so
+/// that a restarted detector has state to restore, and an order that waits out a killed
+/// preparer's session (6 s) and its takeover rather than let posts go ahead after 15 s.
 fn config(dir: &Path, broker: &str, runtime: &Path) -> PathBuf {
     let path = dir.join("staged.toml");
     let toml = format!(
@@ -66,6 +67,8 @@ flush_interval_ms = 200
 [state]
 dir = "{state}"
 snapshot_interval_secs = 1
+[stage]
+max_order_wait_ms = 60000
 "#,
         model = model_dir().display(),
         runtime = runtime.display(),
@@ -487,6 +490,7 @@ fn one_whole_process_reading_three_partitions_equals_one_replay() {
         ready(http) && metric(http, "echotrace_posts_processed_total") >= sent.len() as f64
     });
     assert_eq!(metric(http, "echotrace_posts_out_of_order_total"), 0.0, "the order held every post");
+    assert_eq!(metric(http, "echotrace_order_forced_total"), 0.0);
     // Let the last checkpoint write the rows.
     std::thread::sleep(Duration::from_secs(2));
     stop(process, "whole process");

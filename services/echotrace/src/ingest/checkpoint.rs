@@ -12,7 +12,7 @@
 //! the smallest offset still held.
 
 use super::IngestError;
-use super::lag::{LagContext, Ownership, Partition};
+use super::lag::{LagContext, Ownership, Partition, ReadToEnd};
 use super::ordering::{Flow, HeldPost, PartitionOrder};
 use crate::alerting::AlertNotice;
 use crate::metrics::Metrics;
@@ -140,7 +140,7 @@ impl Progress {
             }
             Ok(Decoded::Idle { source: input_partition, at }) => {
                 self.follow_assignment();
-                self.order.idle(input_partition, at);
+                self.order.idle(input_partition, at, &(source.topic.clone(), source.partition));
                 self.release()?;
             }
             Err(error) => {
@@ -155,20 +155,15 @@ impl Progress {
         Ok(())
     }
 
-    /// `whole`: the owned input partitions numbered `partition` were read to their end; the posts
-    /// they held back are processed.
-    pub fn read_to_end(&mut self, partition: i32) -> Result<(), IngestError> {
-        self.follow_assignment();
-        self.order.read_to_end(partition);
-        self.release()
-    }
-
-    /// `whole`: renews the idle mark of the partitions still read to their end, while posts wait.
-    pub fn renew_idle(&mut self) -> Result<(), IngestError> {
-        if !self.order.waits_on_idle() {
+    /// While posts wait for the order: notes the partitions `read_to_end` says were read to their
+    /// end (`whole`), and processes what that and the posts' waiting time allow.
+    pub fn renew_idle(&mut self, read_to_end: Option<&ReadToEnd>) -> Result<(), IngestError> {
+        if !self.order.holds_posts() {
             return Ok(());
         }
-        self.order.renew_idle();
+        if let Some(read_to_end) = read_to_end {
+            self.order.read_to_end(read_to_end);
+        }
         self.release()
     }
 
@@ -189,7 +184,12 @@ impl Progress {
     /// Has the order wait for the partitions this member owns now, and drop what it held of
     /// those it gave up (their next owner reads them from the commit).
     fn follow_assignment(&mut self) {
-        self.order.follow(self.ownership.lock().expect("ownership lock poisoned").assigned());
+        let ownership = self.ownership.lock().expect("ownership lock poisoned");
+        if self.order.follow(ownership.assigned()) {
+            // A partition given up and handed back is read again from the group's commit: what
+            // this member read of it before says nothing any more.
+            self.positions.retain(|partition, _| ownership.owns(partition));
+        }
     }
 
     /// Processes the posts the order has reached, of partitions this member still owns.
@@ -381,6 +381,20 @@ impl Progress {
         for partition in revoked {
             if let Some(offset) = self.position(partition) {
                 ownership.hold(partition.clone(), offset);
+            }
+            self.positions.remove(partition);
+        }
+        drop(ownership);
+        // What they held is read again by their next owner; a pause of the order's would outlive
+        // the revocation.
+        let paused = self.order.revoke(revoked);
+        if !paused.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in &paused {
+                list.add_partition(topic, *partition);
+            }
+            if let Err(error) = consumer.resume(&list) {
+                tracing::warn!(%error, partitions = ?paused, "cannot resume partitions before they are revoked");
             }
         }
     }

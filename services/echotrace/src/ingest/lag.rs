@@ -15,6 +15,7 @@
 
 use super::checkpoint::Progress;
 use crate::metrics::Metrics;
+use chrono::{DateTime, Utc};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -125,6 +126,8 @@ pub struct LagContext {
     progress: OnceLock<Arc<tokio::sync::Mutex<Progress>>>,
     /// Wakes the consumer loop when assigned partitions wait for their check.
     to_check: tokio::sync::Notify,
+    /// The partitions read to their end, by the latest statistics.
+    read_to_end: Mutex<Option<ReadToEnd>>,
 }
 
 impl LagContext {
@@ -138,7 +141,13 @@ impl LagContext {
             brokers_up: AtomicBool::new(true),
             progress: OnceLock::new(),
             to_check: tokio::sync::Notify::new(),
+            read_to_end: Mutex::new(None),
         }
+    }
+
+    /// The partitions read to their end, by the latest statistics.
+    pub fn read_to_end(&self) -> Option<ReadToEnd> {
+        self.read_to_end.lock().expect("read-to-end lock poisoned").clone()
     }
 
     /// Resolves when assigned partitions wait for their check (at once if some came since the
@@ -178,6 +187,36 @@ impl LagContext {
     }
 }
 
+/// The partitions a consumer had read to their end when librdkafka took its statistics: what the
+/// order across input partitions may take as idle ([`super::ordering`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadToEnd {
+    /// When the statistics were taken, to the second below: every message of these partitions
+    /// appended before was read.
+    pub at: DateTime<Utc>,
+    /// The partitions.
+    pub partitions: BTreeSet<Partition>,
+}
+
+impl ReadToEnd {
+    /// What `statistics` say: the partitions with nothing left to read (their high watermark is
+    /// the offset read next).
+    pub fn of(statistics: &Statistics) -> ReadToEnd {
+        let partitions = statistics
+            .topics
+            .iter()
+            .flat_map(|(topic, stats)| {
+                stats
+                    .partitions
+                    .iter()
+                    .filter(|(partition, stats)| **partition >= 0 && read_lag(stats) == Some(0))
+                    .map(|(partition, _)| (topic.clone(), *partition))
+            })
+            .collect();
+        ReadToEnd { at: DateTime::from_timestamp(statistics.time, 0).unwrap_or_default(), partitions }
+    }
+}
+
 fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<Partition> {
     list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
 }
@@ -194,12 +233,6 @@ fn read_lag(stats: &rdkafka::statistics::Partition) -> Option<i64> {
 
 impl ClientContext for LagContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        // The end of a partition, which the `whole` mode asks for to order its partitions, is
-        // reported here too; the consumer loop takes it from its own queue.
-        if matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
-            tracing::trace!(reason, "partition read to its end");
-            return;
-        }
         tracing::warn!(%error, reason, "kafka client error");
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
             self.brokers_up.store(false, Ordering::Relaxed);
@@ -208,6 +241,7 @@ impl ClientContext for LagContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        *self.read_to_end.lock().expect("read-to-end lock poisoned") = Some(ReadToEnd::of(&statistics));
         let up = statistics.brokers.values().any(|broker| broker.nodeid >= 0 && broker.state == "UP");
         self.brokers_up.store(up, Ordering::Relaxed);
         self.update_ready(&self.ownership.lock().expect("ownership lock poisoned"));

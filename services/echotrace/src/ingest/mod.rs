@@ -28,7 +28,7 @@ pub mod ordering;
 pub mod rebuild;
 
 use crate::alerting::AlertNotice;
-use crate::config::{Config, StageRole};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::state::StateError;
@@ -43,6 +43,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
+
+/// How often librdkafka reports its statistics to a consumer's context.
+pub(crate) const STATISTICS_INTERVAL_MS: &str = "500";
 
 /// Why the consumer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +104,10 @@ pub fn consumer(
         config,
         &[
             ("auto.offset.reset", "earliest"),
-            ("statistics.interval.ms", "5000"),
+            // Lag for the metrics, and which partitions are read to their end for the order
+            // across partitions (`whole`), which waits on an idle partition until they say so.
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
             ("max.poll.interval.ms", max_poll_interval.as_str()),
-            // The order across input partitions learns from these that a partition is idle; the
-            // `detect` stage learns it from the `prepare` stage's idle markers instead.
-            ("enable.partition.eof", if config.stage.role == StageRole::Whole { "true" } else { "false" }),
         ],
     );
     let consumer: StreamConsumer<LagContext> = client
@@ -155,12 +157,6 @@ pub async fn consume(
             message = consumer.recv() => {
                 let message = match message {
                     Ok(message) => message,
-                    Err(KafkaError::PartitionEOF(partition)) => {
-                        let mut progress = progress.lock().await;
-                        progress.read_to_end(partition)?;
-                        apply_flow(consumer, progress.take_flow())?;
-                        continue;
-                    }
                     Err(error) => {
                         tracing::warn!(%error, "consumer error; continuing");
                         continue;
@@ -180,8 +176,9 @@ pub async fn consume(
             _ = until(batch_deadline) => progress.lock().await.run_batch()?,
             _ = ticker.tick() => progress.lock().await.take(consumer, false).await?,
             _ = idle_refresh.tick() => {
+                let read_to_end = consumer.context().read_to_end();
                 let mut progress = progress.lock().await;
-                progress.renew_idle()?;
+                progress.renew_idle(read_to_end.as_ref())?;
                 apply_flow(consumer, progress.take_flow())?;
             }
             _ = shutdown.recv() => {

@@ -12,27 +12,29 @@
 //!   `detect` every prepared post names its input partition, several may share a prepared
 //!   partition, and the stage waits for every input partition whose prepared partition it owns
 //!   (read from the brokers at start-up), even one that has said nothing yet.
-//! - **Idle partitions.** In `whole` the consumer's own end-of-partition events say that a
-//!   partition was read to its end, and the loop renews that every [`IDLE_REFRESH`] while nothing
-//!   comes. In `detect` the `prepare` stage says it with idle markers. Either way an idle partition
-//!   holds back nothing older than the time it was found so less `stage.max_arrival_delay_ms`.
-//!   librdkafka's end event names the partition by its number alone, so with several input topics
-//!   the partitions of that number in every topic are marked; the next post read from one takes its
-//!   mark back.
+//! - **Idle partitions.** A partition read to its end holds back nothing older than the time it
+//!   was found so less `stage.max_arrival_delay_ms`. In `whole` the consumer's statistics say so
+//!   every half second ([`ReadToEnd`]: the offset read next is the partition's high watermark
+//!   when they were taken); the loop applies the latest every [`IDLE_REFRESH`] while posts wait.
+//!   In `detect` the `prepare` stage says so with idle markers, taken from its own consumer's
+//!   statistics the same way. A mark is a fact about its time, so it never has to be taken back: a
+//!   post appended later reached its partition after that time.
 //! - **A post's time** is its `created_at`, or its arrival time (the message's timestamp) plus
 //!   `stage.max_arrival_delay_ms` where it is dated further ahead: a post dated ahead of the clock
 //!   would otherwise wait, and hold back every partition, until the clock caught up with it, since
 //!   an idle partition vouches only for what is older than the clock less the delay.
 //! - **Backpressure.** A consumed partition with more than its share of `stage.max_held_posts`
 //!   waiting (half the bound over the partitions owned) is paused, and resumed once half of those
-//!   have gone, as Kafka Streams pauses a partition whose buffer is full: a partition far ahead of
-//!   the others waits in Kafka, not in memory. One that carries an input partition with nothing
-//!   waiting is never paused, since the order may be waiting for it.
+//!   have gone (or one of its input partitions has nothing waiting any more), as Kafka Streams
+//!   pauses a partition whose buffer is full: a partition far ahead of the others waits in Kafka,
+//!   not in memory. One that carries an input partition with nothing waiting is never paused,
+//!   since the order may be waiting for it. A post that waited `stage.max_order_wait_ms` goes
+//!   ahead of a partition that says nothing, so a stall never stops the others for good.
 //! - **Offsets.** A held post is not processed yet: the checkpoint commits, and the snapshot
 //!   records, each consumed partition's smallest held offset, so a restart reads the held posts
 //!   again ([`PartitionOrder::first_held`]).
 
-use super::lag::Partition;
+use super::lag::{Partition, ReadToEnd};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sinks::kafka::KafkaPublisher;
@@ -41,9 +43,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use echotrace_core::order::OrderBuffer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How often the `whole` mode renews the idle mark of a partition it has read to its end.
+/// How often the consumer loop applies the latest partitions read to their end, and releases what
+/// waited long enough.
 pub const IDLE_REFRESH: Duration = Duration::from_millis(250);
 
 /// Which input partitions each consumed partition carries.
@@ -122,8 +125,6 @@ pub struct PartitionOrder {
     assigned: BTreeSet<Partition>,
     /// The offsets of the posts held, by consumed partition.
     held_offsets: BTreeMap<Partition, BTreeSet<i64>>,
-    /// `whole`: the input partitions read to their end, with nothing read since.
-    read_to_end: BTreeSet<Partition>,
     /// The input partitions each owned consumed partition carries.
     carried: BTreeMap<Partition, Vec<Partition>>,
     /// The most posts held.
@@ -144,11 +145,14 @@ impl PartitionOrder {
     /// An empty order for `layout`'s input partitions, with `config`'s delay and bounds.
     pub fn new(layout: InputLayout, config: &Config, metrics: Arc<Metrics>) -> PartitionOrder {
         PartitionOrder {
-            buffer: OrderBuffer::new(config.stage.max_arrival_delay(), config.stage.max_held_posts),
+            buffer: OrderBuffer::new(
+                config.stage.max_arrival_delay(),
+                Duration::from_millis(config.stage.max_order_wait_ms),
+                config.stage.max_held_posts,
+            ),
             layout,
             assigned: BTreeSet::new(),
             held_offsets: BTreeMap::new(),
-            read_to_end: BTreeSet::new(),
             carried: BTreeMap::new(),
             max_held: config.stage.max_held_posts.max(1),
             pause_at: config.stage.max_held_posts.max(1),
@@ -162,17 +166,16 @@ impl PartitionOrder {
 
     /// Follows the group's assignment: waits for the input partitions of new partitions, and
     /// stops waiting for those of partitions gone, dropping what they held (their next owner
-    /// reads it again from the commit).
-    pub fn follow(&mut self, assigned: &BTreeSet<Partition>) {
+    /// reads it again from the commit). Returns whether the assignment changed.
+    pub fn follow(&mut self, assigned: &BTreeSet<Partition>) -> bool {
         if *assigned == self.assigned {
-            return;
+            return false;
         }
         let inputs = self.layout.inputs_of(assigned);
         let dropped = self.buffer.forget(|input| !inputs.contains(input), |held| !assigned.contains(&held.read_from));
         for held in &dropped {
             self.unhold(held);
         }
-        self.read_to_end.retain(|input| inputs.contains(input));
         self.carried = assigned
             .iter()
             .map(|consumed| {
@@ -187,6 +190,21 @@ impl PartitionOrder {
         self.assigned = assigned.clone();
         self.metrics.posts_held.set(self.buffer.len() as i64);
         tracing::debug!(partitions = ?self.assigned, dropped = dropped.len(), "ordering follows the assignment");
+        true
+    }
+
+    /// Before `revoked` partitions are given up: drops what they hold at once (their next owner,
+    /// perhaps this member again, reads it from the commit), and returns those the order had
+    /// paused, which the consumer resumes: a pause outlives a revocation in librdkafka, and the
+    /// partition would come back paused.
+    pub fn revoke(&mut self, revoked: &[Partition]) -> Vec<Partition> {
+        let remaining: BTreeSet<Partition> =
+            self.assigned.iter().filter(|partition| !revoked.contains(partition)).cloned().collect();
+        let paused: Vec<Partition> =
+            revoked.iter().filter(|partition| self.paused.contains(*partition)).cloned().collect();
+        self.follow(&remaining);
+        self.metrics.partitions_paused.set(self.paused.len() as i64);
+        paused
     }
 
     /// Takes a post read from input partition `source` (in `whole`, the partition it was read
@@ -202,7 +220,10 @@ impl PartitionOrder {
             InputLayout::Input => Some(held.read_from.clone()),
             InputLayout::Prepared { .. } => source,
         };
-        let Some(source) = source else {
+        // A version 1 message, or an input partition the layout read at start-up does not place
+        // here (partitions added since, a preparer that counts the prepared topic's partitions
+        // otherwise): processed at once, never waited for.
+        let Some(source) = source.filter(|source| self.carries(&held.read_from, source)) else {
             self.metrics.posts_out_of_order.inc();
             return Some(held);
         };
@@ -216,14 +237,18 @@ impl PartitionOrder {
         let offsets = self.held_offsets.entry(read_from.clone()).or_default();
         offsets.insert(held.offset);
         let held_there = offsets.len();
-        self.read_to_end.remove(&source);
-        self.buffer.admit(source, time, &id, held);
+        self.buffer.admit(source, time, &id, held, Instant::now());
         if held_there >= self.pause_at && !self.paused.contains(&read_from) && self.all_waiting(&read_from) {
             self.paused.insert(read_from.clone());
             self.flow.pause.push(read_from);
             self.metrics.partitions_paused.set(self.paused.len() as i64);
         }
         None
+    }
+
+    /// Whether owned partition `consumed` carries input partition `input`.
+    fn carries(&self, consumed: &Partition, input: &Partition) -> bool {
+        self.carried.get(consumed).is_some_and(|inputs| inputs.contains(input))
     }
 
     /// Whether every input partition `consumed` carries has posts waiting: pausing it then
@@ -237,35 +262,34 @@ impl PartitionOrder {
         std::mem::take(&mut self.flow)
     }
 
-    /// Notes an idle marker: input partition `source` was read to its end at `at`.
-    pub fn idle(&mut self, source: Partition, at: DateTime<Utc>) {
-        self.buffer.idle(source, at);
-    }
-
-    /// `whole`: notes that the owned input partitions numbered `partition` were read to their
-    /// end, now.
-    pub fn read_to_end(&mut self, partition: i32) {
-        let ended: Vec<Partition> = self.assigned.iter().filter(|(_, number)| *number == partition).cloned().collect();
-        self.read_to_end.extend(ended);
-        self.renew_idle();
-    }
-
-    /// `whole`: renews the idle mark of the input partitions still read to their end.
-    pub fn renew_idle(&mut self) {
-        let now = Utc::now();
-        for source in &self.read_to_end {
-            self.buffer.idle(source.clone(), now);
+    /// Notes an idle marker read from `read_from`: input partition `source` was read to its end
+    /// at `at`. A marker of a partition no longer owned, or of an input it does not carry, says
+    /// nothing about what this member waits for.
+    pub fn idle(&mut self, source: Partition, at: DateTime<Utc>, read_from: &Partition) {
+        if self.carries(read_from, &source) {
+            self.buffer.idle(source, at);
         }
     }
 
-    /// Whether posts wait while a partition is read to its end: the loop renews its idle mark.
-    pub fn waits_on_idle(&self) -> bool {
-        !self.read_to_end.is_empty() && !self.buffer.is_empty()
+    /// `whole`: notes the owned input partitions the consumer's statistics found read to their
+    /// end, as idle from when they were taken.
+    pub fn read_to_end(&mut self, read_to_end: &ReadToEnd) {
+        if self.layout != InputLayout::Input {
+            return;
+        }
+        for partition in read_to_end.partitions.iter().filter(|partition| self.assigned.contains(*partition)) {
+            self.buffer.idle(partition.clone(), read_to_end.at);
+        }
+    }
+
+    /// Whether posts wait for the order.
+    pub fn holds_posts(&self) -> bool {
+        !self.buffer.is_empty()
     }
 
     /// The posts the order has reached, in order.
     pub fn release(&mut self) -> Vec<HeldPost> {
-        let released = self.buffer.release();
+        let released = self.buffer.release(Instant::now());
         for held in &released {
             self.unhold(held);
         }
@@ -368,11 +392,11 @@ mod tests {
         order.admit(Some(partition("posts", 1)), held("x:3", 40, ("prepared", 1), 3));
         assert_eq!(ids(order.release()), ["x:1"], "then posts/2 has nothing waiting");
         assert_eq!(order.first_held(&partition("prepared", 0)), Some(7));
-        order.idle(partition("posts", 2), at(0));
+        order.idle(partition("posts", 2), at(0), &partition("prepared", 0));
         assert_eq!(ids(order.release()), ["x:2"], "then posts/0 has nothing waiting");
         assert_eq!(order.first_held(&partition("prepared", 0)), None);
         assert_eq!(order.first_held(&partition("prepared", 1)), Some(3));
-        order.idle(partition("posts", 0), at(0));
+        order.idle(partition("posts", 0), at(0), &partition("prepared", 0));
         assert_eq!(ids(order.release()), ["x:3"]);
         assert!(order.admit(None, held("x:9", 59, ("prepared", 1), 4)).is_some(), "a version 1 message");
     }
@@ -383,12 +407,14 @@ mod tests {
         order.follow(&BTreeSet::from([partition("prepared", 0), partition("prepared", 1)]));
         order.admit(Some(partition("posts", 0)), held("x:1", 30, ("prepared", 0), 1));
         order.admit(Some(partition("posts", 1)), held("x:2", 20, ("prepared", 1), 1));
-        order.idle(partition("posts", 2), at(0));
+        order.idle(partition("posts", 2), at(0), &partition("prepared", 0));
         assert_eq!(ids(order.release()), ["x:2"], "then posts/1 holds x:1 back");
         order.admit(Some(partition("posts", 1)), held("x:4", 50, ("prepared", 1), 2));
-        order.follow(&BTreeSet::from([partition("prepared", 0)]));
+        assert!(order.revoke(&[partition("prepared", 1)]).is_empty(), "nothing paused");
         assert_eq!(order.first_held(&partition("prepared", 1)), None);
         assert_eq!(ids(order.release()), ["x:1"]);
+        let unknown = held("x:5", 59, ("prepared", 0), 3);
+        assert!(order.admit(Some(partition("posts", 7)), unknown).is_some(), "an input partition not placed here");
     }
 
     #[test]
@@ -397,11 +423,18 @@ mod tests {
         order.follow(&BTreeSet::from([partition("posts", 0), partition("posts", 1)]));
         order.admit(Some(partition("posts", 0)), held("x:1", 10, ("posts", 0), 5));
         assert!(order.release().is_empty());
-        order.read_to_end(1);
-        assert!(order.waits_on_idle());
-        assert_eq!(ids(order.release()), ["x:1"], "x:1 is far older than now");
+        let read_to_end = |partitions: &[i32]| ReadToEnd {
+            at: at(0),
+            partitions: partitions.iter().map(|number| partition("posts", *number)).collect(),
+        };
+        order.read_to_end(&read_to_end(&[0, 7]));
+        assert!(order.release().is_empty(), "posts/1 is not read to its end; posts/7 is not owned");
+        order.read_to_end(&read_to_end(&[1]));
+        assert!(order.holds_posts());
+        assert_eq!(ids(order.release()), ["x:1"], "x:1 is older than posts/1's mark less the delay");
         order.admit(Some(partition("posts", 1)), held("x:2", 20, ("posts", 1), 0));
-        assert!(order.release().is_empty(), "posts/1 delivered again: posts/0 holds x:2 back");
+        order.admit(Some(partition("posts", 1)), held("x:3", 59, ("posts", 1), 1));
+        assert_eq!(ids(order.release()), ["x:2"], "posts/0 was read to its end at 09:01:00, less 2 s");
     }
 
     #[test]

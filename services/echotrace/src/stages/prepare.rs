@@ -12,13 +12,12 @@
 //! - with the input message's timestamp, so the `detect` stage measures alert latency from when
 //!   the post was first produced.
 //!
-//! Once it has read an input partition to its end, the stage sends an **idle marker** for it to the
-//! same prepared partition, after the posts read before, and again every
-//! `stage.idle_marker_interval_ms` while nothing more comes: the `detect` stage orders posts across
-//! input partitions and waits for each, and an idle one must not hold the others back
-//! ([`crate::ingest::ordering`]). librdkafka reports the end of a partition by its number alone, so
-//! with several input topics the partitions of that number in every topic are marked; the first
-//! post read from one takes its mark back.
+//! Every `stage.idle_marker_interval_ms`, and after each batch, the stage sends an **idle marker**
+//! for each input partition its consumer's latest statistics found read to its end
+//! ([`ReadToEnd`]), to the same prepared partition, after the posts read before: the `detect`
+//! stage orders posts across input partitions and waits for each, and an idle one must not hold
+//! the others back ([`crate::ingest::ordering`]). The marker carries the statistics' time: every
+//! message of the partition appended before it has been read, and sent before the marker.
 //!
 //! The input offsets of a batch are committed only after every prepared post and dead letter of it
 //! is acknowledged by the brokers. A crash or a rebalance re-reads what was not committed, and the
@@ -30,7 +29,7 @@ use crate::config::Config;
 use crate::embed::Embedder;
 use crate::embed::cached::CachedEmbedder;
 use crate::http::{self, Health};
-use crate::ingest::lag::Partition;
+use crate::ingest::lag::{Partition, ReadToEnd};
 use crate::metrics::Metrics;
 use crate::pipeline::embed_counted;
 use crate::shutdown::Shutdown;
@@ -42,11 +41,10 @@ use echotrace_core::post::Post;
 use echotrace_core::prepare::Preparer;
 use futures::future::try_join_all;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,35 +70,36 @@ pub struct Running {
 }
 
 /// Marks the stage ready once the group has given it its partitions (none, where the stage has
-/// more instances than the input has partitions: it waits as a standby), and forgets that a
-/// partition was read to its end when a rebalance moves it: its next owner finds out anew.
+/// more instances than the input has partitions: it waits as a standby), and keeps which
+/// partitions the latest statistics found read to their end (forgotten at a rebalance).
 struct GroupContext {
     ready: Arc<AtomicBool>,
-    read_to_end: Arc<Mutex<BTreeSet<Partition>>>,
+    read_to_end: Arc<Mutex<Option<ReadToEnd>>>,
 }
 
 impl GroupContext {
-    fn forget_ends(&self, partitions: &TopicPartitionList) {
-        let mut read_to_end = self.read_to_end.lock().expect("read-to-end lock poisoned");
-        for element in partitions.elements() {
-            read_to_end.remove(&(element.topic().to_owned(), element.partition()));
-        }
+    fn forget_ends(&self) {
+        *self.read_to_end.lock().expect("read-to-end lock poisoned") = None;
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        *self.read_to_end.lock().expect("read-to-end lock poisoned") = Some(ReadToEnd::of(&statistics));
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions assigned");
-                self.forget_ends(partitions);
+                self.forget_ends();
                 self.ready.store(true, Ordering::Relaxed);
             }
             Rebalance::Revoke(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions revoked");
-                self.forget_ends(partitions);
+                self.forget_ends();
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
@@ -135,8 +134,8 @@ struct Stage {
     prepared_partitions: i32,
     metrics: Arc<Metrics>,
     threads: usize,
-    /// The input partitions read to their end, with nothing read since.
-    read_to_end: Arc<Mutex<BTreeSet<Partition>>>,
+    /// The input partitions the latest statistics found read to their end.
+    read_to_end: Arc<Mutex<Option<ReadToEnd>>>,
 }
 
 /// Starts the probes and the consumer loop; both stop when `shutdown` fires. Fails at start-up
@@ -160,10 +159,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     publisher.check_topics(METADATA_TIMEOUT).context("cannot confirm that the output topics exist")?;
     let prepared_partitions = publisher.partitions(&config.kafka.prepared_topic, METADATA_TIMEOUT)?;
     let group = group_id(&config);
-    let read_to_end = Arc::new(Mutex::new(BTreeSet::new()));
+    let read_to_end = Arc::new(Mutex::new(None));
     let consumer: StreamConsumer<GroupContext> = crate::ingest::client_config(
         &config,
-        &[("group.id", group.as_str()), ("auto.offset.reset", "earliest"), ("enable.partition.eof", "true")],
+        &[
+            ("group.id", group.as_str()),
+            ("auto.offset.reset", "earliest"),
+            ("statistics.interval.ms", crate::ingest::STATISTICS_INTERVAL_MS),
+        ],
     )
     .create_with_context(GroupContext { ready, read_to_end: read_to_end.clone() })
     .map_err(crate::config::without_secret)
@@ -204,7 +207,6 @@ async fn consume(
             message = consumer.recv() => {
                 match message {
                     Ok(message) => stage.read(&message, &mut batch)?,
-                    Err(KafkaError::PartitionEOF(partition)) => stage.read_to_end(partition, &mut batch),
                     Err(error) => tracing::warn!(%error, "consumer error; continuing"),
                 }
                 if batch.posts.len() >= batch_size {
@@ -212,11 +214,7 @@ async fn consume(
                 }
             }
             _ = crate::ingest::until(deadline) => stage.send(&consumer, &mut batch, CommitMode::Async).await?,
-            _ = idle_markers.tick() => {
-                if !stage.read_to_end.lock().expect("read-to-end lock poisoned").is_empty() {
-                    stage.send(&consumer, &mut batch, CommitMode::Async).await?;
-                }
-            }
+            _ = idle_markers.tick() => stage.send(&consumer, &mut batch, CommitMode::Async).await?,
             _ = shutdown.recv() => {
                 tracing::info!("shutting down: sending and committing what was read");
                 stage.send(&consumer, &mut batch, CommitMode::Sync).await?;
@@ -249,36 +247,28 @@ impl Stage {
                 batch.deliveries.push(self.publisher.dead_letter(message.key(), payload, &source, &error)?);
             }
         }
-        let source = (message.topic().to_owned(), message.partition());
-        self.read_to_end.lock().expect("read-to-end lock poisoned").remove(&source);
-        batch.positions.insert(source, message.offset() + 1);
+        batch.positions.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
         batch.oldest_since.get_or_insert_with(Instant::now);
         Ok(())
     }
 
-    /// Notes that the input partitions numbered `partition` were read to their end, and sends the
-    /// batch (and their idle markers after it) within the batch latency.
-    fn read_to_end(&self, partition: i32, batch: &mut Batch) {
-        let mut read_to_end = self.read_to_end.lock().expect("read-to-end lock poisoned");
-        read_to_end.extend(self.config.kafka.input_topics.iter().map(|topic| (topic.clone(), partition)));
-        batch.oldest_since.get_or_insert_with(Instant::now);
-    }
-
-    /// Sends an idle marker for every input partition read to its end that this member owns, each
-    /// to the prepared partition its posts go to, after them.
+    /// Sends an idle marker for every input partition the latest statistics found read to its end
+    /// that this member owns, each to the prepared partition its posts go to, after them.
     fn send_idle_markers(&self, consumer: &StreamConsumer<GroupContext>, batch: &mut Batch) -> anyhow::Result<()> {
+        let Some(read_to_end) = self.read_to_end.lock().expect("read-to-end lock poisoned").clone() else {
+            return Ok(());
+        };
         let owned = consumer.assignment().unwrap_or_default();
-        let read_to_end = self.read_to_end.lock().expect("read-to-end lock poisoned").clone();
-        let now = Utc::now();
-        for source in read_to_end.iter().filter(|(topic, partition)| owned.find_partition(topic, *partition).is_some())
+        for source in
+            read_to_end.partitions.iter().filter(|(topic, partition)| owned.find_partition(topic, *partition).is_some())
         {
             let key = format!("{}/{}", source.0, source.1);
             batch.deliveries.push(self.publisher.prepared(
                 &self.config.kafka.prepared_topic,
                 source.1 % self.prepared_partitions,
                 &key,
-                &prepared::encode_idle(source, now),
-                Some(now.timestamp_millis()),
+                &prepared::encode_idle(source, read_to_end.at),
+                Some(Utc::now().timestamp_millis()),
             )?);
             self.metrics.idle_markers.inc();
         }
@@ -286,8 +276,8 @@ impl Stage {
     }
 
     /// Prepares and embeds the waiting posts, sends them and the idle markers, awaits every
-    /// delivery of the batch, then commits its offsets. A delivery that fails stops the stage without committing: its
-    /// replacement reads the batch again.
+    /// delivery of the batch, then commits its offsets. A delivery that fails stops the stage
+    /// without committing: its replacement reads the batch again.
     async fn send(
         &mut self,
         consumer: &StreamConsumer<GroupContext>,
