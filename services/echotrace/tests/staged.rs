@@ -153,6 +153,17 @@ const TOPICS: [(&str, i32); 5] = [
     ("echotrace.alerts", 1),
 ];
 
+/// librdkafka's mock cluster, served on loopback by this test's process, with [`TOPICS`]; and
+/// its address.
+fn mock_cluster() -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).unwrap();
+    for (topic, partitions) in TOPICS {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let broker = cluster.bootstrap_servers();
+    (cluster, broker)
+}
+
 /// Three `prepare` processes, each ready in its group; a slot is emptied when its process stops.
 fn start_preparers(config: &Path, dir: &Path) -> Vec<(SocketAddr, Option<Reaper>)> {
     let preparers: Vec<(SocketAddr, Option<Reaper>)> = (0..3)
@@ -387,11 +398,7 @@ fn a_preparer_and_the_detector_killed_mid_stream_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // The broker lives in this test's process and the stages reach it over loopback, so killing
     // a stage leaves the broker, its commits and its groups as they were.
-    let cluster = MockCluster::new(1).unwrap();
-    for (topic, partitions) in TOPICS {
-        cluster.create_topic(topic, partitions, 1).unwrap();
-    }
-    let broker = cluster.bootstrap_servers();
+    let (_cluster, broker) = mock_cluster();
     let config = config(dir.path(), &broker, &runtime);
     let mut preparers = start_preparers(&config, dir.path());
     let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
@@ -475,11 +482,7 @@ fn dead_letter_kinds(broker: &str) -> Vec<String> {
 fn one_whole_process_reading_three_partitions_equals_one_replay() {
     let Some(runtime) = onnxruntime_library() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let cluster = MockCluster::new(1).unwrap();
-    for (topic, partitions) in TOPICS {
-        cluster.create_topic(topic, partitions, 1).unwrap();
-    }
-    let broker = cluster.bootstrap_servers();
+    let (_cluster, broker) = mock_cluster();
     let config = config(dir.path(), &broker, &runtime);
     // A backfill of the sample as written, loaded before the process reads it: the consumer
     // receives the partitions a batch at a time, far from the order of the posts' times.
