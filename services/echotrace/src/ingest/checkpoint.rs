@@ -161,6 +161,7 @@ impl Progress {
         if !self.order.holds_posts() {
             return Ok(());
         }
+        self.follow_assignment();
         if let Some(read_to_end) = read_to_end {
             self.order.read_to_end(read_to_end);
         }
@@ -192,9 +193,9 @@ impl Progress {
         }
     }
 
-    /// Processes the posts the order has reached, of partitions this member still owns.
+    /// Processes the posts the order has reached (after [`Progress::follow_assignment`], so only
+    /// of partitions this member still owns).
     fn release(&mut self) -> Result<(), IngestError> {
-        self.follow_assignment();
         for held in self.order.release() {
             self.process(held)?;
         }
