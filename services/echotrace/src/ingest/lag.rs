@@ -18,8 +18,9 @@ use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -126,8 +127,6 @@ pub struct LagContext {
     progress: OnceLock<Arc<tokio::sync::Mutex<Progress>>>,
     /// Wakes the consumer loop when assigned partitions wait for their check.
     to_check: tokio::sync::Notify,
-    /// The partitions read to their end, by the latest statistics.
-    read_to_end: Mutex<Option<ReadToEnd>>,
 }
 
 impl LagContext {
@@ -141,13 +140,7 @@ impl LagContext {
             brokers_up: AtomicBool::new(true),
             progress: OnceLock::new(),
             to_check: tokio::sync::Notify::new(),
-            read_to_end: Mutex::new(None),
         }
-    }
-
-    /// The partitions read to their end, by the latest statistics.
-    pub fn read_to_end(&self) -> Option<ReadToEnd> {
-        self.read_to_end.lock().expect("read-to-end lock poisoned").clone()
     }
 
     /// Resolves when assigned partitions wait for their check (at once if some came since the
@@ -187,37 +180,114 @@ impl LagContext {
     }
 }
 
-/// The partitions a consumer had read to their end when librdkafka took its statistics: what the
-/// order across input partitions may take as idle ([`super::ordering`]).
+/// How long asking the brokers which partitions are read to their end may take.
+pub const READ_TO_END_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A client of its own, in no group, that asks the brokers where partitions end. Asked through
+/// the group consumer, the question waited on each connection behind the consumer's fetch, which
+/// the broker holds up to `fetch.wait.max.ms` (500 ms) when a partition has nothing new: each
+/// answer took half a second, and the consumer loop that waited for it fell behind.
+pub struct PartitionEnds(BaseConsumer);
+
+impl PartitionEnds {
+    /// A client of `config`'s brokers, with its security settings.
+    pub fn new(config: &crate::config::Config) -> KafkaResult<PartitionEnds> {
+        let mut client = super::client_config(config, &[]);
+        client.remove("group.id");
+        Ok(PartitionEnds(client.create().map_err(crate::config::without_secret)?))
+    }
+}
+
+/// The partitions a consumer had read to their end, and when: what the order across input
+/// partitions may take as idle ([`super::ordering`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadToEnd {
-    /// When the statistics were taken, to the second below: every message of these partitions
-    /// appended before was read.
+    /// When the brokers were asked: every message of these partitions appended before was passed
+    /// to the application.
     pub at: DateTime<Utc>,
     /// The partitions.
     pub partitions: BTreeSet<Partition>,
 }
 
 impl ReadToEnd {
-    /// What `statistics` say: the partitions with nothing left to read (their high watermark is
-    /// the offset read next).
-    pub fn of(statistics: &Statistics) -> ReadToEnd {
-        let partitions = statistics
-            .topics
-            .iter()
-            .flat_map(|(topic, stats)| {
-                stats
-                    .partitions
-                    .iter()
-                    .filter(|(partition, stats)| **partition >= 0 && read_lag(stats) == Some(0))
-                    .map(|(partition, _)| (topic.clone(), *partition))
+    /// Asks the brokers which of the partitions `consumer` owns it has read to their end.
+    ///
+    /// A partition is read to its end when the offset the consumer reads next is at least the
+    /// high watermark the brokers report now (asked through `ends`). The offset read next is the one after the last
+    /// message passed to the application; where none was passed since the partition was assigned,
+    /// the group's committed offset, or the partition's first offset where nothing is committed
+    /// (`auto.offset.reset = earliest` starts there). `at` is taken before the brokers are asked.
+    ///
+    /// librdkafka's statistics cannot say this: their high watermark is the one of the
+    /// partition's last fetch, which falls behind under load, and after a reassignment it may be
+    /// one fetched during an earlier assignment, older than the committed offset it is compared
+    /// with. Both vouched for partitions whose newest posts were still unread.
+    pub fn ask<C: ConsumerContext>(
+        consumer: &impl Consumer<C>,
+        ends: &PartitionEnds,
+        timeout: Duration,
+    ) -> KafkaResult<ReadToEnd> {
+        let at = Utc::now();
+        let positions = consumer.position()?;
+        let mut next: BTreeMap<Partition, Option<i64>> = offsets(&positions);
+        if next.is_empty() {
+            return Ok(ReadToEnd { at, partitions: BTreeSet::new() });
+        }
+        let last = offsets(&ends.0.offsets_for_times(list(next.keys(), Offset::End), timeout)?);
+        let unread: Vec<Partition> = unknown(&next);
+        if !unread.is_empty() {
+            let committed = offsets(&consumer.committed_offsets(list(unread.iter(), Offset::Invalid), timeout)?);
+            next.extend(committed.into_iter().filter(|(_, offset)| offset.is_some()));
+            let uncommitted = unknown(&next);
+            if !uncommitted.is_empty() {
+                let firsts = offsets(&ends.0.offsets_for_times(list(uncommitted.iter(), Offset::Beginning), timeout)?);
+                next.extend(firsts);
+            }
+        }
+        let partitions = next
+            .into_iter()
+            .filter(|(partition, next)| match (next, last.get(partition)) {
+                (Some(next), Some(Some(end))) => next >= end,
+                _ => false,
             })
+            .map(|(partition, _)| partition)
             .collect();
-        ReadToEnd { at: DateTime::from_timestamp(statistics.time, 0).unwrap_or_default(), partitions }
+        Ok(ReadToEnd { at, partitions })
     }
 }
 
-fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<Partition> {
+/// Each partition of `list` with its offset, `None` where it has none or the brokers answered an
+/// error for it.
+fn offsets(list: &TopicPartitionList) -> BTreeMap<Partition, Option<i64>> {
+    list.elements()
+        .iter()
+        .map(|element| {
+            let offset = match (element.error(), element.offset()) {
+                (Ok(()), Offset::Offset(offset)) => Some(offset),
+                _ => None,
+            };
+            ((element.topic().to_owned(), element.partition()), offset)
+        })
+        .collect()
+}
+
+/// The partitions of `offsets` without one.
+fn unknown(offsets: &BTreeMap<Partition, Option<i64>>) -> Vec<Partition> {
+    offsets.iter().filter(|(_, offset)| offset.is_none()).map(|(partition, _)| partition.clone()).collect()
+}
+
+/// A list of `partitions`, each with `offset` (for `offsets_for_times`, the timestamp asked for:
+/// `End` is the latest offset, `Beginning` the first).
+fn list<'a>(partitions: impl Iterator<Item = &'a Partition>, offset: Offset) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        // Only fails for an offset with no raw value, which these have.
+        let _ = list.add_partition_offset(topic, *partition, offset);
+    }
+    list
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<Partition> {
     list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
 }
 
@@ -241,7 +311,6 @@ impl ClientContext for LagContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        *self.read_to_end.lock().expect("read-to-end lock poisoned") = Some(ReadToEnd::of(&statistics));
         let up = statistics.brokers.values().any(|broker| broker.nodeid >= 0 && broker.state == "UP");
         self.brokers_up.store(up, Ordering::Relaxed);
         self.update_ready(&self.ownership.lock().expect("ownership lock poisoned"));
@@ -309,7 +378,7 @@ impl ConsumerContext for LagContext {
 /// for (an offset commit still settling, say) is asked again a few times, then left out.
 pub fn committed_offsets(
     consumer: &impl Consumer<LagContext>,
-    list: &rdkafka::TopicPartitionList,
+    list: &TopicPartitionList,
 ) -> Option<BTreeMap<Partition, Option<i64>>> {
     let mut attempts = 0;
     loop {
@@ -329,7 +398,7 @@ pub fn committed_offsets(
             }
             let offsets = answered.iter().map(|e| {
                 let offset = match e.offset() {
-                    rdkafka::Offset::Offset(offset) => Some(offset),
+                    Offset::Offset(offset) => Some(offset),
                     _ => None,
                 };
                 ((e.topic().to_owned(), e.partition()), offset)
@@ -384,5 +453,62 @@ mod tests {
         assert!(!ownership.needs_rebuild(&partition(0), Some(20)));
         // Rebuilding off: never.
         assert!(!Ownership::holding(None).needs_rebuild(&partition(0), Some(100)));
+    }
+
+    #[test]
+    fn the_brokers_say_which_partitions_are_read_to_their_end() {
+        use rdkafka::consumer::DefaultConsumerContext;
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("posts", 3, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let client = |group: &str| {
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .clone()
+        };
+        let producer: ThreadedProducer<DefaultProducerContext> = client("producer").create().unwrap();
+        let send = |partition: i32| {
+            producer.send(BaseRecord::<(), str>::to("posts").partition(partition).payload("{}")).unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+        };
+        for _ in 0..3 {
+            send(0);
+        }
+        send(2);
+        let consumer: BaseConsumer<DefaultConsumerContext> = client("readers").create().unwrap();
+        let mut assigned = TopicPartitionList::new();
+        for number in 0..3 {
+            assigned.add_partition("posts", number);
+        }
+        // Partition 2's one post was read and committed by a member before this one.
+        let mut committed = TopicPartitionList::new();
+        committed.add_partition_offset("posts", 2, Offset::Offset(1)).unwrap();
+        consumer.assign(&assigned).unwrap();
+        consumer.commit(&committed, rdkafka::consumer::CommitMode::Sync).unwrap();
+        let config = crate::config::Config {
+            kafka: crate::config::KafkaConfig { brokers: brokers.clone(), ..Default::default() },
+            ..Default::default()
+        };
+        let ends = PartitionEnds::new(&config).unwrap();
+        let ask = || ReadToEnd::ask(&consumer, &ends, Duration::from_secs(10)).unwrap();
+        let before = Utc::now();
+        let read_to_end = ask();
+        assert!(read_to_end.at >= before, "the time is taken when the brokers are asked");
+        assert_eq!(
+            read_to_end.partitions,
+            BTreeSet::from([partition(1), partition(2)]),
+            "nothing read yet: posts/0 starts at its first offset, posts/1 is empty, posts/2 is committed at its end"
+        );
+        for _ in 0..3 {
+            consumer.poll(Duration::from_secs(10)).unwrap().unwrap();
+        }
+        assert_eq!(ask().partitions, BTreeSet::from([partition(0), partition(1), partition(2)]));
+        send(1);
+        assert_eq!(ask().partitions, BTreeSet::from([partition(0), partition(2)]), "posts/1 has a post unread");
     }
 }

@@ -44,9 +44,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// How often librdkafka reports its statistics to a consumer's context.
-pub(crate) const STATISTICS_INTERVAL_MS: &str = "500";
-
 /// Why the consumer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -104,9 +101,8 @@ pub fn consumer(
         config,
         &[
             ("auto.offset.reset", "earliest"),
-            // Lag for the metrics, and which partitions are read to their end for the order
-            // across partitions (`whole`), which waits on an idle partition until they say so.
-            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
+            // Lag for the metrics, and whether the brokers are back for readiness.
+            ("statistics.interval.ms", "5000"),
             ("max.poll.interval.ms", max_poll_interval.as_str()),
         ],
     );
@@ -134,6 +130,7 @@ pub async fn consume(
     let ownership = consumer.context().ownership();
     let mut ticker = tokio::time::interval(config.output.flush_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ends = if progress.lock().await.reads_input() { Some(lag::PartitionEnds::new(config)?) } else { None };
     let mut idle_refresh = tokio::time::interval(ordering::IDLE_REFRESH);
     idle_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -176,9 +173,8 @@ pub async fn consume(
             _ = until(batch_deadline) => progress.lock().await.run_batch()?,
             _ = ticker.tick() => progress.lock().await.take(consumer, false).await?,
             _ = idle_refresh.tick() => {
-                let read_to_end = consumer.context().read_to_end();
                 let mut progress = progress.lock().await;
-                progress.renew_idle(read_to_end.as_ref())?;
+                progress.renew_idle(consumer, ends.as_ref())?;
                 apply_flow(consumer, progress.take_flow())?;
             }
             _ = shutdown.recv() => {

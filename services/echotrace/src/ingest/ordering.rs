@@ -13,12 +13,11 @@
 //!   partition, and the stage waits for every input partition whose prepared partition it owns
 //!   (read from the brokers at start-up), even one that has said nothing yet.
 //! - **Idle partitions.** A partition read to its end holds back nothing older than the time it
-//!   was found so less `stage.max_arrival_delay_ms`. In `whole` the consumer's statistics say so
-//!   every half second ([`ReadToEnd`]: the offset read next is the partition's high watermark
-//!   when they were taken); the loop applies the latest every [`IDLE_REFRESH`] while posts wait.
-//!   In `detect` the `prepare` stage says so with idle markers, taken from its own consumer's
-//!   statistics the same way. A mark is a fact about its time, so it never has to be taken back: a
-//!   post appended later reached its partition after that time.
+//!   was found so less `stage.max_arrival_delay_ms`. In `whole` the loop asks the brokers every
+//!   [`IDLE_REFRESH`] while posts wait ([`ReadToEnd::ask`]: the offset read next is at least the
+//!   high watermark they report). In `detect` the `prepare` stage says so with idle markers,
+//!   asked of the brokers the same way. A mark is a fact about its time, so it never has to be
+//!   taken back: a post appended later reached its partition after that time.
 //! - **A post's time** is its `created_at`, or its arrival time (the message's timestamp) plus
 //!   `stage.max_arrival_delay_ms` where it is dated further ahead: a post dated ahead of the clock
 //!   would otherwise wait, and hold back every partition, until the clock caught up with it, since
@@ -271,8 +270,14 @@ impl PartitionOrder {
         }
     }
 
-    /// `whole`: notes the owned input partitions the consumer's statistics found read to their
-    /// end, as idle from when they were taken.
+    /// Whether the consumed partitions are the input partitions (`whole`): the consumer itself
+    /// finds which are read to their end ([`ReadToEnd::ask`]).
+    pub fn reads_input(&self) -> bool {
+        self.layout == InputLayout::Input
+    }
+
+    /// `whole`: notes the owned input partitions the brokers said were read to their end, as
+    /// idle from when they were asked.
     pub fn read_to_end(&mut self, read_to_end: &ReadToEnd) {
         if self.layout != InputLayout::Input {
             return;

@@ -12,24 +12,26 @@
 //! - with the input message's timestamp, so the `detect` stage measures alert latency from when
 //!   the post was first produced.
 //!
-//! Every `stage.idle_marker_interval_ms`, and after each batch, the stage sends an **idle marker**
-//! for each input partition its consumer's latest statistics found read to its end
-//! ([`ReadToEnd`]), to the same prepared partition, after the posts read before: the `detect`
+//! Every `stage.idle_marker_interval_ms` the stage sends what waits, then asks the brokers which
+//! of its input partitions it has read to their end ([`ReadToEnd::ask`]) and sends an **idle
+//! marker** for each, to the same prepared partition, after the posts read before: the `detect`
 //! stage orders posts across input partitions and waits for each, and an idle one must not hold
-//! the others back ([`crate::ingest::ordering`]). The marker carries the statistics' time: every
-//! message of the partition appended before it has been read, and sent before the marker.
+//! the others back ([`crate::ingest::ordering`]). The marker carries the time the brokers were
+//! asked: every message of the partition appended before it has been read, and sent before the
+//! marker.
 //!
 //! The input offsets of a batch are committed only after every prepared post and dead letter of it
-//! is acknowledged by the brokers. A crash or a rebalance re-reads what was not committed, and the
-//! re-prepared posts reach the `detect` stage twice; it drops the second copy by post id, as the
-//! one-process mode drops a re-read post.
+//! is acknowledged by the brokers. A crash re-reads what was not committed, and the re-prepared
+//! posts reach the `detect` stage twice; it drops the second copy by post id, as the one-process
+//! mode drops a re-read post. When the group revokes partitions, what waits of them is dropped
+//! unsent: their next owner, perhaps this member again, reads it from the commit.
 
 use super::prepared::{self, PreparedSettings};
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::embed::cached::CachedEmbedder;
 use crate::http::{self, Health};
-use crate::ingest::lag::{Partition, ReadToEnd};
+use crate::ingest::lag::{Partition, PartitionEnds, READ_TO_END_TIMEOUT, ReadToEnd};
 use crate::metrics::Metrics;
 use crate::pipeline::embed_counted;
 use crate::shutdown::Shutdown;
@@ -70,36 +72,34 @@ pub struct Running {
 }
 
 /// Marks the stage ready once the group has given it its partitions (none, where the stage has
-/// more instances than the input has partitions: it waits as a standby), and keeps which
-/// partitions the latest statistics found read to their end (forgotten at a rebalance).
+/// more instances than the input has partitions: it waits as a standby), and keeps the partitions
+/// revoked since the consumer loop last looked.
 struct GroupContext {
     ready: Arc<AtomicBool>,
-    read_to_end: Arc<Mutex<Option<ReadToEnd>>>,
+    revoked: Mutex<Vec<Partition>>,
 }
 
 impl GroupContext {
-    fn forget_ends(&self) {
-        *self.read_to_end.lock().expect("read-to-end lock poisoned") = None;
+    /// The partitions revoked since the last call.
+    fn take_revoked(&self) -> Vec<Partition> {
+        std::mem::take(&mut *self.revoked.lock().expect("revoked lock poisoned"))
     }
 }
 
-impl ClientContext for GroupContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        *self.read_to_end.lock().expect("read-to-end lock poisoned") = Some(ReadToEnd::of(&statistics));
-    }
-}
+impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions assigned");
-                self.forget_ends();
                 self.ready.store(true, Ordering::Relaxed);
             }
             Rebalance::Revoke(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions revoked");
-                self.forget_ends();
+                let revoked: Vec<Partition> =
+                    partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                self.revoked.lock().expect("revoked lock poisoned").extend(revoked);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
@@ -119,9 +119,22 @@ struct Batch {
     posts: Vec<Waiting>,
     deliveries: Vec<DeliveryFuture>,
     /// The next offset of every partition read since the last commit.
-    positions: BTreeMap<(String, i32), i64>,
+    positions: BTreeMap<Partition, i64>,
     /// When the first message since the last commit was read.
     oldest_since: Option<Instant>,
+}
+
+impl Batch {
+    /// Drops what waits of the partitions the group revoked since the last call, with their
+    /// positions: their next owner reads them again from the commit.
+    fn forget_revoked(&mut self, consumer: &StreamConsumer<GroupContext>) {
+        let revoked = consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        self.posts.retain(|waiting| !revoked.contains(&waiting.source));
+        self.positions.retain(|partition, _| !revoked.contains(partition));
+    }
 }
 
 /// What a batch is prepared with and sent through.
@@ -134,8 +147,8 @@ struct Stage {
     prepared_partitions: i32,
     metrics: Arc<Metrics>,
     threads: usize,
-    /// The input partitions the latest statistics found read to their end.
-    read_to_end: Arc<Mutex<Option<ReadToEnd>>>,
+    /// Where input partitions end, for the idle markers.
+    ends: PartitionEnds,
 }
 
 /// Starts the probes and the consumer loop; both stop when `shutdown` fires. Fails at start-up
@@ -159,21 +172,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     publisher.check_topics(METADATA_TIMEOUT).context("cannot confirm that the output topics exist")?;
     let prepared_partitions = publisher.partitions(&config.kafka.prepared_topic, METADATA_TIMEOUT)?;
     let group = group_id(&config);
-    let read_to_end = Arc::new(Mutex::new(None));
-    let consumer: StreamConsumer<GroupContext> = crate::ingest::client_config(
-        &config,
-        &[
-            ("group.id", group.as_str()),
-            ("auto.offset.reset", "earliest"),
-            ("statistics.interval.ms", crate::ingest::STATISTICS_INTERVAL_MS),
-        ],
-    )
-    .create_with_context(GroupContext { ready, read_to_end: read_to_end.clone() })
-    .map_err(crate::config::without_secret)
-    .context("cannot create the Kafka consumer")?;
+    let consumer: StreamConsumer<GroupContext> =
+        crate::ingest::client_config(&config, &[("group.id", group.as_str()), ("auto.offset.reset", "earliest")])
+            .create_with_context(GroupContext { ready, revoked: Mutex::new(Vec::new()) })
+            .map_err(crate::config::without_secret)
+            .context("cannot create the Kafka consumer")?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(brokers = %config.kafka.brokers, group = %group, topics = ?topics, prepared_topic = %config.kafka.prepared_topic, prepared_partitions, api = %api_address, "preparing");
+    let ends = PartitionEnds::new(&config).context("cannot create the Kafka client for partition ends")?;
     let stage = Stage {
         preparer: Preparer::new(&config.detector),
         threads: crate::embed::threads_or_cores(config.embed.threads),
@@ -183,7 +190,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         publisher,
         prepared_partitions,
         metrics,
-        read_to_end,
+        ends,
     };
     let consumer = tokio::spawn(consume(stage, consumer, shutdown));
     Ok(Running { api_address, consumer, server })
@@ -206,7 +213,7 @@ async fn consume(
         tokio::select! {
             message = consumer.recv() => {
                 match message {
-                    Ok(message) => stage.read(&message, &mut batch)?,
+                    Ok(message) => stage.read(&consumer, &message, &mut batch)?,
                     Err(error) => tracing::warn!(%error, "consumer error; continuing"),
                 }
                 if batch.posts.len() >= batch_size {
@@ -214,7 +221,10 @@ async fn consume(
                 }
             }
             _ = crate::ingest::until(deadline) => stage.send(&consumer, &mut batch, CommitMode::Async).await?,
-            _ = idle_markers.tick() => stage.send(&consumer, &mut batch, CommitMode::Async).await?,
+            _ = idle_markers.tick() => {
+                stage.send(&consumer, &mut batch, CommitMode::Async).await?;
+                stage.send_idle_markers(&consumer).await?;
+            }
             _ = shutdown.recv() => {
                 tracing::info!("shutting down: sending and committing what was read");
                 stage.send(&consumer, &mut batch, CommitMode::Sync).await?;
@@ -226,7 +236,13 @@ async fn consume(
 
 impl Stage {
     /// Takes one message: a post waits for the batch, anything else goes to the dead-letter topic.
-    fn read(&self, message: &BorrowedMessage<'_>, batch: &mut Batch) -> anyhow::Result<()> {
+    fn read(
+        &self,
+        consumer: &StreamConsumer<GroupContext>,
+        message: &BorrowedMessage<'_>,
+        batch: &mut Batch,
+    ) -> anyhow::Result<()> {
+        batch.forget_revoked(consumer);
         self.metrics.messages_consumed.inc();
         let payload = message.payload().unwrap_or_default();
         match Post::from_json(payload) {
@@ -252,38 +268,48 @@ impl Stage {
         Ok(())
     }
 
-    /// Sends an idle marker for every input partition the latest statistics found read to its end
-    /// that this member owns, each to the prepared partition its posts go to, after them.
-    fn send_idle_markers(&self, consumer: &StreamConsumer<GroupContext>, batch: &mut Batch) -> anyhow::Result<()> {
-        let Some(read_to_end) = self.read_to_end.lock().expect("read-to-end lock poisoned").clone() else {
-            return Ok(());
+    /// Asks the brokers which input partitions this member has read to their end, and sends an
+    /// idle marker for each to the prepared partition its posts go to, after them (everything
+    /// read was sent and acknowledged first). A marker that is not delivered is logged; the next
+    /// one says as much, later.
+    async fn send_idle_markers(&self, consumer: &StreamConsumer<GroupContext>) -> anyhow::Result<()> {
+        let read_to_end = match ReadToEnd::ask(consumer, &self.ends, READ_TO_END_TIMEOUT) {
+            Ok(read_to_end) => read_to_end,
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask the brokers which partitions are read to their end");
+                return Ok(());
+            }
         };
-        let owned = consumer.assignment().unwrap_or_default();
-        for source in
-            read_to_end.partitions.iter().filter(|(topic, partition)| owned.find_partition(topic, *partition).is_some())
-        {
+        let mut deliveries = Vec::new();
+        for source in &read_to_end.partitions {
             let key = format!("{}/{}", source.0, source.1);
-            batch.deliveries.push(self.publisher.prepared(
+            deliveries.push(self.publisher.prepared(
                 &self.config.kafka.prepared_topic,
                 source.1 % self.prepared_partitions,
                 &key,
                 &prepared::encode_idle(source, read_to_end.at),
                 Some(Utc::now().timestamp_millis()),
             )?);
-            self.metrics.idle_markers.inc();
+        }
+        for delivery in try_join_all(deliveries).await.context("the producer stopped")? {
+            match delivery {
+                Ok(_) => self.metrics.idle_markers.inc(),
+                Err((error, _)) => tracing::warn!(%error, "an idle marker was not delivered"),
+            }
         }
         Ok(())
     }
 
-    /// Prepares and embeds the waiting posts, sends them and the idle markers, awaits every
-    /// delivery of the batch, then commits its offsets. A delivery that fails stops the stage
-    /// without committing: its replacement reads the batch again.
+    /// Prepares and embeds the waiting posts, sends them, awaits every delivery of the batch,
+    /// then commits its offsets. A delivery that fails stops the stage without committing: its
+    /// replacement reads the batch again.
     async fn send(
         &mut self,
         consumer: &StreamConsumer<GroupContext>,
         batch: &mut Batch,
         commit: CommitMode,
     ) -> anyhow::Result<()> {
+        batch.forget_revoked(consumer);
         batch.oldest_since = None;
         let waiting = std::mem::take(&mut batch.posts);
         let sent = waiting.len() as u64;
@@ -312,7 +338,6 @@ impl Stage {
                 )?);
             }
         }
-        self.send_idle_markers(consumer, batch)?;
         for delivery in try_join_all(std::mem::take(&mut batch.deliveries)).await.context("the producer stopped")? {
             if let Err((error, _)) = delivery {
                 anyhow::bail!("a prepared post or dead letter was not delivered ({error}); offsets not committed");
