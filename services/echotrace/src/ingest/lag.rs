@@ -193,8 +193,15 @@ impl PartitionEnds {
     /// A client of `config`'s brokers, with its security settings.
     pub fn new(config: &crate::config::Config) -> KafkaResult<PartitionEnds> {
         let mut client = super::client_config(config, &[]);
-        client.remove("group.id");
+        // No statistics, whatever `kafka.properties` says: nothing reads them.
+        client.remove("group.id").set("statistics.interval.ms", "0");
         Ok(PartitionEnds(client.create().map_err(crate::config::without_secret)?))
+    }
+
+    /// Serves the client's queued events: in no group, librdkafka's log lines and errors wait on
+    /// its main queue until it is polled, and would pile up.
+    fn serve_events(&self) {
+        let _ = self.0.poll(Duration::ZERO);
     }
 }
 
@@ -212,8 +219,9 @@ pub struct ReadToEnd {
 impl ReadToEnd {
     /// Asks the brokers which of the partitions `consumer` owns it has read to their end.
     ///
-    /// A partition is read to its end when the offset the consumer reads next is at least the
-    /// high watermark the brokers report now (asked through `ends`). The offset read next is the one after the last
+    /// A partition is read to its end when the offset the consumer reads next is the partition's
+    /// end as the brokers report it now (asked through `ends`; under `read_committed`, librdkafka's
+    /// default, the last stable offset). The offset read next is the one after the last
     /// message passed to the application; where none was passed since the partition was assigned,
     /// the group's committed offset, or the partition's first offset where nothing is committed
     /// (`auto.offset.reset = earliest` starts there). `at` is taken before the brokers are asked.
@@ -227,6 +235,7 @@ impl ReadToEnd {
         ends: &PartitionEnds,
         timeout: Duration,
     ) -> KafkaResult<ReadToEnd> {
+        ends.serve_events();
         let at = Utc::now();
         let positions = consumer.position()?;
         let mut next: BTreeMap<Partition, Option<i64>> = offsets(&positions);
@@ -247,7 +256,9 @@ impl ReadToEnd {
         let partitions = next
             .into_iter()
             .filter(|(partition, next)| match (next, last.get(partition)) {
-                (Some(next), Some(Some(end))) => next >= end,
+                // Past the end, the log was truncated or the commit is stale: the consumer will be
+                // reset to an earlier offset and read again what this would vouch for.
+                (Some(next), Some(Some(end))) => next == end,
                 _ => false,
             })
             .map(|(partition, _)| partition)

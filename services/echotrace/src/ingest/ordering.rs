@@ -44,8 +44,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the consumer loop applies the latest partitions read to their end, and releases what
-/// waited long enough.
+/// How often the consumer loop, while posts wait, asks which partitions are read to their end
+/// (`whole`) and releases what waited long enough.
 pub const IDLE_REFRESH: Duration = Duration::from_millis(250);
 
 /// Which input partitions each consumed partition carries.
