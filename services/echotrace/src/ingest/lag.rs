@@ -2,6 +2,10 @@
 //! rebalances, and [`Ownership`], the partitions this member owns, which the consumer loop reads
 //! before it commits, and how far its window holds each partition.
 //!
+//! Also which owned partitions a consumer has read to their end ([`ReadToEnd::ask`], through a
+//! [`PartitionEnds`] client of its own): the idle marks of the order across partitions, in `whole`
+//! ([`super::ordering`]) and in the `prepare` stage's idle markers.
+//!
 //! Before partitions are revoked, the context takes a checkpoint through the loop's shared
 //! [`Progress`]. Assigned partitions are paused until the loop has read the group's committed
 //! offsets: each one whose committed offset is ahead of what this member's window holds of it
