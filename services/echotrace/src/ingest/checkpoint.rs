@@ -12,7 +12,7 @@
 //! the smallest offset still held.
 
 use super::IngestError;
-use super::lag::{LagContext, Ownership, Partition, PartitionEnds, READ_TO_END_TIMEOUT, ReadToEnd};
+use super::lag::{LagContext, Ownership, Partition, ReadToEnd};
 use super::ordering::{Flow, HeldPost, PartitionOrder};
 use crate::alerting::AlertNotice;
 use crate::metrics::Metrics;
@@ -155,25 +155,24 @@ impl Progress {
         Ok(())
     }
 
-    /// While posts wait for the order: in `whole`, asks the brokers which owned partitions are
-    /// read to their end (through `ends`); then processes what that and the posts' waiting time
+    /// While posts wait for the order: takes the partitions found read to their end, if asked
+    /// ([`Progress::awaits_idle_marks`]), then processes what that and the posts' waiting time
     /// allow.
-    pub fn renew_idle(
-        &mut self,
-        consumer: &impl Consumer<LagContext>,
-        ends: Option<&PartitionEnds>,
-    ) -> Result<(), IngestError> {
+    pub fn renew_idle(&mut self, read_to_end: Option<&ReadToEnd>) -> Result<(), IngestError> {
         if !self.order.holds_posts() {
             return Ok(());
         }
         self.follow_assignment();
-        if let Some(ends) = ends.filter(|_| self.order.reads_input()) {
-            match ReadToEnd::ask(consumer, ends, READ_TO_END_TIMEOUT) {
-                Ok(read_to_end) => self.order.read_to_end(&read_to_end),
-                Err(error) => tracing::warn!(%error, "cannot ask the brokers which partitions are read to their end"),
-            }
+        if let Some(read_to_end) = read_to_end {
+            self.order.read_to_end(read_to_end);
         }
         self.release()
+    }
+
+    /// Whether posts wait for the order on the consumed partitions themselves (`whole`): the
+    /// brokers are to be asked which of them the consumer has read to their end.
+    pub fn awaits_idle_marks(&self) -> bool {
+        self.order.holds_posts() && self.order.reads_input()
     }
 
     /// Whether the order waits on the consumed partitions themselves (`whole`), which the

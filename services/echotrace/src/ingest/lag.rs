@@ -2,8 +2,8 @@
 //! rebalances, and [`Ownership`], the partitions this member owns, which the consumer loop reads
 //! before it commits, and how far its window holds each partition.
 //!
-//! Also which owned partitions a consumer has read to their end ([`ReadToEnd::ask`], through a
-//! [`PartitionEnds`] client of its own): the idle marks of the order across partitions, in `whole`
+//! Also which owned partitions a consumer has read to their end ([`PartitionEnds::read_to_end`],
+//! through a client of its own): the idle marks of the order across partitions, in `whole`
 //! ([`super::ordering`]) and in the `prepare` stage's idle markers.
 //!
 //! Before partitions are revoked, the context takes a checkpoint through the loop's shared
@@ -184,77 +184,105 @@ impl LagContext {
     }
 }
 
-/// How long asking the brokers which partitions are read to their end may take.
+/// How long asking the brokers which partitions are read to their end may take, all requests
+/// together.
 pub const READ_TO_END_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A client of its own, in no group, that asks the brokers where partitions end. Asked through
-/// the group consumer, the question waited on each connection behind the consumer's fetch, which
-/// the broker holds up to `fetch.wait.max.ms` (500 ms) when a partition has nothing new: each
-/// answer took half a second, and the consumer loop that waited for it fell behind.
-pub struct PartitionEnds(BaseConsumer);
+/// How often a failing question to the brokers is logged; the failures between are counted in
+/// the next line.
+const ASK_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A client of its own, in the group's name but joining nothing, that asks the brokers where
+/// partitions end and where the group committed them. Asked through the group consumer, the
+/// question waited on each connection behind the consumer's fetch, which the broker holds up to
+/// `fetch.wait.max.ms` (500 ms) when a partition has nothing new: each answer took half a second,
+/// and the consumer loop that waited for it fell behind.
+pub struct PartitionEnds {
+    client: BaseConsumer,
+    timeout: Duration,
+    failures: Mutex<Failures>,
+}
+
+/// Failed questions since the last warning.
+#[derive(Default)]
+struct Failures {
+    warned: Option<std::time::Instant>,
+    unlogged: u64,
+}
 
 impl PartitionEnds {
-    /// A client of `config`'s brokers, with its security settings.
-    pub fn new(config: &crate::config::Config) -> KafkaResult<PartitionEnds> {
-        let mut client = super::client_config(config, &[]);
+    /// A client of `config`'s brokers, with its security settings, that reads the committed
+    /// offsets of `group` (the consumer's) and whose questions take at most `timeout` each.
+    pub fn new(config: &crate::config::Config, group: &str, timeout: Duration) -> KafkaResult<Arc<PartitionEnds>> {
+        let mut client = super::client_config(config, &[("group.id", group)]);
         // No statistics, whatever `kafka.properties` says: nothing reads them.
-        client.remove("group.id").set("statistics.interval.ms", "0");
-        Ok(PartitionEnds(client.create().map_err(crate::config::without_secret)?))
+        client.set("statistics.interval.ms", "0");
+        let client = client.create().map_err(crate::config::without_secret)?;
+        Ok(Arc::new(PartitionEnds { client, timeout, failures: Mutex::default() }))
     }
 
-    /// Serves the client's queued events: in no group, librdkafka's log lines and errors wait on
-    /// its main queue until it is polled, and would pile up.
-    fn serve_events(&self) {
-        let _ = self.0.poll(Duration::ZERO);
-    }
-}
-
-/// The partitions a consumer had read to their end, and when: what the order across input
-/// partitions may take as idle ([`super::ordering`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadToEnd {
-    /// When the brokers were asked: every message of these partitions appended before was passed
-    /// to the application.
-    pub at: DateTime<Utc>,
-    /// The partitions.
-    pub partitions: BTreeSet<Partition>,
-}
-
-impl ReadToEnd {
-    /// Asks the brokers which of the partitions `consumer` owns it has read to their end.
+    /// Which of the partitions `consumer` owns it has read to their end, asked of the brokers on a
+    /// blocking thread (the caller's task waits, the runtime does not). When the brokers do not
+    /// answer in time, no partition is vouched for (the order waits at most
+    /// `stage.max_order_wait_ms`), and the failure is logged at most every 30 s.
     ///
     /// A partition is read to its end when the offset the consumer reads next is the partition's
-    /// end as the brokers report it now (asked through `ends`; under `read_committed`, librdkafka's
-    /// default, the last stable offset). The offset read next is the one after the last
-    /// message passed to the application; where none was passed since the partition was assigned,
-    /// the group's committed offset, or the partition's first offset where nothing is committed
+    /// end as the brokers report it now (under `read_committed`, librdkafka's default, the last
+    /// stable offset). The offset read next is the one after the last message passed to the
+    /// application; where none was passed since the partition was assigned, the group's committed
+    /// offset, or the partition's first offset where nothing is committed
     /// (`auto.offset.reset = earliest` starts there). `at` is taken before the brokers are asked.
+    /// A partition without a leader is left out, not waited for.
+    ///
+    /// The caller must not let the consumer pass messages on while it waits (in the consumer loop,
+    /// by awaiting this before it reads on): the positions are taken when it is called.
     ///
     /// librdkafka's statistics cannot say this: their high watermark is the one of the
     /// partition's last fetch, which falls behind under load, and after a reassignment it may be
     /// one fetched during an earlier assignment, older than the committed offset it is compared
     /// with. Both vouched for partitions whose newest posts were still unread.
-    pub fn ask<C: ConsumerContext>(
-        consumer: &impl Consumer<C>,
-        ends: &PartitionEnds,
-        timeout: Duration,
-    ) -> KafkaResult<ReadToEnd> {
-        ends.serve_events();
+    pub async fn read_to_end<C: ConsumerContext>(self: &Arc<Self>, consumer: &impl Consumer<C>) -> ReadToEnd {
         let at = Utc::now();
-        let positions = consumer.position()?;
-        let mut next: BTreeMap<Partition, Option<i64>> = offsets(&positions);
+        let asked = match consumer.position() {
+            Ok(positions) => {
+                let ends = Arc::clone(self);
+                match tokio::task::spawn_blocking(move || ends.ask(at, offsets(&positions))).await {
+                    Ok(asked) => asked.map_err(anyhow::Error::from),
+                    Err(stopped) => Err(anyhow::Error::from(stopped)),
+                }
+            }
+            Err(error) => Err(error.into()),
+        };
+        asked.unwrap_or_else(|error| {
+            self.warn(&error);
+            ReadToEnd { at, partitions: BTreeSet::new() }
+        })
+    }
+
+    /// Asks, within one deadline, where the partitions of `next` end, and where the group
+    /// committed those without an offset read next.
+    fn ask(&self, at: DateTime<Utc>, mut next: BTreeMap<Partition, Option<i64>>) -> KafkaResult<ReadToEnd> {
+        // In no consumer loop, librdkafka's log lines and errors wait on the client's main queue.
+        let _ = self.client.poll(Duration::ZERO);
+        let deadline = std::time::Instant::now() + self.timeout;
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        // Asked with a leader that no longer leads, librdkafka fails the whole question: the
+        // leaders are asked first, and partitions without one left out.
+        let led = self.led(next.keys().map(|(topic, _)| topic.as_str()).collect(), left())?;
+        next.retain(|partition, _| led.contains(partition));
         if next.is_empty() {
             return Ok(ReadToEnd { at, partitions: BTreeSet::new() });
         }
-        let last = offsets(&ends.0.offsets_for_times(list(next.keys(), Offset::End), timeout)?);
-        let unread: Vec<Partition> = unknown(&next);
+        let last = offsets(&self.client.offsets_for_times(list(next.keys(), Offset::End), left())?);
+        let unread = unknown(&next);
         if !unread.is_empty() {
-            let committed = offsets(&consumer.committed_offsets(list(unread.iter(), Offset::Invalid), timeout)?);
+            let committed = offsets(&self.client.committed_offsets(list(unread.iter(), Offset::Invalid), left())?);
             next.extend(committed.into_iter().filter(|(_, offset)| offset.is_some()));
             let uncommitted = unknown(&next);
             if !uncommitted.is_empty() {
-                let firsts = offsets(&ends.0.offsets_for_times(list(uncommitted.iter(), Offset::Beginning), timeout)?);
-                next.extend(firsts);
+                next.extend(offsets(
+                    &self.client.offsets_for_times(list(uncommitted.iter(), Offset::Beginning), left())?,
+                ));
             }
         }
         let partitions = next
@@ -269,6 +297,48 @@ impl ReadToEnd {
             .collect();
         Ok(ReadToEnd { at, partitions })
     }
+
+    /// The partitions of `topics` that have a leader now, as the brokers' metadata says (which
+    /// also refreshes the client's own).
+    fn led(&self, topics: BTreeSet<&str>, timeout: Duration) -> KafkaResult<BTreeSet<Partition>> {
+        let mut led = BTreeSet::new();
+        for topic in topics {
+            let metadata = self.client.fetch_metadata(Some(topic), timeout)?;
+            for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+                if partition.leader() >= 0 && partition.error().is_none() {
+                    led.insert((topic.to_owned(), partition.id()));
+                }
+            }
+        }
+        Ok(led)
+    }
+
+    /// Logs a failed question, at most once every [`ASK_WARNING_INTERVAL`].
+    fn warn(&self, error: &anyhow::Error) {
+        let mut failures = self.failures.lock().expect("failures lock poisoned");
+        if failures.warned.is_some_and(|warned| warned.elapsed() < ASK_WARNING_INTERVAL) {
+            failures.unlogged += 1;
+            return;
+        }
+        let unlogged = std::mem::take(&mut failures.unlogged);
+        tracing::warn!(
+            error = format!("{error:#}"),
+            unlogged,
+            "cannot ask the brokers which partitions are read to their end; no partition is taken as idle"
+        );
+        failures.warned = Some(std::time::Instant::now());
+    }
+}
+
+/// The partitions a consumer had read to their end, and when: what the order across input
+/// partitions may take as idle ([`super::ordering`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadToEnd {
+    /// When the brokers were asked: every message of these partitions appended before was passed
+    /// to the application.
+    pub at: DateTime<Utc>,
+    /// The partitions.
+    pub partitions: BTreeSet<Partition>,
 }
 
 /// Each partition of `list` with its offset, `None` where it has none or the brokers answered an
@@ -470,13 +540,13 @@ mod tests {
         assert!(!Ownership::holding(None).needs_rebuild(&partition(0), Some(100)));
     }
 
-    #[test]
-    fn the_brokers_say_which_partitions_are_read_to_their_end() {
+    #[tokio::test]
+    async fn the_brokers_say_which_partitions_are_read_to_their_end() {
         use rdkafka::consumer::DefaultConsumerContext;
         use rdkafka::mocking::MockCluster;
         use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
         let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("posts", 3, 1).unwrap();
+        cluster.create_topic("posts", 4, 1).unwrap();
         let brokers = cluster.bootstrap_servers();
         let client = |group: &str| {
             rdkafka::ClientConfig::new()
@@ -509,10 +579,9 @@ mod tests {
             kafka: crate::config::KafkaConfig { brokers: brokers.clone(), ..Default::default() },
             ..Default::default()
         };
-        let ends = PartitionEnds::new(&config).unwrap();
-        let ask = || ReadToEnd::ask(&consumer, &ends, Duration::from_secs(10)).unwrap();
+        let ends = PartitionEnds::new(&config, "readers", Duration::from_secs(10)).unwrap();
         let before = Utc::now();
-        let read_to_end = ask();
+        let read_to_end = ends.read_to_end(&consumer).await;
         assert!(read_to_end.at >= before, "the time is taken when the brokers are asked");
         assert_eq!(
             read_to_end.partitions,
@@ -522,8 +591,26 @@ mod tests {
         for _ in 0..3 {
             consumer.poll(Duration::from_secs(10)).unwrap().unwrap();
         }
-        assert_eq!(ask().partitions, BTreeSet::from([partition(0), partition(1), partition(2)]));
+        let all = BTreeSet::from([partition(0), partition(1), partition(2)]);
+        assert_eq!(ends.read_to_end(&consumer).await.partitions, all);
         send(1);
-        assert_eq!(ask().partitions, BTreeSet::from([partition(0), partition(2)]), "posts/1 has a post unread");
+        assert_eq!(
+            ends.read_to_end(&consumer).await.partitions,
+            BTreeSet::from([partition(0), partition(2)]),
+            "posts/1 has a post unread"
+        );
+        consumer.poll(Duration::from_secs(10)).unwrap().unwrap();
+        // A partition without a leader is left out; the others are still answered for, at once.
+        // (Paused first: the mock broker crashes when asked to fetch from a leaderless partition.)
+        let mut one = TopicPartitionList::new();
+        one.add_partition("posts", 1);
+        consumer.pause(&one).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.partition_leader("posts", 1, None).unwrap();
+        let asked = std::time::Instant::now();
+        assert_eq!(ends.read_to_end(&consumer).await.partitions, BTreeSet::from([partition(0), partition(2)]));
+        assert!(asked.elapsed() < Duration::from_secs(10), "the leaderless partition was waited for");
+        cluster.partition_leader("posts", 1, Some(1)).unwrap();
+        assert_eq!(ends.read_to_end(&consumer).await.partitions, all);
     }
 }

@@ -130,7 +130,11 @@ pub async fn consume(
     let ownership = consumer.context().ownership();
     let mut ticker = tokio::time::interval(config.output.flush_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ends = if progress.lock().await.reads_input() { Some(lag::PartitionEnds::new(config)?) } else { None };
+    let ends = if progress.lock().await.reads_input() {
+        Some(lag::PartitionEnds::new(config, &config.kafka.group_id, lag::READ_TO_END_TIMEOUT)?)
+    } else {
+        None
+    };
     let mut idle_refresh = tokio::time::interval(ordering::IDLE_REFRESH);
     idle_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -173,8 +177,13 @@ pub async fn consume(
             _ = until(batch_deadline) => progress.lock().await.run_batch()?,
             _ = ticker.tick() => progress.lock().await.take(consumer, false).await?,
             _ = idle_refresh.tick() => {
+                // Asked with the progress unlocked; no message is read meanwhile.
+                let read_to_end = match &ends {
+                    Some(ends) if progress.lock().await.awaits_idle_marks() => Some(ends.read_to_end(consumer).await),
+                    _ => None,
+                };
                 let mut progress = progress.lock().await;
-                progress.renew_idle(consumer, ends.as_ref())?;
+                progress.renew_idle(read_to_end.as_ref())?;
                 apply_flow(consumer, progress.take_flow())?;
             }
             _ = shutdown.recv() => {

@@ -14,8 +14,8 @@
 //!   (read from the brokers at start-up), even one that has said nothing yet.
 //! - **Idle partitions.** A partition read to its end holds back nothing older than the time it
 //!   was found so less `stage.max_arrival_delay_ms`. In `whole` the loop asks the brokers every
-//!   [`IDLE_REFRESH`] while posts wait ([`ReadToEnd::ask`]: the offset read next is at least the
-//!   high watermark they report). In `detect` the `prepare` stage says so with idle markers,
+//!   [`IDLE_REFRESH`] while posts wait ([`super::lag::PartitionEnds::read_to_end`]: the offset
+//!   read next is the end they report). In `detect` the `prepare` stage says so with idle markers,
 //!   asked of the brokers the same way. A mark is a fact about its time, so it never has to be
 //!   taken back: a post appended later reached its partition after that time.
 //! - **A post's time** is its `created_at`, or its arrival time (the message's timestamp) plus
@@ -271,7 +271,7 @@ impl PartitionOrder {
     }
 
     /// Whether the consumed partitions are the input partitions (`whole`): the consumer itself
-    /// finds which are read to their end ([`ReadToEnd::ask`]).
+    /// finds which are read to their end ([`super::lag::PartitionEnds::read_to_end`]).
     pub fn reads_input(&self) -> bool {
         self.layout == InputLayout::Input
     }

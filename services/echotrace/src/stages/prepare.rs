@@ -13,8 +13,8 @@
 //!   the post was first produced.
 //!
 //! Every `stage.idle_marker_interval_ms` the stage sends what waits, then asks the brokers which
-//! of its input partitions it has read to their end ([`ReadToEnd::ask`]) and sends an **idle
-//! marker** for each, to the same prepared partition, after the posts read before: the `detect`
+//! of its input partitions it has read to their end ([`PartitionEnds::read_to_end`]) and sends an
+//! **idle marker** for each, to the same prepared partition, after the posts read before: the `detect`
 //! stage orders posts across input partitions and waits for each, and an idle one must not hold
 //! the others back ([`crate::ingest::ordering`]). The marker carries the time the brokers were
 //! asked: every message of the partition appended before it has been read, and sent before the
@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::embed::Embedder;
 use crate::embed::cached::CachedEmbedder;
 use crate::http::{self, Health};
-use crate::ingest::lag::{Partition, PartitionEnds, READ_TO_END_TIMEOUT, ReadToEnd};
+use crate::ingest::lag::{Partition, PartitionEnds, READ_TO_END_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::pipeline::embed_counted;
 use crate::shutdown::Shutdown;
@@ -148,7 +148,7 @@ struct Stage {
     metrics: Arc<Metrics>,
     threads: usize,
     /// Where input partitions end, for the idle markers.
-    ends: PartitionEnds,
+    ends: Arc<PartitionEnds>,
 }
 
 /// Starts the probes and the consumer loop; both stop when `shutdown` fires. Fails at start-up
@@ -180,7 +180,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(brokers = %config.kafka.brokers, group = %group, topics = ?topics, prepared_topic = %config.kafka.prepared_topic, prepared_partitions, api = %api_address, "preparing");
-    let ends = PartitionEnds::new(&config).context("cannot create the Kafka client for partition ends")?;
+    let ends = PartitionEnds::new(&config, &group, READ_TO_END_TIMEOUT)
+        .context("cannot create the Kafka client for partition ends")?;
     let stage = Stage {
         preparer: Preparer::new(&config.detector),
         threads: crate::embed::threads_or_cores(config.embed.threads),
@@ -273,13 +274,7 @@ impl Stage {
     /// read was sent and acknowledged first). A marker that is not delivered is logged; the next
     /// one says as much, later.
     async fn send_idle_markers(&self, consumer: &StreamConsumer<GroupContext>) -> anyhow::Result<()> {
-        let read_to_end = match ReadToEnd::ask(consumer, &self.ends, READ_TO_END_TIMEOUT) {
-            Ok(read_to_end) => read_to_end,
-            Err(error) => {
-                tracing::warn!(%error, "cannot ask the brokers which partitions are read to their end");
-                return Ok(());
-            }
-        };
+        let read_to_end = self.ends.read_to_end(consumer).await;
         let mut deliveries = Vec::new();
         for source in &read_to_end.partitions {
             let key = format!("{}/{}", source.0, source.1);
