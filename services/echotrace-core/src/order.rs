@@ -21,7 +21,8 @@
 //!   is released although a source holds it back, **forced**: a stall delays the others by at most
 //!   `max_wait` and never exhausts memory.
 //! - A post released after a later one (a partition out of time order, a forced release, a copy
-//!   of a post sent again after a crash) is counted **out of order**.
+//!   of a post sent again after a crash) is marked **late**: the caller, which knows whether it
+//!   is a copy, counts it.
 //!
 //! A release looks at every source's head, which costs the number of sources (partitions, a few
 //! dozen) per post; a heap would save nothing at that size.
@@ -59,7 +60,15 @@ pub struct OrderBuffer<S: Ord + Clone, T> {
     /// The greatest `(time, id)` released so far.
     released: Option<(DateTime<Utc>, String)>,
     forced: u64,
-    out_of_order: u64,
+}
+
+/// A post the order let go, and whether a later one went before it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Released<T> {
+    /// What was held.
+    pub item: T,
+    /// Whether a post that sorts after it was released before it.
+    pub late: bool,
 }
 
 impl<S: Ord + Clone, T> OrderBuffer<S, T> {
@@ -75,7 +84,6 @@ impl<S: Ord + Clone, T> OrderBuffer<S, T> {
             held: 0,
             released: None,
             forced: 0,
-            out_of_order: 0,
         }
     }
 
@@ -151,7 +159,7 @@ impl<S: Ord + Clone, T> OrderBuffer<S, T> {
     /// Releases, in order, every post no source can come before; then, while a post has waited
     /// `max_wait` (by `now`) or more than the capacity are held, the next one whatever holds it
     /// back.
-    pub fn release(&mut self, now: Instant) -> Vec<T> {
+    pub fn release(&mut self, now: Instant) -> Vec<Released<T>> {
         let mut released = Vec::new();
         loop {
             let heads =
@@ -180,12 +188,11 @@ impl<S: Ord + Clone, T> OrderBuffer<S, T> {
                 self.sources.get_mut(&name).and_then(|source| source.waiting.pop_front()).expect("a head");
             self.held -= 1;
             let key = (time, id);
-            match &self.released {
-                Some(latest) if key < *latest => self.out_of_order += 1,
-                Some(latest) if key == *latest => {}
-                _ => self.released = Some(key),
+            let late = self.released.as_ref().is_some_and(|latest| key < *latest);
+            if !late {
+                self.released = Some(key);
             }
-            released.push(item);
+            released.push(Released { item, late });
         }
         released
     }
@@ -210,11 +217,6 @@ impl<S: Ord + Clone, T> OrderBuffer<S, T> {
     pub fn forced(&self) -> u64 {
         self.forced
     }
-
-    /// How many posts were released after a later one.
-    pub fn out_of_order(&self) -> u64 {
-        self.out_of_order
-    }
 }
 
 #[cfg(test)]
@@ -234,6 +236,11 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + second, 0).expect("valid time")
     }
 
+    /// What was released, in order.
+    fn items<T>(released: Vec<Released<T>>) -> Vec<T> {
+        released.into_iter().map(|released| released.item).collect()
+    }
+
     fn buffer(delay: i64) -> OrderBuffer<u8, &'static str> {
         OrderBuffer::new(TimeDelta::seconds(delay), WAIT, 100)
     }
@@ -247,13 +254,16 @@ mod tests {
         order.admit(0, at(9), "d", "0:d@9", start());
         assert!(order.release(start()).is_empty(), "source 1 has said nothing");
         order.admit(1, at(5), "a", "1:a@5", start());
-        assert_eq!(order.release(start()), vec!["1:a@5"], "by id at equal times; then source 1 may send (5, \"aa\")");
+        assert_eq!(
+            items(order.release(start())),
+            vec!["1:a@5"],
+            "by id at equal times; then source 1 may send (5, \"aa\")"
+        );
         order.admit(1, at(12), "e", "1:e@12", start());
-        assert_eq!(order.release(start()), vec!["0:b@5", "0:d@9"]);
+        assert_eq!(items(order.release(start())), vec!["0:b@5", "0:d@9"]);
         order.idle(0, at(20));
-        assert_eq!(order.release(start()), vec!["1:e@12"], "an idle source holds nothing back before its time");
+        assert_eq!(items(order.release(start())), vec!["1:e@12"], "an idle source holds nothing back before its time");
         assert!(order.is_empty());
-        assert_eq!(order.out_of_order(), 0);
     }
 
     #[test]
@@ -271,12 +281,12 @@ mod tests {
                 let partition = (offset + rotation + step) % 3;
                 let (second, id) = partitions[partition][step];
                 order.admit(partition, at(second), id, id, start());
-                released.extend(order.release(start()));
+                released.extend(items(order.release(start())));
             }
             for partition in 0..3 {
                 order.idle(partition, at(100));
             }
-            released.extend(order.release(start()));
+            released.extend(items(order.release(start())));
             assert_eq!(released, expected, "rotation {rotation}");
         }
     }
@@ -289,17 +299,19 @@ mod tests {
         assert!(order.release(start()).is_empty(), "source 1 may still deliver something from 9 s on");
         order.idle(1, at(13));
         assert_eq!(order.watermark(), Some(at(10)));
-        assert_eq!(order.release(start()), vec!["a"]);
+        assert_eq!(items(order.release(start())), vec!["a"]);
     }
 
     #[test]
-    fn a_partition_out_of_time_order_keeps_its_order_and_is_counted() {
+    fn a_partition_out_of_time_order_keeps_its_order_and_is_marked_late() {
         let mut order = buffer(0);
         order.admit(0, at(10), "b", "b", start());
         order.admit(0, at(8), "a", "a", start());
         order.idle(0, at(10));
-        assert_eq!(order.release(start()), vec!["b", "a"]);
-        assert_eq!(order.out_of_order(), 1);
+        assert_eq!(
+            order.release(start()),
+            vec![Released { item: "b", late: false }, Released { item: "a", late: true }]
+        );
     }
 
     #[test]
@@ -307,10 +319,10 @@ mod tests {
         let mut order = buffer(0);
         order.admit(0, at(10), "a", "a", start());
         order.idle(1, at(100));
-        assert_eq!(order.release(start()), vec!["a"]);
+        assert_eq!(items(order.release(start())), vec!["a"]);
         order.admit(1, at(20), "b", "b", start());
         order.admit(0, at(30), "c", "c", start());
-        assert_eq!(order.release(start()), vec!["b"], "source 1 is empty and no longer idle");
+        assert_eq!(items(order.release(start())), vec!["b"], "source 1 is empty and no longer idle");
     }
 
     #[test]
@@ -323,7 +335,7 @@ mod tests {
         assert_eq!(order.holding_back(), vec![2]);
         assert_eq!(order.forget(|source| *source != 0, |item| item.0 != 0), vec![(1, "b")]);
         assert_eq!(order.len(), 1);
-        assert_eq!(order.release(start()), vec![(0, "a")]);
+        assert_eq!(items(order.release(start())), vec![(0, "a")]);
     }
 
     #[test]
@@ -333,20 +345,25 @@ mod tests {
         for second in [1, 2, 3] {
             order.admit(0, at(second), &second.to_string(), second, start());
         }
-        assert_eq!(order.release(start()), vec![1], "three held, two allowed");
+        assert_eq!(items(order.release(start())), vec![1], "three held, two allowed");
         assert_eq!((order.len(), order.forced()), (2, 1));
         order.admit(1, at(0), "0", 0, start());
-        assert_eq!(order.release(start()), vec![0]);
-        assert_eq!(order.out_of_order(), 1, "source 1's post came after a later one was forced out");
+        assert_eq!(
+            order.release(start()),
+            vec![Released { item: 0, late: true }],
+            "source 1's post came after a later one was forced out"
+        );
     }
 
     #[test]
-    fn copies_of_one_post_are_both_released_and_not_counted() {
+    fn copies_of_one_post_are_both_released_and_not_late() {
         let mut order = buffer(0);
         order.admit(0, at(4), "a", "first", start());
         order.admit(0, at(4), "a", "second", start());
-        assert_eq!(order.release(start()), vec!["first", "second"]);
-        assert_eq!(order.out_of_order(), 0);
+        assert_eq!(
+            order.release(start()),
+            vec![Released { item: "first", late: false }, Released { item: "second", late: false }]
+        );
     }
 
     #[test]
@@ -356,8 +373,8 @@ mod tests {
         order.admit(0, at(1), "a", "a", start());
         order.admit(0, at(2), "b", "b", start() + Duration::from_secs(5));
         assert!(order.release(start() + Duration::from_secs(9)).is_empty());
-        assert_eq!(order.release(start() + Duration::from_secs(10)), vec!["a"], "a waited 10 s");
-        assert_eq!(order.release(start() + Duration::from_secs(15)), vec!["b"]);
+        assert_eq!(items(order.release(start() + Duration::from_secs(10))), vec!["a"], "a waited 10 s");
+        assert_eq!(items(order.release(start() + Duration::from_secs(15))), vec!["b"]);
         assert_eq!(order.forced(), 2);
     }
 }

@@ -72,7 +72,7 @@ pub struct Metrics {
     pub posts_held: IntGauge,
     /// Posts processed after a later one.
     pub posts_out_of_order: IntCounter,
-    /// Posts processed before the order reached them, because too many were held.
+    /// Posts processed before the order reached them: one waited too long, or too many were held.
     pub order_forced: IntCounter,
     /// The time before which no input partition can deliver anything more, in seconds since the epoch.
     pub order_watermark: Gauge,
@@ -254,12 +254,12 @@ impl Metrics {
             posts_out_of_order: counter(
                 &r,
                 "echotrace_posts_out_of_order_total",
-                "Posts processed after a later one: a partition out of time order, a backfill on an idle partition, a forced release, a copy sent again",
+                "Posts linked after a later one: a partition out of time order, a backfill on an idle partition, a forced release (copies of processed posts, sent again, are not counted)",
             ),
             order_forced: counter(
                 &r,
                 "echotrace_order_forced_total",
-                "Posts processed before the order reached them, because stage.max_held_posts were held",
+                "Posts processed before the order reached them: one waited stage.max_order_wait_ms, or stage.max_held_posts were held",
             ),
             order_watermark: register(
                 &r,

@@ -394,6 +394,11 @@ impl Pipeline {
         firing
     }
 
+    /// Whether a post with this id was processed (and is still in the window).
+    pub fn has_processed(&self, id: &str) -> bool {
+        self.detector.lock().expect("detector lock poisoned").has_processed(id)
+    }
+
     /// Posts dropped so far as duplicates of an already processed id.
     pub fn duplicates(&self) -> u64 {
         self.detector.lock().expect("detector lock poisoned").stats().duplicates

@@ -198,8 +198,9 @@ impl Detector {
         self.embedded.len()
     }
 
-    fn is_duplicate(&self, post: &Post) -> bool {
-        self.graph.key_of(&post.id).and_then(|key| self.graph.node(key)).is_some_and(|node| node.seen)
+    /// Whether a post with this id was processed (and is still in the window).
+    pub fn has_processed(&self, id: &str) -> bool {
+        self.graph.key_of(id).and_then(|key| self.graph.node(key)).is_some_and(|node| node.seen)
     }
 
     /// Whether `post` should be embedded before it is processed: its key
@@ -210,7 +211,7 @@ impl Detector {
     /// Later posts only add to the indexes, so a post explained now is explained when processed.
     pub fn embedding_key(&self, prepared: &PreparedPost) -> Option<u64> {
         let key = prepared.embedding_key?;
-        if self.is_duplicate(&prepared.post) || self.lexical.explains(prepared, &self.config, &self.graph) {
+        if self.has_processed(&prepared.post.id) || self.lexical.explains(prepared, &self.config, &self.graph) {
             return None;
         }
         Some(key)
@@ -277,7 +278,7 @@ impl Detector {
         embedded: Option<(&TextEmbedding, Option<Prescan>)>,
         arrived_at: Option<DateTime<Utc>>,
     ) -> Option<Detection> {
-        if self.is_duplicate(&prepared.post) {
+        if self.has_processed(&prepared.post.id) {
             self.stats.duplicates += 1;
             return None;
         }

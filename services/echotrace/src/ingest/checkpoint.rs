@@ -209,7 +209,8 @@ impl Progress {
     /// Processes the posts the order has reached (after [`Progress::follow_assignment`], so only
     /// of partitions this member still owns).
     fn release(&mut self) -> Result<(), IngestError> {
-        for held in self.order.release() {
+        let pipeline = &self.pipeline;
+        for held in self.order.release(|id| pipeline.has_processed(id)) {
             self.process(held)?;
         }
         Ok(())

@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::sinks::kafka::KafkaPublisher;
 use crate::stages::Input;
 use chrono::{DateTime, TimeDelta, Utc};
-use echotrace_core::order::OrderBuffer;
+use echotrace_core::order::{OrderBuffer, Released};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,8 +136,8 @@ pub struct PartitionOrder {
     flow: Flow,
     max_arrival_delay: TimeDelta,
     metrics: Arc<Metrics>,
-    /// The buffer's counts already added to the metrics.
-    counted: (u64, u64),
+    /// The buffer's forced releases already added to the metrics.
+    counted_forced: u64,
 }
 
 impl PartitionOrder {
@@ -159,7 +159,7 @@ impl PartitionOrder {
             flow: Flow::default(),
             max_arrival_delay: config.stage.max_arrival_delay(),
             metrics,
-            counted: (0, 0),
+            counted_forced: 0,
         }
     }
 
@@ -292,9 +292,21 @@ impl PartitionOrder {
         !self.buffer.is_empty()
     }
 
-    /// The posts the order has reached, in order.
-    pub fn release(&mut self) -> Vec<HeldPost> {
-        let released = self.buffer.release(Instant::now());
+    /// The posts the order has reached, in order. One released after a later one is counted out
+    /// of order, unless `processed` says a post with its id was processed: a copy sent again
+    /// after a crash or a failed commit, which the detector drops.
+    pub fn release(&mut self, processed: impl Fn(&str) -> bool) -> Vec<HeldPost> {
+        let released: Vec<HeldPost> = self
+            .buffer
+            .release(Instant::now())
+            .into_iter()
+            .map(|Released { item, late }| {
+                if late && !processed(&item.input.post().id) {
+                    self.metrics.posts_out_of_order.inc();
+                }
+                item
+            })
+            .collect();
         for held in &released {
             self.unhold(held);
         }
@@ -312,17 +324,16 @@ impl PartitionOrder {
             self.flow.resume.push(consumed);
         }
         self.metrics.partitions_paused.set(self.paused.len() as i64);
-        let (forced, out_of_order) = (self.buffer.forced(), self.buffer.out_of_order());
-        self.metrics.posts_out_of_order.inc_by(out_of_order - self.counted.1);
-        if forced > self.counted.0 {
-            self.metrics.order_forced.inc_by(forced - self.counted.0);
+        let forced = self.buffer.forced();
+        if forced > self.counted_forced {
+            self.metrics.order_forced.inc_by(forced - self.counted_forced);
             tracing::warn!(
-                forced = forced - self.counted.0,
+                forced = forced - self.counted_forced,
                 waiting_for = ?self.buffer.holding_back(),
-                "too many posts held (stage.max_held_posts): the next are processed before the order reaches them"
+                "posts processed before the order reached them: one waited stage.max_order_wait_ms, or stage.max_held_posts were held"
             );
         }
-        self.counted = (forced, out_of_order);
+        self.counted_forced = forced;
         if let Some(watermark) = self.buffer.watermark() {
             self.metrics.order_watermark.set(watermark.timestamp_millis() as f64 / 1000.0);
         }
@@ -374,6 +385,11 @@ mod tests {
         released.into_iter().map(|held| held.input.post().id.clone()).collect()
     }
 
+    /// No post was processed before.
+    fn none(_: &str) -> bool {
+        false
+    }
+
     fn at(second: u32) -> DateTime<Utc> {
         format!("2026-11-01T09:01:{second:02}Z").parse().unwrap()
     }
@@ -392,17 +408,17 @@ mod tests {
         order.follow(&BTreeSet::from([partition("prepared", 0), partition("prepared", 1)]));
         assert!(order.admit(Some(partition("posts", 0)), held("x:2", 30, ("prepared", 0), 7)).is_none());
         assert!(order.admit(Some(partition("posts", 2)), held("x:1", 10, ("prepared", 0), 8)).is_none());
-        assert!(order.release().is_empty(), "posts/1 has said nothing");
+        assert!(order.release(none).is_empty(), "posts/1 has said nothing");
         assert_eq!(order.first_held(&partition("prepared", 0)), Some(7));
         order.admit(Some(partition("posts", 1)), held("x:3", 40, ("prepared", 1), 3));
-        assert_eq!(ids(order.release()), ["x:1"], "then posts/2 has nothing waiting");
+        assert_eq!(ids(order.release(none)), ["x:1"], "then posts/2 has nothing waiting");
         assert_eq!(order.first_held(&partition("prepared", 0)), Some(7));
         order.idle(partition("posts", 2), at(0), &partition("prepared", 0));
-        assert_eq!(ids(order.release()), ["x:2"], "then posts/0 has nothing waiting");
+        assert_eq!(ids(order.release(none)), ["x:2"], "then posts/0 has nothing waiting");
         assert_eq!(order.first_held(&partition("prepared", 0)), None);
         assert_eq!(order.first_held(&partition("prepared", 1)), Some(3));
         order.idle(partition("posts", 0), at(0), &partition("prepared", 0));
-        assert_eq!(ids(order.release()), ["x:3"]);
+        assert_eq!(ids(order.release(none)), ["x:3"]);
         assert!(order.admit(None, held("x:9", 59, ("prepared", 1), 4)).is_some(), "a version 1 message");
     }
 
@@ -413,11 +429,11 @@ mod tests {
         order.admit(Some(partition("posts", 0)), held("x:1", 30, ("prepared", 0), 1));
         order.admit(Some(partition("posts", 1)), held("x:2", 20, ("prepared", 1), 1));
         order.idle(partition("posts", 2), at(0), &partition("prepared", 0));
-        assert_eq!(ids(order.release()), ["x:2"], "then posts/1 holds x:1 back");
+        assert_eq!(ids(order.release(none)), ["x:2"], "then posts/1 holds x:1 back");
         order.admit(Some(partition("posts", 1)), held("x:4", 50, ("prepared", 1), 2));
         assert!(order.revoke(&[partition("prepared", 1)]).is_empty(), "nothing paused");
         assert_eq!(order.first_held(&partition("prepared", 1)), None);
-        assert_eq!(ids(order.release()), ["x:1"]);
+        assert_eq!(ids(order.release(none)), ["x:1"]);
         let unknown = held("x:5", 59, ("prepared", 0), 3);
         assert!(order.admit(Some(partition("posts", 7)), unknown).is_some(), "an input partition not placed here");
     }
@@ -427,19 +443,19 @@ mod tests {
         let mut order = PartitionOrder::new(InputLayout::Input, &Config::default(), Arc::new(Metrics::new()));
         order.follow(&BTreeSet::from([partition("posts", 0), partition("posts", 1)]));
         order.admit(Some(partition("posts", 0)), held("x:1", 10, ("posts", 0), 5));
-        assert!(order.release().is_empty());
+        assert!(order.release(none).is_empty());
         let read_to_end = |partitions: &[i32]| ReadToEnd {
             at: at(0),
             partitions: partitions.iter().map(|number| partition("posts", *number)).collect(),
         };
         order.read_to_end(&read_to_end(&[0, 7]));
-        assert!(order.release().is_empty(), "posts/1 is not read to its end; posts/7 is not owned");
+        assert!(order.release(none).is_empty(), "posts/1 is not read to its end; posts/7 is not owned");
         order.read_to_end(&read_to_end(&[1]));
         assert!(order.holds_posts());
-        assert_eq!(ids(order.release()), ["x:1"], "x:1 is older than posts/1's mark less the delay");
+        assert_eq!(ids(order.release(none)), ["x:1"], "x:1 is older than posts/1's mark less the delay");
         order.admit(Some(partition("posts", 1)), held("x:2", 20, ("posts", 1), 0));
         order.admit(Some(partition("posts", 1)), held("x:3", 59, ("posts", 1), 1));
-        assert_eq!(ids(order.release()), ["x:2"], "posts/0 was read to its end at 09:01:00, less 2 s");
+        assert_eq!(ids(order.release(none)), ["x:2"], "posts/0 was read to its end at 09:01:00, less 2 s");
     }
 
     #[test]
@@ -454,12 +470,29 @@ mod tests {
                 held(&format!("x:{second}"), 10 + second, ("posts", 0), second.into()),
             );
         }
-        assert!(order.release().is_empty(), "posts/1 has said nothing");
+        assert!(order.release(none).is_empty(), "posts/1 has said nothing");
         assert_eq!(order.take_flow(), Flow::default(), "a partition may hold three: half of 12 over two");
         order.admit(Some(partition("posts", 0)), held("x:2", 12, ("posts", 0), 2));
         assert_eq!(order.take_flow().pause, [partition("posts", 0)]);
         order.admit(Some(partition("posts", 1)), held("y:0", 40, ("posts", 1), 0));
-        assert_eq!(ids(order.release()), ["x:0", "x:1", "x:2"]);
+        assert_eq!(ids(order.release(none)), ["x:0", "x:1", "x:2"]);
         assert_eq!(order.take_flow(), Flow { pause: vec![], resume: vec![partition("posts", 0)] });
+    }
+
+    #[test]
+    fn a_post_released_after_a_later_one_is_counted_unless_it_is_a_copy_of_a_processed_one() {
+        let metrics = Arc::new(Metrics::new());
+        let mut order = PartitionOrder::new(InputLayout::Input, &Config::default(), metrics.clone());
+        order.follow(&BTreeSet::from([partition("posts", 0)]));
+        // A partition out of time order: x:1 comes after x:2, which is later.
+        order.admit(Some(partition("posts", 0)), held("x:2", 20, ("posts", 0), 0));
+        order.admit(Some(partition("posts", 0)), held("x:1", 10, ("posts", 0), 1));
+        // x:2 again, sent a second time after x:3.
+        order.admit(Some(partition("posts", 0)), held("x:3", 30, ("posts", 0), 2));
+        order.admit(Some(partition("posts", 0)), held("x:2", 20, ("posts", 0), 3));
+        order.read_to_end(&ReadToEnd { at: at(59), partitions: BTreeSet::from([partition("posts", 0)]) });
+        let processed = |id: &str| id == "x:2";
+        assert_eq!(ids(order.release(processed)), ["x:2", "x:1", "x:3", "x:2"]);
+        assert_eq!(metrics.posts_out_of_order.get(), 1, "x:1 is out of order; the copy of x:2 is dropped");
     }
 }
