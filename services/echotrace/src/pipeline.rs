@@ -57,6 +57,15 @@ enum Waiting {
     Prepared(PreparedPost, Option<Arc<TextEmbedding>>),
 }
 
+impl Waiting {
+    fn id(&self) -> &str {
+        match self {
+            Waiting::Arrived(post) => &post.id,
+            Waiting::Prepared(prepared, _) => &prepared.post.id,
+        }
+    }
+}
+
 /// The embedding model and the posts waiting for the next batch.
 struct SemanticStage {
     /// The model; none in the `detect` stage, whose posts come embedded.
@@ -394,9 +403,11 @@ impl Pipeline {
         firing
     }
 
-    /// Whether a post with this id was processed (and is still in the window).
-    pub fn has_processed(&self, id: &str) -> bool {
-        self.detector.lock().expect("detector lock poisoned").has_processed(id)
+    /// Whether a post with this id was taken before: processed (and still in the window), or
+    /// waiting in the embedding batch.
+    pub fn has_taken(&self, id: &str) -> bool {
+        let waiting = self.semantic.as_ref().is_some_and(|stage| stage.pending.iter().any(|(post, _)| post.id() == id));
+        waiting || self.detector.lock().expect("detector lock poisoned").has_processed(id)
     }
 
     /// Posts dropped so far as duplicates of an already processed id.

@@ -210,7 +210,7 @@ impl Progress {
     /// of partitions this member still owns).
     fn release(&mut self) -> Result<(), IngestError> {
         let pipeline = &self.pipeline;
-        for held in self.order.release(|id| pipeline.has_processed(id)) {
+        for held in self.order.release(|id| pipeline.has_taken(id)) {
             self.process(held)?;
         }
         Ok(())

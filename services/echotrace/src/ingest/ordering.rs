@@ -293,15 +293,15 @@ impl PartitionOrder {
     }
 
     /// The posts the order has reached, in order. One released after a later one is counted out
-    /// of order, unless `processed` says a post with its id was processed: a copy sent again
-    /// after a crash or a failed commit, which the detector drops.
-    pub fn release(&mut self, processed: impl Fn(&str) -> bool) -> Vec<HeldPost> {
+    /// of order, unless `taken` says a post with its id was taken before: a copy sent again after
+    /// a crash, a failed commit or a rebalance, which the detector drops.
+    pub fn release(&mut self, taken: impl Fn(&str) -> bool) -> Vec<HeldPost> {
         let released: Vec<HeldPost> = self
             .buffer
             .release(Instant::now())
             .into_iter()
             .map(|Released { item, late }| {
-                if late && !processed(&item.input.post().id) {
+                if late && !taken(&item.input.post().id) {
                     self.metrics.posts_out_of_order.inc();
                 }
                 item
