@@ -12,6 +12,9 @@
 //!     --config deploy/static-encoder.toml --input /tmp/mix.jsonl --limit 40000 --preparers 1,2,3
 //! ```
 //!
+//! `--keep DIR` keeps every process's configuration, log (`<shape>-<role>-<n>.log`) and output
+//! there instead of in a temporary folder, to read what a slow run did.
+//!
 //! Every shape reads the whole backlog from the start. Its rate is its posts over the time from
 //! its first message read to its last post processed (process start-up and model loading left
 //! out). Prints one row per shape: posts/s, the ratio to `whole`, texts embedded per post, the
@@ -43,6 +46,8 @@ struct Options {
     input: String,
     limit: usize,
     preparers: Vec<usize>,
+    /// Where to keep every process's configuration, log and output; a temporary folder if none.
+    keep: Option<PathBuf>,
 }
 
 /// What one shape did.
@@ -71,12 +76,20 @@ fn main() -> anyhow::Result<()> {
     let broker = cluster.bootstrap_servers();
     produce(&broker, &posts)?;
     let held = held_messages(&broker)?;
-    let dir = tempfile::tempdir()?;
+    let temporary = tempfile::tempdir()?;
+    let dir = match &options.keep {
+        Some(keep) => {
+            std::fs::create_dir_all(keep)?;
+            keep.clone()
+        }
+        None => temporary.path().to_owned(),
+    };
+    let dir = dir.as_path();
 
-    let whole = run_shape(&options, &broker, dir.path(), "whole", 0, held)?;
+    let whole = run_shape(&options, &broker, dir, "whole", 0, held)?;
     let mut rows = vec![("whole".to_owned(), whole)];
     for &preparers in &options.preparers {
-        let outcome = run_shape(&options, &broker, dir.path(), &format!("staged-{preparers}"), preparers, held)?;
+        let outcome = run_shape(&options, &broker, dir, &format!("staged-{preparers}"), preparers, held)?;
         rows.push((format!("staged, {preparers} prepare + 1 detect"), outcome));
     }
 
@@ -265,6 +278,7 @@ fn options() -> anyhow::Result<Options> {
         input: String::new(),
         limit: 40_000,
         preparers: vec![1, 2, 3],
+        keep: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -274,6 +288,7 @@ fn options() -> anyhow::Result<Options> {
             "--config" => options.configs.push(value.clone()),
             "--input" => options.input = value.clone(),
             "--limit" => options.limit = value.parse()?,
+            "--keep" => options.keep = Some(PathBuf::from(value)),
             "--preparers" => {
                 options.preparers = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
