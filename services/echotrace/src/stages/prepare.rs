@@ -16,9 +16,9 @@
 //! acknowledgement of every batch sent, then asks the brokers which of its input partitions it has
 //! read to their end ([`PartitionEnds::read_to_end`]) and sends an **idle marker** for each, to
 //! the same prepared partition, after the posts read before: the `detect` stage orders posts
-//! across input partitions and waits for each, and an idle one must not hold the others back ([`crate::ingest::ordering`]). The marker carries the time the brokers were
-//! asked: every message of the partition appended before it has been read, and sent before the
-//! marker.
+//! across input partitions and waits for each, and an idle one must not hold the others back
+//! ([`crate::ingest::ordering`]). The marker carries the time the brokers were asked: every
+//! message of the partition appended before it has been read, and sent before the marker.
 //!
 //! The input offsets of a batch are committed only after every prepared post and dead letter of it
 //! is acknowledged by the brokers, in the order the batches were sent; meanwhile the next batches
