@@ -241,6 +241,11 @@ mod tests {
         released.into_iter().map(|released| released.item).collect()
     }
 
+    /// `items` released in order, none late.
+    fn on_time<T>(items: Vec<T>) -> Vec<Released<T>> {
+        items.into_iter().map(|item| Released { item, late: false }).collect()
+    }
+
     fn buffer(delay: i64) -> OrderBuffer<u8, &'static str> {
         OrderBuffer::new(TimeDelta::seconds(delay), WAIT, 100)
     }
@@ -255,14 +260,18 @@ mod tests {
         assert!(order.release(start()).is_empty(), "source 1 has said nothing");
         order.admit(1, at(5), "a", "1:a@5", start());
         assert_eq!(
-            items(order.release(start())),
-            vec!["1:a@5"],
+            order.release(start()),
+            on_time(vec!["1:a@5"]),
             "by id at equal times; then source 1 may send (5, \"aa\")"
         );
         order.admit(1, at(12), "e", "1:e@12", start());
-        assert_eq!(items(order.release(start())), vec!["0:b@5", "0:d@9"]);
+        assert_eq!(order.release(start()), on_time(vec!["0:b@5", "0:d@9"]));
         order.idle(0, at(20));
-        assert_eq!(items(order.release(start())), vec!["1:e@12"], "an idle source holds nothing back before its time");
+        assert_eq!(
+            order.release(start()),
+            on_time(vec!["1:e@12"]),
+            "an idle source holds nothing back before its time"
+        );
         assert!(order.is_empty());
     }
 

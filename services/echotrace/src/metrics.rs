@@ -70,7 +70,7 @@ pub struct Metrics {
     pub idle_markers: IntCounter,
     /// Posts held for the order across input partitions.
     pub posts_held: IntGauge,
-    /// Posts processed after a later one.
+    /// Posts linked after a later one (not copies of a post already taken, which are dropped).
     pub posts_out_of_order: IntCounter,
     /// Posts processed before the order reached them: one waited too long, or too many were held.
     pub order_forced: IntCounter,

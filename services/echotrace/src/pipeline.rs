@@ -431,3 +431,26 @@ impl Pipeline {
         Ok(rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_is_taken_once_it_waits_for_its_batch_and_stays_taken_once_processed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
+        let scorer = Scorer::new(config.alerting.rules().unwrap(), &config.alerting.score_config());
+        let sink = ParquetSink::new(dir.path()).unwrap();
+        let mut pipeline =
+            Pipeline::new(detector, scorer, sink, Arc::new(Metrics::new())).with_batches(None, &config.embed);
+        let json = r#"{"id":"x:1","platform":"x","author":{"id":"a","handle":"a"},"created_at":"2026-11-01T09:00:00Z","text":"a post with a few words in it"}"#;
+        assert!(!pipeline.has_taken("x:1"));
+        assert!(pipeline.submit(Post::from_json(json.as_bytes()).unwrap(), None).is_empty(), "it waits for its batch");
+        assert!(pipeline.has_taken("x:1"), "waiting in the batch");
+        assert_eq!(pipeline.run_batch().len(), 1);
+        assert!(pipeline.has_taken("x:1"), "processed");
+        assert!(!pipeline.has_taken("x:2"));
+    }
+}

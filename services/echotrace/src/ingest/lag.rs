@@ -212,7 +212,8 @@ struct Failures {
 
 impl PartitionEnds {
     /// A client of `config`'s brokers, with its security settings, that reads the committed
-    /// offsets of `group` (the consumer's) and whose questions take at most `timeout` each.
+    /// offsets of `group` (the consumer's) and whose every question takes at most `timeout`, all
+    /// its requests together.
     pub fn new(config: &crate::config::Config, group: &str, timeout: Duration) -> KafkaResult<Arc<PartitionEnds>> {
         let mut client = super::client_config(config, &[("group.id", group)]);
         // No statistics, whatever `kafka.properties` says: nothing reads them.
