@@ -6,6 +6,7 @@
 //! cargo run --release -p echotrace-benches --bin window-lookup -- --posts 1000000
 //! cargo run --release -p echotrace-benches --bin window-lookup -- --minhash
 //! cargo run --release -p echotrace-benches --bin window-lookup -- --sweep [--posts 10000000]
+//! cargo run --release -p echotrace-benches --bin window-lookup -- --shards 4 [--posts 1000000]
 //! ```
 //!
 //! Default mode: fills a `NearDupIndex` (k = 3) with N random fingerprints (splitmix64; `--posts N`,
@@ -28,15 +29,26 @@
 //! light edits of posts in the window, half are fresh; signed before the timer starts). It prints
 //! posts per second, µs per post against the smallest window's in the same run (the per-post cost
 //! should stay flat), and resident bytes per live post of both indexes together.
+//!
+//! `--shards N`: the linking indexes split into N shards by lookup key (`link::shard`). The same
+//! window of synthetic posts (`--posts`, default 1,000,000) fills one whole pair of indexes and N
+//! shard pairs; then 100,000 posts are looked up in each, as probes would be routed to the owners
+//! of their keys, and the union of the shards' answers is checked against the whole index's. It
+//! prints each shard's heap (counted by the allocator while the indexes are cloned, so exact
+//! capacities) per live post of the window against the whole index's, and the time of a shard's
+//! lookup and insert against the whole's, in the same run.
 
 use anyhow::Context;
+use echotrace_benches::heap::{CountingAllocator, allocated_by};
 use echotrace_benches::synthetic::{Language, light_edit, post_text};
 use echotrace_benches::{SplitMix, exhaustive_scan, near_dup_queries, resident_bytes};
 use echotrace_core::detector::DetectorConfig;
 use echotrace_core::fingerprint::fingerprint;
 use echotrace_core::link::minhash::{self, MinHashIndex, Signature, estimated_jaccard};
 use echotrace_core::link::near_dup::NearDupIndex;
+use echotrace_core::link::shard::LinkShard;
 use echotrace_core::normalize::normalize;
+use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -58,11 +70,14 @@ const SWEEP_SIZES: [usize; 4] = [1_000_000, 2_000_000, 5_000_000, 10_000_000];
 /// Posts linked at each size of `--sweep`.
 const SWEEP_POSTS: usize = 100_000;
 
-const USAGE: &str = "usage: window-lookup [--posts N] [--minhash | --sweep]";
+const USAGE: &str = "usage: window-lookup [--posts N] [--minhash | --sweep | --shards N]";
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn main() -> anyhow::Result<()> {
     let mut posts = None;
-    let (mut use_minhash, mut sweep) = (false, false);
+    let (mut use_minhash, mut sweep, mut shards) = (false, false, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -72,8 +87,15 @@ fn main() -> anyhow::Result<()> {
             }
             "--minhash" => use_minhash = true,
             "--sweep" => sweep = true,
+            "--shards" => {
+                let n = args.next().context(USAGE)?;
+                shards = Some(n.parse::<u32>().with_context(|| format!("--shards {n}: {USAGE}"))?);
+            }
             _ => anyhow::bail!(USAGE),
         }
+    }
+    if let Some(shards) = shards {
+        return shard_split(posts.unwrap_or(1_000_000), shards);
     }
     if sweep {
         return window_sweep(posts.unwrap_or(SWEEP_SIZES[SWEEP_SIZES.len() - 1]));
@@ -237,6 +259,105 @@ fn window_sweep(largest: usize) -> anyhow::Result<()> {
         );
         anyhow::ensure!(near_dups.len() == size && similar_sets.len() == size, "the window did not keep its size");
     }
+    Ok(())
+}
+
+/// The near-duplicate and MinHash indexes of one linking shard (or of the whole window).
+#[derive(Clone)]
+struct LinkingIndexes {
+    near_dups: NearDupIndex,
+    similar_sets: MinHashIndex,
+}
+
+impl LinkingIndexes {
+    fn new(shard: LinkShard) -> LinkingIndexes {
+        let max_hamming = DetectorConfig::default().max_hamming;
+        LinkingIndexes {
+            near_dups: NearDupIndex::new_shard(max_hamming, shard),
+            similar_sets: MinHashIndex::new_shard(shard),
+        }
+    }
+
+    fn insert(&mut self, (signature, simhash): (Signature, u64), payload: usize) {
+        self.near_dups.insert(simhash, payload as u64, payload as i64);
+        self.similar_sets.insert(signature, simhash, payload as u64, payload as i64);
+    }
+
+    /// The posts both lookups find, as (index, payload).
+    fn lookup(&self, (signature, simhash): &(Signature, u64), min_jaccard: f32) -> BTreeSet<(u8, u64)> {
+        let mut found = BTreeSet::new();
+        self.near_dups.for_each_near(*simhash, |m| {
+            found.insert((0, m.payload));
+        });
+        found.extend(self.similar_sets.similar(signature, min_jaccard).into_iter().map(|m| (1, m.payload)));
+        found
+    }
+}
+
+/// The linking indexes of `n` posts, whole and split into `count` shards.
+fn shard_split(n: usize, count: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0 && count > 1, "--posts must be positive and --shards at least 2");
+    let min_jaccard = DetectorConfig::default().min_jaccard;
+    let mut whole = LinkingIndexes::new(LinkShard::WHOLE);
+    let mut shards: Vec<LinkingIndexes> = LinkShard::all(count).map(LinkingIndexes::new).collect();
+    let started = Instant::now();
+    for i in 0..n {
+        let signed = sign(&stored_text(i));
+        whole.insert(signed, i);
+        shards.iter_mut().for_each(|shard| shard.insert(signed, i));
+    }
+    let mut rng = SplitMix(13);
+    let arriving: Vec<(Signature, u64)> = (0..LOOKUPS)
+        .map(|i| match i % 2 {
+            0 => sign(&light_edit(&stored_text(rng.below(n)), &mut rng)),
+            _ => sign(&fresh_text(i)),
+        })
+        .collect();
+    println!(
+        "{} synthetic posts indexed whole and in {count} shards, {} lookups signed, in {:.0} s",
+        group(n),
+        group(LOOKUPS),
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut missing = 0;
+    for probe in &arriving {
+        let union: BTreeSet<(u8, u64)> = shards.iter().flat_map(|shard| shard.lookup(probe, min_jaccard)).collect();
+        missing += usize::from(union != whole.lookup(probe, min_jaccard));
+    }
+    let matches: usize = arriving.iter().map(|probe| whole.lookup(probe, min_jaccard).len()).sum();
+    println!(
+        "union of the shards' answers = the whole index's answer: {} of {} lookups ({} matches)",
+        group(LOOKUPS - missing),
+        group(LOOKUPS),
+        group(matches)
+    );
+
+    let heap_per_post = |indexes: &LinkingIndexes| allocated_by(|| indexes.clone()).1 as f64 / n as f64;
+    let whole_bytes = heap_per_post(&whole);
+    // Lookup then insert, as the linking stage does for each arriving post, on clones so that
+    // every index sees the same window.
+    let time_per_post = |indexes: &LinkingIndexes| {
+        let mut indexes = indexes.clone();
+        let started = Instant::now();
+        for (i, probe) in arriving.iter().enumerate() {
+            black_box(indexes.lookup(probe, min_jaccard));
+            indexes.insert(*probe, n + i);
+        }
+        started.elapsed().as_secs_f64() * 1e6 / LOOKUPS as f64
+    };
+    let whole_us = time_per_post(&whole);
+    println!();
+    println!("{:>8} {:>16} {:>10} {:>12} {:>10}", "shard", "heap B/live post", "of whole", "µs per post", "of whole");
+    println!("{:>8} {:>16.1} {:>10.2} {:>12.2} {:>10.2}", "whole", whole_bytes, 1.0, whole_us, 1.0);
+    let mut total = 0.0;
+    for (i, shard) in shards.iter().enumerate() {
+        let (bytes, us) = (heap_per_post(shard), time_per_post(shard));
+        total += bytes;
+        println!("{:>8} {:>16.1} {:>10.2} {:>12.2} {:>10.2}", i, bytes, bytes / whole_bytes, us, us / whole_us);
+    }
+    println!("{:>8} {:>16.1} {:>10.2}", "all", total, total / whole_bytes);
+    anyhow::ensure!(missing == 0, "the shards' answers differ from the whole index's on {missing} lookups");
     Ok(())
 }
 

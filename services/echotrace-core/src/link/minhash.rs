@@ -16,6 +16,7 @@
 
 use crate::fingerprint::{Features, SHINGLING_V1, Shingling};
 use crate::link::near_dup::push_growing_gently;
+use crate::link::shard::LinkShard;
 use crate::normalize::NormalizedText;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -120,6 +121,8 @@ struct Entry {
 /// `VecDeque`s per key cost an allocation per key and a third of the index's time (measured).
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct MinHashIndex {
+    /// The band keys this index holds: all of them, or a linking shard's.
+    shard: LinkShard,
     newest: Vec<HashMap<u64, u32>>,
     ring: VecDeque<Entry>,
     base_seq: u32,
@@ -128,7 +131,13 @@ pub struct MinHashIndex {
 impl MinHashIndex {
     /// An empty index.
     pub fn new() -> MinHashIndex {
-        MinHashIndex { newest: (0..BANDS).map(|_| HashMap::new()).collect(), ring: VecDeque::new(), base_seq: 0 }
+        MinHashIndex::new_shard(LinkShard::WHOLE)
+    }
+
+    /// An empty index of one linking shard: it holds and answers from the band keys it owns
+    /// ([`crate::link::shard`]).
+    pub fn new_shard(shard: LinkShard) -> MinHashIndex {
+        MinHashIndex { shard, newest: (0..BANDS).map(|_| HashMap::new()).collect(), ring: VecDeque::new(), base_seq: 0 }
     }
 
     /// Number of signatures in the window.
@@ -146,12 +155,20 @@ impl MinHashIndex {
         self.ring.get(seq.wrapping_sub(self.base_seq) as usize)
     }
 
-    /// Adds a signature with the post's simhash, its payload and event time.
+    /// Adds a signature with the post's simhash, its payload and event time (to a shard, under the
+    /// band keys it owns; not at all when it owns none of them).
     pub fn insert(&mut self, signature: Signature, simhash: u64, payload: u64, created_at_ms: i64) {
+        let keys: [u64; BANDS] = std::array::from_fn(|band| band_key(&signature, band));
+        if !keys.iter().any(|&key| self.shard.owns(key)) {
+            return;
+        }
         let seq = self.base_seq.wrapping_add(self.ring.len() as u32);
         let mut older = [seq; BANDS];
         for (band, newest) in self.newest.iter_mut().enumerate() {
-            if let Some(previous) = newest.insert(band_key(&signature, band), seq) {
+            if !self.shard.owns(keys[band]) {
+                continue;
+            }
+            if let Some(previous) = newest.insert(keys[band], seq) {
                 older[band] = previous;
             }
         }
@@ -163,7 +180,12 @@ impl MinHashIndex {
     pub fn similar(&self, signature: &Signature, min_jaccard: f32) -> Vec<SetMatch> {
         let mut seqs: Vec<u32> = Vec::new();
         for (band, newest) in self.newest.iter().enumerate() {
-            let mut next = newest.get(&band_key(signature, band)).copied();
+            // A shard answers for the band keys it owns; their owners answer for the rest.
+            let key = band_key(signature, band);
+            if !self.shard.owns(key) {
+                continue;
+            }
+            let mut next = newest.get(&key).copied();
             let mut read = 0;
             while let Some(seq) = next.filter(|_| read < MAX_CHAIN_PER_BAND) {
                 read += 1;
@@ -184,6 +206,14 @@ impl MinHashIndex {
             })
             .filter(|m| m.jaccard >= min_jaccard)
             .collect()
+    }
+
+    /// Band-chain links held: an entry's bands whose keys this index owns.
+    #[cfg(test)]
+    pub(crate) fn band_links(&self) -> usize {
+        let owned_bands =
+            |entry: &Entry| (0..BANDS).filter(|&b| self.shard.owns(band_key(&entry.signature, b))).count();
+        self.ring.iter().map(owned_bands).sum()
     }
 
     /// Drops every entry that arrived before the first one at or after `cutoff_ms`.

@@ -4,10 +4,12 @@
 //! posts that shared the same canonical URL; [`near_dup`] finds earlier posts whose simhash is within
 //! Hamming distance `k`, and [`minhash`] those whose word sets overlap; [`semantic`] finds paraphrases
 //! and summaries by sentence embedding, for posts nothing else explains. The [`crate::detector`] ranks
-//! the candidates and picks the primary parent.
+//! the candidates and picks the primary parent. [`shard`] splits the lexical indexes by lookup key
+//! across processes, with nothing lost.
 
 pub mod minhash;
 pub mod near_dup;
 pub mod quantized;
 pub mod semantic;
+pub mod shard;
 pub mod urls;

@@ -6,6 +6,9 @@
 //! XOR and popcount. At k = 3 that is 4 tables of 65,536 buckets: a 10M-post window leaves about 150
 //! entries per bucket.
 //!
+//! A linking shard ([`NearDupIndex::new_shard`]) holds only the buckets it owns, keyed by table and
+//! bucket: the owner of a bucket holds all of it, so the shards together answer as one index.
+//!
 //! Memory is bounded by the window, not by history: entries live in a ring in arrival order, and
 //! [`NearDupIndex::evict_before`] drops the oldest, removing each from the front of its buckets (each
 //! bucket is in arrival order too, so that is a pop, not a search). A post costs 12 bytes per table
@@ -13,6 +16,7 @@
 //! quarter at a time (`push_growing_gently`) instead of doubling: doubling left buckets two-thirds
 //! full on average and measured 113 bytes per post at 10M; see `benches/README.md`.
 
+use crate::link::shard::LinkShard;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::VecDeque;
@@ -65,6 +69,8 @@ impl Table {
 #[derive(Clone)]
 pub struct NearDupIndex {
     max_distance: u32,
+    /// The (table, bucket) keys this index holds: all of them, or a linking shard's.
+    shard: LinkShard,
     tables: Vec<Table>,
     ring: VecDeque<Live>,
     /// Sequence number of `ring[0]`; sequence numbers wrap, which is safe while the ring holds fewer
@@ -75,6 +81,12 @@ pub struct NearDupIndex {
 impl NearDupIndex {
     /// An empty index answering queries up to `max_distance` differing bits (0 to 15).
     pub fn new(max_distance: u32) -> NearDupIndex {
+        NearDupIndex::new_shard(max_distance, LinkShard::WHOLE)
+    }
+
+    /// An empty index of one linking shard: it holds and answers from the buckets it owns, keyed
+    /// by table and bucket ([`crate::link::shard`]).
+    pub fn new_shard(max_distance: u32, shard: LinkShard) -> NearDupIndex {
         assert!(max_distance < 16, "max_distance must be below 16, got {max_distance}");
         let blocks = max_distance + 1;
         let mut tables = Vec::with_capacity(blocks as usize);
@@ -90,7 +102,12 @@ impl NearDupIndex {
             });
             start += width;
         }
-        NearDupIndex { max_distance, tables, ring: VecDeque::new(), base_seq: 0 }
+        NearDupIndex { max_distance, shard, tables, ring: VecDeque::new(), base_seq: 0 }
+    }
+
+    /// Whether this index holds `simhash`'s bucket of table `t`.
+    fn owns(&self, t: usize, simhash: u64) -> bool {
+        self.shard.owns(((t as u64) << 32) | self.tables[t].bucket_of(simhash) as u64)
     }
 
     /// The configured maximum distance.
@@ -108,11 +125,20 @@ impl NearDupIndex {
         self.ring.is_empty()
     }
 
-    /// Adds a fingerprint with its payload and event time.
+    /// Adds a fingerprint with its payload and event time (to a shard, under the buckets it owns;
+    /// not at all when it owns none of them).
     pub fn insert(&mut self, simhash: u64, payload: u64, created_at_ms: i64) {
+        // One bit per table (at most 16 tables).
+        let owned = (0..self.tables.len()).filter(|&t| self.owns(t, simhash)).fold(0u16, |mask, t| mask | 1 << t);
+        if owned == 0 {
+            return;
+        }
         let seq = self.base_seq.wrapping_add(self.ring.len() as u32);
         push_growing_gently(&mut self.ring, Live { simhash, payload, created_at_ms });
-        for table in &mut self.tables {
+        for (t, table) in self.tables.iter_mut().enumerate() {
+            if owned & 1 << t == 0 {
+                continue;
+            }
             let bucket = table.bucket_of(simhash);
             push_growing_gently(&mut table.buckets[bucket], Slot { simhash, seq });
         }
@@ -127,6 +153,10 @@ impl NearDupIndex {
     pub fn for_each_near(&self, simhash: u64, mut found: impl FnMut(NearDupMatch)) {
         let live = self.ring.len() as u32;
         for (t, table) in self.tables.iter().enumerate() {
+            // A shard answers for the buckets it owns; their owners answer for the rest.
+            if !self.owns(t, simhash) {
+                continue;
+            }
             let mut matches = 0;
             for slot in &table.buckets[table.bucket_of(simhash)] {
                 let (stored, seq) = (slot.simhash, slot.seq);
@@ -176,7 +206,11 @@ impl NearDupIndex {
                 break;
             }
             self.ring.pop_front();
-            for table in &mut self.tables {
+            for t in 0..self.tables.len() {
+                if !self.owns(t, front.simhash) {
+                    continue;
+                }
+                let table = &mut self.tables[t];
                 let bucket = table.bucket_of(front.simhash);
                 let queue = &mut table.buckets[bucket];
                 // Buckets are in arrival order, so the evicted entry is at the front.
@@ -187,6 +221,12 @@ impl NearDupIndex {
             evicted += 1;
         }
         evicted
+    }
+
+    /// Bucket entries held, over all tables.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
+        self.tables.iter().map(|t| t.buckets.iter().map(VecDeque::len).sum::<usize>()).sum()
     }
 
     /// Releases spare capacity after a large eviction.
@@ -203,17 +243,18 @@ impl NearDupIndex {
 /// the packed slots, serializes with no unaligned references).
 impl Serialize for NearDupIndex {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (self.max_distance, self.base_seq, &self.ring).serialize(serializer)
+        (self.max_distance, self.shard, self.base_seq, &self.ring).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for NearDupIndex {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<NearDupIndex, D::Error> {
-        let (max_distance, base_seq, ring): (u32, u32, Vec<Live>) = Deserialize::deserialize(deserializer)?;
+        let (max_distance, shard, base_seq, ring): (u32, LinkShard, u32, Vec<Live>) =
+            Deserialize::deserialize(deserializer)?;
         if max_distance >= 16 {
             return Err(D::Error::custom(format!("near-duplicate distance {max_distance} is over 15")));
         }
-        let mut index = NearDupIndex::new(max_distance);
+        let mut index = NearDupIndex::new_shard(max_distance, shard);
         index.base_seq = base_seq;
         index.ring.reserve_exact(ring.len());
         for live in ring {

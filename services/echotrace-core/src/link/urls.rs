@@ -5,6 +5,7 @@
 //! slash and sorts what is left of the query. Links to a bare host (`https://example.com/`) are no
 //! evidence that two posts share content, so they are not indexed.
 
+use crate::link::shard::LinkShard;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use url::Url;
@@ -77,6 +78,8 @@ pub fn urls_in_text(text: &str) -> impl Iterator<Item = &str> {
 /// The first post in the window to share each canonical URL.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct SharedUrlIndex {
+    /// The URLs this index holds: all of them, or a linking shard's.
+    shard: LinkShard,
     first: HashMap<u64, FirstShare>,
     ring: VecDeque<(i64, u64, u64)>,
 }
@@ -91,14 +94,26 @@ pub struct FirstShare {
 }
 
 impl SharedUrlIndex {
-    /// The earliest post in the window that shared `canonical`.
-    pub fn first_share(&self, canonical: &str) -> Option<FirstShare> {
-        self.first.get(&xxh3_64(canonical.as_bytes())).copied()
+    /// An empty index of one linking shard: it holds and answers for the URLs it owns
+    /// ([`crate::link::shard`]).
+    pub fn new_shard(shard: LinkShard) -> SharedUrlIndex {
+        SharedUrlIndex { shard, ..SharedUrlIndex::default() }
     }
 
-    /// Records that a post shared `canonical` (it becomes the first share if there is none).
+    /// The earliest post in the window that shared `canonical` (`None` from a shard that does
+    /// not own it: its owner answers).
+    pub fn first_share(&self, canonical: &str) -> Option<FirstShare> {
+        let key = xxh3_64(canonical.as_bytes());
+        self.shard.owns(key).then(|| self.first.get(&key).copied()).flatten()
+    }
+
+    /// Records that a post shared `canonical` (it becomes the first share if there is none; a
+    /// shard records only the URLs it owns).
     pub fn record_share(&mut self, canonical: &str, payload: u64, created_at_ms: i64) {
         let key = xxh3_64(canonical.as_bytes());
+        if !self.shard.owns(key) {
+            return;
+        }
         if let std::collections::hash_map::Entry::Vacant(entry) = self.first.entry(key) {
             entry.insert(FirstShare { payload, created_at_ms });
             self.ring.push_back((created_at_ms, key, payload));
