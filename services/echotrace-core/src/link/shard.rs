@@ -7,8 +7,19 @@
 //! keys it owns and answers a lookup only for them, as if each of the post's keys were sent to
 //! its owner alone. The owner of a key holds every entry under it, in the same order as one whole
 //! index, so the union of the owners' answers to a post is the whole index's answer
-//! (`tests::the_union_of_the_shards_is_the_whole_index`). A post's entries are
-//! spread over the shards by key, so each holds about `1 / count` of the window's bucket entries.
+//! (`tests::the_union_of_the_shards_is_the_whole_index`). A post's bucket and chain entries are
+//! spread over the shards by key, so each holds about `1 / count` of them and does `1 / count` of
+//! the lookups; but the post itself (its ring entry and, for MinHash, the whole signature that
+//! band matches are verified against) is held by every shard that owns one of its keys, so the
+//! shards together hold more than one index (`benches/README.md`: 3.7 times at 16 shards).
+//!
+//! Eviction by node key ([`NearDupIndex::evict_payloads_below`] and the like) drops the same
+//! entries from the shards as from one index. Eviction by event time pops each ring from its front
+//! while entries are older than the cutoff, so one index keeps a late post behind a newer one that
+//! a shard may not hold: there the equality holds for posts in event-time order, which is what the
+//! order across partitions delivers, and a late post can leave a shard sooner.
+//!
+//! [`NearDupIndex::evict_payloads_below`]: crate::link::near_dup::NearDupIndex::evict_payloads_below
 //!
 //! Ownership is `xxh3(key) mod count`: pinned, so that every process of a deployment, and every
 //! release, agrees on it.
