@@ -64,6 +64,10 @@ fn ready(http: SocketAddr) -> bool {
 
 /// Produces `lines` keyed by post id, so they spread over the partitions as a platform's posts
 /// would (without keys, librdkafka's sticky partitioner may put them all in one).
+///
+/// One message per record batch: a revocation commits at the first post the order still holds,
+/// which may lie inside a batch, and tansu 0.6 answers a fetch from inside a batch with nothing
+/// (Kafka returns the batch), so the partition's next owner would never read the rest of it.
 fn produce(kcat_bin: &Path, broker: &str, lines: &[&str]) {
     let mut input = Vec::new();
     for line in lines {
@@ -72,7 +76,7 @@ fn produce(kcat_bin: &Path, broker: &str, lines: &[&str]) {
             .and_then(|post| post["id"].as_str().map(str::to_owned));
         input.extend_from_slice(format!("{}\t{line}\n", id.unwrap_or_default()).as_bytes());
     }
-    kcat(kcat_bin, &["-P", "-b", broker, "-t", "posts", "-K", "\t"], Some(&input));
+    kcat(kcat_bin, &["-P", "-b", broker, "-t", "posts", "-K", "\t", "-X", "batch.num.messages=1"], Some(&input));
 }
 
 fn stored_posts(dir: &Path) -> Vec<String> {

@@ -119,13 +119,21 @@ struct Entry {
 /// newest entry of each band key, and each entry links to the next older one with the same key.
 /// Inserting allocates nothing but the ring slot and (for a new key) a map entry; a bucket of
 /// `VecDeque`s per key cost an allocation per key and a third of the index's time (measured).
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct MinHashIndex {
     /// The band keys this index holds: all of them, or a linking shard's.
     shard: LinkShard,
     newest: Vec<HashMap<u64, u32>>,
     ring: VecDeque<Entry>,
     base_seq: u32,
+}
+
+/// An empty index, as [`MinHashIndex::new`]: a derived default would have no band maps, and
+/// would drop every insert's band keys.
+impl Default for MinHashIndex {
+    fn default() -> MinHashIndex {
+        MinHashIndex::new()
+    }
 }
 
 impl MinHashIndex {
@@ -306,6 +314,13 @@ mod tests {
         assert_eq!(keys, live_keys.len(), "exactly the keys of live entries remain");
         assert!(index.similar(&sig("post number 3 about the weather in town 21"), 0.9).is_empty());
         assert_eq!(index.similar(&sig("post number 80 about the weather in town 560"), 0.9)[0].payload, 80);
+    }
+
+    #[test]
+    fn the_default_index_finds_what_it_holds() {
+        let mut index = MinHashIndex::default();
+        index.insert(sig("the harbour bridge closes tonight for repairs"), 0, 7, 0);
+        assert_eq!(index.similar(&sig("the harbour bridge closes tonight for repairs"), 0.9)[0].payload, 7);
     }
 
     #[test]
