@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The version of what a snapshot's payload holds.
-pub const SNAPSHOT_FORMAT: u32 = 6;
+pub const SNAPSHOT_FORMAT: u32 = 7;
 
 const MAGIC: &[u8; 8] = b"ETSTATE\0";
 const HEADER_LEN: usize = 8 + 4 + 8;

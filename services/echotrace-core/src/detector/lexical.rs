@@ -3,21 +3,24 @@
 //! index (the first post of each canonical URL), with the candidates each gives a post.
 //!
 //! Each lookup reads the entries of the post's own keys (simhash blocks, band keys, canonical
-//! URLs), which is what lets a deployment beyond one process shard these indexes by key
-//! (`docs/scaling.md`); a candidate counts only while its node is live in the graph.
+//! URLs), which is what lets the window be split into linking shards by key ([`super::shard`],
+//! [`crate::link::shard`]). A lookup gives a [`LexicalAnswer`], the raw matches with the payloads
+//! the indexes store; the detector turns it into candidates, each counting only while its node is
+//! live in the graph.
 
 use super::DetectorConfig;
 use super::candidates::Candidate;
-use crate::fingerprint::{Fingerprint, hamming};
-use crate::graph::{CascadeGraph, NodeKey};
-use crate::link::minhash::{MinHashIndex, Signature};
-use crate::link::near_dup::NearDupIndex;
-use crate::link::urls::SharedUrlIndex;
+use crate::fingerprint::hamming;
+use crate::graph::NodeKey;
+use crate::link::minhash::{MinHashIndex, SetMatch, Signature};
+use crate::link::near_dup::{NearDupIndex, NearDupMatch};
+use crate::link::shard::LinkShard;
+use crate::link::urls::{FirstShare, SharedUrlIndex};
 use crate::prepare::PreparedPost;
 use crate::records::EdgeKind;
 use serde::{Deserialize, Serialize};
 
-/// The lexical indexes of the window.
+/// The lexical indexes of the window (all of them, or a linking shard's).
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct LexicalIndexes {
     near_dups: NearDupIndex,
@@ -25,13 +28,124 @@ pub(super) struct LexicalIndexes {
     shared_urls: SharedUrlIndex,
 }
 
+/// What the lexical window needs of a post, and all a linking shard is sent of it: its keys and
+/// the facts that order and evict it: 115 bytes in postcard for a post with a signature and one
+/// URL (`detector::shard`'s tests), against some 2.7 KB for a prepared post with its embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkProbe {
+    /// The hash of the post's id ([`super::post_key`]): what a linking shard stores it under.
+    pub post_key: u64,
+    /// The post's `created_at`, in milliseconds.
+    pub created_at_ms: i64,
+    /// Its simhash.
+    pub simhash: u64,
+    /// Whether it carries enough features to be linked by its simhash
+    /// ([`PreparedPost::similar_enough`]).
+    pub similar_enough: bool,
+    /// Its MinHash signature, when it has one.
+    pub signature: Option<Signature>,
+    /// The keys of its canonical URLs ([`SharedUrlIndex::key`]), in the post's order.
+    pub url_keys: Vec<u64>,
+}
+
+impl LinkProbe {
+    /// The probe of `prepared`.
+    pub fn of(prepared: &PreparedPost, config: &DetectorConfig) -> LinkProbe {
+        LinkProbe {
+            post_key: super::post_key(&prepared.post.id),
+            created_at_ms: prepared.post.created_at.timestamp_millis(),
+            simhash: prepared.fingerprint.simhash,
+            similar_enough: prepared.similar_enough(config),
+            signature: prepared.signature,
+            url_keys: prepared.canonical_urls.iter().map(|url| SharedUrlIndex::key(url)).collect(),
+        }
+    }
+}
+
+/// What the lexical indexes (one whole window, or one linking shard of it) hold for a post: the
+/// raw matches under its keys, with the payloads the indexes store. The answers of every shard
+/// to a post, merged ([`LexicalAnswer::merge`]), are the whole window's answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LexicalAnswer {
+    /// The first share of each of the post's canonical URLs that the window holds.
+    pub shared_urls: Vec<UrlShare>,
+    /// Stored simhashes within `max_hamming` (when the post is `similar_enough`).
+    pub near_duplicates: Vec<NearDupMatch>,
+    /// Stored word sets with an estimated Jaccard of at least `min_jaccard` and a simhash within
+    /// `max_similar_hamming`.
+    pub similar_sets: Vec<SetMatch>,
+}
+
+/// The first post in the window that shared one of a post's canonical URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlShare {
+    /// Which of the post's canonical URLs (its index in [`PreparedPost::canonical_urls`]).
+    pub url: u32,
+    /// The first share.
+    pub first: FirstShare,
+}
+
+impl LexicalAnswer {
+    /// Adds another shard's answer to the same post. URL shares stay in the order of the post's
+    /// URLs, so that the merged answer gives the candidates of one whole window in its order.
+    pub fn merge(&mut self, other: LexicalAnswer) {
+        self.shared_urls.extend(other.shared_urls);
+        self.shared_urls.sort_by_key(|share| share.url);
+        self.near_duplicates.extend(other.near_duplicates);
+        self.similar_sets.extend(other.similar_sets);
+    }
+
+    /// Whether it holds a post by `payload` posted at `created_at_ms`: the post itself, when it
+    /// was entered before (a duplicate delivery).
+    pub fn holds(&self, payload: u64, created_at_ms: i64) -> bool {
+        let at = |p: u64, t: i64| p == payload && t == created_at_ms;
+        self.shared_urls.iter().any(|s| at(s.first.payload, s.first.created_at_ms))
+            || self.near_duplicates.iter().any(|m| at(m.payload, m.created_at_ms))
+            || self.similar_sets.iter().any(|m| at(m.payload, m.created_at_ms))
+    }
+
+    /// The candidate parents it gives `prepared`, each match's payload turned into a live node
+    /// by `resolve(payload, created_at_ms)` (`None`: the node has left the window).
+    pub(super) fn candidates(
+        &self,
+        prepared: &PreparedPost,
+        resolve: impl Fn(u64, i64) -> Option<NodeKey>,
+    ) -> Vec<Candidate> {
+        let simhash = prepared.fingerprint.simhash;
+        let urls = self.shared_urls.iter().filter_map(|share| {
+            let parent = resolve(share.first.payload, share.first.created_at_ms)?;
+            Some(Candidate {
+                evidence: Some(prepared.canonical_urls[share.url as usize].clone()),
+                ..Candidate::plain(parent, EdgeKind::SharedUrl, share.first.created_at_ms)
+            })
+        });
+        let near = self.near_duplicates.iter().filter_map(|m| {
+            Some(Candidate {
+                rank: m.distance,
+                hamming: Some(m.distance),
+                ..Candidate::plain(resolve(m.payload, m.created_at_ms)?, EdgeKind::NearDuplicate, m.created_at_ms)
+            })
+        });
+        let sets = self.similar_sets.iter().filter_map(|m| {
+            Some(Candidate {
+                rank: 100 + ((1.0 - m.jaccard) * 100.0).round() as u32,
+                hamming: Some(hamming(m.simhash, simhash)),
+                jaccard: Some(m.jaccard),
+                ..Candidate::plain(resolve(m.payload, m.created_at_ms)?, EdgeKind::NearDuplicate, m.created_at_ms)
+            })
+        });
+        urls.chain(near).chain(sets).collect()
+    }
+}
+
 impl LexicalIndexes {
-    /// Empty indexes; near-duplicates within `max_hamming` bits.
-    pub fn new(max_hamming: u32) -> LexicalIndexes {
+    /// Empty indexes of one linking shard (all of the window for [`LinkShard::WHOLE`]);
+    /// near-duplicates within `max_hamming` bits.
+    pub fn new(max_hamming: u32, shard: LinkShard) -> LexicalIndexes {
         LexicalIndexes {
-            near_dups: NearDupIndex::new(max_hamming),
-            similar_sets: MinHashIndex::new(),
-            shared_urls: SharedUrlIndex::default(),
+            near_dups: NearDupIndex::new_shard(max_hamming, shard),
+            similar_sets: MinHashIndex::new_shard(shard),
+            shared_urls: SharedUrlIndex::new_shard(shard),
         }
     }
 
@@ -40,44 +154,38 @@ impl LexicalIndexes {
         self.near_dups.len()
     }
 
-    /// Every candidate parent of `prepared` by shared URL, near-duplicate simhash and word set.
-    pub fn candidates(&self, prepared: &PreparedPost, config: &DetectorConfig, graph: &CascadeGraph) -> Vec<Candidate> {
-        let mut candidates = self.url_candidates(&prepared.canonical_urls, graph);
-        if prepared.similar_enough(config) {
-            candidates.extend(self.near_dup_candidates(prepared.fingerprint.simhash, graph));
-        }
-        if let Some(signature) = &prepared.signature {
-            candidates.extend(self.similar_set_candidates(signature, prepared.fingerprint.simhash, config, graph));
-        }
-        candidates
+    /// What the indexes hold under a post's keys: its canonical URLs' first shares, its
+    /// near-duplicate simhashes (when it is `similar_enough`) and its similar word sets.
+    pub fn answer(&self, probe: &LinkProbe, config: &DetectorConfig) -> LexicalAnswer {
+        let shared_urls = (probe.url_keys.iter().enumerate())
+            .filter_map(|(url, &key)| Some(UrlShare { url: url as u32, first: self.shared_urls.first_share(key)? }))
+            .collect();
+        let simhash = probe.simhash;
+        let near_duplicates = if probe.similar_enough { self.near_dups.near(simhash) } else { Vec::new() };
+        let similar_sets = match &probe.signature {
+            Some(signature) => self
+                .similar_sets
+                .similar(signature, config.min_jaccard)
+                .into_iter()
+                .filter(|m| hamming(m.simhash, simhash) <= config.max_similar_hamming)
+                .collect(),
+            None => Vec::new(),
+        };
+        LexicalAnswer { shared_urls, near_duplicates, similar_sets }
     }
 
-    /// Whether a candidate by words could be the parent of `prepared` now, so that it needs no
-    /// embedding.
-    pub fn explains(&self, prepared: &PreparedPost, config: &DetectorConfig, graph: &CascadeGraph) -> bool {
-        let created_at_ms = prepared.post.created_at.timestamp_millis();
-        self.candidates(prepared, config, graph).iter().any(|c| c.may_be_parent_of(created_at_ms))
-    }
-
-    /// Enters a placed post under its keys: its simhash when it is `similar_enough`, its
-    /// signature, and each canonical URL it shares.
-    pub fn insert(
-        &mut self,
-        key: NodeKey,
-        created_at_ms: i64,
-        fingerprint: Fingerprint,
-        similar_enough: bool,
-        signature: Option<Signature>,
-        canonical_urls: &[String],
-    ) {
-        if similar_enough {
-            self.near_dups.insert(fingerprint.simhash, key, created_at_ms);
+    /// Enters a post under its keys (those this shard owns), stored as `payload`: its simhash
+    /// when it is `similar_enough`, its signature, and each canonical URL it shares.
+    pub fn insert(&mut self, payload: u64, probe: &LinkProbe) {
+        let LinkProbe { created_at_ms, simhash, .. } = *probe;
+        if probe.similar_enough {
+            self.near_dups.insert(simhash, payload, created_at_ms);
         }
-        if let Some(signature) = signature {
-            self.similar_sets.insert(signature, fingerprint.simhash, key, created_at_ms);
+        if let Some(signature) = probe.signature {
+            self.similar_sets.insert(signature, simhash, payload, created_at_ms);
         }
-        for url in canonical_urls {
-            self.shared_urls.record_share(url, key, created_at_ms);
+        for &key in &probe.url_keys {
+            self.shared_urls.record_share(key, payload, created_at_ms);
         }
     }
 
@@ -93,54 +201,5 @@ impl LexicalIndexes {
         self.near_dups.evict_payloads_below(first_kept);
         self.similar_sets.evict_payloads_below(first_kept);
         self.shared_urls.evict_payloads_below(first_kept);
-    }
-
-    fn url_candidates(&self, canonical_urls: &[String], graph: &CascadeGraph) -> Vec<Candidate> {
-        canonical_urls
-            .iter()
-            .filter_map(|url| {
-                let first = self.shared_urls.first_share(url)?;
-                graph.node(first.payload)?;
-                Some(Candidate {
-                    evidence: Some(url.clone()),
-                    ..Candidate::plain(first.payload, EdgeKind::SharedUrl, first.created_at_ms)
-                })
-            })
-            .collect()
-    }
-
-    fn near_dup_candidates(&self, simhash: u64, graph: &CascadeGraph) -> Vec<Candidate> {
-        let mut found = Vec::new();
-        self.near_dups.for_each_near(simhash, |m| {
-            if graph.node(m.payload).is_some() {
-                found.push(Candidate {
-                    rank: m.distance,
-                    hamming: Some(m.distance),
-                    ..Candidate::plain(m.payload, EdgeKind::NearDuplicate, m.created_at_ms)
-                });
-            }
-        });
-        found
-    }
-
-    fn similar_set_candidates(
-        &self,
-        signature: &Signature,
-        simhash: u64,
-        config: &DetectorConfig,
-        graph: &CascadeGraph,
-    ) -> Vec<Candidate> {
-        self.similar_sets
-            .similar(signature, config.min_jaccard)
-            .into_iter()
-            .filter(|m| hamming(m.simhash, simhash) <= config.max_similar_hamming)
-            .filter(|m| graph.node(m.payload).is_some())
-            .map(|m| Candidate {
-                rank: 100 + ((1.0 - m.jaccard) * 100.0).round() as u32,
-                hamming: Some(hamming(m.simhash, simhash)),
-                jaccard: Some(m.jaccard),
-                ..Candidate::plain(m.payload, EdgeKind::NearDuplicate, m.created_at_ms)
-            })
-            .collect()
     }
 }

@@ -7,6 +7,8 @@
 //! - `candidates`: the parents the post names (repost, quote, reply), and the rules that choose
 //!   among every linker's candidates (precedence, bridges into other cascades);
 //! - `lexical`: shared canonical URLs, near-duplicates by simhash, similar word sets by MinHash;
+//! - `shard`: the same lexical window split into linking shards by lookup key
+//!   (`link_shards` > 1), each answering every post, the answers merged here;
 //! - `meaning`: when nothing lexical explains the post and its embedding is given, the best
 //!   paraphrase or summary parent by meaning;
 //! - placement, here in `mod.rs` because it writes every index: the post goes into the
@@ -27,13 +29,17 @@
 mod candidates;
 mod lexical;
 mod meaning;
+mod shard;
 
+pub use lexical::{LexicalAnswer, LinkProbe, UrlShare};
 pub use meaning::{RankedCandidate, SemanticChoice};
+pub use shard::{LexicalShard, post_key};
 
 use crate::clock::{EventClock, Timeliness};
 use crate::fingerprint::FINGERPRINT_VERSION;
 use crate::graph::{CascadeGraph, NodeFacts};
 use crate::link::semantic::{Prescan, SemanticConfig, SemanticIndex, TextEmbedding};
+use crate::link::shard::LinkShard;
 use crate::normalize::NormalizedText;
 use crate::post::Post;
 use crate::prepare::{PreparedPost, Preparer};
@@ -44,6 +50,8 @@ use chrono::{DateTime, Duration, Utc};
 use lexical::LexicalIndexes;
 use meaning::{MeaningLinker, MeaningQuery};
 use serde::{Deserialize, Serialize};
+use shard::ShardedWindow;
+use std::num::NonZeroU32;
 
 /// Tuning of the detector. Every field has a default that the docs explain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +80,10 @@ pub struct DetectorConfig {
     pub allowed_lateness_secs: u64,
     /// Whether posts sharing a canonical URL are linked.
     pub link_shared_urls: bool,
+    /// Linking shards the lexical window is split into, by lookup key ([`LexicalShard`]): 1 keeps
+    /// one window; more hold the shards in this process and let them answer a batch side by side,
+    /// the same links either way (but for the exceptions `detector::shard` names).
+    pub link_shards: NonZeroU32,
     /// Paraphrase and summary linking by sentence embedding.
     pub semantic: SemanticConfig,
 }
@@ -88,9 +100,32 @@ impl Default for DetectorConfig {
             max_event_time_lead_secs: 300,
             allowed_lateness_secs: 6 * 3600,
             link_shared_urls: true,
+            link_shards: NonZeroU32::MIN,
             semantic: SemanticConfig::default(),
         }
     }
+}
+
+impl DetectorConfig {
+    /// A new event clock with this configuration's lead and lateness.
+    fn event_clock(&self) -> EventClock {
+        EventClock::new(
+            Duration::seconds(self.max_event_time_lead_secs as i64).num_milliseconds(),
+            Duration::seconds(self.allowed_lateness_secs as i64).num_milliseconds(),
+        )
+    }
+}
+
+/// The cutoff to evict the window below now, if event time has moved it on by 1% of the window
+/// since the last one (`evicted_to_ms`, which it advances): the detector and every linking shard
+/// evict at the same cutoffs.
+fn eviction_cutoff(config: &DetectorConfig, clock: &EventClock, evicted_to_ms: &mut i64) -> Option<i64> {
+    let window_ms = Duration::seconds(config.window_secs as i64).num_milliseconds();
+    let cutoff = clock.now_ms().saturating_sub(window_ms);
+    (cutoff > evicted_to_ms.saturating_add(window_ms / 100)).then(|| {
+        *evicted_to_ms = cutoff;
+        cutoff
+    })
 }
 
 /// The key that identifies a normalized text's embedding ([`Detector::embedding_key`]).
@@ -148,12 +183,19 @@ pub struct BatchPost<'a> {
     pub arrived_at: Option<DateTime<Utc>>,
 }
 
+/// The lexical window: held whole, or split into linking shards.
+#[derive(Clone, Serialize, Deserialize)]
+enum LexicalWindow {
+    Whole(LexicalIndexes),
+    Sharded(ShardedWindow),
+}
+
 /// The detector: indexes, graph and configuration. Its fields are serialized in this order into
 /// snapshots ([`crate::state::SNAPSHOT_FORMAT`]).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Detector {
     config: DetectorConfig,
-    lexical: LexicalIndexes,
+    lexical: LexicalWindow,
     embedded: SemanticIndex,
     graph: CascadeGraph,
     clock: EventClock,
@@ -164,14 +206,15 @@ pub struct Detector {
 impl Detector {
     /// A detector with empty state.
     pub fn new(config: DetectorConfig) -> Detector {
+        let lexical = match config.link_shards.get() {
+            1 => LexicalWindow::Whole(LexicalIndexes::new(config.max_hamming, LinkShard::WHOLE)),
+            count => LexicalWindow::Sharded(ShardedWindow::new(&config, count)),
+        };
         Detector {
-            lexical: LexicalIndexes::new(config.max_hamming),
+            lexical,
             embedded: SemanticIndex::new(),
             graph: CascadeGraph::default(),
-            clock: EventClock::new(
-                Duration::seconds(config.max_event_time_lead_secs as i64).num_milliseconds(),
-                Duration::seconds(config.allowed_lateness_secs as i64).num_milliseconds(),
-            ),
+            clock: config.event_clock(),
             evicted_to_ms: i64::MIN,
             stats: DetectorStats::default(),
             config,
@@ -188,9 +231,13 @@ impl Detector {
         self.stats
     }
 
-    /// Fingerprints in the near-duplicate window.
+    /// Posts in the lexical window: fingerprints in the near-duplicate tables of a whole window,
+    /// placed posts still in the graph of a sharded one.
     pub fn window_len(&self) -> usize {
-        self.lexical.len()
+        match &self.lexical {
+            LexicalWindow::Whole(indexes) => indexes.len(),
+            LexicalWindow::Sharded(window) => window.len(),
+        }
     }
 
     /// Embedded posts in the semantic window.
@@ -211,10 +258,32 @@ impl Detector {
     /// Later posts only add to the indexes, so a post explained now is explained when processed.
     pub fn embedding_key(&self, prepared: &PreparedPost) -> Option<u64> {
         let key = prepared.embedding_key?;
-        if self.has_processed(&prepared.post.id) || self.lexical.explains(prepared, &self.config, &self.graph) {
+        if self.has_processed(&prepared.post.id) || self.explained_lexically(prepared) {
             return None;
         }
         Some(key)
+    }
+
+    /// Whether a candidate by words could be the parent of `prepared` now.
+    fn explained_lexically(&self, prepared: &PreparedPost) -> bool {
+        let answer = match &self.lexical {
+            LexicalWindow::Whole(indexes) => indexes.answer(&LinkProbe::of(prepared, &self.config), &self.config),
+            LexicalWindow::Sharded(window) => window.lookup(&LinkProbe::of(prepared, &self.config)),
+        };
+        let created_at_ms = prepared.post.created_at.timestamp_millis();
+        self.lexical_candidates(prepared, &answer).iter().any(|c| c.may_be_parent_of(created_at_ms))
+    }
+
+    /// The candidates an answer of the lexical window gives `prepared`: its matches on posts
+    /// whose nodes are live.
+    fn lexical_candidates(&self, prepared: &PreparedPost, answer: &LexicalAnswer) -> Vec<Candidate> {
+        let graph = &self.graph;
+        match &self.lexical {
+            LexicalWindow::Whole(_) => answer.candidates(prepared, |key, _| graph.node(key).map(|_| key)),
+            LexicalWindow::Sharded(window) => {
+                answer.candidates(prepared, |post_key, created_at_ms| window.resolve(graph, post_key, created_at_ms))
+            }
+        }
     }
 
     /// The stateless stage this detector's posts go through first ([`crate::prepare`]).
@@ -245,14 +314,25 @@ impl Detector {
         embedding: Option<&TextEmbedding>,
         arrived_at: Option<DateTime<Utc>>,
     ) -> Option<Detection> {
-        self.process_scanned(prepared, embedding.map(|embedding| (embedding, None)), arrived_at)
+        self.process_scanned(prepared, embedding.map(|embedding| (embedding, None)), arrived_at, None)
     }
 
     /// Processes a batch of prepared posts in order, as [`Detector::process_prepared`] does one
     /// by one, with the same result: the first pass of the semantic scan for every embedded post
     /// runs first, against the window as it stands, split over at most `threads` threads; each
-    /// post's scan is finished when it is linked, over what entered the window since.
+    /// post's scan is finished when it is linked, over what entered the window since. Linking
+    /// shards answer the whole batch first, side by side on the same threads.
     pub fn process_batch(&mut self, batch: Vec<BatchPost>, threads: usize) -> Vec<Option<Detection>> {
+        let mut answers = match &mut self.lexical {
+            LexicalWindow::Whole(_) => Vec::new(),
+            LexicalWindow::Sharded(window) => {
+                let config = &self.config;
+                let probes: Vec<_> =
+                    batch.iter().map(|post| (LinkProbe::of(&post.prepared, config), post.arrived_at)).collect();
+                window.answer_batch(&probes, threads)
+            }
+        }
+        .into_iter();
         let config = &self.config.semantic;
         // One prescan per embedded post, consumed in the same order below.
         let embedded: Vec<&TextEmbedding> = batch.iter().filter_map(|post| post.embedding).collect();
@@ -265,19 +345,27 @@ impl Detector {
         let mut detections = Vec::with_capacity(batch.len());
         for BatchPost { prepared, embedding, arrived_at } in batch {
             let embedded = embedding.map(|embedding| (embedding, prescans.next().flatten()));
-            detections.push(self.process_scanned(prepared, embedded, arrived_at));
+            detections.push(self.process_scanned(prepared, embedded, arrived_at, answers.next()));
         }
         detections
     }
 
     /// [`Detector::process_prepared`] with the first pass of the post's semantic scan, when it was
-    /// done ahead.
+    /// done ahead, and the linking shards' answer, when they gave it ahead.
     fn process_scanned(
         &mut self,
         prepared: PreparedPost,
         embedded: Option<(&TextEmbedding, Option<Prescan>)>,
         arrived_at: Option<DateTime<Utc>>,
+        answered: Option<LexicalAnswer>,
     ) -> Option<Detection> {
+        // Linking shards take every post of the stream, duplicates too, as a `link` stage does.
+        let answered = match (&mut self.lexical, answered) {
+            (LexicalWindow::Sharded(window), None) => {
+                Some(window.answer(&LinkProbe::of(&prepared, &self.config), arrived_at))
+            }
+            (_, answered) => answered,
+        };
         if self.has_processed(&prepared.post.id) {
             self.stats.duplicates += 1;
             return None;
@@ -293,7 +381,12 @@ impl Detector {
         // The candidates: named parents, then by words, then, for what nothing lexical explains,
         // by meaning.
         let mut candidates = Candidate::explicit(&mut self.graph, &prepared.post);
-        candidates.extend(self.lexical.candidates(&prepared, &self.config, &self.graph));
+        let probe = LinkProbe::of(&prepared, &self.config);
+        let answer = match (&self.lexical, answered) {
+            (LexicalWindow::Whole(indexes), _) => indexes.answer(&probe, &self.config),
+            (LexicalWindow::Sharded(_), answered) => answered.unwrap_or_default(),
+        };
+        candidates.extend(self.lexical_candidates(&prepared, &answer));
         let embedded = embedded
             .filter(|_| self.config.semantic.enabled && !candidates.iter().any(|c| c.may_be_parent_of(created_at_ms)));
         if let Some((embedding, prescan)) = &embedded {
@@ -307,10 +400,9 @@ impl Detector {
         let candidates = by_precedence(candidates);
         let primary_index = candidates.iter().position(|c| c.may_be_parent_of(created_at_ms));
         let bridges = bridging_edges(&self.graph, &candidates, primary_index, created_at_ms);
-        let similar_enough = prepared.similar_enough(&self.config);
-        let PreparedPost { post, fingerprint, signature, canonical_urls, content_words, .. } = prepared;
 
         // The placement, then the post enters the indexes under its keys.
+        let post = &prepared.post;
         let parent_evidence = primary_index.map(|i| candidates[i].in_words()).unwrap_or_default();
         let placement = self.graph.add_post(
             NodeFacts {
@@ -331,7 +423,11 @@ impl Detector {
             bridges.iter().map(|(_, bridge)| *bridge).collect(),
         );
         let key = placement.key;
-        self.lexical.insert(key, created_at_ms, fingerprint, similar_enough, signature, &canonical_urls);
+        match &mut self.lexical {
+            LexicalWindow::Whole(indexes) => indexes.insert(key, &probe),
+            LexicalWindow::Sharded(window) => window.placed(&post.id, key),
+        }
+        let PreparedPost { post, fingerprint, content_words, .. } = prepared;
         if let Some((embedding, _)) = embedded {
             self.embedded.insert(key, created_at_ms, embedding, content_words);
             self.embedded.evict_beyond(self.config.semantic.max_window_posts);
@@ -425,22 +521,27 @@ impl Detector {
     /// window holds `max_window_posts`, its oldest arrivals (down to 99% of the bound, leaving room
     /// for the post at hand and a placeholder it may add).
     fn evict(&mut self) {
-        let window_ms = Duration::seconds(self.config.window_secs as i64).num_milliseconds();
-        let cutoff = self.clock.now_ms().saturating_sub(window_ms);
-        if cutoff > self.evicted_to_ms.saturating_add(window_ms / 100) {
-            self.lexical.evict_before(cutoff);
+        if let Some(cutoff) = eviction_cutoff(&self.config, &self.clock, &mut self.evicted_to_ms) {
+            // Linking shards evict themselves at the same cutoffs, by their own clocks.
+            if let LexicalWindow::Whole(indexes) = &mut self.lexical {
+                indexes.evict_before(cutoff);
+            }
             self.embedded.evict_before(cutoff);
             self.graph.evict_before(cutoff);
-            self.evicted_to_ms = cutoff;
         }
         let bound = self.config.max_window_posts.max(2);
         if self.graph.len() + 2 > bound {
             let excess = self.graph.len() + 2 - bound + bound / 100;
             let before = self.graph.len();
             let first_kept = self.graph.evict_oldest(excess);
-            self.lexical.evict_payloads_below(first_kept);
+            if let LexicalWindow::Whole(indexes) = &mut self.lexical {
+                indexes.evict_payloads_below(first_kept);
+            }
             self.embedded.evict_keys_below(first_kept);
             self.stats.evicted_early += (before - self.graph.len()) as u64;
+        }
+        if let LexicalWindow::Sharded(window) = &mut self.lexical {
+            window.forget_evicted(&self.graph);
         }
     }
 }

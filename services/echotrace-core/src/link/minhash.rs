@@ -90,7 +90,7 @@ fn band_key(signature: &Signature, band: usize) -> u64 {
 }
 
 /// A post found by the LSH, with its estimated similarity.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SetMatch {
     /// What the caller stored (the graph's node id).
     pub payload: u64,

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 pub const MAX_MATCHES_PER_TABLE: usize = 64;
 
 /// A fingerprint found near a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NearDupMatch {
     /// What the caller stored with the fingerprint (the graph's node id).
     pub payload: u64,

@@ -139,7 +139,7 @@ mod tests {
             let at = payload as i64;
             self.near_dups.insert(entry.simhash, payload, at);
             self.similar_sets.insert(entry.signature, entry.simhash, payload, at);
-            self.shared_urls.record_share(&entry.url, payload, at);
+            self.shared_urls.record_share(SharedUrlIndex::key(&entry.url), payload, at);
         }
 
         fn evict(&mut self, cutoff: i64, first_kept: u64) {
@@ -161,7 +161,7 @@ mod tests {
             for m in self.similar_sets.similar(&entry.signature, 0.3) {
                 answers.insert(("minhash", m.payload, (m.jaccard * 1000.0) as u32));
             }
-            if let Some(first) = self.shared_urls.first_share(&entry.url) {
+            if let Some(first) = self.shared_urls.first_share(SharedUrlIndex::key(&entry.url)) {
                 answers.insert(("url", first.payload, 0));
             }
             answers

@@ -100,17 +100,20 @@ impl SharedUrlIndex {
         SharedUrlIndex { shard, ..SharedUrlIndex::default() }
     }
 
-    /// The earliest post in the window that shared `canonical` (`None` from a shard that does
-    /// not own it: its owner answers).
-    pub fn first_share(&self, canonical: &str) -> Option<FirstShare> {
-        let key = xxh3_64(canonical.as_bytes());
+    /// The key a canonical URL is held under: its XXH3 hash.
+    pub fn key(canonical: &str) -> u64 {
+        xxh3_64(canonical.as_bytes())
+    }
+
+    /// The earliest post in the window that shared the URL with key `key` ([`Self::key`];
+    /// `None` from a shard that does not own it: its owner answers).
+    pub fn first_share(&self, key: u64) -> Option<FirstShare> {
         self.shard.owns(key).then(|| self.first.get(&key).copied()).flatten()
     }
 
-    /// Records that a post shared `canonical` (it becomes the first share if there is none; a
-    /// shard records only the URLs it owns).
-    pub fn record_share(&mut self, canonical: &str, payload: u64, created_at_ms: i64) {
-        let key = xxh3_64(canonical.as_bytes());
+    /// Records that a post shared the URL with key `key` (it becomes the first share if there is
+    /// none; a shard records only the URLs it owns).
+    pub fn record_share(&mut self, key: u64, payload: u64, created_at_ms: i64) {
         if !self.shard.owns(key) {
             return;
         }
@@ -197,13 +200,14 @@ mod tests {
     #[test]
     fn first_share_wins_until_evicted() {
         let mut index = SharedUrlIndex::default();
-        assert_eq!(index.first_share("https://a/x"), None);
-        index.record_share("https://a/x", 1, 10);
-        index.record_share("https://a/x", 2, 20);
-        assert_eq!(index.first_share("https://a/x"), Some(FirstShare { payload: 1, created_at_ms: 10 }));
+        let x = SharedUrlIndex::key("https://a/x");
+        assert_eq!(index.first_share(x), None);
+        index.record_share(x, 1, 10);
+        index.record_share(x, 2, 20);
+        assert_eq!(index.first_share(x), Some(FirstShare { payload: 1, created_at_ms: 10 }));
         index.evict_before(15);
-        assert_eq!(index.first_share("https://a/x"), None);
-        index.record_share("https://a/x", 3, 30);
+        assert_eq!(index.first_share(x), None);
+        index.record_share(x, 3, 30);
         assert_eq!(index.len(), 1);
     }
 }
