@@ -74,3 +74,17 @@ fn three_linking_shards_give_the_rows_one_window_gives() {
         assert!(edges.iter().any(|row| row.contains(&format!("kind={kind}"))), "the sample has {kind} edges");
     }
 }
+
+#[test]
+fn no_linking_shards_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_echotrace"))
+        .args(["replay", "--input", "/dev/null", "--out"])
+        .arg(dir.path().join("out"))
+        .env("ECHOTRACE_DETECTOR__LINK_SHARDS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("expected a nonzero u32 for key \"DETECTOR.LINK_SHARDS\""), "{stderr}");
+}

@@ -105,7 +105,8 @@ impl LexicalAnswer {
     }
 
     /// The candidate parents it gives `prepared`, each match's payload turned into a live node
-    /// by `resolve(payload, created_at_ms)` (`None`: the node has left the window).
+    /// by `resolve(payload, created_at_ms)` (`None`: the node has left the window). A URL share
+    /// naming a URL the post does not have (an answer to another post) gives nothing.
     pub(super) fn candidates(
         &self,
         prepared: &PreparedPost,
@@ -113,9 +114,10 @@ impl LexicalAnswer {
     ) -> Vec<Candidate> {
         let simhash = prepared.fingerprint.simhash;
         let urls = self.shared_urls.iter().filter_map(|share| {
+            let url = prepared.canonical_urls.get(share.url as usize)?;
             let parent = resolve(share.first.payload, share.first.created_at_ms)?;
             Some(Candidate {
-                evidence: Some(prepared.canonical_urls[share.url as usize].clone()),
+                evidence: Some(url.clone()),
                 ..Candidate::plain(parent, EdgeKind::SharedUrl, share.first.created_at_ms)
             })
         });

@@ -190,6 +190,16 @@ enum LexicalWindow {
     Sharded(ShardedWindow),
 }
 
+impl LexicalWindow {
+    /// What the window holds under a post's keys now, changing nothing.
+    fn lookup(&self, probe: &LinkProbe, config: &DetectorConfig) -> LexicalAnswer {
+        match self {
+            LexicalWindow::Whole(indexes) => indexes.answer(probe, config),
+            LexicalWindow::Sharded(window) => window.lookup(probe),
+        }
+    }
+}
+
 /// The detector: indexes, graph and configuration. Its fields are serialized in this order into
 /// snapshots ([`crate::state::SNAPSHOT_FORMAT`]).
 #[derive(Clone, Serialize, Deserialize)]
@@ -232,7 +242,7 @@ impl Detector {
     }
 
     /// Posts in the lexical window: fingerprints in the near-duplicate tables of a whole window,
-    /// placed posts still in the graph of a sharded one.
+    /// the placed posts whose matches a sharded one can resolve.
     pub fn window_len(&self) -> usize {
         match &self.lexical {
             LexicalWindow::Whole(indexes) => indexes.len(),
@@ -266,10 +276,7 @@ impl Detector {
 
     /// Whether a candidate by words could be the parent of `prepared` now.
     fn explained_lexically(&self, prepared: &PreparedPost) -> bool {
-        let answer = match &self.lexical {
-            LexicalWindow::Whole(indexes) => indexes.answer(&LinkProbe::of(prepared, &self.config), &self.config),
-            LexicalWindow::Sharded(window) => window.lookup(&LinkProbe::of(prepared, &self.config)),
-        };
+        let answer = self.lexical.lookup(&LinkProbe::of(prepared, &self.config), &self.config);
         let created_at_ms = prepared.post.created_at.timestamp_millis();
         self.lexical_candidates(prepared, &answer).iter().any(|c| c.may_be_parent_of(created_at_ms))
     }
@@ -359,12 +366,11 @@ impl Detector {
         arrived_at: Option<DateTime<Utc>>,
         answered: Option<LexicalAnswer>,
     ) -> Option<Detection> {
-        // Linking shards take every post of the stream, duplicates too, as a `link` stage does.
-        let answered = match (&mut self.lexical, answered) {
-            (LexicalWindow::Sharded(window), None) => {
-                Some(window.answer(&LinkProbe::of(&prepared, &self.config), arrived_at))
-            }
-            (_, answered) => answered,
+        let probe = LinkProbe::of(&prepared, &self.config);
+        // Linking shards take every post of the stream, duplicates too, as a linking stage does.
+        let answered = match &mut self.lexical {
+            LexicalWindow::Sharded(window) => Some(answered.unwrap_or_else(|| window.answer(&probe, arrived_at))),
+            LexicalWindow::Whole(_) => None,
         };
         if self.has_processed(&prepared.post.id) {
             self.stats.duplicates += 1;
@@ -381,11 +387,7 @@ impl Detector {
         // The candidates: named parents, then by words, then, for what nothing lexical explains,
         // by meaning.
         let mut candidates = Candidate::explicit(&mut self.graph, &prepared.post);
-        let probe = LinkProbe::of(&prepared, &self.config);
-        let answer = match (&self.lexical, answered) {
-            (LexicalWindow::Whole(indexes), _) => indexes.answer(&probe, &self.config),
-            (LexicalWindow::Sharded(_), answered) => answered.unwrap_or_default(),
-        };
+        let answer = answered.unwrap_or_else(|| self.lexical.lookup(&probe, &self.config));
         candidates.extend(self.lexical_candidates(&prepared, &answer));
         let embedded = embedded
             .filter(|_| self.config.semantic.enabled && !candidates.iter().any(|c| c.may_be_parent_of(created_at_ms)));
@@ -425,7 +427,7 @@ impl Detector {
         let key = placement.key;
         match &mut self.lexical {
             LexicalWindow::Whole(indexes) => indexes.insert(key, &probe),
-            LexicalWindow::Sharded(window) => window.placed(&post.id, key),
+            LexicalWindow::Sharded(window) => window.placed(probe.post_key, key),
         }
         let PreparedPost { post, fingerprint, content_words, .. } = prepared;
         if let Some((embedding, _)) = embedded {

@@ -128,7 +128,8 @@ impl ShardedWindow {
         }
     }
 
-    /// Posts placed and still in the graph.
+    /// Placed posts whose keys are held to resolve matches (those of posts that left the graph
+    /// are forgotten once no live post was placed before them).
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -164,9 +165,8 @@ impl ShardedWindow {
         Some(key)
     }
 
-    /// Records that the post with id `post_id` was placed as node `key`.
-    pub fn placed(&mut self, post_id: &str, key: NodeKey) {
-        let post_key = post_key(post_id);
+    /// Records that the post with key `post_key` ([`post_key`]) was placed as node `key`.
+    pub fn placed(&mut self, post_key: u64, key: NodeKey) {
         self.nodes.insert(post_key, key);
         self.placed.push_back((key, post_key));
     }
@@ -347,6 +347,14 @@ mod tests {
         let held: Vec<usize> = shards.iter().map(LexicalShard::len).collect();
         let again: Vec<LexicalAnswer> = shards.iter_mut().map(|shard| shard.answer(&probe, None)).collect();
         assert!(again.iter().any(|answer| answer.holds(probe.post_key, probe.created_at_ms)), "it finds itself");
+        for answer in again {
+            let bytes = postcard::to_allocvec(&answer).unwrap();
+            assert_eq!(
+                postcard::from_bytes::<LexicalAnswer>(&bytes).unwrap(),
+                answer,
+                "an answer goes on the wire whole"
+            );
+        }
         assert_eq!(shards.iter().map(LexicalShard::len).collect::<Vec<_>>(), held, "and is not entered again");
     }
 
