@@ -50,7 +50,7 @@ KUBERNETES_VERSION = "1.32.0"
 EXTRA_KEYS = ("stage.role", "kafka.prepared_topic", "embed.device")
 # ECHOTRACE_ variables that are not configuration keys (deploy/echotrace.toml's header).
 NON_KEY_VARIABLES = {"ECHOTRACE_CONFIG", "ECHOTRACE_LOG"}
-ROLES = {"whole", "prepare", "detect"}
+ROLES = {"whole", "prepare", "detect", "link"}
 DEVICES = {"cpu", "cuda"}
 # Where the image built from deploy/compose/Dockerfile puts deploy/echotrace.toml.
 IMAGE_CONFIG = "/etc/echotrace/echotrace.toml"
@@ -642,7 +642,7 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
             config = effective_config(spec, container, shape)
             role = config.get("stage", {}).get("role", "whole")
             runs.setdefault(role, []).append((doc, container, config))
-    wanted = {"one-process": {"whole"}, "staged": {"prepare", "detect"}}[shape_name]
+    wanted = {"one-process": {"whole"}, "staged": {"prepare", "detect", "link"}}[shape_name]
     if set(runs) != wanted:
         problems.append(f"roles {sorted(runs)}, wanted {sorted(wanted)}")
     for role in ("whole", "detect"):
@@ -654,8 +654,10 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
     for role, entries in runs.items():
         for doc, container, config in entries:
             group = config.get("kafka", {}).get("group_id")
-            # The prepare stage joins kafka.group_id + "-prepare" (services/echotrace/src/stages/prepare.rs).
-            groups.setdefault(f"{group}-prepare" if role == "prepare" else group, set()).add(role)
+            # The prepare stage joins kafka.group_id + "-prepare" (services/echotrace/src/stages/prepare.rs),
+            # link shard n commits under kafka.group_id + "-link-<n>" (stages/link.rs).
+            suffix = {"prepare": "-prepare", "link": "-link-<n>"}.get(role, "")
+            groups.setdefault(f"{group}{suffix}", set()).add(role)
             spec = pod_spec(doc)
             gpu = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
             device = config.get("embed", {}).get("device", "cpu")
@@ -669,6 +671,23 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
     for group, roles in groups.items():
         if len(roles) > 1:
             problems.append(f"roles {sorted(roles)} share the consumer group {group!r}")
+    # The link stage: one StatefulSet replica per shard, holding the shard of its pod index, as
+    # many as the detect stage asks (stage.link_stage, detector.link_shards).
+    links = runs.get("link", [])
+    detect_asks = {str(config.get("stage", {}).get("link_stage", False)).lower() == "true"
+                   for _, _, config in runs.get("detect", [])}
+    if links and detect_asks != {True}:
+        problems.append("link pods run, but the detect stage does not ask them (stage.link_stage)")
+    shard_counts = {str(config.get("detector", {}).get("link_shards", 1))
+                    for _, _, config in runs.get("detect", []) + links}
+    for doc, container, _ in links:
+        if doc["kind"] != "StatefulSet" or {str(doc["spec"].get("replicas", 1))} != shard_counts:
+            problems.append(f"{name(doc)}: the link stage is a StatefulSet of one replica per shard: replicas "
+                            f"{doc['spec'].get('replicas')}, detector.link_shards {sorted(shard_counts)}")
+        shard = next((var for var in container.get("env", []) if var["name"] == "ECHOTRACE_STAGE__LINK_SHARD"), {})
+        if shard.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != \
+                "metadata.labels['apps.kubernetes.io/pod-index']":
+            problems.append(f"{name(doc)}: stage.link_shard is not the pod's index (apps.kubernetes.io/pod-index)")
     return "\n".join(problems) or None
 
 

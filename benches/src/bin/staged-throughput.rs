@@ -4,12 +4,16 @@
 //!
 //! - `whole`: one process, every stage;
 //! - `staged N`: N `prepare` processes in their group and one `detect` process, for each N of
-//!   `--preparers`.
+//!   `--preparers`;
+//! - `link M`: the first of `--preparers` `prepare` processes, one `detect` process and M `link`
+//!   processes holding the lexical window's shards (`stage.link_stage`), for each M of
+//!   `--link-shards` (none by default).
 //!
 //! ```text
 //! cargo build --release -p echotrace -p echotrace-benches
 //! target/release/staged-throughput --echotrace target/release/echotrace \
-//!     --config deploy/static-encoder.toml --input /tmp/mix.jsonl --limit 40000 --preparers 1,2,3
+//!     --config deploy/static-encoder.toml --input /tmp/mix.jsonl --limit 40000 --preparers 1,2,3 \
+//!     --link-shards 1,3
 //! ```
 //!
 //! `--keep DIR` keeps every process's configuration, log (`<shape>-<role>-<n>.log`) and output
@@ -18,7 +22,8 @@
 //! Every shape reads the whole backlog from the start. Its rate is its posts over the time from
 //! its first message read to its last post processed (process start-up and model loading left
 //! out). Prints one row per shape: posts/s, the ratio to `whole`, texts embedded per post, the
-//! peak resident memory of the detecting process and of the preparers together, and how many
+//! peak resident memory of the detecting process, of the preparers together and of the link
+//! processes together, and how many
 //! posts the order across partitions linked late or let go ahead. Every process of
 //! a shape shares this machine's cores, so the figures say what one machine does, not what the
 //! shape does across machines; each preparer embeds on its share of the cores
@@ -46,6 +51,8 @@ struct Options {
     input: String,
     limit: usize,
     preparers: Vec<usize>,
+    /// Linking shards of each `link` shape.
+    link_shards: Vec<usize>,
     /// Where to keep every process's configuration, log and output; a temporary folder if none.
     keep: Option<PathBuf>,
 }
@@ -56,6 +63,7 @@ struct Outcome {
     embedded_per_post: f64,
     detect_peak_rss: u64,
     preparers_peak_rss: u64,
+    links_peak_rss: u64,
     /// Posts the detecting process linked after a later one, and posts it let go ahead of the
     /// order across partitions (`stage.max_held_posts`, `stage.max_order_wait_ms`).
     out_of_order: f64,
@@ -73,6 +81,11 @@ fn main() -> anyhow::Result<()> {
     for preparers in &options.preparers {
         cluster.create_topic(&format!("prepared-{preparers}"), PARTITIONS, 1)?;
     }
+    for &links in &options.link_shards {
+        cluster.create_topic(&format!("prepared-link-{links}"), PARTITIONS, 1)?;
+        cluster.create_topic(&format!("probes-{links}"), 1, 1)?;
+        cluster.create_topic(&format!("answers-{links}"), links as i32, 1)?;
+    }
     let broker = cluster.bootstrap_servers();
     produce(&broker, &posts)?;
     let held = held_messages(&broker)?;
@@ -86,11 +99,18 @@ fn main() -> anyhow::Result<()> {
     };
     let dir = dir.as_path();
 
-    let whole = run_shape(&options, &broker, dir, "whole", 0, held)?;
+    let whole = run_shape(&options, &broker, dir, "whole", Shape::default(), held)?;
     let mut rows = vec![("whole".to_owned(), whole)];
     for &preparers in &options.preparers {
-        let outcome = run_shape(&options, &broker, dir, &format!("staged-{preparers}"), preparers, held)?;
+        let shape = Shape { preparers, links: 0 };
+        let outcome = run_shape(&options, &broker, dir, &format!("staged-{preparers}"), shape, held)?;
         rows.push((format!("staged, {preparers} prepare + 1 detect"), outcome));
+    }
+    let preparers = options.preparers.first().copied().unwrap_or(1);
+    for &links in &options.link_shards {
+        let shape = Shape { preparers, links };
+        let outcome = run_shape(&options, &broker, dir, &format!("link-{links}"), shape, held)?;
+        rows.push((format!("{preparers} prepare + 1 detect + {links} link"), outcome));
     }
 
     println!(
@@ -101,25 +121,27 @@ fn main() -> anyhow::Result<()> {
         options.configs
     );
     println!(
-        "{:<30} {:>10} {:>10} {:>16} {:>18} {:>22} {:>13} {:>7}",
+        "{:<32} {:>10} {:>10} {:>16} {:>18} {:>22} {:>18} {:>13} {:>7}",
         "shape",
         "posts/s",
         "vs whole",
         "embedded/post",
         "detecting RSS MiB",
         "preparers' RSS MiB",
+        "links' RSS MiB",
         "out of order",
         "forced"
     );
     let baseline = rows[0].1.posts_per_second;
     for (name, outcome) in &rows {
         println!(
-            "{name:<30} {:>10.0} {:>9.2}x {:>16.3} {:>18.0} {:>22.0} {:>13} {:>7}",
+            "{name:<32} {:>10.0} {:>9.2}x {:>16.3} {:>18.0} {:>22.0} {:>18.0} {:>13} {:>7}",
             outcome.posts_per_second,
             outcome.posts_per_second / baseline,
             outcome.embedded_per_post,
             outcome.detect_peak_rss as f64 / f64::from(1 << 20),
             outcome.preparers_peak_rss as f64 / f64::from(1 << 20),
+            outcome.links_peak_rss as f64 / f64::from(1 << 20),
             outcome.out_of_order,
             outcome.forced,
         );
@@ -165,16 +187,34 @@ fn held_messages(broker: &str) -> anyhow::Result<usize> {
     Ok(held)
 }
 
-/// Runs one shape over the backlog: `preparers` prepare processes and a detect process, or one
-/// whole process when `preparers` is 0.
+/// The processes of a shape besides the detecting one: none for one whole process.
+#[derive(Default, Clone, Copy)]
+struct Shape {
+    preparers: usize,
+    /// `link` processes, one per shard, asked by the `detect` process (none: it holds its window).
+    links: usize,
+}
+
+/// Runs one shape over the backlog: `shape.preparers` prepare processes, a detect process and
+/// `shape.links` link processes, or one whole process when `shape.preparers` is 0.
 fn run_shape(
     options: &Options,
     broker: &str,
     dir: &Path,
     name: &str,
-    preparers: usize,
+    shape: Shape,
     posts: usize,
 ) -> anyhow::Result<Outcome> {
+    let Shape { preparers, links } = shape;
+    // The `link` shapes' topics (in [kafka]) and settings (sections of their own).
+    let (prepared_topic, link_topics, link_settings) = match links {
+        0 => (format!("prepared-{preparers}"), String::new(), String::new()),
+        links => (
+            format!("prepared-link-{links}"),
+            format!("probe_topic = \"probes-{links}\"\nanswer_topic = \"answers-{links}\"\n"),
+            format!("[stage]\nlink_stage = true\n[detector]\nlink_shards = {links}\n"),
+        ),
+    };
     // A short session, as in `tests/staged.rs`: with librdkafka's default 45 s, 2 runs in 6 of
     // the 2-preparer shape stalled: one preparer was given half the partitions, the other none
     // until both were given theirs 45 s later, and the `detect` stage forced its posts past the
@@ -184,8 +224,8 @@ fn run_shape(
         &overlay,
         format!(
             "[kafka]\nbrokers = \"{broker}\"\ngroup_id = \"{name}\"\ninput_topics = [\"posts\"]\n\
-             prepared_topic = \"prepared-{preparers}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
-             \"heartbeat.interval.ms\" = \"1000\"\n[output]\ndir = \"{}\"\n[state]\ndir = \"{}\"\n",
+             prepared_topic = \"{prepared_topic}\"\n{link_topics}[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+             \"heartbeat.interval.ms\" = \"1000\"\n[output]\ndir = \"{}\"\n[state]\ndir = \"{}\"\n{link_settings}",
             dir.join(name).join("out").display(),
             dir.join(name).join("state").display(),
         ),
@@ -204,6 +244,9 @@ fn run_shape(
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
             command.env("ECHOTRACE_EMBED__THREADS", (cores / preparers).max(1).to_string());
         }
+        if role == "link" {
+            command.env("ECHOTRACE_STAGE__LINK_SHARD", index.to_string());
+        }
         let process = command
             .arg("run")
             .env("ECHOTRACE_STAGE__ROLE", role)
@@ -217,15 +260,17 @@ fn run_shape(
     let mut detecting = start(if preparers == 0 { "whole" } else { "detect" }, 0)?;
     let mut preparing: Vec<(SocketAddr, Instance)> =
         (0..preparers).map(|index| start("prepare", index)).collect::<anyhow::Result<_>>()?;
+    let mut linking: Vec<(SocketAddr, Instance)> =
+        (0..links).map(|index| start("link", index)).collect::<anyhow::Result<_>>()?;
 
     let readers: Vec<SocketAddr> =
         if preparers == 0 { vec![detecting.0] } else { preparing.iter().map(|(http, _)| *http).collect() };
     let started = Instant::now();
     let mut first_read = None;
-    let (mut detect_peak_rss, mut preparers_peak_rss) = (0u64, 0u64);
+    let (mut detect_peak_rss, mut preparers_peak_rss, mut links_peak_rss) = (0u64, 0u64, 0u64);
     loop {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(3600), "{name} did not finish within an hour");
-        for (_, process) in std::iter::once(&mut detecting).chain(preparing.iter_mut()) {
+        for (_, process) in std::iter::once(&mut detecting).chain(preparing.iter_mut()).chain(linking.iter_mut()) {
             anyhow::ensure!(
                 process.0.try_wait()?.is_none(),
                 "a process of {name} exited (its log is in {})",
@@ -235,6 +280,7 @@ fn run_shape(
         detect_peak_rss = detect_peak_rss.max(detecting.1.resident_bytes());
         preparers_peak_rss =
             preparers_peak_rss.max(preparing.iter().map(|(_, process)| process.resident_bytes()).sum());
+        links_peak_rss = links_peak_rss.max(linking.iter().map(|(_, process)| process.resident_bytes()).sum());
         let read: f64 = readers.iter().filter_map(|http| metrics(*http)).map(|m| family(&m, "messages_consumed")).sum();
         if first_read.is_none() && read > 0.0 {
             first_read = Some(Instant::now());
@@ -261,6 +307,7 @@ fn run_shape(
         embedded_per_post: embedded / posts as f64,
         detect_peak_rss,
         preparers_peak_rss,
+        links_peak_rss,
         out_of_order: family(&detecting_metrics, "posts_out_of_order"),
         forced: family(&detecting_metrics, "order_forced"),
     })
@@ -278,6 +325,7 @@ fn options() -> anyhow::Result<Options> {
         input: String::new(),
         limit: 40_000,
         preparers: vec![1, 2, 3],
+        link_shards: Vec::new(),
         keep: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -289,6 +337,9 @@ fn options() -> anyhow::Result<Options> {
             "--input" => options.input = value.clone(),
             "--limit" => options.limit = value.parse()?,
             "--keep" => options.keep = Some(PathBuf::from(value)),
+            "--link-shards" => {
+                options.link_shards = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
             "--preparers" => {
                 options.preparers = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }

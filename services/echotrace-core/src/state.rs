@@ -7,6 +7,10 @@
 //! event time, so a process that restores a snapshot and then reads the input from those positions
 //! links and alerts exactly as the process that wrote it would have.
 //!
+//! A linking shard of the staged deployment's `link` stage is snapshotted alone
+//! ([`ShardSnapshot`]: the shard and the probe topic's position), in the same frame under the
+//! magic "ETSHARD\0".
+//!
 //! The file:
 //!
 //! ```text
@@ -20,8 +24,9 @@
 //! decoding never panics on bad bytes. The payload is postcard, serde's compact binary format,
 //! whose wire format is specified apart from the crate.
 
-use crate::detector::{Detector, DetectorConfig};
+use crate::detector::{Detector, DetectorConfig, LexicalShard};
 use crate::score::alerts::ScorerState;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -29,6 +34,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const SNAPSHOT_FORMAT: u32 = 7;
 
 const MAGIC: &[u8; 8] = b"ETSTATE\0";
+const SHARD_MAGIC: &[u8; 8] = b"ETSHARD\0";
 const HEADER_LEN: usize = 8 + 4 + 8;
 const TRAILER_LEN: usize = 8 + 8;
 
@@ -67,7 +73,7 @@ struct SnapshotRef<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// The file does not start like a snapshot.
-    #[error("not an echotrace state snapshot (no ETSTATE header)")]
+    #[error("not an echotrace state snapshot of this kind (no ETSTATE or ETSHARD header)")]
     NotASnapshot,
     /// It was written by a build with another payload format.
     #[error("snapshot format {found}, this build reads format {expected}")]
@@ -110,22 +116,52 @@ pub fn linking_fingerprint(config: &DetectorConfig, encoder: &str) -> u64 {
 }
 
 /// Encodes a snapshot of `detector` and `scorer` at `positions`: the whole file's bytes.
-///
-/// Encoded into memory in one pass, then hashed in one call: streaming postcard's many small
-/// writes through a hashing writer ran at about 100 MB/s, and the encoding is what a checkpoint
-/// pauses consumption for.
 pub fn encode(
     fingerprint: u64,
     detector: &Detector,
     scorer: &ScorerState,
     positions: &[Position],
 ) -> Result<Vec<u8>, SnapshotError> {
+    frame(MAGIC, fingerprint, &SnapshotRef { detector, scorer, positions })
+}
+
+/// Reads a snapshot, refusing it unless its format and fingerprint are this build's and
+/// `fingerprint`, and its bytes are whole.
+pub fn read(bytes: &[u8], fingerprint: u64) -> Result<Snapshot, SnapshotError> {
+    unframe(MAGIC, bytes, fingerprint)
+}
+
+/// A linking shard's snapshot (the staged deployment's `link` stage): the shard, and the next
+/// offset of the probe topic after the last probe it took.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ShardSnapshot {
+    /// The shard as it was.
+    pub shard: LexicalShard,
+    /// Where the probe topic stood.
+    pub position: Position,
+}
+
+/// Encodes a linking shard's snapshot, framed as a detector's is, under the magic "ETSHARD\0".
+pub fn encode_shard(fingerprint: u64, snapshot: &ShardSnapshot) -> Result<Vec<u8>, SnapshotError> {
+    frame(SHARD_MAGIC, fingerprint, snapshot)
+}
+
+/// Reads a linking shard's snapshot, refused where [`read`] would refuse a detector's.
+pub fn read_shard(bytes: &[u8], fingerprint: u64) -> Result<ShardSnapshot, SnapshotError> {
+    unframe(SHARD_MAGIC, bytes, fingerprint)
+}
+
+/// The file of a snapshot holding `value`: header, payload, trailer.
+///
+/// Encoded into memory in one pass, then hashed in one call: streaming postcard's many small
+/// writes through a hashing writer ran at about 100 MB/s, and the encoding is what a checkpoint
+/// pauses consumption for.
+fn frame(magic: &[u8; 8], fingerprint: u64, value: &impl Serialize) -> Result<Vec<u8>, SnapshotError> {
     let mut file = Vec::with_capacity(1 << 20);
-    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(magic);
     file.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
     file.extend_from_slice(&fingerprint.to_le_bytes());
-    let value = SnapshotRef { detector, scorer, positions };
-    let mut bytes = postcard::to_extend(&value, file).map_err(|error| SnapshotError::Encode(error.to_string()))?;
+    let mut bytes = postcard::to_extend(value, file).map_err(|error| SnapshotError::Encode(error.to_string()))?;
     let payload = &bytes[HEADER_LEN..];
     let (length, checksum) = (payload.len() as u64, xxh3_64(payload));
     bytes.extend_from_slice(&length.to_le_bytes());
@@ -133,10 +169,10 @@ pub fn encode(
     Ok(bytes)
 }
 
-/// Reads a snapshot, refusing it unless its format and fingerprint are this build's and
-/// `fingerprint`, and its bytes are whole.
-pub fn read(bytes: &[u8], fingerprint: u64) -> Result<Snapshot, SnapshotError> {
-    if bytes.len() < HEADER_LEN + TRAILER_LEN || &bytes[..8] != MAGIC {
+/// The value a snapshot file framed under `magic` holds, refused unless its format and
+/// fingerprint are this build's and `fingerprint`, and its bytes are whole.
+fn unframe<T: DeserializeOwned>(magic: &[u8; 8], bytes: &[u8], fingerprint: u64) -> Result<T, SnapshotError> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN || &bytes[..8] != magic {
         return Err(SnapshotError::NotASnapshot);
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));

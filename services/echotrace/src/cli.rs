@@ -207,6 +207,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 running.server.await?;
                 return Ok(());
             }
+            if config.stage.role == crate::config::StageRole::Link {
+                let running = crate::stages::link::start(config, shutdown).await?;
+                running.consumer.await??;
+                running.server.await?;
+                return Ok(());
+            }
             let running = crate::run::start(config, None, shutdown).await?;
             running.consumer.await??;
             running.server.await?;

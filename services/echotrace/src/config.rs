@@ -50,8 +50,22 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StageConfig {
-    /// `whole`, `prepare` or `detect` ([`StageRole`]).
+    /// `whole`, `prepare`, `link` or `detect` ([`StageRole`]).
     pub role: StageRole,
+    /// In the `detect` stage: whether the lexical window's `detector.link_shards` shards run as
+    /// `link` processes, asked over `kafka.probe_topic` and answering on `kafka.answer_topic`,
+    /// rather than in this process.
+    pub link_stage: bool,
+    /// In the `detect` stage with `link_stage`: the most posts a batch holds (at least
+    /// `embed.batch_size`). Each batch is one round trip to the shards, so under load it takes
+    /// what waits, up to this many; when idle, a batch still runs after `embed.batch_latency_ms`.
+    pub link_batch_size: usize,
+    /// In the `link` stage: which of the `detector.link_shards` shards this process holds, from 0.
+    pub link_shard: u32,
+    /// In the `detect` stage with `link_stage`: how long it waits for the shards' answers to a
+    /// batch before it logs which shards are missing (and again each time as long); it goes on
+    /// waiting, since a post linked without one shard's answer would miss its matches there.
+    pub link_answer_warn_ms: u64,
     /// The longest a post takes from its `created_at` to its input partition. An input partition
     /// read to its end at a time holds back nothing older than that time less this, so where
     /// other partitions wait on an idle one, their posts wait this long.
@@ -72,6 +86,10 @@ impl Default for StageConfig {
     fn default() -> Self {
         StageConfig {
             role: StageRole::Whole,
+            link_stage: false,
+            link_batch_size: 1024,
+            link_shard: 0,
+            link_answer_warn_ms: 10_000,
             max_arrival_delay_ms: 2_000,
             max_order_wait_ms: 15_000,
             max_held_posts: 50_000,
@@ -100,6 +118,10 @@ pub enum StageRole {
     /// Linking, cascades and scoring: prepared posts in from `kafka.prepared_topic`; rows, edges
     /// and alerts out.
     Detect,
+    /// One linking shard of the lexical window (`stage.link_shard`): every post's probe in from
+    /// `kafka.probe_topic`, in the `detect` stage's order; its answer out to its partition of
+    /// `kafka.answer_topic`.
+    Link,
 }
 
 /// Where posts come from and where edges and dead letters go.
@@ -121,6 +143,13 @@ pub struct KafkaConfig {
     /// Topic between the staged deployment's `prepare` and `detect` stages (`stage.role`): one
     /// prepared post a message, keyed by post id, on the partition its post was read from.
     pub prepared_topic: String,
+    /// Topic from the `detect` stage to the `link` stage (`stage.link_stage`): one message per
+    /// batch of posts, with what a linking shard needs of each; one partition, the order every
+    /// shard takes the posts in.
+    pub probe_topic: String,
+    /// Topic from the `link` stage back to the `detect` stage: each shard's answers to a batch, on
+    /// the partition of the shard's number (at least `detector.link_shards` partitions).
+    pub answer_topic: String,
     /// Extra librdkafka properties for every client (SASL, TLS, timeouts), passed through verbatim,
     /// e.g. `"security.protocol" = "SASL_SSL"`.
     pub properties: BTreeMap<String, String>,
@@ -136,6 +165,8 @@ impl Default for KafkaConfig {
             edges_topic: "echotrace.edges".into(),
             alerts_topic: "echotrace.alerts".into(),
             prepared_topic: "echotrace.prepared".into(),
+            probe_topic: "echotrace.probes".into(),
+            answer_topic: "echotrace.answers".into(),
             properties: BTreeMap::new(),
         }
     }
@@ -164,6 +195,8 @@ impl std::fmt::Debug for KafkaConfig {
             .field("edges_topic", &self.edges_topic)
             .field("alerts_topic", &self.alerts_topic)
             .field("prepared_topic", &self.prepared_topic)
+            .field("probe_topic", &self.probe_topic)
+            .field("answer_topic", &self.answer_topic)
             .field("properties", &properties)
             .finish()
     }
@@ -418,6 +451,12 @@ impl AlertingConfig {
 pub struct ConfigError(Box<figment::Error>);
 
 impl Config {
+    /// Whether this process is a `detect` stage whose linking shards run as the `link` stage
+    /// (`stage.link_stage`).
+    pub fn links_over_kafka(&self) -> bool {
+        self.stage.role == StageRole::Detect && self.stage.link_stage
+    }
+
     /// Loads defaults, then each TOML file in order (a later file's keys over an earlier's, as
     /// `deploy/static-encoder.toml` over `deploy/echotrace.toml`), then `ECHOTRACE_` environment
     /// variables.

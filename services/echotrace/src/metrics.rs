@@ -66,6 +66,11 @@ pub struct Metrics {
     /// Prepared posts the `detect` stage read that were prepared with other settings, and were
     /// prepared again from their text and linked without their embedding.
     pub prepared_foreign: IntCounter,
+    /// Posts the `link` stage answered a probe for (not those it took again, unanswered, while it
+    /// caught up after a restart).
+    pub probes_answered: IntCounter,
+    /// Time the `detect` stage waited for the linking shards' answers to one batch (`link` stage).
+    pub link_answer_seconds: Histogram,
     /// Idle markers the `prepare` stage sent: an input partition read to its end.
     pub idle_markers: IntCounter,
     /// Posts held for the order across input partitions.
@@ -232,6 +237,17 @@ impl Metrics {
                 &r,
                 "echotrace_posts_prepared_total",
                 "Posts prepared by the prepare stage and acknowledged on the prepared topic",
+            ),
+            probes_answered: counter(
+                &r,
+                "echotrace_probes_answered_total",
+                "Posts the link stage answered a probe for and took into its shard",
+            ),
+            link_answer_seconds: histogram(
+                &r,
+                "echotrace_link_answer_seconds",
+                "Time the detect stage waited for every linking shard's answers to one batch",
+                prometheus::exponential_buckets(0.000_5, 2.0, 16).expect("valid buckets"),
             ),
             prepared_foreign: counter(
                 &r,

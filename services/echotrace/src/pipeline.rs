@@ -22,6 +22,7 @@ use crate::explorer::board::AlertBoard;
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
 use crate::stages::Input;
+use crate::stages::probes::{LinkShards, ProbedPost};
 use crate::state::{StateError, StateStore};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -87,6 +88,8 @@ pub struct Pipeline {
     observer: Option<Observer>,
     alert_board: Option<Arc<Mutex<AlertBoard>>>,
     semantic: Option<SemanticStage>,
+    /// The `link` stage's shards, asked for each batch's answers (`stage.link_stage`).
+    link_shards: Option<LinkShards>,
     muted: bool,
 }
 
@@ -99,7 +102,16 @@ pub fn from_config(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Pipeline> {
     let scorer = Scorer::new(config.alerting.rules()?, &config.alerting.score_config());
-    let pipeline = Pipeline::new(detector, scorer, sink, metrics);
+    let pipeline = Pipeline::new(detector, scorer, sink, metrics.clone());
+    if config.links_over_kafka() {
+        // Every batch makes one round trip to the shards; posts come embedded, if at all.
+        let shards = LinkShards::connect(config, metrics).context("the detect stage asks the link stage")?;
+        let batches = EmbedConfig {
+            batch_size: config.embed.batch_size.max(config.stage.link_batch_size),
+            ..config.embed.clone()
+        };
+        return Ok(Pipeline { link_shards: Some(shards), ..pipeline.with_batches(None, &batches) });
+    }
     if !config.detector.semantic.enabled {
         return Ok(pipeline);
     }
@@ -136,7 +148,17 @@ pub fn embed_counted(
 impl Pipeline {
     /// A pipeline over a shared detector (the HTTP API reads the same one).
     pub fn new(detector: Arc<Mutex<Detector>>, scorer: Scorer, sink: ParquetSink, metrics: Arc<Metrics>) -> Pipeline {
-        Pipeline { detector, scorer, sink, metrics, observer: None, alert_board: None, semantic: None, muted: false }
+        Pipeline {
+            detector,
+            scorer,
+            sink,
+            metrics,
+            observer: None,
+            alert_board: None,
+            semantic: None,
+            link_shards: None,
+            muted: false,
+        }
     }
 
     /// Turns semantic linking on: posts are batched, and embedded by `embedder` unless they come
@@ -269,6 +291,16 @@ impl Pipeline {
         }
         let threads = stage.threads;
         let signals: Vec<PostSignals> = batch.iter().map(|prepared| PostSignals::of(&prepared.post)).collect();
+        // The `link` stage's answers, asked outside the detector's lock.
+        let answers = self.link_shards.as_mut().map(|shards| {
+            let probes = self.detector.lock().expect("detector lock poisoned").probes(&batch);
+            let posts = probes
+                .into_iter()
+                .zip(&produced_at)
+                .map(|(probe, at)| ProbedPost { probe, arrived_at_ms: at.map(|at| at.timestamp_millis()) })
+                .collect();
+            shards.answer(posts)
+        });
         let detections = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
             let posts = batch
@@ -281,7 +313,10 @@ impl Pipeline {
                     arrived_at: *produced_at,
                 })
                 .collect();
-            let detections = detector.process_batch(posts, threads);
+            let detections = match answers {
+                Some(answers) => detector.process_answered(posts, answers, threads),
+                None => detector.process_batch(posts, threads),
+            };
             self.observe_detector(&detector);
             detections
         };

@@ -117,7 +117,12 @@ async fn rebuild(config: &Config, pipeline: &mut Pipeline, metrics: &Metrics) ->
 /// Starts the API and the consumer; both stop when `shutdown` fires.
 pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdown) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let detector = Arc::new(Mutex::new(Detector::new(config.detector.clone())));
+    let detector = if config.links_over_kafka() {
+        Detector::answered_elsewhere(config.detector.clone())
+    } else {
+        Detector::new(config.detector.clone())
+    };
+    let detector = Arc::new(Mutex::new(detector));
     let ready = Arc::new(AtomicBool::new(false));
     let sink = ParquetSink::new(&config.output.dir)?.with_embeddings(config.output.store_embeddings);
     let explorer = Arc::new(ExplorerState::from_config(&config)?);
@@ -139,7 +144,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let order_layout = match config.stage.role {
         StageRole::Detect => InputLayout::fetch_prepared(&config, &publisher, Duration::from_secs(10))
             .context("the detect stage orders posts by their input partitions")?,
-        StageRole::Whole | StageRole::Prepare => InputLayout::Input,
+        StageRole::Whole | StageRole::Prepare | StageRole::Link => InputLayout::Input,
     };
     let store = StateStore::from_config(&config).context("cannot create the state folder (state.dir)")?;
     let (firing, held) = match store.as_ref().and_then(|store| resume(store, &mut pipeline)) {

@@ -15,7 +15,7 @@ use crate::embed::Encoder;
 use crate::sinks::parquet::{SinkError, io_error, sync_dir};
 use echotrace_core::detector::Detector;
 use echotrace_core::score::alerts::ScorerState;
-use echotrace_core::state::{self, Position, Snapshot, SnapshotError};
+use echotrace_core::state::{self, Position, ShardSnapshot, Snapshot, SnapshotError};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,6 +48,20 @@ impl StateStore {
         Ok(Some(StateStore { path: config.state.dir.join("snapshot.bin"), fingerprint: fingerprint(config) }))
     }
 
+    /// The store of the `link` stage's shard `stage.link_shard` (`state.dir/link-shard-<n>.bin`),
+    /// whose fingerprint is the lexical configuration's and the shard's; none when snapshots are
+    /// off.
+    pub fn for_link_shard(config: &Config) -> Result<Option<StateStore>, SinkError> {
+        if StateStore::from_config(config)?.is_none() {
+            return Ok(None);
+        }
+        let shard = format!("link shard {} of {}", config.stage.link_shard, config.detector.link_shards);
+        Ok(Some(StateStore {
+            path: config.state.dir.join(format!("link-shard-{}.bin", config.stage.link_shard)),
+            fingerprint: state::linking_fingerprint(&config.detector, &shard),
+        }))
+    }
+
     /// The snapshot file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -56,7 +70,8 @@ impl StateStore {
     /// Writes an encoded snapshot atomically (temporary file, fsync, rename, fsync of the folder).
     fn write_encoded(&self, bytes: &[u8]) -> Result<(), StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let temporary = dir.join(".snapshot.bin.tmp");
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = dir.join(format!(".{name}.tmp"));
         let mut file = fs::File::create(&temporary).map_err(io_error(&temporary))?;
         file.write_all(bytes).map_err(io_error(&temporary))?;
         file.sync_all().map_err(io_error(&temporary))?;
@@ -71,6 +86,22 @@ impl StateStore {
         let bytes = state::encode(self.fingerprint, detector, scorer, positions)?;
         self.write_encoded(&bytes)?;
         Ok(bytes.len() as u64)
+    }
+
+    /// Encodes a linking shard's snapshot and writes it atomically; returns its size in bytes.
+    pub fn write_shard(&self, snapshot: &ShardSnapshot) -> Result<u64, StateError> {
+        let bytes = state::encode_shard(self.fingerprint, snapshot)?;
+        self.write_encoded(&bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// The linking shard's snapshot to resume from, as [`StateStore::read`] reads a detector's.
+    pub fn read_shard(&self) -> Result<Option<ShardSnapshot>, SnapshotError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => state::read_shard(&bytes, self.fingerprint).map(Some),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(SnapshotError::Io(error)),
+        }
     }
 
     /// The snapshot to resume from: none when there is no file yet; an error that says why when
@@ -93,6 +124,48 @@ pub fn fingerprint(config: &Config) -> u64 {
         Encoder::Transformer => format!("transformer:{}", embed.model_file),
         Encoder::Static => format!("static:{}", embed.static_dir.display()),
     };
-    let encoder = format!("{encoder}:{}x{}", embed.chunk_tokens, embed.max_chunks);
+    let mut encoder = format!("{encoder}:{}x{}", embed.chunk_tokens, embed.max_chunks);
+    if config.links_over_kafka() {
+        // The window's shards are the `link` stage's, not in this snapshot.
+        encoder.push_str(":link-stage");
+    }
     state::linking_fingerprint(&config.detector, &encoder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echotrace_core::detector::LexicalShard;
+    use echotrace_core::link::shard::LinkShard;
+
+    /// A configuration with snapshots in `dir`, for linking shard `shard` of 3.
+    fn link_config(dir: &Path, shard: u32) -> Config {
+        let mut config = Config::default();
+        config.state.dir = dir.to_owned();
+        config.stage.link_shard = shard;
+        config.detector.link_shards = std::num::NonZeroU32::new(3).unwrap();
+        config
+    }
+
+    #[test]
+    fn a_linking_shard_comes_back_from_its_snapshot_and_not_from_another_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = link_config(dir.path(), 1);
+        let store = StateStore::for_link_shard(&config).unwrap().unwrap();
+        assert!(store.read_shard().unwrap().is_none(), "nothing written yet");
+        let shard = LexicalShard::new(&config.detector, LinkShard::new(1, 3).unwrap());
+        let position = Position { source: "echotrace.probes".into(), partition: 0, offset: 42 };
+        store.write_shard(&ShardSnapshot { shard, position: position.clone() }).unwrap();
+        assert_eq!(store.read_shard().unwrap().unwrap().position, position);
+        assert!(store.path().ends_with("link-shard-1.bin"));
+
+        // Shard 2's store under the same folder, given shard 1's file: refused, not taken.
+        let other = StateStore::for_link_shard(&link_config(dir.path(), 2)).unwrap().unwrap();
+        std::fs::copy(store.path(), other.path()).unwrap();
+        assert!(matches!(other.read_shard(), Err(SnapshotError::Configuration { .. })));
+        // Nor is a shard's file a detector's snapshot.
+        let detector = StateStore::from_config(&config).unwrap().unwrap();
+        std::fs::copy(store.path(), detector.path()).unwrap();
+        assert!(matches!(detector.read(), Err(SnapshotError::NotASnapshot)));
+    }
 }

@@ -88,3 +88,17 @@ fn no_linking_shards_is_refused_by_name() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("expected a nonzero u32 for key \"DETECTOR.LINK_SHARDS\""), "{stderr}");
 }
+
+#[test]
+fn a_link_process_naming_no_shard_is_refused_by_name() {
+    let output = Command::new(env!("CARGO_BIN_EXE_echotrace"))
+        .arg("run")
+        .env("ECHOTRACE_STAGE__ROLE", "link")
+        .env("ECHOTRACE_STAGE__LINK_SHARD", "3")
+        .env("ECHOTRACE_DETECTOR__LINK_SHARDS", "3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("stage.link_shard = 3 names no shard of detector.link_shards = 3"), "{stderr}");
+}

@@ -25,6 +25,11 @@
 //! A third test gives one `whole` process a backfill loaded on three partitions before it starts:
 //! it receives them a partition's batch at a time, and merges them as the `detect` stage does.
 //!
+//! Two more put the lexical window in three `link` processes (`stage.link_stage`): on tansu, a
+//! `link` process is killed (SIGKILL) once it has written a snapshot and started again; on the
+//! mock cluster, the killed preparer and detector of the second test, with the shards answering
+//! throughout. Both equal the replay.
+//!
 //! Needs ONNX Runtime, as `semantic_links.rs`; the tansu test also needs tansu and kcat, as
 //! `broker_e2e.rs`.
 
@@ -80,9 +85,15 @@ max_order_wait_ms = 60000
 }
 
 fn start(config: &Path, role: &str, http: SocketAddr, log: &Path) -> Reaper {
+    start_with(config, role, http, log, &[])
+}
+
+/// [`start`] with more configuration from the environment.
+fn start_with(config: &Path, role: &str, http: SocketAddr, log: &Path, env: &[(&str, String)]) -> Reaper {
     Reaper(
         Command::new(env!("CARGO_BIN_EXE_echotrace"))
             .args(["run", "--config", config.to_str().unwrap()])
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .env("ECHOTRACE_STAGE__ROLE", role)
             .env("ECHOTRACE_HTTP__LISTEN", http.to_string())
             .stdout(Stdio::null())
@@ -394,12 +405,32 @@ fn three_preparers_and_a_detector_equal_one_replay_with_a_preparer_stopped_mid_s
 
 #[test]
 fn a_preparer_and_the_detector_killed_mid_stream_change_nothing() {
+    preparer_and_detector_killed_mid_stream(false);
+}
+
+/// As [`a_preparer_and_the_detector_killed_mid_stream_change_nothing`], with the lexical window in
+/// three `link` processes: the restarted detector asks them again for what it links again, and
+/// the shards, which hold those posts already, answer as before.
+#[test]
+fn the_detector_killed_mid_stream_while_link_shards_answer_changes_nothing() {
+    preparer_and_detector_killed_mid_stream(true);
+}
+
+fn preparer_and_detector_killed_mid_stream(link_stage: bool) {
     let Some(runtime) = onnxruntime_library() else { return };
     let dir = tempfile::tempdir().unwrap();
     // The broker lives in this test's process and the stages reach it over loopback, so killing
     // a stage leaves the broker, its commits and its groups as they were.
-    let (_cluster, broker) = mock_cluster();
+    let (cluster, broker) = mock_cluster();
     let config = config(dir.path(), &broker, &runtime);
+    let _shards: Vec<(SocketAddr, Reaper)> = if link_stage {
+        with_link_stage(&config);
+        cluster.create_topic("echotrace.probes", 1, 1).unwrap();
+        cluster.create_topic("echotrace.answers", LINK_SHARDS as i32, 1).unwrap();
+        (0..LINK_SHARDS).map(|shard| start_link(&config, dir.path(), shard, &format!("link-{shard}"))).collect()
+    } else {
+        Vec::new()
+    };
     let mut preparers = start_preparers(&config, dir.path());
     let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
 
@@ -499,5 +530,104 @@ fn one_whole_process_reading_three_partitions_equals_one_replay() {
     // Let the last checkpoint write the rows.
     std::thread::sleep(Duration::from_secs(2));
     stop(process, "whole process");
+    assert_equal_to_replay(dir.path(), &sent, Rows::Once);
+}
+
+/// The linking shards of the `link`-stage test.
+const LINK_SHARDS: u32 = 3;
+
+/// Turns the `link` stage on in the configuration [`config`] wrote: the `detect` process asks
+/// [`LINK_SHARDS`] `link` processes.
+fn with_link_stage(config: &Path) {
+    let mut toml = std::fs::read_to_string(config).unwrap();
+    // The configuration ends in its [stage] section.
+    toml.push_str(&format!("link_stage = true\n[detector]\nlink_shards = {LINK_SHARDS}\n"));
+    std::fs::write(config, toml).unwrap();
+}
+
+/// A `link` process holding shard `shard`, ready, logging to `dir/<name>.log`.
+fn start_link(config: &Path, dir: &Path, shard: u32, name: &str) -> (SocketAddr, Reaper) {
+    let http = free_http();
+    let env = [("ECHOTRACE_STAGE__LINK_SHARD", shard.to_string())];
+    let process = start_with(config, "link", http, &dir.join(format!("{name}.log")), &env);
+    wait_for("a linking shard on the probe topic", Duration::from_secs(60), || ready(http));
+    (http, process)
+}
+
+#[test]
+fn three_link_shards_equal_one_replay_with_a_shard_killed_mid_stream() {
+    let Some((tansu, kcat_bin)) = tools() else { return };
+    let Some(runtime) = onnxruntime_library() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_tansu, broker) = start_tansu(&tansu, "sqlite://tansu.db", free_port(), dir.path());
+    let link_topics = [("echotrace.probes", 1), ("echotrace.answers", LINK_SHARDS as i32)];
+    for (topic, partitions) in TOPICS.into_iter().chain(link_topics) {
+        create_topic(&tansu, &broker, topic, partitions as u32);
+    }
+    // The lexical window in three `link` processes, asked by the `detect` process over Kafka.
+    let config = config(dir.path(), &broker, &runtime);
+    with_link_stage(&config);
+    let preparers = start_preparers(&config, dir.path());
+    let mut shards: Vec<(SocketAddr, Reaper)> =
+        (0..LINK_SHARDS).map(|shard| start_link(&config, dir.path(), shard, &format!("link-{shard}"))).collect();
+    let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
+
+    let (first, second) = input_halves(&[]);
+    let next_partition = first.len();
+    let sending = send(&broker, first, 0, Sending::Live);
+    // A message on the probe topic that is not a probe batch: every shard dead-letters it.
+    kcat(&kcat_bin, &["-P", "-b", &broker, "-t", "echotrace.probes", "-p", "0"], Some(b"not a probe batch\n"));
+
+    // A shard dies without committing or writing more, once it has answered some posts and
+    // written a snapshot of them; the detector waits for its answers meanwhile.
+    wait_for("some posts detected", Duration::from_secs(120), || {
+        metric(detect_http, "echotrace_posts_processed_total") >= 32.0
+    });
+    let snapshots = metric(shards[1].0, "echotrace_snapshots_total");
+    wait_for("a snapshot of the shard", Duration::from_secs(30), || {
+        metric(shards[1].0, "echotrace_snapshots_total") >= snapshots + 1.0
+    });
+    let (_, killed) = shards.remove(1);
+    drop(killed);
+    let mut sent = sending.join().unwrap();
+    // Started again, it restores its snapshot, takes what it had answered since without
+    // answering, and answers on.
+    shards.insert(1, start_link(&config, dir.path(), 1, "link-1-again"));
+    sent.extend(send(&broker, second, next_partition, Sending::Live).join().unwrap());
+
+    wait_for("every post processed by the detector", Duration::from_secs(240), || {
+        metric(detect_http, "echotrace_posts_processed_total") >= SAMPLE.lines().count() as f64
+    });
+    assert_eq!(metric(detect_http, "echotrace_posts_out_of_order_total"), 0.0, "the order held every post");
+    let restarted_log = std::fs::read_to_string(dir.path().join("link-1-again.log")).unwrap();
+    assert!(restarted_log.contains("linking shard restored"), "{restarted_log}");
+    assert!(metric(shards[1].0, "echotrace_probes_answered_total") > 0.0, "the restarted shard answers");
+    for shard in [0, 2] {
+        assert_eq!(
+            metric(shards[shard].0, "echotrace_dead_letters_total"),
+            1.0,
+            "the bad probe message, dead-lettered"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop(detect, "detector");
+    // The restarted shard holds what a shard that read every probe holds: a fresh one, in a
+    // group of its own and without a snapshot, reads the probe topic from its beginning.
+    let held = metric(shards[1].0, "echotrace_window_posts");
+    assert!(held > 0.0);
+    for (shard, (_, process)) in shards.into_iter().enumerate() {
+        stop(process, &format!("linking shard {shard}"));
+    }
+    drop(preparers);
+    let http = free_http();
+    let env = [
+        ("ECHOTRACE_STAGE__LINK_SHARD", "1".to_owned()),
+        ("ECHOTRACE_KAFKA__GROUP_ID", "rebuilt".to_owned()),
+        ("ECHOTRACE_STATE__DIR", dir.path().join("rebuilt-state").display().to_string()),
+    ];
+    let _rebuilt = start_with(&config, "link", http, &dir.path().join("link-1-rebuilt.log"), &env);
+    wait_for("a shard rebuilt from every probe to hold as much", Duration::from_secs(60), || {
+        ready(http) && metric(http, "echotrace_window_posts") == held
+    });
     assert_equal_to_replay(dir.path(), &sent, Rows::Once);
 }

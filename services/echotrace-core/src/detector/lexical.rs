@@ -95,6 +95,14 @@ impl LexicalAnswer {
         self.similar_sets.extend(other.similar_sets);
     }
 
+    /// The answers of every shard to one post, as one, merged in the shards' order.
+    pub fn merged(answers: impl IntoIterator<Item = LexicalAnswer>) -> LexicalAnswer {
+        answers.into_iter().fold(LexicalAnswer::default(), |mut all, answer| {
+            all.merge(answer);
+            all
+        })
+    }
+
     /// Whether it holds a post by `payload` posted at `created_at_ms`: the post itself, when it
     /// was entered before (a duplicate delivery).
     pub fn holds(&self, payload: u64, created_at_ms: i64) -> bool {

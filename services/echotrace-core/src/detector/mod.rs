@@ -231,6 +231,23 @@ impl Detector {
         }
     }
 
+    /// A detector whose linking shards run elsewhere, as the staged deployment's `link` stage: it
+    /// holds the graph and the semantic window, and takes batches with the shards' answers
+    /// ([`Detector::process_answered`]).
+    pub fn answered_elsewhere(config: DetectorConfig) -> Detector {
+        Detector { lexical: LexicalWindow::Sharded(ShardedWindow::answered_elsewhere()), ..Detector::new(config) }
+    }
+
+    /// Whether its linking shards run elsewhere ([`Detector::answered_elsewhere`]).
+    pub fn answers_elsewhere(&self) -> bool {
+        matches!(&self.lexical, LexicalWindow::Sharded(window) if window.answers_elsewhere())
+    }
+
+    /// What the linking shards are sent of each post of a batch, in order.
+    pub fn probes<'a>(&self, batch: impl IntoIterator<Item = &'a PreparedPost>) -> Vec<LinkProbe> {
+        batch.into_iter().map(|prepared| LinkProbe::of(prepared, &self.config)).collect()
+    }
+
     /// The graph, for queries.
     pub fn graph(&self) -> &CascadeGraph {
         &self.graph
@@ -330,7 +347,7 @@ impl Detector {
     /// post's scan is finished when it is linked, over what entered the window since. Linking
     /// shards answer the whole batch first, side by side on the same threads.
     pub fn process_batch(&mut self, batch: Vec<BatchPost>, threads: usize) -> Vec<Option<Detection>> {
-        let mut answers = match &mut self.lexical {
+        let answers = match &mut self.lexical {
             LexicalWindow::Whole(_) => Vec::new(),
             LexicalWindow::Sharded(window) => {
                 let config = &self.config;
@@ -338,8 +355,30 @@ impl Detector {
                     batch.iter().map(|post| (LinkProbe::of(&post.prepared, config), post.arrived_at)).collect();
                 window.answer_batch(&probes, threads)
             }
-        }
-        .into_iter();
+        };
+        self.process_answered(batch, answers, threads)
+    }
+
+    /// Processes a batch as [`Detector::process_batch`] does, with the linking shards' merged
+    /// answer to each post ([`LexicalAnswer::merged`]) given in order, by shards that took the
+    /// batch's [`Detector::probes`] elsewhere (the `link` stage). Answers are ignored by a
+    /// detector that holds its window whole.
+    ///
+    /// # Panics
+    /// When a detector whose shards run elsewhere is not given an answer for every post.
+    pub fn process_answered(
+        &mut self,
+        batch: Vec<BatchPost>,
+        answers: Vec<LexicalAnswer>,
+        threads: usize,
+    ) -> Vec<Option<Detection>> {
+        assert!(
+            !self.answers_elsewhere() || answers.len() == batch.len(),
+            "the linking shards answered {} posts of a batch of {}",
+            answers.len(),
+            batch.len()
+        );
+        let mut answers = answers.into_iter();
         let config = &self.config.semantic;
         // One prescan per embedded post, consumed in the same order below.
         let embedded: Vec<&TextEmbedding> = batch.iter().filter_map(|post| post.embedding).collect();
@@ -369,7 +408,13 @@ impl Detector {
         let probe = LinkProbe::of(&prepared, &self.config);
         // Linking shards take every post of the stream, duplicates too, as a linking stage does.
         let answered = match &mut self.lexical {
-            LexicalWindow::Sharded(window) => Some(answered.unwrap_or_else(|| window.answer(&probe, arrived_at))),
+            LexicalWindow::Sharded(window) => Some(answered.unwrap_or_else(|| {
+                assert!(
+                    !window.answers_elsewhere(),
+                    "a detector whose linking shards run elsewhere takes answered batches"
+                );
+                window.answer(&probe, arrived_at)
+            })),
             LexicalWindow::Whole(_) => None,
         };
         if self.has_processed(&prepared.post.id) {

@@ -107,8 +107,9 @@ impl LexicalShard {
     }
 }
 
-/// The detector's side of a window split into linking shards: the shards (held in this process),
-/// and the node of each placed post's key, to resolve the shards' matches.
+/// The detector's side of a window split into linking shards: the shards, when they are held in
+/// this process (none where they run as the `link` stage and their answers are given), and the
+/// node of each placed post's key, to resolve the shards' matches.
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct ShardedWindow {
     shards: Vec<LexicalShard>,
@@ -128,6 +129,16 @@ impl ShardedWindow {
         }
     }
 
+    /// The detector's side alone: the shards run elsewhere and their answers are given.
+    pub fn answered_elsewhere() -> ShardedWindow {
+        ShardedWindow { shards: Vec::new(), nodes: HashMap::new(), placed: VecDeque::new() }
+    }
+
+    /// Whether the shards run elsewhere.
+    pub fn answers_elsewhere(&self) -> bool {
+        self.shards.is_empty()
+    }
+
     /// Placed posts whose keys are held to resolve matches (those of posts that left the graph
     /// are forgotten once no live post was placed before them).
     pub fn len(&self) -> usize {
@@ -136,7 +147,7 @@ impl ShardedWindow {
 
     /// Every shard's answer to the next post of the stream, merged.
     pub fn answer(&mut self, probe: &LinkProbe, arrived_at: Option<DateTime<Utc>>) -> LexicalAnswer {
-        merged(self.shards.iter_mut().map(|shard| shard.answer(probe, arrived_at)))
+        LexicalAnswer::merged(self.shards.iter_mut().map(|shard| shard.answer(probe, arrived_at)))
     }
 
     /// The merged answers to the next posts of the stream, in order: each shard takes the batch
@@ -148,13 +159,13 @@ impl ShardedWindow {
         });
         let mut by_shard: Vec<_> = by_shard.into_iter().map(Vec::into_iter).collect();
         (0..posts.len())
-            .map(|_| merged(by_shard.iter_mut().map(|answers| answers.next().expect("one per post"))))
+            .map(|_| LexicalAnswer::merged(by_shard.iter_mut().map(|answers| answers.next().expect("one per post"))))
             .collect()
     }
 
     /// Every shard's answer for a post as the window stands, merged, changing nothing.
     pub fn lookup(&self, probe: &LinkProbe) -> LexicalAnswer {
-        merged(self.shards.iter().map(|shard| shard.lookup(probe)))
+        LexicalAnswer::merged(self.shards.iter().map(|shard| shard.lookup(probe)))
     }
 
     /// The live node of a match: the node placed under `post_key`, if it is still in the graph
@@ -183,14 +194,6 @@ impl ShardedWindow {
             }
         }
     }
-}
-
-/// The answers of every shard to one post, as one.
-fn merged(answers: impl Iterator<Item = LexicalAnswer>) -> LexicalAnswer {
-    answers.fold(LexicalAnswer::default(), |mut all, answer| {
-        all.merge(answer);
-        all
-    })
 }
 
 #[cfg(test)]
@@ -277,6 +280,14 @@ mod tests {
         DetectorConfig { window_secs: 1200, allowed_lateness_secs: 1800, link_shards, ..DetectorConfig::default() }
     }
 
+    /// Posts prepared for [`Detector::process_batch`], without embeddings or arrival times.
+    fn batch_of(preparer: &crate::prepare::Preparer, posts: &[Post]) -> Vec<BatchPost<'static>> {
+        posts
+            .iter()
+            .map(|post| BatchPost { prepared: preparer.prepare(post.clone()), embedding: None, arrived_at: None })
+            .collect()
+    }
+
     fn one_by_one(detector: &mut Detector, posts: &[Post]) -> Vec<Option<Detection>> {
         posts.iter().map(|post| detector.process(post.clone())).collect()
     }
@@ -297,8 +308,8 @@ mod tests {
         /// partitions delivers them), over a window that evicts, or with redeliveries over one
         /// that does not (the exceptions of the module doc): a detector whose lexical window is
         /// split into 2 to 5 linking shards gives the same detections (posts, edges with their
-        /// evidence, merges, cascades) as one window, post by post, and in batches whose shards
-        /// answer side by side.
+        /// evidence, merges, cascades) as one window, post by post, in batches whose shards
+        /// answer side by side, and in batches answered by shards held apart from it.
         #[test]
         fn sharded_detectors_give_what_one_window_gives(
             mut steps in steps(),
@@ -325,13 +336,34 @@ mod tests {
             let preparer = sharded.preparer();
             let mut in_batches = Vec::new();
             for chunk in posts.chunks(batch) {
-                let chunk: Vec<BatchPost> = chunk
-                    .iter()
-                    .map(|post| BatchPost { prepared: preparer.prepare(post.clone()), embedding: None, arrived_at: None })
-                    .collect();
+                let chunk = batch_of(&preparer, chunk);
                 in_batches.extend(sharded.process_batch(chunk, 2));
             }
             prop_assert_eq!(first_difference(&in_batches, &expected), None, "in batches");
+
+            // The shards apart from the detector, as the `link` stage runs them: each takes every
+            // batch's probes and its answers cross the wire before they are merged.
+            let mut detector = Detector::answered_elsewhere(config(count));
+            let mut shards: Vec<LexicalShard> =
+                LinkShard::all(count).map(|shard| LexicalShard::new(&config(count), shard)).collect();
+            let mut answered = Vec::new();
+            for chunk in posts.chunks(batch) {
+                let chunk = batch_of(&preparer, chunk);
+                let probes = detector.probes(chunk.iter().map(|post| &post.prepared));
+                let mut by_shard: Vec<_> = shards
+                    .iter_mut()
+                    .map(|shard| {
+                        let answers: Vec<LexicalAnswer> = probes.iter().map(|probe| shard.answer(probe, None)).collect();
+                        let bytes = postcard::to_allocvec(&answers).unwrap();
+                        postcard::from_bytes::<Vec<LexicalAnswer>>(&bytes).unwrap().into_iter()
+                    })
+                    .collect();
+                let answers = (0..chunk.len())
+                    .map(|_| LexicalAnswer::merged(by_shard.iter_mut().map(|answers| answers.next().unwrap())))
+                    .collect();
+                answered.extend(detector.process_answered(chunk, answers, 2));
+            }
+            prop_assert_eq!(first_difference(&answered, &expected), None, "answered elsewhere");
         }
     }
 

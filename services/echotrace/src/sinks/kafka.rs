@@ -45,11 +45,25 @@ pub struct KafkaPublisher {
 impl KafkaPublisher {
     /// A publisher with the configured brokers and pass-through properties.
     pub fn new(config: &KafkaConfig) -> Result<KafkaPublisher, KafkaError> {
+        KafkaPublisher::with_settings(config, &[])
+    }
+
+    /// A publisher that sends each message at once (`linger.ms` 0, where librdkafka waits 5 ms
+    /// for more by default), for messages a process waits on: the exchange between the `detect`
+    /// and `link` stages, one message per batch each way. The configured properties still win.
+    pub fn for_round_trips(config: &KafkaConfig) -> Result<KafkaPublisher, KafkaError> {
+        KafkaPublisher::with_settings(config, &[("linger.ms", "0")])
+    }
+
+    fn with_settings(config: &KafkaConfig, extra: &[(&str, &str)]) -> Result<KafkaPublisher, KafkaError> {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &config.brokers);
         // Dead letters carry the original bytes intact, even oversized ones.
         client.set("message.max.bytes", "16777216");
         client.set("enable.idempotence", "true");
+        for (key, value) in extra {
+            client.set(*key, *value);
+        }
         for (key, value) in &config.properties {
             client.set(key, value);
         }
@@ -144,6 +158,12 @@ impl KafkaPublisher {
             record = record.timestamp(timestamp);
         }
         self.enqueue(record)
+    }
+
+    /// Sends one message of the exchange between the `detect` and `link` stages
+    /// ([`crate::stages::probes`]) to `topic`'s `partition`.
+    pub fn exchange(&self, topic: &str, partition: i32, payload: &[u8]) -> Result<DeliveryFuture, KafkaError> {
+        self.enqueue(FutureRecord::<[u8], [u8]>::to(topic).payload(payload).partition(partition))
     }
 
     /// Sends each edge as JSON, keyed by cascade so one cascade's edges stay in order.

@@ -11,15 +11,22 @@
 //! - `detect`: linking, cascades, scoring and alerts, the same [`crate::pipeline::Pipeline`] and
 //!   checkpoints as `whole`, reading prepared posts from `kafka.prepared_topic` instead of posts,
 //!   in one order across input partitions ([`crate::ingest::ordering`]): the `prepare` stage names
-//!   each post's input partition and marks the partitions it has read to their end.
+//!   each post's input partition and marks the partitions it has read to their end. With
+//!   `stage.link_stage` it holds no lexical window: it asks the `link` stage for every batch.
+//! - `link` ([`link`]): one linking shard of the lexical window (`stage.link_shard` of
+//!   `detector.link_shards`), apart from the `detect` process: probes of every post in, in the
+//!   `detect` stage's order, on `kafka.probe_topic`; its answers out on `kafka.answer_topic`
+//!   ([`probes`]). The shards hold the window's memory, so it is split over processes.
 //!
 //! The `prepare` stage embeds every post that may be linked by meaning. A `whole` process embeds
 //! fewer: it skips the posts that something already in its window explains lexically, which only
 //! the stateful stage knows. The `detect` stage weighs a post's embedding only where nothing
 //! lexical explains it, as `whole` does, so the extra embeddings change no link.
 
+pub mod link;
 pub mod prepare;
 pub mod prepared;
+pub mod probes;
 
 use crate::config::{Config, StageRole};
 use crate::ingest::lag::Partition;
@@ -28,6 +35,7 @@ use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::{InvalidPost, Post};
 use echotrace_core::prepare::PreparedPost;
 use prepared::{InvalidPrepared, PreparedSettings, Received};
+use probes::InvalidExchange;
 use std::sync::Arc;
 
 /// A consumed message, decoded for the stage that reads it.
@@ -48,6 +56,9 @@ pub enum InvalidInput {
     /// Not a valid prepared post.
     #[error(transparent)]
     Prepared(#[from] InvalidPrepared),
+    /// Not a valid message of the exchange with the `link` stage.
+    #[error(transparent)]
+    Exchange(#[from] InvalidExchange),
 }
 
 impl InvalidInput {
@@ -56,6 +67,7 @@ impl InvalidInput {
         match self {
             InvalidInput::Post(error) => error.kind(),
             InvalidInput::Prepared(error) => error.kind(),
+            InvalidInput::Exchange(error) => error.kind(),
         }
     }
 }
@@ -104,6 +116,7 @@ impl InputDecoder {
     pub fn topics(config: &Config) -> Vec<String> {
         match config.stage.role {
             StageRole::Detect => vec![config.kafka.prepared_topic.clone()],
+            StageRole::Link => vec![config.kafka.probe_topic.clone()],
             StageRole::Whole | StageRole::Prepare => config.kafka.input_topics.clone(),
         }
     }
