@@ -20,11 +20,12 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sinks::kafka::KafkaPublisher;
+use crate::sinks::kafka::{KafkaPublisher, Source};
+use crate::stages::InvalidInput;
 use anyhow::Context;
 use echotrace_core::detector::{LexicalAnswer, LinkProbe};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -130,7 +131,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T
     }
 }
 
-/// How many partitions `topic` has, checked against what the exchange needs of it.
+/// Checks that the probe topic has exactly one partition and the answer topic one per linking
+/// shard; fails saying which does not.
 pub fn check_partitions(publisher: &KafkaPublisher, config: &Config) -> anyhow::Result<()> {
     let probes = publisher.partitions(&config.kafka.probe_topic, METADATA_TIMEOUT)?;
     anyhow::ensure!(
@@ -239,9 +241,7 @@ impl LinkShards {
                         }
                     }
                     Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, partition = message.partition(), offset = message.offset(), "a message on the answer topic is not an answer; passed over");
-                    }
+                    Err(error) => self.dead_letter(&message, error),
                 },
                 Some(Err(error)) => tracing::warn!(%error, "answer reader error; continuing"),
                 None => {}
@@ -263,6 +263,21 @@ impl LinkShards {
         (0..count)
             .map(|_| LexicalAnswer::merged(by_shard.iter_mut().map(|answers| answers.next().expect("one per post"))))
             .collect()
+    }
+
+    /// Sends a message of the answer topic that is not an answer to the dead-letter topic, with
+    /// its reason, and counts it; the wait for the batch's answers goes on.
+    fn dead_letter(&self, message: &BorrowedMessage<'_>, error: InvalidExchange) {
+        let error = InvalidInput::Exchange(error);
+        let source =
+            Source { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
+        tracing::warn!(source = %format!("{}/{}/{}", source.topic, source.partition, source.offset), kind = error.kind(), %error, "dead-lettering message");
+        self.metrics.dead_letters.with_label_values(&[error.kind()]).inc();
+        let payload = message.payload().unwrap_or_default();
+        // Not awaited: the delivery goes on in the producer, and a refusal is the producer's to log.
+        if let Err(error) = self.publisher.dead_letter(message.key(), payload, &source, &error) {
+            tracing::warn!(%error, "cannot send the dead letter");
+        }
     }
 
     /// Sends a probe batch until the brokers acknowledge it.
