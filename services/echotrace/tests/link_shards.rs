@@ -75,30 +75,34 @@ fn three_linking_shards_give_the_rows_one_window_gives() {
     }
 }
 
+/// Asserts that `echotrace args` with the environment `env` fails, saying `reason`.
+fn refused(args: &[&str], env: &[(&str, &str)], reason: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_echotrace")).args(args).envs(env.iter().copied()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(reason), "{stderr}");
+}
+
 #[test]
 fn no_linking_shards_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_echotrace"))
-        .args(["replay", "--input", "/dev/null", "--out"])
-        .arg(dir.path().join("out"))
-        .env("ECHOTRACE_DETECTOR__LINK_SHARDS", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("expected a nonzero u32 for key \"DETECTOR.LINK_SHARDS\""), "{stderr}");
+    let out = dir.path().join("out");
+    refused(
+        &["replay", "--input", "/dev/null", "--out", out.to_str().unwrap()],
+        &[("ECHOTRACE_DETECTOR__LINK_SHARDS", "0")],
+        "expected a nonzero u32 for key \"DETECTOR.LINK_SHARDS\"",
+    );
 }
 
 #[test]
 fn a_link_process_naming_no_shard_is_refused_by_name() {
-    let output = Command::new(env!("CARGO_BIN_EXE_echotrace"))
-        .arg("run")
-        .env("ECHOTRACE_STAGE__ROLE", "link")
-        .env("ECHOTRACE_STAGE__LINK_SHARD", "3")
-        .env("ECHOTRACE_DETECTOR__LINK_SHARDS", "3")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("stage.link_shard = 3 names no shard of detector.link_shards = 3"), "{stderr}");
+    refused(
+        &["run"],
+        &[
+            ("ECHOTRACE_STAGE__ROLE", "link"),
+            ("ECHOTRACE_STAGE__LINK_SHARD", "3"),
+            ("ECHOTRACE_DETECTOR__LINK_SHARDS", "3"),
+        ],
+        "stage.link_shard = 3 names no shard of detector.link_shards = 3",
+    );
 }
