@@ -83,6 +83,10 @@ pub struct Metrics {
     pub order_watermark: Gauge,
     /// Consumed partitions paused because too many of their posts wait for the order.
     pub partitions_paused: IntGauge,
+    /// Partitions the consumer group has assigned this member now (0: standing by).
+    pub partitions_owned: IntGauge,
+    /// Assignments the consumer group has given this member, empty ones included.
+    pub assignments: IntCounter,
     /// Time to process one message, from receipt to its rows being buffered.
     pub processing_seconds: Histogram,
     /// Flushes of the Parquet datasets followed by an offset commit.
@@ -100,6 +104,8 @@ pub struct Metrics {
     pub snapshot_bytes: IntGauge,
     /// Partitions whose window was rebuilt from Kafka (at start-up, or when handed over).
     pub window_rebuilds: IntCounter,
+    /// State snapshots restored when the group assigned partitions (start-up, takeover).
+    pub state_takeovers: IntCounter,
     /// Rows written to Parquet, all datasets.
     pub rows_written: IntCounter,
     /// Event time of the newest post processed, in seconds since the epoch.
@@ -293,6 +299,19 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            partitions_owned: register(
+                &r,
+                IntGauge::new(
+                    "echotrace_partitions_owned",
+                    "Partitions the consumer group has assigned this member now; 0 for a member standing by",
+                )
+                .expect("valid"),
+            ),
+            assignments: counter(
+                &r,
+                "echotrace_assignments_total",
+                "Assignments the consumer group has given this member, empty ones included: one at least once it has joined",
+            ),
             embed_batch_seconds: histogram(
                 &r,
                 "echotrace_embed_batch_seconds",
@@ -340,6 +359,11 @@ impl Metrics {
                 &r,
                 "echotrace_window_rebuilds_total",
                 "Partitions whose window was rebuilt from Kafka: at start-up without a usable snapshot, or when a rebalance hands over one another member read further",
+            ),
+            state_takeovers: counter(
+                &r,
+                "echotrace_state_takeovers_total",
+                "State snapshots restored when the group assigned this member partitions: on starting, or on taking over from another member",
             ),
             rows_written: counter(&r, "echotrace_parquet_rows_written_total", "Rows written to Parquet"),
             event_time_seconds: register(

@@ -22,7 +22,7 @@ use crate::explorer::board::AlertBoard;
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
 use crate::stages::Input;
-use crate::stages::probes::{LinkShards, ProbedPost};
+use crate::stages::probes::{AskedBatch, LinkShards, ProbedPost};
 use crate::state::{StateError, StateStore};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -79,6 +79,15 @@ struct SemanticStage {
     threads: usize,
 }
 
+/// A batch through the stateless stage and the embedder, to be linked.
+struct PreparedBatch {
+    posts: Vec<PreparedPost>,
+    embeddings: Vec<Option<Arc<TextEmbedding>>>,
+    produced_at: Vec<Option<DateTime<Utc>>>,
+    /// Its probes, sent to the `link` stage, whose answers it waits for.
+    asked: Option<AskedBatch>,
+}
+
 /// The detector, the scorer and their sinks.
 pub struct Pipeline {
     detector: Arc<Mutex<Detector>>,
@@ -90,6 +99,9 @@ pub struct Pipeline {
     semantic: Option<SemanticStage>,
     /// The `link` stage's shards, asked for each batch's answers (`stage.link_stage`).
     link_shards: Option<LinkShards>,
+    /// A full batch whose probes are out, linked when the next batch runs or at the next
+    /// deadline.
+    in_flight: Option<PreparedBatch>,
     muted: bool,
 }
 
@@ -157,6 +169,7 @@ impl Pipeline {
             alert_board: None,
             semantic: None,
             link_shards: None,
+            in_flight: None,
             muted: false,
         }
     }
@@ -232,23 +245,60 @@ impl Pipeline {
         stage.pending.push((post, produced_at));
         stage.oldest_since.get_or_insert_with(Instant::now);
         self.metrics.embed_backlog.set(stage.pending.len() as i64);
-        if stage.pending.len() >= stage.batch_size { self.run_batch() } else { Vec::new() }
+        if stage.pending.len() >= stage.batch_size { self.run_waiting(true) } else { Vec::new() }
     }
 
-    /// When the waiting batch must run (its oldest post's latency bound), if any post waits.
+    /// When [`Pipeline::run_due_batch`] must run, if any post waits: the waiting batch's oldest
+    /// post's latency bound or, with none waiting, the same bound from when the batch in flight
+    /// was sent. A post's alerts wait at most twice `embed.batch_latency_ms` and a round trip.
     pub fn batch_deadline(&self) -> Option<Instant> {
         let stage = self.semantic.as_ref()?;
-        stage.oldest_since.map(|since| since + stage.batch_latency)
+        let waiting = stage.oldest_since.map(|since| since + stage.batch_latency);
+        let in_flight = self.in_flight.as_ref().and_then(|batch| batch.asked.as_ref());
+        waiting.or_else(|| in_flight.map(|asked| asked.sent_at() + stage.batch_latency))
     }
 
-    /// Runs the waiting batch now (at its deadline, and before every checkpoint).
+    /// Links the batch in flight, if any, and runs the waiting batch now (before every
+    /// checkpoint, and at the end of the input): every post taken is processed when it returns.
     pub fn run_batch(&mut self) -> Vec<Processed> {
-        let Some(stage) = &mut self.semantic else { return Vec::new() };
+        self.run_waiting(false)
+    }
+
+    /// Runs what is due at [`Pipeline::batch_deadline`]: the waiting batch, whose probes, in the
+    /// `detect` stage that asks the `link` stage, stay in flight until the next deadline or the
+    /// next full batch; or, with no post waiting, the batch in flight.
+    pub fn run_due_batch(&mut self) -> Vec<Processed> {
+        self.run_waiting(true)
+    }
+
+    /// Prepares the waiting batch (sending its probes, in the `detect` stage that asks the
+    /// `link` stage) and links the batch in flight before it; then links the new batch too or,
+    /// with `keep_in_flight` and probes sent, leaves it in flight, so that its round trip to the
+    /// shards overlaps the filling of the next batch. Shards answer from the probes alone, in
+    /// the order sent, so the links are those of one batch at a time.
+    fn run_waiting(&mut self, keep_in_flight: bool) -> Vec<Processed> {
+        let waiting = self.prepare_waiting();
+        let mut processed = match self.in_flight.take() {
+            Some(batch) => self.link(batch),
+            None => Vec::new(),
+        };
+        match waiting {
+            Some(batch) if keep_in_flight && batch.asked.is_some() => self.in_flight = Some(batch),
+            Some(batch) => processed.extend(self.link(batch)),
+            None => {}
+        }
+        processed
+    }
+
+    /// Takes the waiting batch through the stateless stage and the embedder, and sends its
+    /// probes to the `link` stage where it answers; `None` when no post waits.
+    fn prepare_waiting(&mut self) -> Option<PreparedBatch> {
+        let stage = self.semantic.as_mut()?;
         let batch = std::mem::take(&mut stage.pending);
         stage.oldest_since = None;
         self.metrics.embed_backlog.set(0);
         if batch.is_empty() {
-            return Vec::new();
+            return None;
         }
         // The stateless stage runs across threads, outside the detector's lock, for the posts
         // that arrived as they were posted; prepared ones come with their embeddings.
@@ -266,14 +316,14 @@ impl Pipeline {
             }
         }
         let mut fresh = preparer.prepare_all(arrived, stage.threads).into_iter();
-        let (batch, mut embeddings): (Vec<PreparedPost>, Vec<Option<Arc<TextEmbedding>>>) = given
+        let (posts, mut embeddings): (Vec<PreparedPost>, Vec<Option<Arc<TextEmbedding>>>) = given
             .into_iter()
             .map(|given| given.unwrap_or_else(|| (fresh.next().expect("one prepared post per arrived one"), None)))
             .unzip();
         if let Some(embedder) = &mut stage.embedder {
             let keys: Vec<(Option<u64>, &str)> = {
                 let detector = self.detector.lock().expect("detector lock poisoned");
-                batch
+                posts
                     .iter()
                     .zip(&embeddings)
                     .map(|(prepared, given)| {
@@ -289,21 +339,32 @@ impl Pipeline {
                 }
             }
         }
-        let threads = stage.threads;
-        let signals: Vec<PostSignals> = batch.iter().map(|prepared| PostSignals::of(&prepared.post)).collect();
-        // The `link` stage's answers, asked outside the detector's lock.
-        let answers = self.link_shards.as_mut().map(|shards| {
-            let probes = self.detector.lock().expect("detector lock poisoned").probes(&batch);
-            let posts = probes
+        // The probes are made from the posts alone, outside the detector's lock.
+        let asked = self.link_shards.as_mut().map(|shards| {
+            let probes = self.detector.lock().expect("detector lock poisoned").probes(&posts);
+            let probed = probes
                 .into_iter()
                 .zip(&produced_at)
                 .map(|(probe, at)| ProbedPost { probe, arrived_at_ms: at.map(|at| at.timestamp_millis()) })
                 .collect();
-            shards.answer(posts)
+            shards.ask(probed)
+        });
+        Some(PreparedBatch { posts, embeddings, produced_at, asked })
+    }
+
+    /// Links a prepared batch, with the shards' answers where its probes were sent, and reports
+    /// what it produced.
+    fn link(&mut self, batch: PreparedBatch) -> Vec<Processed> {
+        let PreparedBatch { posts, embeddings, produced_at, asked } = batch;
+        let threads = self.semantic.as_ref().map_or(1, |stage| stage.threads);
+        let signals: Vec<PostSignals> = posts.iter().map(|prepared| PostSignals::of(&prepared.post)).collect();
+        // Waited for outside the detector's lock.
+        let answers = asked.map(|asked| {
+            self.link_shards.as_mut().expect("probes are sent only to shards that answer").answers(&asked)
         });
         let detections = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
-            let posts = batch
+            let posts = posts
                 .into_iter()
                 .zip(&embeddings)
                 .zip(&produced_at)
@@ -421,6 +482,8 @@ impl Pipeline {
         self.metrics.observe_detector(detector.stats(), windows, detector.graph().cascade_count());
         drop(detector);
         self.scorer.resume(snapshot.scorer);
+        // The alerts firing are the snapshot's now, whatever this pipeline counted before.
+        self.metrics.alerts_firing.reset();
         self.metrics.observe_scorer(self.scorer.forgotten_early(), self.scorer.tracked_cascades());
         self.firing_alerts()
     }
@@ -442,7 +505,8 @@ impl Pipeline {
     /// waiting in the embedding batch.
     pub fn has_taken(&self, id: &str) -> bool {
         let waiting = self.semantic.as_ref().is_some_and(|stage| stage.pending.iter().any(|(post, _)| post.id() == id));
-        waiting || self.detector.lock().expect("detector lock poisoned").has_processed(id)
+        let in_flight = self.in_flight.as_ref().is_some_and(|batch| batch.posts.iter().any(|post| post.post.id == id));
+        waiting || in_flight || self.detector.lock().expect("detector lock poisoned").has_processed(id)
     }
 
     /// Posts dropped so far as duplicates of an already processed id.

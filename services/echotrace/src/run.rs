@@ -39,52 +39,13 @@ pub struct Running {
     pub server: tokio::task::JoinHandle<()>,
 }
 
-/// What a start-up restored: the alerts firing, and the partitions whose window it holds with the
+/// What a start-up rebuilt: the alerts firing, and the partitions whose window it holds with the
 /// offsets it holds them up to (`None`: all, nothing is rebuilt when a partition is assigned).
-type Restored = (Vec<echotrace_core::score::alerts::AlertEvent>, Option<BTreeMap<Partition, i64>>);
-
-/// Resumes from the snapshot in `store`, if there is one it can use. A snapshot it cannot use is
-/// set aside with the reason.
-fn resume(store: &StateStore, pipeline: &mut Pipeline) -> Option<Restored> {
-    let started = std::time::Instant::now();
-    match store.read() {
-        Ok(Some(snapshot)) => {
-            let positions: Vec<String> =
-                snapshot.positions.iter().map(|p| format!("{}/{}@{}", p.source, p.partition, p.offset)).collect();
-            let window = snapshot.detector.window_len();
-            let held = snapshot.positions.iter().map(|p| ((p.source.clone(), p.partition), p.offset)).collect();
-            let firing = pipeline.resume(snapshot);
-            tracing::info!(
-                snapshot = %store.path().display(),
-                posts_in_window = window,
-                alerts_firing = firing.len(),
-                positions = %positions.join(","),
-                seconds = started.elapsed().as_secs_f64(),
-                "state restored"
-            );
-            Some((firing, Some(held)))
-        }
-        Ok(None) => {
-            tracing::info!(snapshot = %store.path().display(), "no state snapshot yet");
-            None
-        }
-        Err(error) => {
-            let aside = store.path().with_extension("refused");
-            let moved = std::fs::rename(store.path(), &aside).is_ok();
-            tracing::warn!(
-                snapshot = %store.path().display(),
-                %error,
-                set_aside = %if moved { aside.display().to_string() } else { "no".to_owned() },
-                "state snapshot refused"
-            );
-            None
-        }
-    }
-}
+type StartingWindow = (Vec<echotrace_core::score::alerts::AlertEvent>, Option<BTreeMap<Partition, i64>>);
 
 /// Rebuilds the window from Kafka (see [`ingest::rebuild`]) when `state.rebuild_from_kafka`;
 /// returns the alerts firing after it and the partitions it read.
-async fn rebuild(config: &Config, pipeline: &mut Pipeline, metrics: &Metrics) -> anyhow::Result<Restored> {
+async fn rebuild(config: &Config, pipeline: &mut Pipeline, metrics: &Metrics) -> anyhow::Result<StartingWindow> {
     if !config.state.rebuild_from_kafka {
         tracing::info!("no state restored and state.rebuild_from_kafka is off: starting with an empty window");
         return Ok((Vec::new(), None));
@@ -147,11 +108,17 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
         StageRole::Whole | StageRole::Prepare | StageRole::Link => InputLayout::Input,
     };
     let store = StateStore::from_config(&config).context("cannot create the state folder (state.dir)")?;
-    let (firing, held) = match store.as_ref().and_then(|store| resume(store, &mut pipeline)) {
-        Some(restored) => restored,
+    let (firing, held) = match &store {
+        // The snapshot is taken over when the group assigns partitions (`Progress::take_over`):
+        // a member that stands by while another owns them restores the state that one left.
+        Some(store) => {
+            tracing::info!(snapshot = %store.path().display(), "state restored when the group assigns partitions");
+            (Vec::new(), Some(BTreeMap::new()))
+        }
         None => rebuild(&config, &mut pipeline, &metrics).await?,
     };
-    let ownership = Arc::new(Mutex::new(Ownership::holding(held.filter(|_| config.state.rebuild_from_kafka))));
+    let held = held.filter(|_| store.is_some() || config.state.rebuild_from_kafka);
+    let ownership = Arc::new(Mutex::new(Ownership::holding(held)));
     let consumer = ingest::consumer(&config, metrics.clone(), ready, ownership.clone())
         .context("cannot create the Kafka consumer")?;
     let topics = crate::stages::InputDecoder::topics(&config);

@@ -25,10 +25,12 @@
 //! A third test gives one `whole` process a backfill loaded on three partitions before it starts:
 //! it receives them a partition's batch at a time, and merges them as the `detect` stage does.
 //!
-//! Two more put the lexical window in three `link` processes (`stage.link_stage`): on tansu, a
-//! `link` process is killed (SIGKILL) once it has written a snapshot and started again; on the
-//! mock cluster, the killed preparer and detector of the second test, with the shards answering
-//! throughout. Both equal the replay.
+//! Two more run three processes in every stage: `prepare`, `link` (the lexical window,
+//! `stage.link_stage`) and `detect`, with the prepared topic on one partition, so that one
+//! detector is active and two stand by. On tansu, a `link` process is killed (SIGKILL) once it
+//! has written a snapshot and started again, and the active detector is stopped (SIGTERM); on the
+//! mock cluster, a preparer and the active detector are killed (SIGKILL). Either way a standby
+//! takes over from the snapshot the active one left, and the result equals the replay.
 //!
 //! Needs ONNX Runtime, as `semantic_links.rs`; the tansu test also needs tansu and kcat, as
 //! `broker_e2e.rs`.
@@ -164,11 +166,12 @@ const TOPICS: [(&str, i32); 5] = [
     ("echotrace.alerts", 1),
 ];
 
-/// librdkafka's mock cluster, served on loopback by this test's process, with [`TOPICS`]; and
-/// its address.
-fn mock_cluster() -> (MockCluster<'static, DefaultProducerContext>, String) {
+/// librdkafka's mock cluster, served on loopback by this test's process, with [`TOPICS`], the
+/// prepared topic with `prepared_partitions`; and its address.
+fn mock_cluster(prepared_partitions: i32) -> (MockCluster<'static, DefaultProducerContext>, String) {
     let cluster = MockCluster::new(1).unwrap();
     for (topic, partitions) in TOPICS {
+        let partitions = if topic == "echotrace.prepared" { prepared_partitions } else { partitions };
         cluster.create_topic(topic, partitions, 1).unwrap();
     }
     let broker = cluster.bootstrap_servers();
@@ -408,22 +411,27 @@ fn a_preparer_and_the_detector_killed_mid_stream_change_nothing() {
     preparer_and_detector_killed_mid_stream(false);
 }
 
-/// As [`a_preparer_and_the_detector_killed_mid_stream_change_nothing`], with the lexical window in
-/// three `link` processes: the restarted detector asks them again for what it links again, and
-/// the shards, which hold those posts already, answer as before.
+/// Three processes in every stage: three `prepare` processes, the lexical window in three `link`
+/// processes, and three `detect` processes, one active and two standing by, since the prepared
+/// topic has one partition. A preparer and the active detector are killed mid-stream; a standby
+/// takes the prepared partition over when the dead one's session expires, restores the snapshot
+/// it left, and asks the shards again for what it links again, which they answer as before.
 #[test]
-fn the_detector_killed_mid_stream_while_link_shards_answer_changes_nothing() {
+fn three_processes_per_stage_with_a_preparer_and_the_active_detector_killed_change_nothing() {
     preparer_and_detector_killed_mid_stream(true);
 }
 
-fn preparer_and_detector_killed_mid_stream(link_stage: bool) {
+/// How many `detect` processes the three-per-stage test runs.
+const DETECTORS: usize = 3;
+
+fn preparer_and_detector_killed_mid_stream(three_per_stage: bool) {
     let Some(runtime) = onnxruntime_library() else { return };
     let dir = tempfile::tempdir().unwrap();
     // The broker lives in this test's process and the stages reach it over loopback, so killing
     // a stage leaves the broker, its commits and its groups as they were.
-    let (cluster, broker) = mock_cluster();
+    let (cluster, broker) = mock_cluster(if three_per_stage { 1 } else { 3 });
     let config = config(dir.path(), &broker, &runtime);
-    let _shards: Vec<(SocketAddr, Reaper)> = if link_stage {
+    let _shards: Vec<(SocketAddr, Reaper)> = if three_per_stage {
         with_link_stage(&config);
         cluster.create_topic("echotrace.probes", 1, 1).unwrap();
         cluster.create_topic("echotrace.answers", LINK_SHARDS as i32, 1).unwrap();
@@ -432,7 +440,14 @@ fn preparer_and_detector_killed_mid_stream(link_stage: bool) {
         Vec::new()
     };
     let mut preparers = start_preparers(&config, dir.path());
-    let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
+    let mut detectors = if three_per_stage {
+        start_standing_by(&config, dir.path())
+    } else {
+        let (http, process) = start_detect(&config, dir.path(), "detect");
+        vec![(http, Some(process))]
+    };
+    let active = the_active(&detectors);
+    let detect_http = detectors[active].0;
 
     // librdkafka's mock broker stalls a partition on a 10 MB message; 1 MB is over the text limit.
     let bad = bad_messages(1024 * 1024);
@@ -446,8 +461,7 @@ fn preparer_and_detector_killed_mid_stream(link_stage: bool) {
     let busy = a_busy_preparer(&preparers, 24.0);
     drop(preparers[busy].1.take());
     let mut sent = sending.join().unwrap();
-    // The detector dies too, once it has linked some posts and committed a snapshot of them, and
-    // starts again from that snapshot and its committed offsets.
+    // The detector dies too, once it has linked some posts and committed a snapshot of them.
     wait_for("some posts detected", Duration::from_secs(120), || {
         metric(detect_http, "echotrace_posts_processed_total") >= 32.0
     });
@@ -456,9 +470,17 @@ fn preparer_and_detector_killed_mid_stream(link_stage: bool) {
     wait_for("a snapshot of them", Duration::from_secs(30), || {
         metric(detect_http, "echotrace_snapshots_total") >= snapshots + 2.0
     });
-    drop(detect);
-    let (detect_http, detect) = start_detect(&config, dir.path(), "detect-again");
+    drop(detectors[active].1.take());
+    // Started again (one process) or a standby taking over (three), it goes on from that
+    // snapshot and the committed offsets.
+    if !three_per_stage {
+        let (http, process) = start_detect(&config, dir.path(), "detect-again");
+        detectors.push((http, Some(process)));
+    }
+    let active = the_active(&detectors);
+    let detect_http = detectors[active].0;
     assert!(metric(detect_http, "echotrace_window_posts") >= 32.0, "the detector restored its window");
+    assert!(metric(detect_http, "echotrace_state_takeovers_total") >= 1.0, "the snapshot, taken over");
     sent.extend(send(&broker, second, next_partition, Sending::Live).join().unwrap());
 
     // The detector's count goes on from its snapshot's, so it reaches every post once.
@@ -473,7 +495,11 @@ fn preparer_and_detector_killed_mid_stream(link_stage: bool) {
     assert_eq!(metric(detect_http, "echotrace_order_forced_total"), 0.0);
     // Let the last checkpoint write the rows.
     std::thread::sleep(Duration::from_secs(2));
-    stop(detect, "detector");
+    for (http, process) in detectors {
+        let Some(process) = process else { continue };
+        assert_stood_by(http, detect_http);
+        stop(process, "detector");
+    }
     // The posts are dated this hour, which compaction leaves open: the comparison reads each row
     // once, as readers do.
     assert_equal_to_replay(dir.path(), &sent, Rows::AtLeastOnce);
@@ -482,6 +508,53 @@ fn preparer_and_detector_killed_mid_stream(link_stage: bool) {
     for (kind, _) in &bad {
         assert!(dead.iter().any(|dead| dead == kind), "no {kind} dead letter in {dead:?}");
     }
+}
+
+/// Asserts that the `detect` process serving `http`, unless it is the `active` one, processed
+/// nothing while it stood by: what it processed, it processed after taking a snapshot over (a
+/// rebalance under load may move the partition mid-stream, as a session expiry would).
+fn assert_stood_by(http: SocketAddr, active: SocketAddr) {
+    let processed = metric(http, "echotrace_posts_processed_total");
+    let took_over = metric(http, "echotrace_state_takeovers_total");
+    assert!(http == active || processed == 0.0 || took_over >= 1.0, "a standby processed {processed} posts");
+}
+
+/// [`DETECTORS`] `detect` processes in one group, each serving its API (one is ready: the one the
+/// group assigned the prepared topic's one partition).
+fn start_standing_by(config: &Path, dir: &Path) -> Vec<(SocketAddr, Option<Reaper>)> {
+    let detectors: Vec<(SocketAddr, Option<Reaper>)> = (0..DETECTORS)
+        .map(|i| {
+            let http = free_http();
+            (http, Some(start(config, "detect", http, &dir.join(format!("detect-{i}.log")))))
+        })
+        .collect();
+    wait_for("every detector serving its API", Duration::from_secs(60), || {
+        detectors.iter().all(|(http, _)| std::net::TcpStream::connect(http).is_ok())
+    });
+    detectors
+}
+
+/// The one running `detect` process that the group has assigned the prepared partition, once
+/// every running one has joined the group (had an assignment, empty or not) and the group has
+/// settled on it (the same one ready three times running).
+fn the_active(detectors: &[(SocketAddr, Option<Reaper>)]) -> usize {
+    let running = || detectors.iter().filter(|(_, process)| process.is_some());
+    wait_for("every detector in the group", Duration::from_secs(90), || {
+        running().all(|(http, _)| metric(*http, "echotrace_assignments_total") >= 1.0)
+    });
+    let mut settled = (None, 0);
+    wait_for("one detector active, the others standing by", Duration::from_secs(90), || {
+        let ready: Vec<usize> = detectors
+            .iter()
+            .enumerate()
+            .filter(|(_, (http, process))| process.is_some() && ready(*http))
+            .map(|(i, _)| i)
+            .collect();
+        let active = (ready.len() == 1).then(|| ready[0]);
+        settled = if active.is_some() && active == settled.0 { (active, settled.1 + 1) } else { (active, 0) };
+        settled.1 >= 3
+    });
+    settled.0.unwrap()
 }
 
 /// The error kind of every message on the dead-letter topic.
@@ -515,7 +588,7 @@ fn dead_letter_kinds(broker: &str) -> Vec<String> {
 fn one_whole_process_reading_three_partitions_equals_one_replay() {
     let Some(runtime) = onnxruntime_library() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (_cluster, broker) = mock_cluster();
+    let (_cluster, broker) = mock_cluster(3);
     let config = config(dir.path(), &broker, &runtime);
     // A backfill of the sample as written, loaded before the process reads it: the consumer
     // receives the partitions a batch at a time, far from the order of the posts' times.
@@ -554,14 +627,18 @@ fn start_link(config: &Path, dir: &Path, shard: u32, name: &str) -> (SocketAddr,
     (http, process)
 }
 
+/// Three processes in every stage against tansu: a `link` process killed (SIGKILL) and started
+/// again, and the active `detect` process stopped (SIGTERM) so that a standby takes over.
 #[test]
-fn three_link_shards_equal_one_replay_with_a_shard_killed_mid_stream() {
+fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detector_stopped() {
     let Some((tansu, kcat_bin)) = tools() else { return };
     let Some(runtime) = onnxruntime_library() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (_tansu, broker) = start_tansu(&tansu, "sqlite://tansu.db", free_port(), dir.path());
     let link_topics = [("echotrace.probes", 1), ("echotrace.answers", LINK_SHARDS as i32)];
     for (topic, partitions) in TOPICS.into_iter().chain(link_topics) {
+        // One prepared partition: one detector active, two standing by.
+        let partitions = if topic == "echotrace.prepared" { 1 } else { partitions };
         create_topic(&tansu, &broker, topic, partitions as u32);
     }
     // The lexical window in three `link` processes, asked by the `detect` process over Kafka.
@@ -570,7 +647,9 @@ fn three_link_shards_equal_one_replay_with_a_shard_killed_mid_stream() {
     let preparers = start_preparers(&config, dir.path());
     let mut shards: Vec<(SocketAddr, Reaper)> =
         (0..LINK_SHARDS).map(|shard| start_link(&config, dir.path(), shard, &format!("link-{shard}"))).collect();
-    let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
+    let mut detectors = start_standing_by(&config, dir.path());
+    let active = the_active(&detectors);
+    let detect_http = detectors[active].0;
 
     let (first, second) = input_halves(&[]);
     let next_partition = first.len();
@@ -593,7 +672,17 @@ fn three_link_shards_equal_one_replay_with_a_shard_killed_mid_stream() {
     // Started again, it restores its snapshot, takes what it had answered since without
     // answering, and answers on.
     shards.insert(1, start_link(&config, dir.path(), 1, "link-1-again"));
-    sent.extend(send(&broker, second, next_partition, Sending::Live).join().unwrap());
+    let sending = send(&broker, second, next_partition, Sending::Live);
+    // The active detector is stopped mid-stream, as an orchestrator stops it: it writes its last
+    // snapshot, commits and leaves, and a standby takes over from that snapshot.
+    wait_for("posts of the second half detected", Duration::from_secs(120), || {
+        metric(detect_http, "echotrace_posts_processed_total") >= (next_partition + 24) as f64
+    });
+    stop(detectors[active].1.take().unwrap(), "active detector");
+    let active = the_active(&detectors);
+    let detect_http = detectors[active].0;
+    assert!(metric(detect_http, "echotrace_state_takeovers_total") >= 1.0, "the snapshot, taken over");
+    sent.extend(sending.join().unwrap());
 
     wait_for("every post processed by the detector", Duration::from_secs(240), || {
         metric(detect_http, "echotrace_posts_processed_total") >= SAMPLE.lines().count() as f64
@@ -610,7 +699,11 @@ fn three_link_shards_equal_one_replay_with_a_shard_killed_mid_stream() {
         );
     }
     std::thread::sleep(Duration::from_secs(2));
-    stop(detect, "detector");
+    for (http, process) in detectors {
+        let Some(process) = process else { continue };
+        assert_stood_by(http, detect_http);
+        stop(process, "detector");
+    }
     // The restarted shard holds what a shard that read every probe holds: a fresh one, in a
     // group of its own and without a snapshot, reads the probe topic from its beginning.
     let held = metric(shards[1].0, "echotrace_window_posts");
@@ -629,5 +722,6 @@ fn three_link_shards_equal_one_replay_with_a_shard_killed_mid_stream() {
     wait_for("a shard rebuilt from every probe to hold as much", Duration::from_secs(60), || {
         ready(http) && metric(http, "echotrace_window_posts") == held
     });
+    // The stopped detector committed what it wrote: every row once.
     assert_equal_to_replay(dir.path(), &sent, Rows::Once);
 }

@@ -28,7 +28,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -216,9 +216,16 @@ impl Progress {
         Ok(())
     }
 
-    /// Runs the waiting embedding batch and publishes what it produced.
+    /// Runs the waiting embedding batch and the batch in flight, and publishes what they produced.
     pub fn run_batch(&mut self) -> Result<(), IngestError> {
         let processed = self.pipeline.run_batch();
+        self.publish(processed)
+    }
+
+    /// Runs what is due at the pipeline's batch deadline ([`Pipeline::run_due_batch`]) and
+    /// publishes what it produced.
+    pub fn run_due_batch(&mut self) -> Result<(), IngestError> {
+        let processed = self.pipeline.run_due_batch();
         self.publish(processed)
     }
 
@@ -265,6 +272,12 @@ impl Progress {
             return Ok(());
         }
         let owned = self.owned_positions();
+        if owned.is_empty() {
+            // Nothing owned, nothing to commit; and no snapshot: in a folder shared with a member
+            // that owns the partitions now (a standby's), it would replace that member's.
+            self.uncommitted = false;
+            return Ok(());
+        }
         let Some(store) = &self.outlets.state else {
             self.uncommitted = !self.commit(consumer, &owned);
             return Ok(());
@@ -375,12 +388,105 @@ impl Progress {
         true
     }
 
+    /// Takes over the state in the snapshot, when the group has assigned this member
+    /// `partitions` and it reads no other: a member starting, or one standing by while another
+    /// owned them. Where the snapshot holds each of them at least up to the group's `committed`
+    /// offset, its detector and scorer replace this member's, the alerts it had firing go on
+    /// being sent, and the offsets it holds are returned. `None`, and nothing replaced, where
+    /// there is no snapshot, it is refused (and set aside with the reason), it does not reach the
+    /// commits, or this member reads other partitions, whose window a snapshot would replace.
+    pub fn take_over(
+        &mut self,
+        partitions: &BTreeSet<Partition>,
+        committed: Option<&BTreeMap<Partition, Option<i64>>>,
+    ) -> Option<BTreeMap<Partition, i64>> {
+        let store = self.outlets.state.as_ref()?;
+        let reads_others = {
+            let ownership = self.ownership.lock().expect("ownership lock poisoned");
+            ownership.assigned().iter().chain(self.positions.keys()).any(|partition| !partitions.contains(partition))
+        };
+        if reads_others {
+            return None;
+        }
+        let started = Instant::now();
+        let snapshot = match store.read() {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => {
+                tracing::info!(snapshot = %store.path().display(), "no state snapshot yet");
+                return None;
+            }
+            Err(error) => {
+                let aside = store.path().with_extension("refused");
+                let moved = std::fs::rename(store.path(), &aside).is_ok();
+                tracing::warn!(
+                    snapshot = %store.path().display(),
+                    %error,
+                    set_aside = %if moved { aside.display().to_string() } else { "no".to_owned() },
+                    "state snapshot refused"
+                );
+                return None;
+            }
+        };
+        let held: BTreeMap<Partition, i64> =
+            snapshot.positions.iter().map(|p| ((p.source.clone(), p.partition), p.offset)).collect();
+        // Commits are taken only behind a snapshot, so the last one reaches them; an older one
+        // (another member's folder, a copy) would leave out posts the group has gone past.
+        let short: Vec<&Partition> = partitions
+            .iter()
+            .filter(|partition| match committed.and_then(|committed| committed.get(*partition)) {
+                Some(Some(offset)) => held.get(*partition).is_none_or(|held| held < offset),
+                Some(None) => false,
+                None => true,
+            })
+            .collect();
+        if !short.is_empty() {
+            tracing::info!(snapshot = %store.path().display(), positions = ?held, short_of_the_commits = ?short, "state snapshot not taken over");
+            return None;
+        }
+        let window = snapshot.detector.window_len();
+        let firing = self.pipeline.resume(snapshot);
+        self.metrics.state_takeovers.inc();
+        tracing::info!(
+            snapshot = %store.path().display(),
+            posts_in_window = window,
+            alerts_firing = firing.len(),
+            positions = ?held,
+            seconds = started.elapsed().as_secs_f64(),
+            "state restored"
+        );
+        // The same alerts to Alertmanager, with their first startsAt: not new pages.
+        if self.outlets.dispatches_alerts {
+            self.unsent.extend(firing.into_iter().map(|event| AlertNotice { event, produced_at: None }));
+        }
+        Some(held)
+    }
+
     /// Before `revoked` partitions are given up: takes a checkpoint with a snapshot (what was read
-    /// becomes durable and is committed while this member still owns it), and notes how far this
-    /// member's window holds each of them, so that, should one come back, it is rebuilt only if
-    /// another member went further meanwhile.
+    /// becomes durable and is committed while this member still owns it), unless the group has
+    /// given them to another member already, and notes how far this member's window holds each of
+    /// them, so that, should one come back, it is taken over or rebuilt only if another member
+    /// went further meanwhile.
     pub fn before_revoke(&mut self, consumer: &BaseConsumer<LagContext>, revoked: &[Partition]) {
         let started = Instant::now();
+        if consumer.assignment_lost() {
+            // The group gave them to another member already (this one's session or
+            // max.poll.interval.ms expired): a snapshot now would replace, in a shared folder,
+            // the one that member restored and goes on from. It reads on from the last commit.
+            tracing::warn!(partitions = ?revoked, "assignment lost to another member: no checkpoint before the revocation");
+        } else {
+            self.checkpoint_before_revoke(consumer, revoked, started);
+        }
+        self.forget_revoked(consumer, revoked);
+    }
+
+    /// The checkpoint with a snapshot that [`Progress::before_revoke`] takes while this member
+    /// still owns `revoked`.
+    fn checkpoint_before_revoke(
+        &mut self,
+        consumer: &BaseConsumer<LagContext>,
+        revoked: &[Partition],
+        started: Instant,
+    ) {
         // The deliveries are completed by the producer's own thread, so waiting here cannot
         // deadlock; nothing else in a checkpoint awaits.
         match futures::executor::block_on(self.take(consumer, true)) {
@@ -392,6 +498,11 @@ impl Progress {
             // Nothing is lost: the next owner reads on from the last commit.
             Err(error) => tracing::warn!(%error, "no checkpoint before the partitions are revoked"),
         }
+    }
+
+    /// Notes how far this member's window holds `revoked`, forgets its positions in them, and
+    /// lifts the order's pauses of them.
+    fn forget_revoked(&mut self, consumer: &BaseConsumer<LagContext>, revoked: &[Partition]) {
         let mut ownership = self.ownership.lock().expect("ownership lock poisoned");
         for partition in revoked {
             if let Some(offset) = self.position(partition) {

@@ -443,6 +443,8 @@ impl ConsumerContext for LagContext {
                     }
                 }
                 ownership.assigned.extend(assigned);
+                self.metrics.assignments.inc();
+                self.metrics.partitions_owned.set(ownership.assigned.len() as i64);
                 self.update_ready(&ownership);
             }
             Rebalance::Revoke(list) => {
@@ -452,6 +454,7 @@ impl ConsumerContext for LagContext {
                     ownership.assigned.remove(&partition);
                     ownership.to_check.remove(&partition);
                 }
+                self.metrics.partitions_owned.set(ownership.assigned.len() as i64);
                 self.update_ready(&ownership);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),

@@ -174,7 +174,7 @@ pub async fn consume(
                 }
             }
             _ = consumer.context().partitions_to_check() => continue,
-            _ = until(batch_deadline) => progress.lock().await.run_batch()?,
+            _ = until(batch_deadline) => progress.lock().await.run_due_batch()?,
             _ = ticker.tick() => progress.lock().await.take(consumer, false).await?,
             _ = idle_refresh.tick() => {
                 // Asked with the progress unlocked; no message is read meanwhile.
@@ -202,7 +202,9 @@ pub async fn consume(
 }
 
 /// Checks the windows of partitions a rebalance assigned (and paused) against the group's
-/// committed offsets, rebuilds those another member read further, then resumes them all.
+/// committed offsets; where the group went further than this member holds, takes the state
+/// snapshot over ([`Progress::take_over`]: a member starting, or standing by) or else rebuilds
+/// those partitions from Kafka; then resumes them all.
 async fn check_assigned(
     config: &Config,
     consumer: &StreamConsumer<LagContext>,
@@ -221,19 +223,20 @@ async fn check_assigned(
     tracing::info!(committed = ?committed, to_rebuild = ?to_rebuild, "windows checked against the committed offsets");
     let mut held = std::collections::BTreeMap::new();
     if !to_rebuild.is_empty() {
-        // What waits in the batch is processed and published before the sinks are muted.
+        // What waits in the batch is processed and published before the state is replaced or
+        // the sinks are muted.
         progress.run_batch()?;
-        metrics.window_rebuilds.inc_by(to_rebuild.len() as u64);
-        let started = Instant::now();
-        let rebuilt = rebuild::rebuild_window(config, &mut progress.pipeline, Some(&to_rebuild)).await?;
-        tracing::info!(
-            partitions = ?to_rebuild,
-            posts = rebuilt.posts,
-            complete = rebuilt.complete,
-            seconds = started.elapsed().as_secs_f64(),
-            "window of assigned partitions rebuilt from Kafka"
-        );
-        held = rebuilt.held;
+        if let Some(restored) = progress.take_over(&partitions, committed.as_ref()) {
+            held = restored;
+        } else if config.state.rebuild_from_kafka {
+            held = rebuild_assigned(config, progress, metrics, &to_rebuild).await?;
+        } else {
+            tracing::warn!(
+                partitions = ?to_rebuild,
+                "the group committed past what this member holds and state.rebuild_from_kafka is off: \
+                 their posts before the commit are not in the window"
+            );
+        }
     }
     // Only what is still assigned: a rebalance may have taken some meanwhile.
     let owned = ownership.lock().expect("ownership lock poisoned");
@@ -245,6 +248,26 @@ async fn check_assigned(
     consumer.resume(&resumed)?;
     consumer.context().rebuilt(&held);
     Ok(())
+}
+
+/// Rebuilds the window of `to_rebuild` from Kafka; returns the offsets it holds them up to.
+async fn rebuild_assigned(
+    config: &Config,
+    progress: &mut Progress,
+    metrics: &Metrics,
+    to_rebuild: &BTreeSet<Partition>,
+) -> Result<std::collections::BTreeMap<Partition, i64>, IngestError> {
+    metrics.window_rebuilds.inc_by(to_rebuild.len() as u64);
+    let started = Instant::now();
+    let rebuilt = rebuild::rebuild_window(config, &mut progress.pipeline, Some(to_rebuild)).await?;
+    tracing::info!(
+        partitions = ?to_rebuild,
+        posts = rebuilt.posts,
+        complete = rebuilt.complete,
+        seconds = started.elapsed().as_secs_f64(),
+        "window of assigned partitions rebuilt from Kafka"
+    );
+    Ok(rebuilt.held)
 }
 
 /// Pauses the partitions with too many posts waiting for the order, and resumes those whose posts

@@ -187,6 +187,20 @@ impl PartitionOrder {
             self.buffer.expect(input);
         }
         self.assigned = assigned.clone();
+        if let InputLayout::Prepared { topic, partitions, .. } = &self.layout
+            && !assigned.is_empty()
+            && assigned.len() < *partitions as usize
+        {
+            // Another `detect` process owns the rest: posts on different prepared partitions
+            // are never linked to each other, and both write rows for the same cascades.
+            tracing::error!(
+                topic = %topic,
+                owned = assigned.len(),
+                partitions,
+                "this detect process owns only part of the prepared topic: run one detect process, \
+                 or give the prepared topic one partition so that the others stand by (docs/scaling.md)"
+            );
+        }
         self.metrics.posts_held.set(self.buffer.len() as i64);
         tracing::debug!(partitions = ?self.assigned, dropped = dropped.len(), "ordering follows the assignment");
         true

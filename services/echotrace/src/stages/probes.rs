@@ -29,6 +29,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,15 +152,76 @@ pub fn check_partitions(publisher: &KafkaPublisher, config: &Config) -> anyhow::
     Ok(())
 }
 
+/// A batch of probes sent to the shards, whose answers are to be collected.
+#[derive(Debug)]
+pub struct AskedBatch {
+    /// Its number among this asker's batches.
+    number: u64,
+    /// How many posts it probes.
+    posts: usize,
+    /// When it was sent.
+    sent_at: Instant,
+}
+
+impl AskedBatch {
+    /// When its probes were sent.
+    pub fn sent_at(&self) -> Instant {
+        self.sent_at
+    }
+}
+
+/// Keeps one shard's `answer` to a batch of `posts` in its slot, or passes over one that cannot
+/// be that batch's.
+fn keep(slots: &mut [Option<Vec<LexicalAnswer>>], answer: AnswerBatch, posts: usize) {
+    let shard = answer.shard as usize;
+    if shard < slots.len() && answer.answers.len() == posts {
+        slots[shard] = Some(answer.answers);
+    } else {
+        tracing::warn!(
+            shard,
+            posts = answer.answers.len(),
+            expected = posts,
+            "an answer that cannot be this batch's; passed over"
+        );
+    }
+}
+
+/// Runs `work`, telling the runtime that it blocks where it runs on a multi-threaded runtime's
+/// worker.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Assigns `answers` every shard's partition of `topic` from where it ends now.
+fn read_from_end(answers: &BaseConsumer, topic: &str, shards: u32) -> anyhow::Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    for shard in 0..shards as i32 {
+        let (_, end) = answers
+            .fetch_watermarks(topic, shard, METADATA_TIMEOUT)
+            .context("cannot read where the answer topic ends")?;
+        assignment.add_partition_offset(topic, shard, Offset::Offset(end))?;
+    }
+    answers.assign(&assignment)?;
+    Ok(())
+}
+
 /// The `detect` stage's side of the exchange: sends each batch's probes and gathers every shard's
 /// answers.
 pub struct LinkShards {
     publisher: KafkaPublisher,
     answers: BaseConsumer,
     probe_topic: String,
+    answer_topic: String,
     shards: u32,
     asker: u64,
     next_batch: u64,
+    /// Answers to batches asked after the one being collected, by batch.
+    early: BTreeMap<u64, Vec<AnswerBatch>>,
     warn_after: Duration,
     metrics: Arc<Metrics>,
 }
@@ -177,14 +239,7 @@ impl LinkShards {
                 .map_err(crate::config::without_secret)
                 .context("cannot create the answer reader")?;
         let shards = config.detector.link_shards.get();
-        let mut assignment = TopicPartitionList::new();
-        for shard in 0..shards as i32 {
-            let (_, end) = answers
-                .fetch_watermarks(&config.kafka.answer_topic, shard, METADATA_TIMEOUT)
-                .context("cannot read where the answer topic ends")?;
-            assignment.add_partition_offset(&config.kafka.answer_topic, shard, Offset::Offset(end))?;
-        }
-        answers.assign(&assignment)?;
+        read_from_end(&answers, &config.kafka.answer_topic, shards)?;
         // Drawn from the clock and the process id: two `detect` processes that share the topics
         // (one taking over from another) tell their answers apart.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -194,51 +249,61 @@ impl LinkShards {
             publisher,
             answers,
             probe_topic: config.kafka.probe_topic.clone(),
+            answer_topic: config.kafka.answer_topic.clone(),
             shards,
             asker,
             next_batch: 0,
+            early: BTreeMap::new(),
             warn_after: Duration::from_millis(config.stage.link_answer_warn_ms.max(1)),
             metrics,
         })
     }
 
-    /// Every shard's answers to `posts`, merged per post, in order. Blocks until every shard has
-    /// answered (a post linked without one shard's answer would miss its matches there), logging
-    /// the missing shards every `stage.link_answer_warn_ms`; on a runtime's worker, it tells the
-    /// runtime that it blocks.
-    pub fn answer(&mut self, posts: Vec<ProbedPost>) -> Vec<LexicalAnswer> {
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.ask(posts))
+    /// Sends `posts`' probes to the shards and returns the batch asked, whose answers
+    /// [`LinkShards::answers`] waits for. Batches are answered in the order asked; several may be
+    /// asked before the first is collected. On a runtime's worker, it tells the runtime that it
+    /// blocks (until the brokers acknowledge the probes).
+    pub fn ask(&mut self, posts: Vec<ProbedPost>) -> AskedBatch {
+        blocking(|| {
+            if self.next_batch == 0 {
+                // A `detect` process that stood by while another asked has the other's answers
+                // behind it: its first question reads on from where the topic ends now.
+                if let Err(error) = read_from_end(&self.answers, &self.answer_topic, self.shards) {
+                    tracing::warn!(%error, "cannot read where the answer topic ends; reading on from where it ended at start-up");
+                }
             }
-            _ => self.ask(posts),
-        }
+            let asked = AskedBatch { number: self.next_batch, posts: posts.len(), sent_at: Instant::now() };
+            self.next_batch += 1;
+            self.send(&encode(&ProbeBatch { asker: self.asker, batch: asked.number, posts }));
+            asked
+        })
     }
 
-    fn ask(&mut self, posts: Vec<ProbedPost>) -> Vec<LexicalAnswer> {
-        let started = Instant::now();
-        let count = posts.len();
-        let batch = ProbeBatch { asker: self.asker, batch: self.next_batch, posts };
-        self.next_batch += 1;
-        self.send(&encode(&batch));
-        let mut answers: Vec<Option<Vec<LexicalAnswer>>> = vec![None; self.shards as usize];
+    /// Every shard's answers to the batch `asked`, merged per post, in order. Blocks until every
+    /// shard has answered (a post linked without one shard's answer would miss its matches
+    /// there), logging the missing shards every `stage.link_answer_warn_ms`; answers to batches
+    /// asked after it are kept for their turn.
+    pub fn answers(&mut self, asked: &AskedBatch) -> Vec<LexicalAnswer> {
+        blocking(|| self.wait_for(asked))
+    }
+
+    fn wait_for(&mut self, asked: &AskedBatch) -> Vec<LexicalAnswer> {
+        let shards = self.shards as usize;
+        let mut answers = vec![None; shards];
+        for answer in self.early.remove(&asked.number).into_iter().flatten() {
+            keep(&mut answers, answer, asked.posts);
+        }
         let mut warned_at = Instant::now();
         while answers.iter().any(Option::is_none) {
             match self.answers.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => match decode::<AnswerBatch>(message.payload().unwrap_or_default(), "answer batch")
                 {
-                    Ok(answer) if answer.asker == batch.asker && answer.batch == batch.batch => {
-                        let shard = answer.shard as usize;
-                        if shard < answers.len() && answer.answers.len() == count {
-                            answers[shard] = Some(answer.answers);
-                        } else {
-                            tracing::warn!(
-                                shard,
-                                posts = answer.answers.len(),
-                                expected = count,
-                                "an answer that cannot be this batch's; passed over"
-                            );
-                        }
+                    Ok(answer) if answer.asker == self.asker && answer.batch == asked.number => {
+                        keep(&mut answers, answer, asked.posts);
+                    }
+                    Ok(answer) if answer.asker == self.asker && answer.batch > asked.number => {
+                        // Checked when its batch's turn comes.
+                        self.early.entry(answer.batch).or_default().push(answer);
                     }
                     Ok(_) => {}
                     Err(error) => self.dead_letter(&message, error),
@@ -250,17 +315,17 @@ impl LinkShards {
                 let missing: Vec<usize> = (0..answers.len()).filter(|&shard| answers[shard].is_none()).collect();
                 tracing::warn!(
                     ?missing,
-                    batch = batch.batch,
-                    waited_secs = started.elapsed().as_secs(),
+                    batch = asked.number,
+                    waited_secs = asked.sent_at.elapsed().as_secs(),
                     "waiting for linking shards to answer (stage.role = \"link\", stage.link_shard)"
                 );
                 warned_at = Instant::now();
             }
         }
-        self.metrics.link_answer_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.link_answer_seconds.observe(asked.sent_at.elapsed().as_secs_f64());
         let mut by_shard: Vec<_> =
             answers.into_iter().map(|answers| answers.expect("every shard").into_iter()).collect();
-        (0..count)
+        (0..asked.posts)
             .map(|_| LexicalAnswer::merged(by_shard.iter_mut().map(|answers| answers.next().expect("one per post"))))
             .collect()
     }
