@@ -367,6 +367,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shard_answer_is_kept_only_in_its_slot_and_for_a_batch_of_its_size() {
+        let answer =
+            |shard, posts| AnswerBatch { asker: 1, batch: 0, shard, answers: vec![LexicalAnswer::default(); posts] };
+        let mut slots = vec![None; 3];
+        keep(&mut slots, answer(1, 2), 2);
+        assert!(slots[0].is_none() && slots[1].as_ref().is_some_and(|answers| answers.len() == 2));
+        // Another size, or a shard beyond the count: not this batch's.
+        keep(&mut slots, answer(0, 3), 2);
+        keep(&mut slots, answer(3, 2), 2);
+        assert!(slots[0].is_none() && slots[2].is_none());
+    }
+
+    #[test]
     fn exchange_messages_round_trip_and_bad_ones_say_why() {
         let probe = LinkProbe {
             post_key: 7,
