@@ -99,8 +99,8 @@ pub struct Pipeline {
     semantic: Option<SemanticStage>,
     /// The `link` stage's shards, asked for each batch's answers (`stage.link_stage`).
     link_shards: Option<LinkShards>,
-    /// A full batch whose probes are out, linked when the next batch runs or at the next
-    /// deadline.
+    /// A batch whose probes are out, linked when the next batch runs, at the next deadline or at
+    /// a checkpoint.
     in_flight: Option<PreparedBatch>,
     muted: bool,
 }
@@ -501,8 +501,8 @@ impl Pipeline {
         firing
     }
 
-    /// Whether a post with this id was taken before: processed (and still in the window), or
-    /// waiting in the embedding batch.
+    /// Whether a post with this id was taken before: processed (and still in the window),
+    /// waiting in the embedding batch, or in the batch in flight.
     pub fn has_taken(&self, id: &str) -> bool {
         let waiting = self.semantic.as_ref().is_some_and(|stage| stage.pending.iter().any(|(post, _)| post.id() == id));
         let in_flight = self.in_flight.as_ref().is_some_and(|batch| batch.posts.iter().any(|post| post.post.id == id));
