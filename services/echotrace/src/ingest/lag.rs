@@ -415,6 +415,10 @@ impl ClientContext for LagContext {
 impl ConsumerContext for LagContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(list) = rebalance else { return };
+        // A member standing by is revoked nothing at every rebalance: nothing to checkpoint.
+        if list.count() == 0 {
+            return;
+        }
         let Some(progress) = self.progress.get() else { return };
         // The callback runs inside the loop's `recv`, when the loop holds no lock.
         match progress.try_lock() {
