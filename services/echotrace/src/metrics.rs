@@ -102,7 +102,8 @@ pub struct Metrics {
     pub snapshot_write_seconds: Histogram,
     /// Size of the latest snapshot.
     pub snapshot_bytes: IntGauge,
-    /// Partitions whose window was rebuilt from Kafka (at start-up, or when handed over).
+    /// Partitions whose window was rebuilt from Kafka (at start-up without `state.dir`, or when
+    /// assigned without a snapshot that reaches the group's commit).
     pub window_rebuilds: IntCounter,
     /// State snapshots restored when the group assigned partitions (start-up, takeover).
     pub state_takeovers: IntCounter,
@@ -358,7 +359,7 @@ impl Metrics {
             window_rebuilds: counter(
                 &r,
                 "echotrace_window_rebuilds_total",
-                "Partitions whose window was rebuilt from Kafka: at start-up without a usable snapshot, or when a rebalance hands over one another member read further",
+                "Partitions whose window was rebuilt from Kafka: at start-up without state.dir, or when assigned one the group committed past what this member holds and no snapshot reaching that commit could be taken over",
             ),
             state_takeovers: counter(
                 &r,
