@@ -211,14 +211,18 @@ fn sasl_scram_settings_reach_every_client_and_the_password_never_leaks() {
     assert_eq!(column(&read_dataset(&good.join("out/posts")), "post_id").len(), lines, "every post stored");
 
     // Every client got the properties: librdkafka dumps each one's configuration as it creates
-    // it, password redacted by librdkafka itself: the producer's and the group consumer's always,
-    // the reader's that rebuilds the window only when it lives long enough for its log queue to
-    // be served (that reader authenticates anyway: without its committed-offset lookup the
-    // instance does not start).
+    // it, password redacted by librdkafka itself. The producer and the group consumer live to the
+    // end and their whole dumps are always served; the reader that rebuilds the window may be
+    // dropped before its log queue is served, so its dump may be missing or cut short (CI saw
+    // one cut before its password line). That reader authenticates anyway: without its
+    // committed-offset lookup the instance does not start.
     let log = said(&good_log);
     let clients = log.matches("Client configuration:").count();
     let with_password = log.matches("sasl.password = [redacted]").count();
-    assert!(clients >= 2 && with_password == clients, "{with_password} of {clients} clients got sasl.password:\n{log}");
+    assert!(
+        with_password >= 2 && with_password <= clients && clients <= with_password + 1,
+        "{with_password} of {clients} clients got sasl.password:\n{log}"
+    );
 
     // The producer authenticated too: kcat reads what it published.
     let read = |topic: &str| kcat_sasl(&kcat_bin, &broker, &right, &["-C", "-t", topic, "-o", "beginning", "-e"], None);
