@@ -1,11 +1,13 @@
 //! The consumer against librdkafka's in-process mock cluster: the sample stream and every kind of bad
-//! input go in; cascades, Parquet files, dead letters, edges and committed offsets come out.
+//! input go in; cascades, Parquet files, dead letters, edges and committed offsets come out. The
+//! last test gives the `prepare` stage refused produce requests.
 
 mod common;
 
 use common::*;
 use echotrace::config::Config;
 use echotrace::sinks::kafka::{ERROR_KIND_HEADER, SOURCE_HEADER};
+use echotrace::stages::prepared::{self, PreparedSettings, Received};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
@@ -221,14 +223,17 @@ fn dead_letter_payloads(config: &Config, want: usize) -> Vec<Vec<u8>> {
     payloads
 }
 
-/// How many messages of the input topic lie past the group's committed offsets, over both
-/// partitions (a partition never committed counts from its start).
+/// How many messages of the input topic lie past the consumer's group's committed offsets, over
+/// both partitions (a partition never committed counts from its start).
 fn committed_behind_end(config: &Config) -> i64 {
-    let verifier: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", &config.kafka.group_id)
-        .create()
-        .unwrap();
+    group_behind_end(config, &config.kafka.group_id)
+}
+
+/// How many messages of the input topic lie past `group`'s committed offsets, over both
+/// partitions.
+fn group_behind_end(config: &Config, group: &str) -> i64 {
+    let verifier: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).set("group.id", group).create().unwrap();
     let mut list = rdkafka::TopicPartitionList::new();
     list.add_partition(POSTS, 0);
     list.add_partition(POSTS, 1);
@@ -477,4 +482,126 @@ async fn a_post_dated_a_day_ahead_of_its_message_evicts_nothing() {
         column(&rows, "post_id").into_iter().flatten().zip(column(&rows, "parent_id")).collect();
     assert_eq!(parents.len(), 3, "every post stored: {parents:?}");
     assert_eq!(parents["bluesky:copy"].as_deref(), Some("x:original"), "{parents:?}");
+}
+
+/// The `prepare` stage when the brokers refuse its produce requests: refusals the producer may
+/// retry are retried, and one for good stops the stage before it commits what it read, so the next
+/// start prepares it again. Whatever was refused, each input partition's posts reach the prepared
+/// topic in the partition's order, each at least once: the `detect` stage drops a second copy by
+/// post id and links posts in the order they come. Without librdkafka's gapless guarantee
+/// (`KafkaPublisher::keeping_order`), the batches sent behind the refused one were delivered
+/// ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prepare_stage_keeps_each_partitions_order_through_refused_produce_requests() {
+    let cluster = MockCluster::new(1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (mut config, producer) = mock_setup(&cluster, out.path());
+    cluster.create_topic(&config.kafka.prepared_topic, 2, 1).unwrap();
+    config.detector.semantic.enabled = false;
+    // Batches of four sent at once: a refused request has others behind it.
+    config.embed.batch_size = 4;
+    config.kafka.properties.insert("linger.ms".into(), "0".into());
+    // One request in flight at a time. The mock cluster checks the sequence numbers of
+    // idempotent producers only for transactional ones: a request sent behind a refused one is
+    // accepted, and librdkafka takes its success as proof that the refused one was stored (a
+    // real broker refuses it as out of sequence, and both are sent again in order).
+    config.kafka.properties.insert("max.in.flight.requests.per.connection".into(), "1".into());
+    let group = echotrace::stages::prepare::group_id(&config);
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+
+    // First half: three refusals the producer retries.
+    for line in first {
+        send(&producer, line.as_bytes()).await;
+    }
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3]);
+    prepare_until_committed(&config, &group).await;
+
+    // Second half: the first two requests refused for good, the rest accepted. The stage stops
+    // with the error, and what it read stays uncommitted.
+    for line in second {
+        send(&producer, line.as_bytes()).await;
+    }
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2]);
+    let (_trigger, shutdown) = echotrace::shutdown::channel();
+    let running = echotrace::stages::prepare::start(config.clone(), shutdown).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(120), running.consumer)
+        .await
+        .expect("the stage goes on although a delivery failed for good")
+        .unwrap();
+    let error = outcome.expect_err("a delivery failed for good and the stage went on");
+    assert!(format!("{error:#}").contains("offsets not committed"), "{error:#}");
+    assert!(group_behind_end(&config, &group) > 0, "offsets committed although their posts were not delivered");
+    running.server.abort();
+
+    // The next start, with the brokers well again, sends and commits the rest.
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    prepare_until_committed(&config, &group).await;
+
+    let settings = PreparedSettings::of(&config);
+    for partition in 0..2 {
+        let input: Vec<String> = partition_payloads(&config.kafka.brokers, POSTS, partition)
+            .iter()
+            .map(|payload| {
+                serde_json::from_slice::<serde_json::Value>(payload).unwrap()["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let mut prepared: Vec<String> = Vec::new();
+        for payload in partition_payloads(&config.kafka.brokers, &config.kafka.prepared_topic, partition) {
+            match prepared::decode(&payload, &settings).unwrap() {
+                Received::Prepared(post, _, _) => prepared.push(post.post.id.clone()),
+                Received::Idle(..) => {}
+                Received::Foreign(post, _) => panic!("{} prepared with other settings", post.id),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        prepared.retain(|id| seen.insert(id.clone()));
+        let first_difference = prepared.iter().zip(&input).position(|(prepared, input)| prepared != input);
+        assert!(
+            prepared == input,
+            "partition {partition}: the prepared posts' first copies ({}) differ from the input ({}) at \
+             {first_difference:?}: {:?} against {:?}",
+            prepared.len(),
+            input.len(),
+            prepared.iter().skip(first_difference.unwrap_or(0)).take(4).collect::<Vec<_>>(),
+            input.iter().skip(first_difference.unwrap_or(0)).take(4).collect::<Vec<_>>(),
+        );
+    }
+}
+
+/// Runs the `prepare` stage until `group` has committed the whole input, then stops it.
+async fn prepare_until_committed(config: &Config, group: &str) {
+    let (trigger, shutdown) = echotrace::shutdown::channel();
+    let running = echotrace::stages::prepare::start(config.clone(), shutdown).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while group_behind_end(config, group) > 0 {
+        assert!(!running.consumer.is_finished(), "the stage stopped: {:?}", running.consumer.await);
+        assert!(Instant::now() < deadline, "the input was never committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    trigger.fire();
+    running.consumer.await.unwrap().unwrap();
+    running.server.await.unwrap();
+}
+
+/// Every message's payload on one partition of `topic`, from its start to its end now.
+fn partition_payloads(brokers: &str, topic: &str, partition: i32) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("verify-{topic}-{partition}"))
+        .set("enable.partition.eof", "true")
+        .set("fetch.message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut payloads = Vec::new();
+    loop {
+        match consumer.poll(Duration::from_secs(10)).expect("the partition answers") {
+            Ok(message) => payloads.push(message.payload().unwrap_or_default().to_vec()),
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => return payloads,
+            Err(error) => panic!("reading {topic}/{partition}: {error}"),
+        }
+    }
 }

@@ -55,6 +55,17 @@ impl KafkaPublisher {
         KafkaPublisher::with_settings(config, &[("linger.ms", "0")])
     }
 
+    /// A publisher that never lets a message through past one refused for good: librdkafka's
+    /// `enable.gapless.guarantee` makes such a refusal a fatal error that fails every later
+    /// message of the producer, so the sender stops and, started again, sends the refused ones
+    /// again before the rest. Without it, batches queued behind a refused one were delivered ahead
+    /// of it (`tests/mock_cluster.rs`). For the prepared topic, whose partitions the `detect` stage
+    /// links in the order they come. A message that times out (`message.timeout.ms`, the brokers
+    /// unreachable that long) is not covered by librdkafka's guarantee.
+    pub fn keeping_order(config: &KafkaConfig) -> Result<KafkaPublisher, KafkaError> {
+        KafkaPublisher::with_settings(config, &[("enable.gapless.guarantee", "true")])
+    }
+
     fn with_settings(config: &KafkaConfig, extra: &[(&str, &str)]) -> Result<KafkaPublisher, KafkaError> {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &config.brokers);
@@ -203,7 +214,12 @@ impl KafkaPublisher {
                     record = returned;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((error, _)) => return Err(error),
+                Err((error, _)) => {
+                    if let Some((code, reason)) = rdkafka::producer::Producer::client(&self.producer).fatal_error() {
+                        tracing::error!(?code, %reason, "the Kafka producer stopped for good: nothing more is sent");
+                    }
+                    return Err(error);
+                }
             }
         }
     }

@@ -22,7 +22,9 @@
 //!
 //! The input offsets of a batch are committed only after every prepared post and dead letter of it
 //! is acknowledged by the brokers, in the order the batches were sent; meanwhile the next batches
-//! are read, prepared and sent. A crash re-reads what was not committed, and the re-prepared
+//! are read, prepared and sent. A post the brokers refuse for good stops the producer before any
+//! later one goes through ([`KafkaPublisher::keeping_order`]), and the stage with it: each
+//! prepared partition keeps its input partition's order. A crash re-reads what was not committed, and the re-prepared
 //! posts reach the `detect` stage twice; it drops the second copy by post id, as the one-process
 //! mode drops a re-read post. When the group revokes partitions, what waits of them is dropped
 //! unsent: their next owner, perhaps this member again, reads it from the commit.
@@ -187,7 +189,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     };
     let settings = PreparedSettings::of(&config);
     tracing::info!(settings = %settings.description, hash = %settings.hash, "preparing with these settings");
-    let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
+    let publisher = KafkaPublisher::keeping_order(&config.kafka).context("cannot create the Kafka producer")?;
     publisher.check_topics(METADATA_TIMEOUT).context("cannot confirm that the output topics exist")?;
     let prepared_partitions = publisher.partitions(&config.kafka.prepared_topic, METADATA_TIMEOUT)?;
     let group = group_id(&config);
@@ -362,13 +364,17 @@ impl Stage {
             };
             for ((prepared, embedding), (source, timestamp)) in prepared.iter().zip(&embeddings).zip(origins) {
                 let payload = prepared::encode(prepared, embedding.as_deref(), &self.settings, &source);
-                batch.deliveries.push(self.publisher.prepared(
-                    &self.config.kafka.prepared_topic,
-                    source.1 % self.prepared_partitions,
-                    &prepared.post.id,
-                    &payload,
-                    timestamp,
-                )?);
+                let delivery = self
+                    .publisher
+                    .prepared(
+                        &self.config.kafka.prepared_topic,
+                        source.1 % self.prepared_partitions,
+                        &prepared.post.id,
+                        &payload,
+                        timestamp,
+                    )
+                    .context("a prepared post was not sent; offsets not committed")?;
+                batch.deliveries.push(delivery);
             }
         }
         if batch.positions.is_empty() && batch.deliveries.is_empty() {
