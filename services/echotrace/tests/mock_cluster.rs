@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 
 const POSTS: &str = "posts";
 
+/// `max.in.flight.requests.per.connection` for the tests that refuse produce requests. The mock
+/// cluster checks the sequence numbers of idempotent producers only for transactional ones: a
+/// request sent behind a refused one is accepted, and librdkafka takes its success as proof that
+/// the refused one was stored, which it was not (a real broker refuses the later request as out of
+/// sequence, and both are sent again in order). One request at a time keeps the mock honest.
+const ONE_REQUEST_IN_FLIGHT: &str = "1";
+
 /// A consumer's configuration against `cluster`, with the topics created (2 partitions each),
 /// writing under `out`, a snapshot and a commit at every checkpoint; and a producer for the input.
 fn mock_setup(
@@ -135,7 +142,8 @@ async fn consumes_links_dead_letters_and_commits() {
 async fn produce_and_commit_errors_are_retried_or_stop_before_committing() {
     let cluster = MockCluster::new(1).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let (config, producer) = mock_setup(&cluster, out.path());
+    let (mut config, producer) = mock_setup(&cluster, out.path());
+    config.kafka.properties.insert("max.in.flight.requests.per.connection".into(), ONE_REQUEST_IN_FLIGHT.into());
     let lines: Vec<&str> = SAMPLE.lines().collect();
     let bad = bad_messages(1024 * 1024);
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -501,11 +509,7 @@ async fn the_prepare_stage_keeps_each_partitions_order_through_refused_produce_r
     // Batches of four sent at once: a refused request has others behind it.
     config.embed.batch_size = 4;
     config.kafka.properties.insert("linger.ms".into(), "0".into());
-    // One request in flight at a time. The mock cluster checks the sequence numbers of
-    // idempotent producers only for transactional ones: a request sent behind a refused one is
-    // accepted, and librdkafka takes its success as proof that the refused one was stored (a
-    // real broker refuses it as out of sequence, and both are sent again in order).
-    config.kafka.properties.insert("max.in.flight.requests.per.connection".into(), "1".into());
+    config.kafka.properties.insert("max.in.flight.requests.per.connection".into(), ONE_REQUEST_IN_FLIGHT.into());
     let group = echotrace::stages::prepare::group_id(&config);
     let lines: Vec<&str> = SAMPLE.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);

@@ -497,7 +497,7 @@ fn preparer_and_detector_killed_mid_stream(three_per_stage: bool) {
     std::thread::sleep(Duration::from_secs(2));
     for (http, process) in detectors {
         let Some(process) = process else { continue };
-        assert_stood_by(http, detect_http);
+        assert_stood_by(http, detect_http, if three_per_stage { 1.0 } else { 3.0 });
         stop(process, "detector");
     }
     // The posts are dated this hour, which compaction leaves open: the comparison reads each row
@@ -510,10 +510,13 @@ fn preparer_and_detector_killed_mid_stream(three_per_stage: bool) {
     }
 }
 
-/// Asserts that the `detect` process serving `http`, unless it is the `active` one, processed
-/// nothing while it stood by: what it processed, it processed after taking a snapshot over (a
-/// rebalance under load may move the partition mid-stream, as a session expiry would).
-fn assert_stood_by(http: SocketAddr, active: SocketAddr) {
+/// Asserts that the `detect` process serving `http` owns every partition of the prepared topic if
+/// it is the `active` one and none otherwise, and, unless it is the active one, processed nothing
+/// while it stood by: what it processed, it processed after taking a snapshot over (a rebalance
+/// under load may move the partition mid-stream, as a session expiry would).
+fn assert_stood_by(http: SocketAddr, active: SocketAddr, prepared_partitions: f64) {
+    let owned = metric(http, "echotrace_partitions_owned");
+    assert_eq!(owned, if http == active { prepared_partitions } else { 0.0 }, "prepared partitions owned");
     let processed = metric(http, "echotrace_posts_processed_total");
     let took_over = metric(http, "echotrace_state_takeovers_total");
     assert!(http == active || processed == 0.0 || took_over >= 1.0, "a standby processed {processed} posts");
@@ -701,7 +704,7 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
     std::thread::sleep(Duration::from_secs(2));
     for (http, process) in detectors {
         let Some(process) = process else { continue };
-        assert_stood_by(http, detect_http);
+        assert_stood_by(http, detect_http, 1.0);
         stop(process, "detector");
     }
     // The restarted shard holds what a shard that read every probe holds: a fresh one, in a
