@@ -24,9 +24,9 @@
 //! is acknowledged by the brokers, in the order the batches were sent; meanwhile the next batches
 //! are read, prepared and sent. A post the brokers refuse for good stops the producer before any
 //! later one goes through ([`KafkaPublisher::keeping_order`]), and the stage with it: each
-//! prepared partition keeps its input partition's order. A crash re-reads what was not committed, and the re-prepared
-//! posts reach the `detect` stage twice; it drops the second copy by post id, as the one-process
-//! mode drops a re-read post. When the group revokes partitions, what waits of them is dropped
+//! prepared partition keeps its input partition's order. A crash re-reads what was not
+//! committed, and the re-prepared posts reach the `detect` stage twice; it drops the second copy
+//! by post id, as the one-process mode drops a re-read post. When the group revokes partitions, what waits of them is dropped
 //! unsent: their next owner, perhaps this member again, reads it from the commit.
 
 use super::prepared::{self, PreparedSettings};
