@@ -32,6 +32,9 @@
 //! mock cluster, a preparer and the active detector are killed (SIGKILL). Either way a standby
 //! takes over from the snapshot the active one left, and the result equals the replay.
 //!
+//! A last test runs three `detect` processes over a prepared topic of three partitions: each logs
+//! that it owns only part of it.
+//!
 //! Needs ONNX Runtime, as `semantic_links.rs`; the tansu test also needs tansu and kcat, as
 //! `broker_e2e.rs`.
 
@@ -558,6 +561,30 @@ fn the_active(detectors: &[(SocketAddr, Option<Reaper>)]) -> usize {
         settled.1 >= 3
     });
     settled.0.unwrap()
+}
+
+/// [`DETECTORS`] `detect` processes in one group over a prepared topic of three partitions split
+/// it, and each would link only its own: each says so in its log, as an error naming what to do,
+/// once the preparer's idle markers reach its partition.
+#[test]
+fn detect_processes_that_split_a_prepared_topic_say_so() {
+    let Some(runtime) = onnxruntime_library() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, broker) = mock_cluster(3);
+    let config = config(dir.path(), &broker, &runtime);
+    let detectors = start_standing_by(&config, dir.path());
+    wait_for("each detector owning a part of the prepared topic", Duration::from_secs(90), || {
+        detectors.iter().all(|(http, _)| metric(*http, "echotrace_partitions_owned") == 1.0)
+    });
+    let preparer = start(&config, "prepare", free_http(), &dir.path().join("prepare.log"));
+    let said = |i: usize| std::fs::read_to_string(dir.path().join(format!("detect-{i}.log"))).unwrap_or_default();
+    wait_for("each detector saying that it owns only part", Duration::from_secs(90), || {
+        (0..DETECTORS).all(|i| said(i).contains("owns only part of the prepared topic"))
+    });
+    stop(preparer, "preparer");
+    for (_, process) in detectors {
+        stop(process.expect("running"), "detector");
+    }
 }
 
 /// The error kind of every message on the dead-letter topic.
