@@ -181,6 +181,18 @@ fn mock_cluster(prepared_partitions: i32) -> (MockCluster<'static, DefaultProduc
     (cluster, broker)
 }
 
+/// A working folder, the mock cluster of [`mock_cluster`], its address and the staged processes'
+/// configuration there; `None` without ONNX Runtime.
+fn on_mock_cluster(
+    prepared_partitions: i32,
+) -> Option<(tempfile::TempDir, MockCluster<'static, DefaultProducerContext>, String, PathBuf)> {
+    let runtime = onnxruntime_library()?;
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, broker) = mock_cluster(prepared_partitions);
+    let config = config(dir.path(), &broker, &runtime);
+    Some((dir, cluster, broker, config))
+}
+
 /// Three `prepare` processes, each ready in its group; a slot is emptied when its process stops.
 fn start_preparers(config: &Path, dir: &Path) -> Vec<(SocketAddr, Option<Reaper>)> {
     let preparers: Vec<(SocketAddr, Option<Reaper>)> = (0..3)
@@ -568,10 +580,7 @@ fn the_active(detectors: &[(SocketAddr, Option<Reaper>)]) -> usize {
 /// once the preparer's idle markers reach its partition.
 #[test]
 fn detect_processes_that_split_a_prepared_topic_say_so() {
-    let Some(runtime) = onnxruntime_library() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (_cluster, broker) = mock_cluster(3);
-    let config = config(dir.path(), &broker, &runtime);
+    let Some((dir, _cluster, _broker, config)) = on_mock_cluster(3) else { return };
     let detectors = start_standing_by(&config, dir.path());
     wait_for("each detector owning a part of the prepared topic", Duration::from_secs(90), || {
         detectors.iter().all(|(http, _)| metric(*http, "echotrace_partitions_owned") == 1.0)
@@ -616,10 +625,7 @@ fn dead_letter_kinds(broker: &str) -> Vec<String> {
 
 #[test]
 fn one_whole_process_reading_three_partitions_equals_one_replay() {
-    let Some(runtime) = onnxruntime_library() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (_cluster, broker) = mock_cluster(3);
-    let config = config(dir.path(), &broker, &runtime);
+    let Some((dir, _cluster, broker, config)) = on_mock_cluster(3) else { return };
     // A backfill of the sample as written, loaded before the process reads it: the consumer
     // receives the partitions a batch at a time, far from the order of the posts' times.
     let sent = send(&broker, SAMPLE.lines().map(Line::Post).collect(), 0, Sending::Backfill).join().unwrap();
