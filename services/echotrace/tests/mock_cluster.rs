@@ -16,6 +16,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 const POSTS: &str = "posts";
 
@@ -158,12 +159,7 @@ async fn produce_and_commit_errors_are_retried_or_stop_before_committing() {
     cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3]);
     let (trigger, shutdown) = echotrace::shutdown::channel();
     let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while committed_behind_end(&config) > 0 {
-        assert!(!running.consumer.is_finished(), "consumer stopped: {:?}", running.consumer.await);
-        assert!(Instant::now() < deadline, "the first half was never committed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_committed(&config, &running).await;
     let failures = running.metrics.commit_failures.get();
     assert!(failures >= 3, "{failures} commit failures counted, 3 injected");
     trigger.fire();
@@ -195,12 +191,7 @@ async fn produce_and_commit_errors_are_retried_or_stop_before_committing() {
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
     let (trigger, shutdown) = echotrace::shutdown::channel();
     let running = echotrace::run::start(config.clone(), None, shutdown).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while committed_behind_end(&config) > 0 {
-        assert!(!running.consumer.is_finished(), "consumer stopped: {:?}", running.consumer.await);
-        assert!(Instant::now() < deadline, "the second half was never committed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_committed(&config, &running).await;
     trigger.fire();
     running.consumer.await.unwrap().unwrap();
     running.server.await.unwrap();
@@ -377,11 +368,17 @@ async fn run_until_committed(config: &Config) {
     running.server.await.unwrap();
 }
 
-/// Waits until the group has committed every message of the input.
+/// Waits until the consumer's group has committed every message of the input.
 async fn wait_until_committed(config: &Config, running: &echotrace::run::Running) {
+    wait_until_group_committed(config, &config.kafka.group_id, &running.consumer).await;
+}
+
+/// Waits until `group` has committed every message of the input, failing if `consumer` stops
+/// first or a minute passes.
+async fn wait_until_group_committed(config: &Config, group: &str, consumer: &JoinHandle<anyhow::Result<()>>) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while committed_behind_end(config) > 0 {
-        assert!(!running.consumer.is_finished(), "consumer stopped early");
+    while group_behind_end(config, group) > 0 {
+        assert!(!consumer.is_finished(), "the consumer stopped before the input was committed");
         assert!(Instant::now() < deadline, "the input was never committed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -577,12 +574,7 @@ async fn the_prepare_stage_keeps_each_partitions_order_through_refused_produce_r
 async fn prepare_until_committed(config: &Config, group: &str) {
     let (trigger, shutdown) = echotrace::shutdown::channel();
     let running = echotrace::stages::prepare::start(config.clone(), shutdown).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while group_behind_end(config, group) > 0 {
-        assert!(!running.consumer.is_finished(), "the stage stopped: {:?}", running.consumer.await);
-        assert!(Instant::now() < deadline, "the input was never committed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_group_committed(config, group, &running.consumer).await;
     trigger.fire();
     running.consumer.await.unwrap().unwrap();
     running.server.await.unwrap();
