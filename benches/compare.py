@@ -5,7 +5,8 @@
 
 1. **The lexical path**, whole process against whole process: `target/release/lexical-link`
    (echotrace's `NearDupIndex` and `MinHashIndex`, the exhaustive scan of the same rule, and the
-   whole `Detector` with semantic linking off) against `benches/lexical_baselines.py` with Python
+   whole `Detector` with semantic linking off; on one thread, staged on two, and on two threads
+   sharing the stateless work) against `benches/lexical_baselines.py` with Python
    `datasketch` (MinHashLSH) and `simhash` (SimhashIndex), on the dev streams concatenated. Wall
    time from start to exit, peak memory, and the pairs each finds against the exhaustive scan's.
    The fastest of `--runs` runs counts for each (the least disturbed by other work on the machine).
@@ -91,6 +92,8 @@ def lexical(python: Path, work: Path, data: Path, runs: int) -> None:
     methods = {
         "echotrace indexes (simhash + MinHash LSH)": [binary, "--method", "index"],
         "echotrace indexes, staged on 2 threads": [binary, "--method", "index", "--threads", "2"],
+        "echotrace indexes, 2 threads sharing the stateless work":
+            [binary, "--method", "index", "--threads", "2", "--share-stateless"],
         "echotrace Detector, semantic off": [binary, "--method", "detector"],
         "exhaustive scan (Rust, same rule)": [binary, "--method", "exhaustive"],
         "Python datasketch MinHashLSH": [str(python), baselines, "datasketch"],

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p echotrace-benches --bin lexical-link
-//! target/release/lexical-link --input STREAM.jsonl --pairs PAIRS.tsv [--method index|exhaustive|detector] [--threads 2]
+//! target/release/lexical-link --input STREAM.jsonl --pairs PAIRS.tsv [--method index|exhaustive|detector] [--threads 2 [--share-stateless]]
 //! ```
 //!
 //! Each line of the stream is decoded (`Post::from_json_at` against a fixed clock: the dev streams are
@@ -16,7 +16,10 @@
 //! - `index` (default): `NearDupIndex` and `MinHashIndex`, the indexes the detector links with.
 //!   With `--threads 2` the process is the staged mode in small: one thread decodes, normalizes and
 //!   fingerprints (the stateless stage), the other looks up and inserts (the linking stage), with
-//!   batches of 1,024 posts passed between them through a bounded channel.
+//!   batches of 1,024 posts passed between them through a bounded channel. The stateless work is
+//!   about three times the linking (perf), so there the linking thread waits most of the time;
+//!   with `--share-stateless` both threads prepare each batch, in chunks of 64 lines taken in
+//!   turn, while one of them first links the batch before, so neither core waits on the other.
 //! - `exhaustive`: the same rule checked against every earlier post, the baseline that finds every
 //!   pair the rule admits (the index's recall is measured against it).
 //! - `detector`: the whole `Detector` with semantic linking off (URLs, explicit ids, the cascade
@@ -36,15 +39,17 @@ use echotrace_core::post::Post;
 use echotrace_core::records::EdgeKind;
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// The "now" posts are validated against: 2100-01-01T00:00:00Z, after every post of the dev streams.
 const VALIDATION_TIME: i64 = 4_102_444_800;
 
-const USAGE: &str =
-    "usage: lexical-link --input STREAM.jsonl --pairs PAIRS.tsv [--method index|exhaustive|detector] [--threads 1|2]";
+const USAGE: &str = "usage: lexical-link --input STREAM.jsonl --pairs PAIRS.tsv [--method index|exhaustive|detector] [--threads 1|2 [--share-stateless]]";
 /// Posts per batch handed from the stateless thread to the linking thread (`--threads 2`).
 const BATCH: usize = 1024;
+/// Lines per share of a batch's stateless work that a thread takes at a time (`--share-stateless`).
+const SHARE: usize = 64;
 
 /// How the near-duplicates of a post are found.
 #[derive(Clone, Copy, PartialEq)]
@@ -116,7 +121,7 @@ fn write_pairs(pairs: &mut impl Write, child: u64, parents: &mut Vec<u64>) -> st
 
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
-    let (mut input, mut pairs_path, mut method, mut threads) = (None, None, Method::Index, 1);
+    let (mut input, mut pairs_path, mut method, mut threads, mut share) = (None, None, Method::Index, 1, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -131,17 +136,20 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             "--threads" => threads = args.next().context(USAGE)?.parse::<usize>().context(USAGE)?,
+            "--share-stateless" => share = true,
             _ => anyhow::bail!(USAGE),
         }
     }
     let (input, pairs_path) = (input.context(USAGE)?, pairs_path.context(USAGE)?);
     anyhow::ensure!(threads == 1 || (threads == 2 && method == Method::Index), "--threads 2 is for --method index");
+    anyhow::ensure!(!share || threads == 2, "--share-stateless is for --threads 2");
     let now = DateTime::from_timestamp(VALIDATION_TIME, 0).context("validation time out of range")?;
     let reader = std::io::BufReader::new(std::fs::File::open(&input).with_context(|| format!("opening {input}"))?);
     let mut pairs =
         BufWriter::new(std::fs::File::create(&pairs_path).with_context(|| format!("creating {pairs_path}"))?);
     let (posts, found) = match (method, threads) {
         (Method::Index, 1) => link_indexed(reader, now, &mut pairs)?,
+        (Method::Index, _) if share => link_sharing_stateless(reader, now, &mut pairs)?,
         (Method::Index, _) => link_staged(reader, now, &mut pairs)?,
         (Method::Exhaustive, _) => link_exhaustively(reader, now, &mut pairs)?,
         (Method::Detector, _) => link_by_detector(reader, now, &mut pairs)?,
@@ -202,6 +210,68 @@ fn link_staged(reader: impl BufRead + Send, now: DateTime<Utc>, pairs: &mut impl
         let lines = stateless.join().map_err(|_| anyhow::anyhow!("the stateless thread panicked"))??;
         Ok((lines, found))
     })
+}
+
+/// The indexes on this thread, which links each batch while a second thread prepares the next;
+/// having linked, this thread prepares what is left of the next batch beside the other.
+fn link_sharing_stateless(
+    mut reader: impl BufRead,
+    now: DateTime<Utc>,
+    pairs: &mut impl Write,
+) -> anyhow::Result<(u64, u64)> {
+    let config = DetectorConfig::default();
+    let mut indexes = Indexes { near_dups: NearDupIndex::new(config.max_hamming), similar_sets: MinHashIndex::new() };
+    let (mut lines, mut found, mut parents) = (0u64, 0u64, Vec::new());
+    let mut prepared: Vec<Prepared> = Vec::new();
+    loop {
+        let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            batch.push((lines, line));
+            lines += 1;
+        }
+        if batch.is_empty() && prepared.is_empty() {
+            return Ok((lines, found));
+        }
+        let next_share = AtomicUsize::new(0);
+        let mut shares = std::thread::scope(|scope| -> anyhow::Result<Vec<(usize, Vec<Prepared>)>> {
+            let helper = scope.spawn(|| prepare_shares(&batch, &next_share, now, &config));
+            for post in prepared.drain(..) {
+                let child = post.line;
+                indexes.link(post, &config, &mut parents);
+                found += write_pairs(pairs, child, &mut parents)?;
+                parents.clear();
+            }
+            let mut shares = prepare_shares(&batch, &next_share, now, &config);
+            shares.extend(helper.join().map_err(|_| anyhow::anyhow!("the helper thread panicked"))?);
+            Ok(shares)
+        })?;
+        shares.sort_unstable_by_key(|(share, _)| *share);
+        prepared = shares.into_iter().flat_map(|(_, posts)| posts).collect();
+    }
+}
+
+/// Prepares shares of `batch` ([`SHARE`] lines each) until none is left, taking the next one from
+/// `next_share`; returns each share's number with its posts.
+fn prepare_shares(
+    batch: &[(u64, Vec<u8>)],
+    next_share: &AtomicUsize,
+    now: DateTime<Utc>,
+    config: &DetectorConfig,
+) -> Vec<(usize, Vec<Prepared>)> {
+    let mut done = Vec::new();
+    loop {
+        let share = next_share.fetch_add(1, Ordering::Relaxed);
+        let Some(lines) = batch.get(share * SHARE..).filter(|rest| !rest.is_empty()) else { return done };
+        let lines = &lines[..lines.len().min(SHARE)];
+        done.push((share, lines.iter().filter_map(|(number, line)| prepare(*number, line, now, config)).collect()));
+    }
 }
 
 /// The detector's rule checked against every earlier post.

@@ -119,6 +119,49 @@ fn url_start(chunk: &str) -> Option<usize> {
 }
 
 fn push_tokens(chunk: &str, out: &mut NormalizedText) {
+    if chunk.is_ascii() {
+        push_ascii_tokens(chunk.as_bytes(), out);
+    } else {
+        push_unicode_tokens(chunk, out);
+    }
+}
+
+/// [`push_unicode_tokens`] for an ASCII chunk, byte by byte: no character decoding, no CJK, and no
+/// look-alike letters to fold. Most of the dev streams' characters are in ASCII news articles;
+/// normalizing all 87,247 posts took 138 ms with this path and 150 ms without (2026-12-07). A
+/// property test holds it equal to the general path.
+fn push_ascii_tokens(chunk: &[u8], out: &mut NormalizedText) {
+    let mut word_start: Option<usize> = None;
+    let mut skip_mention = false;
+    for &byte in chunk {
+        if skip_mention {
+            if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'.' {
+                continue;
+            }
+            skip_mention = false;
+        }
+        if byte == b'\'' && word_start.is_some() {
+            continue;
+        }
+        if byte.is_ascii_alphanumeric() {
+            if word_start.is_none() {
+                word_start = Some(out.text.len());
+            }
+            out.text.push(char::from(byte));
+        } else {
+            if let Some(start) = word_start.take() {
+                out.tokens.push((start..out.text.len(), Script::Word));
+            }
+            skip_mention = byte == b'@';
+        }
+    }
+    if let Some(start) = word_start {
+        out.tokens.push((start..out.text.len(), Script::Word));
+    }
+}
+
+/// Splits a chunk into word tokens and CJK characters.
+fn push_unicode_tokens(chunk: &str, out: &mut NormalizedText) {
     let mut word_start: Option<usize> = None;
     let mut skip_mention = false;
     for ch in chunk.chars() {
@@ -282,6 +325,16 @@ mod tests {
         assert_eq!(got.len(), 13);
         assert!(got.iter().all(|(_, script)| *script == Script::Cjk));
         assert_eq!(got[0].0, "外");
+    }
+
+    proptest! {
+        #[test]
+        fn the_ascii_path_tokenizes_as_the_general_one(chunk in "[ -~]{0,40}") {
+            let (mut ascii, mut general) = (NormalizedText::default(), NormalizedText::default());
+            push_ascii_tokens(chunk.as_bytes(), &mut ascii);
+            push_unicode_tokens(&chunk, &mut general);
+            prop_assert_eq!(ascii, general);
+        }
     }
 
     #[test]
