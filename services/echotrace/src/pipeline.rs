@@ -22,7 +22,7 @@ use crate::explorer::board::AlertBoard;
 use crate::metrics::Metrics;
 use crate::sinks::parquet::{ParquetSink, SinkError};
 use crate::stages::Input;
-use crate::stages::probes::{AskedBatch, LinkShards, ProbedPost};
+use crate::stages::probes::{AskedBatch, LinkShards, ProbedPost, WhileWaiting};
 use crate::state::{StateError, StateStore};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -171,6 +171,14 @@ impl Pipeline {
             link_shards: None,
             in_flight: None,
             muted: false,
+        }
+    }
+
+    /// Has `while_waiting` called through the waits for the `link` stage's answers, where this
+    /// pipeline asks that stage.
+    pub fn keep_waiting_with(&mut self, while_waiting: Arc<dyn WhileWaiting>) {
+        if let Some(shards) = &mut self.link_shards {
+            shards.keep_waiting_with(while_waiting);
         }
     }
 

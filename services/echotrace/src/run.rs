@@ -119,8 +119,10 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     };
     let held = held.filter(|_| store.is_some() || config.state.rebuild_from_kafka);
     let ownership = Arc::new(Mutex::new(Ownership::holding(held)));
-    let consumer = ingest::consumer(&config, metrics.clone(), ready, ownership.clone())
-        .context("cannot create the Kafka consumer")?;
+    let consumer = Arc::new(
+        ingest::consumer(&config, metrics.clone(), ready, ownership.clone())
+            .context("cannot create the Kafka consumer")?,
+    );
     let topics = crate::stages::InputDecoder::topics(&config);
     tracing::info!(brokers = %config.kafka.brokers, topics = ?topics, role = ?config.stage.role, api = %api_address, out = %config.output.dir.display(), "consuming");
     let (notices, dispatcher) = if config.alerting.alertmanager_url.is_empty() {

@@ -28,7 +28,9 @@
 //! Two more run three processes in every stage: `prepare`, `link` (the lexical window,
 //! `stage.link_stage`) and `detect`, with the prepared topic on one partition, so that one
 //! detector is active and two stand by. On tansu, a `link` process is killed (SIGKILL) once it
-//! has written a snapshot and started again, and the active detector is stopped (SIGTERM); on the
+//! has written a snapshot, kept down for twice `max.poll.interval.ms` (the active detector keeps
+//! its partition while it waits) and started again, and the active detector is stopped
+//! (SIGTERM); on the
 //! mock cluster, a preparer and the active detector are killed (SIGKILL). Either way a standby
 //! takes over from the snapshot the active one left, and the result equals the replay.
 //!
@@ -510,9 +512,14 @@ fn preparer_and_detector_killed_mid_stream(three_per_stage: bool) {
     assert_eq!(metric(detect_http, "echotrace_order_forced_total"), 0.0);
     // Let the last checkpoint write the rows.
     std::thread::sleep(Duration::from_secs(2));
-    for (http, process) in detectors {
+    // All checked before any stops: a stopped active one hands its partitions to a standby.
+    for (http, process) in &detectors {
+        if process.is_some() {
+            assert_stood_by(*http, detect_http, if three_per_stage { 1.0 } else { 3.0 });
+        }
+    }
+    for (_, process) in detectors {
         let Some(process) = process else { continue };
-        assert_stood_by(http, detect_http, if three_per_stage { 1.0 } else { 3.0 });
         stop(process, "detector");
     }
     // The posts are dated this hour, which compaction leaves open: the comparison reads each row
@@ -663,8 +670,14 @@ fn start_link(config: &Path, dir: &Path, shard: u32, name: &str) -> (SocketAddr,
     (http, process)
 }
 
-/// Three processes in every stage against tansu: a `link` process killed (SIGKILL) and started
-/// again, and the active `detect` process stopped (SIGTERM) so that a standby takes over.
+/// How long librdkafka lets the `link`-stage test's processes go without polling their consumer
+/// before it takes them out of their group (`max.poll.interval.ms`).
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(9);
+
+/// Three processes in every stage against tansu: a `link` process killed (SIGKILL), kept down
+/// for twice `max.poll.interval.ms` (the active detector, waiting for its answers, keeps its
+/// partition all the while) and started again, and the active `detect` process stopped (SIGTERM)
+/// so that a standby takes over.
 #[test]
 fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detector_stopped() {
     let Some((tansu, kcat_bin)) = tools() else { return };
@@ -680,6 +693,11 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
     // The lexical window in three `link` processes, asked by the `detect` process over Kafka.
     let config = config(dir.path(), &broker, &runtime);
     with_link_stage(&config);
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "[kafka.properties]\n",
+        &format!("[kafka.properties]\n\"max.poll.interval.ms\" = \"{}\"\n", MAX_POLL_INTERVAL.as_millis()),
+    );
+    std::fs::write(&config, toml).unwrap();
     let preparers = start_preparers(&config, dir.path());
     let mut shards: Vec<(SocketAddr, Reaper)> =
         (0..LINK_SHARDS).map(|shard| start_link(&config, dir.path(), shard, &format!("link-{shard}"))).collect();
@@ -702,9 +720,24 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
     wait_for("a snapshot of the shard", Duration::from_secs(30), || {
         metric(shards[1].0, "echotrace_snapshots_total") >= snapshots + 1.0
     });
+    let takeovers = |detectors: &[(SocketAddr, Option<Reaper>)]| -> Vec<f64> {
+        detectors.iter().map(|(http, _)| metric(*http, "echotrace_state_takeovers_total")).collect()
+    };
+    let takeovers_before = takeovers(&detectors);
     let (_, killed) = shards.remove(1);
     drop(killed);
     let mut sent = sending.join().unwrap();
+    // Down for twice the poll interval: the active detector, whose batch waits for the shard,
+    // pauses its partition and polls its consumer, and stays in the group with it.
+    let active_log = dir.path().join(format!("detect-{active}.log"));
+    wait_for("the active detector keeping its partition while it waits", Duration::from_secs(60), || {
+        std::fs::read_to_string(&active_log).unwrap_or_default().contains("a batch waits long for the linking shards")
+    });
+    std::thread::sleep(2 * MAX_POLL_INTERVAL);
+    for (http, _) in &detectors {
+        assert_stood_by(*http, detect_http, 1.0);
+    }
+    assert_eq!(takeovers(&detectors), takeovers_before, "no detector took the partition over");
     // Started again, it restores its snapshot, takes what it had answered since without
     // answering, and answers on.
     shards.insert(1, start_link(&config, dir.path(), 1, "link-1-again"));
@@ -735,9 +768,14 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
         );
     }
     std::thread::sleep(Duration::from_secs(2));
-    for (http, process) in detectors {
+    // All checked before any stops: a stopped active one hands its partition to a standby.
+    for (http, process) in &detectors {
+        if process.is_some() {
+            assert_stood_by(*http, detect_http, 1.0);
+        }
+    }
+    for (_, process) in detectors {
         let Some(process) = process else { continue };
-        assert_stood_by(http, detect_http, 1.0);
         stop(process, "detector");
     }
     // The restarted shard holds what a shard that read every probe holds: a fresh one, in a

@@ -187,6 +187,11 @@ impl Progress {
         self.order.take_flow()
     }
 
+    /// Whether the order holds `partition` paused because too many of its posts wait.
+    pub fn holds_paused(&self, partition: &Partition) -> bool {
+        self.order.holds_paused(partition)
+    }
+
     /// Hands a post to the pipeline and publishes what it produced.
     fn process(&mut self, held: HeldPost) -> Result<(), IngestError> {
         // What it writes is flushed at the next checkpoint, even when no message is read before.

@@ -131,6 +131,8 @@ pub struct LagContext {
     progress: OnceLock<Arc<tokio::sync::Mutex<Progress>>>,
     /// Wakes the consumer loop when assigned partitions wait for their check.
     to_check: tokio::sync::Notify,
+    /// Whether the rebalance callback is taking its checkpoint before a revocation.
+    in_rebalance: AtomicBool,
 }
 
 impl LagContext {
@@ -144,7 +146,14 @@ impl LagContext {
             brokers_up: AtomicBool::new(true),
             progress: OnceLock::new(),
             to_check: tokio::sync::Notify::new(),
+            in_rebalance: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the rebalance callback is taking its checkpoint before a revocation: the consumer
+    /// is inside its own poll, and must not be polled again.
+    pub fn in_rebalance(&self) -> bool {
+        self.in_rebalance.load(Ordering::Relaxed)
     }
 
     /// Resolves when assigned partitions wait for their check (at once if some came since the
@@ -422,7 +431,11 @@ impl ConsumerContext for LagContext {
         let Some(progress) = self.progress.get() else { return };
         // The callback runs inside the loop's `recv`, when the loop holds no lock.
         match progress.try_lock() {
-            Ok(mut progress) => progress.before_revoke(consumer, &partitions(list)),
+            Ok(mut progress) => {
+                self.in_rebalance.store(true, Ordering::Relaxed);
+                progress.before_revoke(consumer, &partitions(list));
+                self.in_rebalance.store(false, Ordering::Relaxed);
+            }
             Err(_) => tracing::warn!("the consumer loop is busy: no checkpoint before the partitions are revoked"),
         }
     }

@@ -24,6 +24,7 @@
 
 pub mod checkpoint;
 pub mod lag;
+pub mod membership;
 pub mod ordering;
 pub mod rebuild;
 
@@ -34,6 +35,7 @@ use crate::shutdown::Shutdown;
 use crate::state::StateError;
 use checkpoint::Progress;
 use lag::{LagContext, Ownership, Partition};
+use membership::Membership;
 use ordering::Flow;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -95,8 +97,7 @@ pub fn consumer(
 ) -> Result<StreamConsumer<LagContext>, KafkaError> {
     // The loop rebuilds the window of assigned partitions without polling the group: the member
     // must not be taken for stuck meanwhile.
-    let max_poll_interval = (config.state.rebuild_timeout_secs + 60).max(300) * 1000;
-    let max_poll_interval = max_poll_interval.to_string();
+    let max_poll_interval = membership::max_poll_interval(config).as_millis().to_string();
     let client = client_config(
         config,
         &[
@@ -120,13 +121,16 @@ pub fn consumer(
 /// notices go to `alert_notices`, when a dispatcher runs.
 pub async fn consume(
     config: &Config,
-    consumer: &StreamConsumer<LagContext>,
+    shared_consumer: &Arc<StreamConsumer<LagContext>>,
     progress: Arc<tokio::sync::Mutex<Progress>>,
     alert_notices: Option<&mpsc::Sender<AlertNotice>>,
     metrics: &Metrics,
     mut shutdown: Shutdown,
 ) -> Result<(), IngestError> {
+    let membership = Arc::new(Membership::new(config, shared_consumer));
+    let consumer: &StreamConsumer<LagContext> = shared_consumer;
     consumer.context().attach(progress.clone());
+    progress.lock().await.pipeline.keep_waiting_with(membership.clone());
     let ownership = consumer.context().ownership();
     let mut ticker = tokio::time::interval(config.output.flush_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -140,6 +144,9 @@ pub async fn consume(
     loop {
         // The guard is never held across `recv`: the rebalance callback, which runs inside it,
         // takes the progress for its checkpoint.
+        if let Some(paused) = membership.take_paused() {
+            resume_after_wait(consumer, &*progress.lock().await, paused)?;
+        }
         let unsent = progress.lock().await.take_unsent();
         if let Some(notices) = alert_notices {
             for notice in unsent {
@@ -297,6 +304,29 @@ fn apply_flow(consumer: &StreamConsumer<LagContext>, flow: Flow) -> Result<(), K
         consumer.resume(&list(&resume))?;
     }
     Ok(())
+}
+
+/// Resumes the partitions paused while a batch waited for the linking shards
+/// ([`Membership`]), except those no longer owned and those paused for a reason of their own:
+/// too many of their posts wait for the order, or their window awaits its check.
+fn resume_after_wait(
+    consumer: &StreamConsumer<LagContext>,
+    progress: &Progress,
+    paused: BTreeSet<Partition>,
+) -> Result<(), KafkaError> {
+    let mut resume = TopicPartitionList::new();
+    {
+        let ownership = consumer.context().ownership();
+        let ownership = ownership.lock().expect("ownership lock poisoned");
+        for (topic, partition) in &paused {
+            let key = (topic.clone(), *partition);
+            if ownership.owns(&key) && !ownership.awaits_check(&key) && !progress.holds_paused(&key) {
+                resume.add_partition(topic, *partition);
+            }
+        }
+    }
+    tracing::info!(partitions = resume.count(), "the linking shards answered: partitions resumed");
+    consumer.resume(&resume)
 }
 
 /// Waits until `deadline`, or forever when there is none.

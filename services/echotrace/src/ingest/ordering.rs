@@ -275,6 +275,11 @@ impl PartitionOrder {
         std::mem::take(&mut self.flow)
     }
 
+    /// Whether `consumed` is paused because too many of its posts wait.
+    pub fn holds_paused(&self, consumed: &Partition) -> bool {
+        self.paused.contains(consumed)
+    }
+
     /// Notes an idle marker read from `read_from`: input partition `source` was read to its end
     /// at `at`. A marker of a partition no longer owned, or of an input it does not carry, says
     /// nothing about what this member waits for.

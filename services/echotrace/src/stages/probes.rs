@@ -210,6 +210,13 @@ fn read_from_end(answers: &BaseConsumer, topic: &str, shards: u32) -> anyhow::Re
     Ok(())
 }
 
+/// What the `detect` process does beside a batch waiting for the shards' answers: it keeps its
+/// place in its consumer group ([`crate::ingest::membership`]).
+pub trait WhileWaiting: Send + Sync {
+    /// Called about every 100 ms of a wait, with how long ago the batch was asked.
+    fn waiting(&self, waited: Duration);
+}
+
 /// The `detect` stage's side of the exchange: sends each batch's probes and gathers every shard's
 /// answers.
 pub struct LinkShards {
@@ -223,6 +230,7 @@ pub struct LinkShards {
     /// Answers to batches asked after the one being collected, by batch.
     early: BTreeMap<u64, Vec<AnswerBatch>>,
     warn_after: Duration,
+    while_waiting: Option<Arc<dyn WhileWaiting>>,
     metrics: Arc<Metrics>,
 }
 
@@ -255,6 +263,7 @@ impl LinkShards {
             next_batch: 0,
             early: BTreeMap::new(),
             warn_after: Duration::from_millis(config.stage.link_answer_warn_ms.max(1)),
+            while_waiting: None,
             metrics,
         })
     }
@@ -279,10 +288,16 @@ impl LinkShards {
         })
     }
 
+    /// Has `while_waiting` called through every wait for answers.
+    pub fn keep_waiting_with(&mut self, while_waiting: Arc<dyn WhileWaiting>) {
+        self.while_waiting = Some(while_waiting);
+    }
+
     /// Every shard's answers to the batch `asked`, merged per post, in order. Blocks until every
     /// shard has answered (a post linked without one shard's answer would miss its matches
-    /// there), logging the missing shards every `stage.link_answer_warn_ms`; answers to batches
-    /// asked after it are kept for their turn.
+    /// there), logging the missing shards every `stage.link_answer_warn_ms` and calling what
+    /// [`LinkShards::keep_waiting_with`] gave; answers to batches asked after it are kept for
+    /// their turn.
     pub fn answers(&mut self, asked: &AskedBatch) -> Vec<LexicalAnswer> {
         blocking(|| self.wait_for(asked))
     }
@@ -310,6 +325,9 @@ impl LinkShards {
                 },
                 Some(Err(error)) => tracing::warn!(%error, "answer reader error; continuing"),
                 None => {}
+            }
+            if let Some(while_waiting) = &self.while_waiting {
+                while_waiting.waiting(asked.sent_at.elapsed());
             }
             if warned_at.elapsed() >= self.warn_after {
                 let missing: Vec<usize> = (0..answers.len()).filter(|&shard| answers[shard].is_none()).collect();
