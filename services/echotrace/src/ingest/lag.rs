@@ -209,6 +209,9 @@ const ASK_WARNING_INTERVAL: Duration = Duration::from_secs(30);
 pub struct PartitionEnds {
     client: BaseConsumer,
     timeout: Duration,
+    /// Whether the consumer starts a partition with nothing committed at its end
+    /// (`auto.offset.reset = latest`) rather than at its first offset.
+    starts_at_end: bool,
     failures: Mutex<Failures>,
 }
 
@@ -228,7 +231,9 @@ impl PartitionEnds {
         // No statistics, whatever `kafka.properties` says: nothing reads them.
         client.set("statistics.interval.ms", "0");
         let client = client.create().map_err(crate::config::without_secret)?;
-        Ok(Arc::new(PartitionEnds { client, timeout, failures: Mutex::default() }))
+        let reset = config.kafka.properties.get("auto.offset.reset").map(String::as_str);
+        let starts_at_end = matches!(reset, Some("latest" | "largest" | "end"));
+        Ok(Arc::new(PartitionEnds { client, timeout, starts_at_end, failures: Mutex::default() }))
     }
 
     /// Which of the partitions `consumer` owns it has read to their end, asked of the brokers on a
@@ -240,8 +245,11 @@ impl PartitionEnds {
     /// end as the brokers report it now (under `read_committed`, librdkafka's default, the last
     /// stable offset). The offset read next is the one after the last message passed to the
     /// application; where none was passed since the partition was assigned, the group's committed
-    /// offset, or the partition's first offset where nothing is committed
-    /// (`auto.offset.reset = earliest` starts there). `at` is taken before the brokers are asked.
+    /// offset, or where nothing is committed the partition's first offset (`auto.offset.reset =
+    /// earliest`, the consumer's default) or its end now (`latest`: the consumer started at the end
+    /// when it was assigned the partition; a post that came after that is vouched for before it is
+    /// read, until the consumer passes one on and has a position). `at` is taken before the
+    /// brokers are asked.
     /// A partition without a leader is left out, not waited for.
     ///
     /// The caller must not let the consumer pass messages on while it waits (in the consumer loop,
@@ -289,7 +297,11 @@ impl PartitionEnds {
             let committed = offsets(&self.client.committed_offsets(list(unread.iter(), Offset::Invalid), left())?);
             next.extend(committed.into_iter().filter(|(_, offset)| offset.is_some()));
             let uncommitted = unknown(&next);
-            if !uncommitted.is_empty() {
+            if self.starts_at_end {
+                next.extend(
+                    uncommitted.iter().map(|partition| (partition.clone(), last.get(partition).copied().flatten())),
+                );
+            } else if !uncommitted.is_empty() {
                 next.extend(offsets(
                     &self.client.offsets_for_times(list(uncommitted.iter(), Offset::Beginning), left())?,
                 ));
@@ -633,5 +645,14 @@ mod tests {
         assert!(asked.elapsed() < Duration::from_secs(10), "the leaderless partition was waited for");
         cluster.partition_leader("posts", 1, Some(1)).unwrap();
         assert_eq!(ends.read_to_end(&consumer).await.partitions, all);
+        // A group that starts at the end (`auto.offset.reset = latest`) has read a partition with
+        // nothing committed to its end before it passes anything on.
+        let mut starting_late = config.clone();
+        starting_late.kafka.properties.insert("auto.offset.reset".to_owned(), "latest".to_owned());
+        let late: BaseConsumer<DefaultConsumerContext> =
+            client("late").set("auto.offset.reset", "latest").create().unwrap();
+        late.assign(&assigned).unwrap();
+        let ends = PartitionEnds::new(&starting_late, "late", Duration::from_secs(10)).unwrap();
+        assert_eq!(ends.read_to_end(&late).await.partitions, all, "posts/0 and posts/2 hold posts from before");
     }
 }
