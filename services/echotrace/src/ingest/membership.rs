@@ -135,3 +135,19 @@ impl WhileWaiting for Membership {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poll_interval_is_the_configured_one_or_outlasts_a_rebuild() {
+        let mut config = Config::default();
+        config.state.rebuild_timeout_secs = 900;
+        assert_eq!(max_poll_interval(&config), Duration::from_secs(960), "a rebuild and a minute");
+        config.state.rebuild_timeout_secs = 10;
+        assert_eq!(max_poll_interval(&config), Duration::from_secs(300), "librdkafka's default at least");
+        config.kafka.properties.insert("max.poll.interval.ms".to_owned(), "9000".to_owned());
+        assert_eq!(max_poll_interval(&config), Duration::from_secs(9));
+    }
+}
