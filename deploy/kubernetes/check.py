@@ -9,24 +9,33 @@ network are reachable from the machines the tests run on.
    error), with the schemas the PyPI package kubernetes-validate bundles (scripts/requirements/
    test.txt): nothing is downloaded.
 2. The kustomizations: each lists files that exist, every manifest is listed by one, and they use
-   only what this check renders (resources, namespace, configMapGenerator, images).
+   only what this check renders (resources, namespace, configMapGenerator, images, and patches:
+   JSON 6902 ones, applied with the PyPI package jsonpatch, and `$patch: delete`); every patch
+   applies.
 3. base/echotrace.toml: every key is one of deploy/echotrace.toml's (echotrace refuses unknown
    keys at start-up).
-Then, for each shape (one-process/, staged/: the resources its kustomization renders):
+Then, for each shape (one-process/, staged/, staged-standbys/: the resources its kustomization
+renders):
 4. Every ECHOTRACE_* variable names a configuration section and key, with a valid role or device;
    the files of ECHOTRACE_CONFIG exist in the image or a mounted ConfigMap.
 5. Every probe points at a port its container declares, and that port is the one the process
    listens on (http.listen, query.listen); `run` containers probe /healthz and /readyz.
 6. Every Service selects a workload's pods, and its target ports are declared there.
-7. Every PodDisruptionBudget selects a workload's pods, and no pod has two.
+7. Every PodDisruptionBudget selects a workload's pods, and no pod has two; every Deployment and
+   StatefulSet has one, except detect standbys, which must have none (12).
 8. The other references resolve: workload selectors, StatefulSets' governing Services, ConfigMap
-   and claim volumes, volume mounts, affinity and spread selectors, resourceFieldRefs.
+   and claim volumes (a StatefulSet's claim templates or a PersistentVolumeClaim), volume mounts,
+   affinity and spread selectors, resourceFieldRefs.
 9. The token files the configuration names are mounted from Secrets where they are read; no
    token or password is written in a manifest; every Secret key read is documented in README.md.
 10. Every pod meets the "restricted" Pod Security profile the namespace enforces, with a
    read-only root filesystem, and every container has CPU and memory requests and limits.
-11. The roles: one replica for each stateful writer (whole, detect); in the staged shape, prepare
-   and detect in different consumer groups, and prepare on the GPU with embed.device = "cuda".
+11. The roles: one replica for each stateful writer (whole, detect), except in staged-standbys;
+   in the staged shapes, prepare and detect in different consumer groups, and prepare on the GPU
+   with embed.device = "cuda".
+12. Detect standbys (staged-standbys): more than one replica, created in parallel and updated on
+   delete (a standby is never ready, which stalls OrderedReady and RollingUpdate), output.dir and
+   state.dir on ReadWriteMany claims every pod shares, one pod per node, no disruption budget.
 
 Prints one line per check and `N passed, M failed`; exits non-zero when any check fails.
 """
@@ -37,12 +46,21 @@ import sys
 import tomllib
 from pathlib import Path
 
+import jsonpatch
+import jsonpointer
 import kubernetes_validate.utils as kv
 import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-SHAPES = ("one-process", "staged")
+# Each shape's folder and the roles its `run` containers take.
+SHAPES = {
+    "one-process": {"whole"},
+    "staged": {"prepare", "detect", "link"},
+    "staged-standbys": {"prepare", "detect", "link"},
+}
+# The shapes whose detect StatefulSet runs standbys (check 12); elsewhere it is one replica.
+STANDBY_SHAPES = {"staged-standbys"}
 # The oldest Kubernetes these manifests are for: every field they use is GA there
 # (persistentVolumeClaimRetentionPolicy since 1.32, unhealthyPodEvictionPolicy since 1.31).
 KUBERNETES_VERSION = "1.32.0"
@@ -71,7 +89,10 @@ class Shape:
         self.files: set[Path] = set()
 
 
-KNOWN_KUSTOMIZE_FIELDS = {"apiVersion", "kind", "namespace", "resources", "configMapGenerator", "images"}
+KNOWN_KUSTOMIZE_FIELDS = {"apiVersion", "kind", "namespace", "resources", "configMapGenerator", "images",
+                          "patches"}
+# The fields of a patch's target this check matches on (kustomize has selectors too).
+KNOWN_TARGET_FIELDS = {"kind", "name", "namespace"}
 
 
 def rel(path: Path) -> str:
@@ -125,7 +146,58 @@ def render(folder: Path, shape: Shape | None = None) -> Shape:
             if declared not in (None, namespace):
                 shape.problems.append(f"{source}: {doc['kind']}/{doc['metadata']['name']} names namespace "
                                       f"{declared}, its kustomization {namespace}")
+    apply_patches(folder, path, kustomization.get("patches", []), shape, start)
     return shape
+
+
+def apply_patches(folder: Path, path: Path, patches: list[dict], shape: Shape, start: int) -> None:
+    """kustomize's `patches` over the resources this kustomization rendered (from index start):
+    JSON 6902 patches (a list of operations, with a target), and strategic-merge patches that
+    only delete a resource (`$patch: delete`). Others are reported, not guessed at."""
+    for entry in patches:
+        if "path" in entry:
+            source = folder / entry["path"]
+            if not source.is_file():
+                shape.problems.append(f"{rel(path)}: patch {entry['path']} does not exist")
+                continue
+            shape.files.add(source.resolve())
+            where, patch = rel(source), yaml.safe_load(source.read_text())
+        else:
+            where, patch = f"{rel(path)} inline patch", yaml.safe_load(entry.get("patch", ""))
+        target = entry.get("target", {})
+        if set(target) - KNOWN_TARGET_FIELDS:
+            shape.problems.append(f"{where}: check.py matches targets by {sorted(KNOWN_TARGET_FIELDS)} only, "
+                                  f"not {sorted(set(target) - KNOWN_TARGET_FIELDS)}; extend it")
+            continue
+        if isinstance(patch, list):
+            if not target:
+                shape.problems.append(f"{where}: a JSON 6902 patch needs a target")
+                continue
+            wanted = target
+        elif isinstance(patch, dict) and patch.get("$patch") == "delete":
+            wanted = {"kind": patch.get("kind"), **{key: value for key, value in patch.get("metadata", {}).items()
+                                                    if key in ("name", "namespace")}}
+        else:
+            shape.problems.append(f"{where}: check.py renders JSON 6902 patches and `$patch: delete` only; "
+                                  f"extend it")
+            continue
+        hits = [index for index in range(start, len(shape.resources))
+                if all(shape.resources[index][1].get("kind") == value if key == "kind"
+                       else shape.resources[index][1].get("metadata", {}).get(key) == value
+                       for key, value in wanted.items())]
+        if not hits:
+            shape.problems.append(f"{where}: patches {wanted}, which no resource of {rel(path)} is")
+        for index in reversed(hits):
+            resource_source, doc = shape.resources[index]
+            if isinstance(patch, dict):
+                del shape.resources[index]
+                continue
+            try:
+                patched = jsonpatch.apply_patch(doc, patch)
+            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
+                shape.problems.append(f"{where}: does not apply to {name(doc)}: {error}")
+                continue
+            shape.resources[index] = (f"{resource_source} patched by {where}", patched)
 
 
 def known_keys() -> dict:
@@ -467,6 +539,7 @@ def check_services(shape: Shape) -> str | None:
 
 def check_budgets(shape: Shape) -> str | None:
     problems = []
+    standbys = {name(doc) for doc in standby_sets(shape)}
     budgets_of: dict[str, list[str]] = {}
     for _, budget in shape.resources:
         if budget["kind"] != "PodDisruptionBudget":
@@ -480,7 +553,11 @@ def check_budgets(shape: Shape) -> str | None:
         if len(budgets) > 1:
             problems.append(f"{workload}: its pods have {len(budgets)} budgets {budgets}; eviction refuses them")
     for _, doc in workloads(shape):
-        if doc["kind"] in ("Deployment", "StatefulSet") and name(doc) not in budgets_of:
+        if name(doc) in standbys:
+            if name(doc) in budgets_of:
+                problems.append(f"{name(doc)}: runs standbys, which are never ready, and a budget counts ready "
+                                f"pods only: {budgets_of[name(doc)]} would forbid evicting the active pod")
+        elif doc["kind"] in ("Deployment", "StatefulSet") and name(doc) not in budgets_of:
             problems.append(f"{name(doc)}: no PodDisruptionBudget selects its pods")
     return "\n".join(problems) or None
 
@@ -488,7 +565,7 @@ def check_budgets(shape: Shape) -> str | None:
 def check_references(shape: Shape) -> str | None:
     problems = []
     services = {doc["metadata"]["name"]: doc for _, doc in shape.resources if doc["kind"] == "Service"}
-    claims = {}
+    claims = {doc["metadata"]["name"]: doc for _, doc in shape.resources if doc["kind"] == "PersistentVolumeClaim"}
     for _, doc in shape.resources:
         if doc["kind"] == "StatefulSet":
             for template in doc["spec"].get("volumeClaimTemplates", []):
@@ -512,8 +589,8 @@ def check_references(shape: Shape) -> str | None:
                 problems.append(f"{name(doc)}: volume {volume['name']}: no ConfigMap {volume['configMap']['name']}")
             if "persistentVolumeClaim" in volume and volume["persistentVolumeClaim"]["claimName"] not in claims:
                 problems.append(f"{name(doc)}: volume {volume['name']}: claim "
-                                f"{volume['persistentVolumeClaim']['claimName']} is no StatefulSet's "
-                                f"(known: {sorted(claims)})")
+                                f"{volume['persistentVolumeClaim']['claimName']} is neither a StatefulSet's "
+                                f"nor a PersistentVolumeClaim (known: {sorted(claims)})")
         names = {c["name"] for c in containers(spec)}
         for container in containers(spec):
             for mount in container.get("volumeMounts", []):
@@ -631,9 +708,9 @@ def check_security(shape: Shape) -> str | None:
     return "\n".join(problems) or None
 
 
-def check_roles(shape_name: str, shape: Shape) -> str | None:
-    problems = []
-    runs = {}
+def runs_by_role(shape: Shape) -> dict[str, list[tuple[dict, dict, dict]]]:
+    """The workloads of each stage.role: (workload, its `run` container, its configuration)."""
+    runs: dict[str, list[tuple[dict, dict, dict]]] = {}
     for _, doc in workloads(shape):
         spec = pod_spec(doc)
         for container in containers(spec):
@@ -642,12 +719,62 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
             config = effective_config(spec, container, shape)
             role = config.get("stage", {}).get("role", "whole")
             runs.setdefault(role, []).append((doc, container, config))
-    wanted = {"one-process": {"whole"}, "staged": {"prepare", "detect", "link"}}[shape_name]
+    return runs
+
+
+def standby_sets(shape: Shape) -> list[dict]:
+    """The detect workloads of more than one replica: one active pod, the others standing by."""
+    return [doc for doc, _, _ in runs_by_role(shape).get("detect", []) if doc["spec"].get("replicas", 1) > 1]
+
+
+def check_standbys(shape: Shape, doc: dict, container: dict, config: dict) -> list[str]:
+    """What detect standbys need of their StatefulSet (check 12; budgets are check_budgets')."""
+    problems = []
+    spec = doc["spec"]
+    if doc["kind"] != "StatefulSet":
+        return [f"{name(doc)}: detect standbys are a StatefulSet, not a {doc['kind']}"]
+    if spec.get("podManagementPolicy") != "Parallel":
+        problems.append(f"{name(doc)}: podManagementPolicy is not Parallel: OrderedReady creates no pod "
+                        f"after a standby, which is never ready")
+    if spec.get("updateStrategy", {}).get("type") != "OnDelete":
+        problems.append(f"{name(doc)}: updateStrategy is not OnDelete: a RollingUpdate waits for each "
+                        f"updated pod to be ready, which a standby never is")
+    if spec.get("volumeClaimTemplates"):
+        problems.append(f"{name(doc)}: claim templates give each pod its own volumes; standbys share theirs")
+    pod = pod_spec(doc)
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    claims = {claim["metadata"]["name"]: claim for _, claim in shape.resources
+              if claim["kind"] == "PersistentVolumeClaim"}
+    for key in ("output", "state"):
+        path = config.get(key, {}).get("dir", "")
+        mount = next((mount for mount in container.get("volumeMounts", [])
+                      if path.startswith(mount["mountPath"].rstrip("/") + "/") or path == mount["mountPath"]), None)
+        claim = claims.get(volumes.get(mount["name"] if mount else "", {})
+                           .get("persistentVolumeClaim", {}).get("claimName"))
+        if claim is None or "ReadWriteMany" not in claim["spec"].get("accessModes", []):
+            problems.append(f"{name(doc)}: {key}.dir {path or '?'} is not on a ReadWriteMany claim every "
+                            f"pod shares: a standby could not restore what the active pod left")
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    if not any(term.get("topologyKey") == "kubernetes.io/hostname"
+               and selects(term.get("labelSelector", {}), pod_labels(doc)) for term in anti):
+        problems.append(f"{name(doc)}: no required anti-affinity on kubernetes.io/hostname among its own "
+                        f"pods: one node could hold the active pod and its standbys")
+    return problems
+
+
+def check_roles(shape_name: str, shape: Shape) -> str | None:
+    problems = []
+    runs = runs_by_role(shape)
+    wanted = SHAPES[shape_name]
     if set(runs) != wanted:
         problems.append(f"roles {sorted(runs)}, wanted {sorted(wanted)}")
     for role in ("whole", "detect"):
-        for doc, _, _ in runs.get(role, []):
-            if doc["kind"] != "StatefulSet" or doc["spec"].get("replicas") != 1:
+        for doc, container, config in runs.get(role, []):
+            if role == "detect" and shape_name in STANDBY_SHAPES:
+                if doc["spec"].get("replicas", 1) < 2:
+                    problems.append(f"{name(doc)}: {shape_name} runs detect standbys: more than one replica")
+                problems += check_standbys(shape, doc, container, config)
+            elif doc["kind"] != "StatefulSet" or doc["spec"].get("replicas") != 1:
                 problems.append(f"{name(doc)}: the {role} role is the one stateful writer: a StatefulSet "
                                 f"of replicas 1, not {doc['kind']} of {doc['spec'].get('replicas')}")
     groups = {}
@@ -713,7 +840,8 @@ def main() -> int:
         checks[f"{shape_name}: selectors, governing Services, volumes and claims resolve"] = lambda s=shape: check_references(s)
         checks[f"{shape_name}: tokens from Secrets, mounted where read, documented"] = lambda s=shape: check_secrets(s)
         checks[f"{shape_name}: restricted pod security, read-only root, resources"] = lambda s=shape: check_security(s)
-        checks[f"{shape_name}: stage roles, consumer groups, GPU placement"] = lambda n=shape_name, s=shape: check_roles(n, s)
+        checks[f"{shape_name}: stage roles, consumer groups, GPU placement, standbys"] = \
+            lambda n=shape_name, s=shape: check_roles(n, s)
     failed = 0
     for title, check in checks.items():
         try:
