@@ -17,7 +17,10 @@ network are reachable from the machines the tests run on.
 Then, for each shape (one-process/, staged/, staged-standbys/: the resources its kustomization
 renders):
 4. Every ECHOTRACE_* variable names a configuration section and key, with a valid role or device;
-   the files of ECHOTRACE_CONFIG exist in the image or a mounted ConfigMap.
+   the files of ECHOTRACE_CONFIG exist in the image or a mounted ConfigMap. Every image a container
+   names is built by a Dockerfile of the repository (IMAGES) that copies what it needs from the
+   repository, the configuration to IMAGE_CONFIG and the binary to the container's command, and
+   the CUDA image builds with --features cuda and names ONNX Runtime's library.
 5. Every probe points at a port its container declares, and that port is the one the process
    listens on (http.listen, query.listen); `run` containers probe /healthz and /readyz.
 6. Every Service selects a workload's pods, and its target ports are declared there.
@@ -70,8 +73,13 @@ EXTRA_KEYS = ("stage.role", "kafka.prepared_topic", "embed.device")
 NON_KEY_VARIABLES = {"ECHOTRACE_CONFIG", "ECHOTRACE_LOG"}
 ROLES = {"whole", "prepare", "detect", "link"}
 DEVICES = {"cpu", "cuda"}
-# Where the image built from deploy/compose/Dockerfile puts deploy/echotrace.toml.
+# Where the images put deploy/echotrace.toml.
 IMAGE_CONFIG = "/etc/echotrace/echotrace.toml"
+# The images the manifests name, by the Dockerfile (from the repository's root) that builds each.
+IMAGES = {
+    "echotrace": REPO / "deploy" / "compose" / "Dockerfile",
+    "echotrace-cuda": HERE / "Dockerfile.cuda",
+}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 SECRET_NAMES = re.compile(r"TOKEN|PASSWORD|SECRET|REVIEWERS|PROPERTIES")
 
@@ -470,10 +478,40 @@ def check_env(shape: Shape, known: dict) -> str | None:
                 if not found or found[0] != "ConfigMap":
                     problems.append(f"{where}: ECHOTRACE_CONFIG names {path}, which is neither the "
                                     f"image's {IMAGE_CONFIG} nor a key of a mounted ConfigMap")
-    dockerfile = (REPO / "deploy" / "compose" / "Dockerfile").read_text()
-    if not re.search(r"^COPY deploy/echotrace\.toml .*/etc/echotrace/$", dockerfile, re.MULTILINE):
-        problems.append(f"deploy/compose/Dockerfile no longer copies deploy/echotrace.toml to {IMAGE_CONFIG}")
     return "\n".join(problems) or None
+
+
+def check_images(shape: Shape) -> str | None:
+    problems = []
+    for _, doc in workloads(shape):
+        for container in containers(pod_spec(doc)):
+            image = container["image"].rsplit(":", 1)[0]
+            where = f"{name(doc)} container {container['name']}"
+            if image not in IMAGES:
+                problems.append(f"{where}: image {image} is built by none of {sorted(IMAGES)}")
+                continue
+            path = IMAGES[image]
+            text = path.read_text() if path.exists() else ""
+            if not text:
+                problems.append(f"{where}: no Dockerfile {path.relative_to(REPO)} for image {image}")
+                continue
+            built = path.relative_to(REPO)
+            copies = [line.split() for line in text.splitlines() if line.startswith("COPY ")]
+            for words in copies:
+                if not any(word.startswith("--from") for word in words):
+                    problems += [f"{built}: copies {source}, which is not in the repository"
+                                 for source in words[1:-1] if not (REPO / source).exists()]
+            if not any("deploy/echotrace.toml" in words and words[-1] == "/etc/echotrace/" for words in copies):
+                problems.append(f"{built}: does not copy deploy/echotrace.toml to {IMAGE_CONFIG}")
+            binary = (container.get("command") or [""])[0]
+            if binary and not any(words[-1] == binary for words in copies):
+                problems.append(f"{where}: runs {binary}, which {built} does not copy there")
+            if image == "echotrace-cuda":
+                if not re.search(r"cargo build .*--features cuda", text):
+                    problems.append(f"{built}: the CUDA image is not built with --features cuda")
+                if not re.search(r"^ENV ORT_DYLIB_PATH=\S+", text, re.MULTILINE):
+                    problems.append(f"{built}: sets no ORT_DYLIB_PATH (ONNX Runtime's GPU library)")
+    return "\n".join(dict.fromkeys(problems)) or None
 
 
 def check_probes(shape: Shape) -> str | None:
@@ -834,6 +872,7 @@ def main() -> int:
     checks["base/echotrace.toml: keys known to deploy/echotrace.toml"] = lambda: check_config_file(known)
     for shape_name, shape in shapes.items():
         checks[f"{shape_name}: ECHOTRACE_* variables name configuration keys"] = lambda s=shape: check_env(s, known)
+        checks[f"{shape_name}: images built by the repository's Dockerfiles"] = lambda s=shape: check_images(s)
         checks[f"{shape_name}: probes on declared ports, the ones the process listens on"] = lambda s=shape: check_probes(s)
         checks[f"{shape_name}: Services select pods, target declared ports"] = lambda s=shape: check_services(s)
         checks[f"{shape_name}: PodDisruptionBudgets select a workload's pods"] = lambda s=shape: check_budgets(s)
