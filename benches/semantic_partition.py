@@ -33,8 +33,8 @@ on the dev streams, as the shipped configuration links them:
      is by source item (an article, a headline) with `split_scores.py`'s salted hash, as for the
      fitted decision.
    Per scheme: the links kept (recall of the exact window's semantic links), the share of the window
-   each query scans (the CPU of the scan, against 1.0 for one window), and the largest shard's load
-   against the mean (a partition of the space does not balance itself).
+   the linked posts' queries scan (the CPU of the scan, against 1.0 for one window), and the largest
+   shard's load against the mean (a partition of the space does not balance itself).
 
 What it does not measure: a lost parent can let a worse candidate through, so a partition also
 changes which links are made, not only how many; the figures are the candidates' recall, an upper
@@ -46,6 +46,7 @@ import argparse
 import collections
 import csv
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,8 +78,8 @@ def items_of(truth: Path, stream: str) -> dict:
 
 
 def replay(echotrace: Path, configs: list, stream_file: Path, out: Path) -> None:
-    if (out / "posts").exists():
-        return
+    # Always replayed: output left by another configuration or build would be measured instead.
+    shutil.rmtree(out, ignore_errors=True)
     command = [str(echotrace)]
     for config in configs:
         command += ["--config", str(config)]

@@ -575,9 +575,10 @@ def check_services(shape: Shape) -> str | None:
     return "\n".join(problems) or None
 
 
-def check_budgets(shape: Shape) -> str | None:
+def check_budgets(shape_name: str, shape: Shape) -> str | None:
     problems = []
-    standbys = {name(doc) for doc in standby_sets(shape)}
+    # Only where standbys are meant: elsewhere a second detect replica is check_roles' error.
+    standbys = {name(doc) for doc in standby_sets(shape)} if shape_name in STANDBY_SHAPES else set()
     budgets_of: dict[str, list[str]] = {}
     for _, budget in shape.resources:
         if budget["kind"] != "PodDisruptionBudget":
@@ -875,7 +876,7 @@ def main() -> int:
         checks[f"{shape_name}: images built by the repository's Dockerfiles"] = lambda s=shape: check_images(s)
         checks[f"{shape_name}: probes on declared ports, the ones the process listens on"] = lambda s=shape: check_probes(s)
         checks[f"{shape_name}: Services select pods, target declared ports"] = lambda s=shape: check_services(s)
-        checks[f"{shape_name}: PodDisruptionBudgets select a workload's pods"] = lambda s=shape: check_budgets(s)
+        checks[f"{shape_name}: PodDisruptionBudgets select a workload's pods"] = lambda n=shape_name, s=shape: check_budgets(n, s)
         checks[f"{shape_name}: selectors, governing Services, volumes and claims resolve"] = lambda s=shape: check_references(s)
         checks[f"{shape_name}: tokens from Secrets, mounted where read, documented"] = lambda s=shape: check_secrets(s)
         checks[f"{shape_name}: restricted pod security, read-only root, resources"] = lambda s=shape: check_security(s)

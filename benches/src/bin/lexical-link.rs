@@ -90,6 +90,26 @@ struct Indexes {
 }
 
 impl Indexes {
+    /// Empty indexes with the detector's settings.
+    fn new(config: &DetectorConfig) -> Indexes {
+        Indexes { near_dups: NearDupIndex::new(config.max_hamming), similar_sets: MinHashIndex::new() }
+    }
+
+    /// Links one post ([`Indexes::link`]) and writes its pairs; returns how many.
+    fn link_and_write(
+        &mut self,
+        post: Prepared,
+        config: &DetectorConfig,
+        parents: &mut Vec<u64>,
+        pairs: &mut impl Write,
+    ) -> std::io::Result<u64> {
+        let child = post.line;
+        self.link(post, config, parents);
+        let written = write_pairs(pairs, child, parents);
+        parents.clear();
+        written
+    }
+
     /// Looks one post up (its earlier near-duplicates into `parents`), then adds it.
     fn link(&mut self, post: Prepared, config: &DetectorConfig, parents: &mut Vec<u64>) {
         self.near_dups.for_each_near(post.simhash, |m| parents.push(m.payload));
@@ -163,15 +183,12 @@ fn main() -> anyhow::Result<()> {
 /// The indexes on one thread; returns posts read and pairs written.
 fn link_indexed(reader: impl BufRead, now: DateTime<Utc>, pairs: &mut impl Write) -> anyhow::Result<(u64, u64)> {
     let config = DetectorConfig::default();
-    let mut indexes = Indexes { near_dups: NearDupIndex::new(config.max_hamming), similar_sets: MinHashIndex::new() };
+    let mut indexes = Indexes::new(&config);
     let (mut lines, mut found, mut parents) = (0u64, 0u64, Vec::new());
     for line in reader.split(b'\n') {
         let line = line?;
         if let Some(post) = prepare(lines, &line, now, &config) {
-            let child = post.line;
-            indexes.link(post, &config, &mut parents);
-            found += write_pairs(pairs, child, &mut parents)?;
-            parents.clear();
+            found += indexes.link_and_write(post, &config, &mut parents, pairs)?;
         }
         lines += 1;
     }
@@ -196,15 +213,11 @@ fn link_staged(reader: impl BufRead + Send, now: DateTime<Utc>, pairs: &mut impl
             drop(sender);
             Ok(lines)
         });
-        let mut indexes =
-            Indexes { near_dups: NearDupIndex::new(config.max_hamming), similar_sets: MinHashIndex::new() };
+        let mut indexes = Indexes::new(&config);
         let (mut found, mut parents) = (0u64, Vec::new());
         for batch in receiver {
             for post in batch {
-                let child = post.line;
-                indexes.link(post, &config, &mut parents);
-                found += write_pairs(pairs, child, &mut parents)?;
-                parents.clear();
+                found += indexes.link_and_write(post, &config, &mut parents, pairs)?;
             }
         }
         let lines = stateless.join().map_err(|_| anyhow::anyhow!("the stateless thread panicked"))??;
@@ -220,22 +233,17 @@ fn link_sharing_stateless(
     pairs: &mut impl Write,
 ) -> anyhow::Result<(u64, u64)> {
     let config = DetectorConfig::default();
-    let mut indexes = Indexes { near_dups: NearDupIndex::new(config.max_hamming), similar_sets: MinHashIndex::new() };
+    let mut indexes = Indexes::new(&config);
     let (mut lines, mut found, mut parents) = (0u64, 0u64, Vec::new());
     let mut prepared: Vec<Prepared> = Vec::new();
     loop {
-        let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(BATCH);
-        while batch.len() < BATCH {
-            let mut line = Vec::new();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            batch.push((lines, line));
-            lines += 1;
-        }
+        let batch: Vec<(u64, Vec<u8>)> = (&mut reader)
+            .split(b'\n')
+            .take(BATCH)
+            .zip(lines..)
+            .map(|(line, number)| line.map(|line| (number, line)))
+            .collect::<std::io::Result<_>>()?;
+        lines += batch.len() as u64;
         if batch.is_empty() && prepared.is_empty() {
             return Ok((lines, found));
         }
@@ -243,10 +251,7 @@ fn link_sharing_stateless(
         let mut shares = std::thread::scope(|scope| -> anyhow::Result<Vec<(usize, Vec<Prepared>)>> {
             let helper = scope.spawn(|| prepare_shares(&batch, &next_share, now, &config));
             for post in prepared.drain(..) {
-                let child = post.line;
-                indexes.link(post, &config, &mut parents);
-                found += write_pairs(pairs, child, &mut parents)?;
-                parents.clear();
+                found += indexes.link_and_write(post, &config, &mut parents, pairs)?;
             }
             let mut shares = prepare_shares(&batch, &next_share, now, &config);
             shares.extend(helper.join().map_err(|_| anyhow::anyhow!("the helper thread panicked"))?);

@@ -512,16 +512,7 @@ fn preparer_and_detector_killed_mid_stream(three_per_stage: bool) {
     assert_eq!(metric(detect_http, "echotrace_order_forced_total"), 0.0);
     // Let the last checkpoint write the rows.
     std::thread::sleep(Duration::from_secs(2));
-    // All checked before any stops: a stopped active one hands its partitions to a standby.
-    for (http, process) in &detectors {
-        if process.is_some() {
-            assert_stood_by(*http, detect_http, if three_per_stage { 1.0 } else { 3.0 });
-        }
-    }
-    for (_, process) in detectors {
-        let Some(process) = process else { continue };
-        stop(process, "detector");
-    }
+    stop_detectors_that_stood_by(detectors, detect_http, if three_per_stage { 1.0 } else { 3.0 });
     // The posts are dated this hour, which compaction leaves open: the comparison reads each row
     // once, as readers do.
     assert_equal_to_replay(dir.path(), &sent, Rows::AtLeastOnce);
@@ -542,6 +533,24 @@ fn assert_stood_by(http: SocketAddr, active: SocketAddr, prepared_partitions: f6
     let processed = metric(http, "echotrace_posts_processed_total");
     let took_over = metric(http, "echotrace_state_takeovers_total");
     assert!(http == active || processed == 0.0 || took_over >= 1.0, "a standby processed {processed} posts");
+}
+
+/// Asserts [`assert_stood_by`] of every running detector, then stops them all. All are checked
+/// before any stops: a stopped active one hands its partitions to a standby.
+fn stop_detectors_that_stood_by(
+    detectors: Vec<(SocketAddr, Option<Reaper>)>,
+    active: SocketAddr,
+    prepared_partitions: f64,
+) {
+    for (http, process) in &detectors {
+        if process.is_some() {
+            assert_stood_by(*http, active, prepared_partitions);
+        }
+    }
+    for (_, process) in detectors {
+        let Some(process) = process else { continue };
+        stop(process, "detector");
+    }
 }
 
 /// [`DETECTORS`] `detect` processes in one group, each serving its API (one is ready: the one the
@@ -768,16 +777,7 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
         );
     }
     std::thread::sleep(Duration::from_secs(2));
-    // All checked before any stops: a stopped active one hands its partition to a standby.
-    for (http, process) in &detectors {
-        if process.is_some() {
-            assert_stood_by(*http, detect_http, 1.0);
-        }
-    }
-    for (_, process) in detectors {
-        let Some(process) = process else { continue };
-        stop(process, "detector");
-    }
+    stop_detectors_that_stood_by(detectors, detect_http, 1.0);
     // The restarted shard holds what a shard that read every probe holds: a fresh one, in a
     // group of its own and without a snapshot, reads the probe topic from its beginning.
     let held = metric(shards[1].0, "echotrace_window_posts");
