@@ -16,6 +16,9 @@
 //! 5. [`detector`] — the stages wired together: one post in, one [`detector::Detection`] out.
 //! 6. [`score`] — cascade features, rules and the alert lifecycle.
 //!
+//! [`stage`] gives the stages one shape: a configuration, a process function over a batch, a state
+//! to snapshot and restore, and metrics.
+//!
 //! [`clock`] keeps event time, which the window evicts and the scorer slides on, out of reach of
 //! posts dated ahead. [`state`] writes the detector and the scorer to a snapshot and reads them back.
 //! [`parallel`] splits a batch of independent items over threads. [`order`] releases posts read
@@ -46,4 +49,5 @@ pub mod post;
 pub mod prepare;
 pub mod records;
 pub mod score;
+pub mod stage;
 pub mod state;

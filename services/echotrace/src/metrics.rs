@@ -3,9 +3,9 @@
 //! Label sets are bounded: reasons, edge kinds, rules, platforms, partitions and ranks; never a post,
 //! author or cascade id.
 
-use echotrace_core::detector::DetectorStats;
 use echotrace_core::records::{CascadeRecord, EdgeKind};
 use echotrace_core::score::alerts::{AlertEvent, AlertState};
+use echotrace_core::stage::{DetectorMetrics, ScorerStats};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -435,8 +435,8 @@ impl Metrics {
     }
 
     /// Brings the detector-derived counters in line with the detector's own counts.
-    pub fn observe_detector(&self, stats: DetectorStats, windows: (usize, usize), cascades_live: usize) {
-        let (window_posts, semantic_window_posts) = windows;
+    pub fn observe_detector(&self, detector: DetectorMetrics) {
+        let DetectorMetrics { stats, window_posts, semantic_window_posts, cascades_live } = detector;
         catch_up(&self.posts_processed, stats.posts);
         catch_up(&self.posts_duplicate, stats.duplicates);
         catch_up(&self.cascade_merges, stats.merges);
@@ -452,9 +452,9 @@ impl Metrics {
     }
 
     /// Brings the scorer's bound counters in line with its own counts.
-    pub fn observe_scorer(&self, forgotten_early: u64, tracked_cascades: usize) {
-        catch_up(&self.cascades_forgotten_early, forgotten_early);
-        self.scorer_cascades.set(tracked_cascades as i64);
+    pub fn observe_scorer(&self, scorer: ScorerStats) {
+        catch_up(&self.cascades_forgotten_early, scorer.forgotten_early);
+        self.scorer_cascades.set(scorer.tracked_cascades as i64);
     }
 
     /// Counts a snapshot made durable: its size and how long it took from its start.

@@ -33,6 +33,7 @@ use echotrace_core::prepare::PreparedPost;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::{AlertEvent, Scorer, ScorerState};
 use echotrace_core::score::features::PostSignals;
+use echotrace_core::stage::Stage;
 use echotrace_core::state::{Position, Snapshot};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -384,9 +385,9 @@ impl Pipeline {
                 .collect();
             let detections = match answers {
                 Some(answers) => detector.process_answered(posts, answers, threads),
-                None => detector.process_batch(posts, threads),
+                None => Stage::process(&mut *detector, posts, threads),
             };
-            self.observe_detector(&detector);
+            self.metrics.observe_detector(detector.metrics());
             detections
         };
         detections
@@ -411,16 +412,10 @@ impl Pipeline {
         let detection = {
             let mut detector = self.detector.lock().expect("detector lock poisoned");
             let detection = detector.process_prepared(prepared, embedding.as_deref(), produced_at);
-            self.observe_detector(&detector);
+            self.metrics.observe_detector(detector.metrics());
             detection
         };
         self.report(detection?, &signals, embedding, produced_at)
-    }
-
-    /// The detector's counters and windows, to the metrics.
-    fn observe_detector(&self, detector: &Detector) {
-        let windows = (detector.window_len(), detector.semantic_window_len());
-        self.metrics.observe_detector(detector.stats(), windows, detector.graph().cascade_count());
     }
 
     /// Scores a detection and hands what it produced to the sinks, the alert board and the
@@ -437,7 +432,7 @@ impl Pipeline {
             self.metrics.event_time_seconds.set(event_time);
         }
         let alerts = self.scorer.observe(&detection, signals);
-        self.metrics.observe_scorer(self.scorer.forgotten_early(), self.scorer.tracked_cascades());
+        self.metrics.observe_scorer(self.scorer.metrics());
         if self.muted {
             return None;
         }
@@ -486,13 +481,12 @@ impl Pipeline {
     pub fn resume(&mut self, snapshot: Snapshot) -> Vec<AlertEvent> {
         let mut detector = self.detector.lock().expect("detector lock poisoned");
         *detector = snapshot.detector;
-        let windows = (detector.window_len(), detector.semantic_window_len());
-        self.metrics.observe_detector(detector.stats(), windows, detector.graph().cascade_count());
+        self.metrics.observe_detector(detector.metrics());
         drop(detector);
         self.scorer.resume(snapshot.scorer);
         // The alerts firing are the snapshot's now, whatever this pipeline counted before.
         self.metrics.alerts_firing.reset();
-        self.metrics.observe_scorer(self.scorer.forgotten_early(), self.scorer.tracked_cascades());
+        self.metrics.observe_scorer(self.scorer.metrics());
         self.firing_alerts()
     }
 

@@ -30,6 +30,7 @@ use anyhow::Context;
 use chrono::DateTime;
 use echotrace_core::detector::LexicalShard;
 use echotrace_core::link::shard::LinkShard;
+use echotrace_core::stage::{ArrivedProbe, Stage as _};
 use echotrace_core::state::{Position, ShardSnapshot};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -197,20 +198,21 @@ impl Stage {
         self.next_offset = offset + 1;
         let payload = message.payload().unwrap_or_default();
         let delivery = match probes::decode::<ProbeBatch>(payload, "probe batch") {
-            Ok(batch) => {
-                let answers: Vec<_> = batch
-                    .posts
-                    .iter()
-                    .map(|post| {
-                        self.shard.answer(&post.probe, post.arrived_at_ms.and_then(DateTime::from_timestamp_millis))
+            Ok(ProbeBatch { asker, batch, posts }) => {
+                let probes = posts
+                    .into_iter()
+                    .map(|post| ArrivedProbe {
+                        probe: post.probe,
+                        arrived_at: post.arrived_at_ms.and_then(DateTime::from_timestamp_millis),
                     })
                     .collect();
-                self.metrics.window_posts.set(self.shard.len() as i64);
+                let answers = self.shard.process(probes, 1);
+                self.metrics.window_posts.set(self.shard.metrics().fingerprints as i64);
                 if offset < self.committed {
                     return Ok(None);
                 }
                 self.metrics.probes_answered.inc_by(answers.len() as u64);
-                let answer = AnswerBatch { asker: batch.asker, batch: batch.batch, shard: self.index, answers };
+                let answer = AnswerBatch { asker, batch, shard: self.index, answers };
                 self.publisher.exchange(&self.config.kafka.answer_topic, self.index as i32, &probes::encode(&answer))?
             }
             // Dead-lettered by an earlier life.

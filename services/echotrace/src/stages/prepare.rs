@@ -44,6 +44,7 @@ use anyhow::Context;
 use chrono::Utc;
 use echotrace_core::post::Post;
 use echotrace_core::prepare::Preparer;
+use echotrace_core::stage::Stage as _;
 use futures::StreamExt;
 use futures::future::try_join_all;
 use futures::stream::FuturesOrdered;
@@ -351,7 +352,7 @@ impl Stage {
         if !waiting.is_empty() {
             let (posts, origins): (Vec<Post>, Vec<(Partition, Option<i64>)>) =
                 waiting.into_iter().map(|waiting| (waiting.post, (waiting.source, waiting.timestamp))).unzip();
-            let prepared = self.preparer.prepare_all(posts, self.threads);
+            let prepared = self.preparer.process(posts, self.threads);
             let embeddings = match &mut self.embedder {
                 Some(embedder) => {
                     let keys: Vec<(Option<u64>, &str)> =
