@@ -3,7 +3,7 @@
 //! search.
 //!
 //! ```text
-//! cargo run --release -p echotrace-benches --bin semantic-window -- [--sizes 10000,100000,1000000] [--queries 2000]
+//! cargo run --release -p echotrace-benches --bin semantic-window -- [--sizes 10000,100000,1000000] [--queries 2000] [--shards 4]
 //! ```
 //!
 //! Vectors are 384-dimensional unit vectors (MiniLM's), drawn around 2,000 topic centres so that
@@ -12,13 +12,17 @@
 //! size it prints the scan's and HNSW's search time (p50, p99), HNSW's insert time, the cost per
 //! post (insert + search), HNSW's recall of the scan's top 5, and the resident memory each index
 //! grew by per vector. The baseline is the exact scan in the same run. Single thread, as the
-//! detector runs.
+//! detector runs. A last row asks the same queries of the window split into `--shards` shards by
+//! post (`detector.semantic.shards`: every shard asked, the answers merged), and checks that it
+//! finds what the whole window finds.
 
 use anyhow::Context;
 use echotrace_benches::{SplitMix, percentile, resident_bytes};
 use echotrace_core::link::semantic::{SemanticIndex, TextEmbedding};
+use echotrace_core::link::semantic_shards::SemanticWindow;
 use hnsw_rs::anndists::dist::DistDot;
 use hnsw_rs::hnsw::Hnsw;
+use std::num::NonZeroU32;
 use std::time::Instant;
 
 const DIMENSION: usize = 384;
@@ -52,7 +56,7 @@ fn embedding(vector: &[f32]) -> TextEmbedding {
     TextEmbedding { vectors: vector.to_vec(), dimension: DIMENSION, tokens: 30 }
 }
 
-fn measure(size: usize, queries: usize) -> anyhow::Result<()> {
+fn measure(size: usize, queries: usize, shards: NonZeroU32) -> anyhow::Result<()> {
     let mut random = SplitMix(size as u64);
     let topics: Vec<Vec<f32>> =
         (0..TOPICS).map(|_| normalized((0..DIMENSION).map(|_| normal(&mut random)).collect())).collect();
@@ -85,6 +89,21 @@ fn measure(size: usize, queries: usize) -> anyhow::Result<()> {
     }
     drop(index);
 
+    let mut split = SemanticWindow::new(shards);
+    for (i, vector) in vectors.iter().enumerate() {
+        split.insert(i as u64, i as i64, &embedding(vector), Vec::new());
+    }
+    let mut split_times = Vec::with_capacity(queries);
+    let mut split_differs = 0usize;
+    for (probe, exact) in probes.iter().zip(&exact) {
+        let query = embedding(probe);
+        let started = Instant::now();
+        let found = split.nearest(&query, &[], TOP_K, 0, -1.0, None);
+        split_times.push(started.elapsed().as_secs_f64() * 1e6);
+        split_differs += usize::from(found.iter().map(|n| n.key).ne(exact.iter().copied()));
+    }
+    drop(split);
+
     let before = resident_bytes()?;
     let hnsw: Hnsw<f32, DistDot> = Hnsw::new(HNSW_CONNECTIONS, size, 16, HNSW_EF_CONSTRUCTION, DistDot);
     let started = Instant::now();
@@ -105,6 +124,7 @@ fn measure(size: usize, queries: usize) -> anyhow::Result<()> {
 
     scan_times.sort_by(f64::total_cmp);
     hnsw_times.sort_by(f64::total_cmp);
+    split_times.sort_by(f64::total_cmp);
     let (scan_p50, hnsw_p50) = (percentile(&scan_times, 0.5), percentile(&hnsw_times, 0.5));
     println!("\n{size} vectors, {queries} queries");
     println!(
@@ -130,6 +150,19 @@ fn measure(size: usize, queries: usize) -> anyhow::Result<()> {
         hnsw_bytes
     );
     println!(
+        "  {:<26} {:>10.1}µs {:>10.1}µs {:>12.1}µs {:>14.1}µs {:>10}",
+        format!("scan split in {shards} shards"),
+        percentile(&split_times, 0.5),
+        percentile(&split_times, 0.99),
+        0.0,
+        percentile(&split_times, 0.5),
+        "-"
+    );
+    println!(
+        "  split ÷ whole scan, p50: {:.2}; queries answered otherwise than by the whole scan: {split_differs}",
+        percentile(&split_times, 0.5) / scan_p50
+    );
+    println!(
         "  per post, scan ÷ hnsw: {:.2}; hnsw recall of the scan's top {TOP_K}: {:.3}",
         scan_p50 / (hnsw_p50 + insert_us),
         recall
@@ -140,6 +173,7 @@ fn measure(size: usize, queries: usize) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let mut sizes = vec![10_000, 100_000, 1_000_000];
     let mut queries = 2_000;
+    let mut shards = NonZeroU32::new(4).expect("nonzero");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -148,11 +182,12 @@ fn main() -> anyhow::Result<()> {
                 sizes = list.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
             "--queries" => queries = args.next().context("--queries N")?.parse()?,
-            _ => anyhow::bail!("usage: semantic-window [--sizes 10000,100000,1000000] [--queries N]"),
+            "--shards" => shards = args.next().context("--shards N")?.parse()?,
+            _ => anyhow::bail!("usage: semantic-window [--sizes 10000,100000,1000000] [--queries N] [--shards N]"),
         }
     }
     for size in sizes {
-        measure(size, queries)?;
+        measure(size, queries, shards)?;
     }
     Ok(())
 }

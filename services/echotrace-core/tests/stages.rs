@@ -68,6 +68,16 @@ fn detector_config(link_shards: u32) -> DetectorConfig {
     }
 }
 
+/// [`detector_config`] with one lexical window and the semantic window split into `shards`, its
+/// lexical candidates on and a bound on its posts that the stream reaches.
+fn semantic_shards_config(shards: u32) -> DetectorConfig {
+    let mut config = detector_config(1);
+    config.semantic.shards = NonZeroU32::new(shards).expect("at least one shard");
+    config.semantic.lexical_top_k = 3;
+    config.semantic.max_window_posts = 12;
+    config
+}
+
 /// A unit vector leaning towards one axis per story, nudged by the edit: the same story's posts
 /// are close by meaning, others are not.
 fn embedding(spec: &Spec) -> TextEmbedding {
@@ -131,8 +141,8 @@ proptest! {
     }
 
     #[test]
-    fn the_detect_stage_holds_the_contract((specs, cut, threads) in stream(), link_shards in 1u32..3) {
-        let config = detector_config(link_shards);
+    fn the_detect_stage_holds_the_contract((specs, cut, threads) in stream(), shards in 1u32..3) {
+        let config = DetectorConfig { link_shards: NonZeroU32::new(shards).expect("one or two"), ..semantic_shards_config(shards) };
         let stream = prepared_stream(&specs, &config);
         let batch: Vec<BatchPost> = stream
             .iter()
@@ -164,5 +174,31 @@ proptest! {
             score: ScoreConfig { history_secs: 1800, max_pages_per_hour: 3, max_cascades: 12, ..ScoreConfig::default() },
         };
         holds_the_contract::<Scorer>(&config, &scored, cut.min(scored.len()), threads)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The semantic window split into 2 or 3 shards links every post as one window does: the same
+    /// detections, edge for edge and evidence for evidence, in batches on up to three threads.
+    #[test]
+    fn a_split_semantic_window_links_as_one((specs, _, threads) in stream(), shards in 2u32..4) {
+        let whole = semantic_shards_config(1);
+        let split = semantic_shards_config(shards);
+        let stream = prepared_stream(&specs, &whole);
+        let batch: Vec<BatchPost> = stream
+            .iter()
+            .enumerate()
+            .map(|(index, (prepared, embedding))| BatchPost {
+                prepared: prepared.clone(),
+                embedding: embedding.as_ref(),
+                arrived_at: arrival(index, prepared),
+            })
+            .collect();
+        let expected = Detector::new(whole).process_batch(batch.clone(), 1);
+        let mut detector = Detector::new(split);
+        let got = detector.process_batch(batch, threads);
+        prop_assert_eq!(got, expected);
     }
 }

@@ -9,7 +9,8 @@
 
 use super::candidates::Candidate;
 use crate::graph::{CascadeGraph, NodeKey};
-use crate::link::semantic::{Neighbour, Prescan, SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding};
+use crate::link::semantic::{Neighbour, SemanticConfig, SemanticEvidence, TextEmbedding};
+use crate::link::semantic_shards::{SemanticWindow, WindowPrescan};
 use crate::prepare::PreparedPost;
 use crate::records::EdgeKind;
 
@@ -53,7 +54,7 @@ pub(super) struct MeaningQuery<'a> {
     pub created_at_ms: i64,
     /// The first pass of the window's scan, done for the whole batch
     /// ([`super::Detector::process_batch`]).
-    pub prescan: Option<&'a Prescan>,
+    pub prescan: Option<&'a WindowPrescan>,
 }
 
 impl<'a> MeaningQuery<'a> {
@@ -69,7 +70,7 @@ pub(super) struct MeaningLinker<'a> {
     /// The settings and models of semantic linking.
     pub config: &'a SemanticConfig,
     /// The embedded posts of the window.
-    pub index: &'a SemanticIndex,
+    pub index: &'a SemanticWindow,
     /// The cascades and primary parents.
     pub graph: &'a CascadeGraph,
 }

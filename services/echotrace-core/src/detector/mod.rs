@@ -38,7 +38,8 @@ pub use shard::{LexicalShard, post_key};
 use crate::clock::{EventClock, Timeliness};
 use crate::fingerprint::FINGERPRINT_VERSION;
 use crate::graph::{CascadeGraph, NodeFacts};
-use crate::link::semantic::{Prescan, SemanticConfig, SemanticIndex, TextEmbedding};
+use crate::link::semantic::{SemanticConfig, TextEmbedding};
+use crate::link::semantic_shards::{SemanticWindow, WindowPrescan};
 use crate::link::shard::LinkShard;
 use crate::normalize::NormalizedText;
 use crate::post::Post;
@@ -206,7 +207,7 @@ impl LexicalWindow {
 pub struct Detector {
     config: DetectorConfig,
     lexical: LexicalWindow,
-    embedded: SemanticIndex,
+    embedded: SemanticWindow,
     graph: CascadeGraph,
     clock: EventClock,
     evicted_to_ms: i64,
@@ -222,7 +223,7 @@ impl Detector {
         };
         Detector {
             lexical,
-            embedded: SemanticIndex::new(),
+            embedded: SemanticWindow::new(config.semantic.shards),
             graph: CascadeGraph::default(),
             clock: config.event_clock(),
             evicted_to_ms: i64::MIN,
@@ -401,7 +402,7 @@ impl Detector {
     fn process_scanned(
         &mut self,
         prepared: PreparedPost,
-        embedded: Option<(&TextEmbedding, Option<Prescan>)>,
+        embedded: Option<(&TextEmbedding, Option<WindowPrescan>)>,
         arrived_at: Option<DateTime<Utc>>,
         answered: Option<LexicalAnswer>,
     ) -> Option<Detection> {

@@ -52,6 +52,7 @@ use crate::normalize::{NormalizedText, Script};
 use crate::parallel;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The default bound on the semantic window ([`SemanticConfig::max_window_posts`]): about where
@@ -185,6 +186,9 @@ pub struct SemanticConfig {
     /// window's time would evict them. The exact scan's cost per post grows with it
     /// (`benches/README.md`, "Semantic window").
     pub max_window_posts: usize,
+    /// Shards the semantic window is split into by post, each query asked of every shard and the
+    /// answers merged ([`super::semantic_shards`]): the same links whatever the count.
+    pub shards: NonZeroU32,
 }
 
 impl Default for SemanticConfig {
@@ -222,6 +226,7 @@ impl Default for SemanticConfig {
             },
             check_origin: true,
             max_window_posts: MAX_WINDOW_POSTS,
+            shards: NonZeroU32::MIN,
         }
     }
 }
@@ -318,6 +323,47 @@ pub struct SemanticIndex {
 /// past both it and a twentieth of the window, a word is too common to walk.
 const MIN_POSTINGS_WALKED: usize = 64;
 
+/// How many posts of a window hold each content word: what the inverse document frequencies that
+/// weigh words are read from. An index answers for itself; a window split into shards
+/// ([`super::semantic_shards`]) for the sum of its shards, so every shard weighs words as the
+/// whole window would.
+pub trait DocumentFrequencies {
+    /// Posts in the window.
+    fn documents(&self) -> usize;
+    /// Posts in the window that hold `word`.
+    fn frequency(&self, word: u64) -> usize;
+
+    /// The inverse document frequency of a word among the window's posts.
+    fn idf(&self, word: u64) -> f32 {
+        let documents = self.documents() as f32;
+        let frequency = self.frequency(word) as f32;
+        ((documents + 1.0) / (frequency + 1.0)).ln().max(0.0) + 1e-3
+    }
+
+    /// IDF-weighted share of `words` found in `other` (both sorted).
+    fn word_overlap(&self, words: &[u64], other: &[u64]) -> f32 {
+        let (mut shared, mut total) = (0.0f32, 0.0f32);
+        for word in words {
+            let weight = self.idf(*word);
+            total += weight;
+            if other.binary_search(word).is_ok() {
+                shared += weight;
+            }
+        }
+        if total > 0.0 { shared / total } else { 0.0 }
+    }
+}
+
+impl DocumentFrequencies for SemanticIndex {
+    fn documents(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn frequency(&self, word: u64) -> usize {
+        self.postings.get(&word).map_or(0, VecDeque::len)
+    }
+}
+
 /// Words too common to say anything about derivation.
 const STOP_WORDS: &[&str] = &[
     "a", "about", "after", "also", "an", "and", "are", "as", "at", "be", "been", "before", "being", "but", "by", "can",
@@ -384,26 +430,6 @@ impl SemanticIndex {
         self.entries.is_empty()
     }
 
-    /// The inverse document frequency of a word among the indexed posts.
-    fn idf(&self, word: u64) -> f32 {
-        let documents = self.entries.len() as f32;
-        let frequency = self.postings.get(&word).map_or(0, VecDeque::len) as f32;
-        ((documents + 1.0) / (frequency + 1.0)).ln().max(0.0) + 1e-3
-    }
-
-    /// IDF-weighted share of `words` found in `other` (both sorted).
-    fn word_overlap(&self, words: &[u64], other: &[u64]) -> f32 {
-        let (mut shared, mut total) = (0.0f32, 0.0f32);
-        for word in words {
-            let weight = self.idf(*word);
-            total += weight;
-            if other.binary_search(word).is_ok() {
-                shared += weight;
-            }
-        }
-        if total > 0.0 { shared / total } else { 0.0 }
-    }
-
     /// The `top_k` posts with the largest cosine to `embedding`, and besides them the
     /// `lexical_top_k` posts that share the most of `words` by IDF weight, each with a cosine of at
     /// least `min_cosine`; best cosine first (ties to the older post), with their word overlap and
@@ -429,43 +455,65 @@ impl SemanticIndex {
             return Vec::new();
         }
         let mut best = self.densest(embedding, top_k, min_cosine, prescan);
-        for position in self.lexical_nearest(words, lexical_top_k, &best) {
-            let cosine = self.coverage(&self.entries[position], embedding);
+        for (_, position) in self.lexical_nearest(words, lexical_top_k, &best, self) {
+            let cosine = self.coverage_at(position, embedding);
             if cosine >= min_cosine {
                 best.push((cosine, position));
             }
         }
         best.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.cmp(y)));
-        best.into_iter()
-            .map(|(cosine, position)| {
-                let entry = &self.entries[position];
-                Neighbour {
-                    key: entry.key,
-                    created_at_ms: entry.created_at_ms,
-                    evidence: self.evidence_with(entry, cosine, embedding, words),
-                }
-            })
-            .collect()
+        best.into_iter().map(|(cosine, position)| self.neighbour_at(position, cosine, embedding, words, self)).collect()
     }
 
-    /// The positions of the `top_k` entries that share the most of `words` by IDF weight, leaving
-    /// out those in `taken`; best first, ties to the older. Words held by more than a twentieth of
-    /// the window (at least [`MIN_POSTINGS_WALKED`]) are skipped: they weigh little and would make
-    /// the walk as long as the window.
-    fn lexical_nearest(&self, words: &[u64], top_k: usize, taken: &[(f32, usize)]) -> Vec<usize> {
+    /// The post at `position` in the window as a candidate whose cosine is known, its evidence
+    /// weighing words by `frequencies`.
+    pub(crate) fn neighbour_at(
+        &self,
+        position: usize,
+        cosine: f32,
+        embedding: &TextEmbedding,
+        words: &[u64],
+        frequencies: &impl DocumentFrequencies,
+    ) -> Neighbour {
+        let entry = &self.entries[position];
+        Neighbour {
+            key: entry.key,
+            created_at_ms: entry.created_at_ms,
+            evidence: self.evidence_with(entry, cosine, embedding, words, frequencies),
+        }
+    }
+
+    /// [`Self::coverage`] of the post at `position` in the window.
+    pub(crate) fn coverage_at(&self, position: usize, embedding: &TextEmbedding) -> f32 {
+        self.coverage(&self.entries[position], embedding)
+    }
+
+    /// The `top_k` entries that share the most of `words` by IDF weight, leaving out those in
+    /// `taken`, as (shared weight, position); best first, ties to the older. Words held by more
+    /// than a twentieth of the window (at least [`MIN_POSTINGS_WALKED`]) are skipped: they weigh
+    /// little and would make the walk as long as the window. The window is the one `frequencies`
+    /// counts: this index, or every shard of a split window.
+    pub(crate) fn lexical_nearest(
+        &self,
+        words: &[u64],
+        top_k: usize,
+        taken: &[(f32, usize)],
+        frequencies: &impl DocumentFrequencies,
+    ) -> Vec<(f32, usize)> {
         if top_k == 0 {
             return Vec::new();
         }
-        let longest_walked = (self.entries.len() / 20).max(MIN_POSTINGS_WALKED);
+        let longest_walked = (frequencies.documents() / 20).max(MIN_POSTINGS_WALKED);
         // Weights by window position, and the positions touched: cheaper than a map keyed by
         // entry (hashing was 8% of the mix's linking).
         let mut shared = vec![0.0f32; self.entries.len()];
         let mut touched = Vec::new();
         for word in words {
-            let Some(holders) = self.postings.get(word).filter(|holders| holders.len() <= longest_walked) else {
+            let Some(holders) = self.postings.get(word).filter(|_| frequencies.frequency(*word) <= longest_walked)
+            else {
                 continue;
             };
-            let weight = self.idf(*word);
+            let weight = frequencies.idf(*word);
             for holder in holders {
                 let position = (holder - self.entries_base) as usize;
                 if shared[position] == 0.0 {
@@ -480,13 +528,14 @@ impl SemanticIndex {
             .filter(|(_, position)| !taken.iter().any(|(_, other)| other == position))
             .collect();
         ranked.sort_by(|(a, x), (b, y)| b.total_cmp(a).then(x.cmp(y)));
-        ranked.into_iter().take(top_k).map(|(_, position)| position).collect()
+        ranked.truncate(top_k);
+        ranked
     }
 
     /// The `top_k` entries with the largest cosine of at least `min_cosine`, as (cosine, position),
     /// best first: the first pass (finishing `prescan` when it still holds), then the exact cosine
     /// of the entries it leaves.
-    fn densest(
+    pub(crate) fn densest(
         &self,
         embedding: &TextEmbedding,
         top_k: usize,
@@ -591,12 +640,23 @@ impl SemanticIndex {
 
     /// The evidence between a post and one indexed post, if that post is still in the window.
     pub fn evidence(&self, key: NodeKey, embedding: &TextEmbedding, words: &[u64]) -> Option<SemanticEvidence> {
+        self.evidence_weighed(key, embedding, words, self)
+    }
+
+    /// [`Self::evidence`], weighing words by `frequencies`.
+    pub(crate) fn evidence_weighed(
+        &self,
+        key: NodeKey,
+        embedding: &TextEmbedding,
+        words: &[u64],
+        frequencies: &impl DocumentFrequencies,
+    ) -> Option<SemanticEvidence> {
         if embedding.dimension != self.dimension {
             return None;
         }
         let position = self.entry_of.get(&key)?.checked_sub(self.entries_base)?;
         let entry = self.entries.get(position as usize)?;
-        Some(self.evidence_with(entry, self.coverage(entry, embedding), embedding, words))
+        Some(self.evidence_with(entry, self.coverage(entry, embedding), embedding, words, frequencies))
     }
 
     /// Whether a post is in the window.
@@ -657,10 +717,17 @@ impl SemanticIndex {
     }
 
     /// The evidence for `entry` with its cosine known; the margin and the decision come later.
-    fn evidence_with(&self, entry: &Entry, cosine: f32, embedding: &TextEmbedding, words: &[u64]) -> SemanticEvidence {
+    fn evidence_with(
+        &self,
+        entry: &Entry,
+        cosine: f32,
+        embedding: &TextEmbedding,
+        words: &[u64],
+        frequencies: &impl DocumentFrequencies,
+    ) -> SemanticEvidence {
         SemanticEvidence {
             cosine,
-            word_overlap: self.word_overlap(words, &entry.words),
+            word_overlap: frequencies.word_overlap(words, &entry.words),
             lead_cosine: self.lead_coverage(entry, embedding),
             margin: 0.0,
             length_ratio: embedding.tokens as f32 / entry.tokens.max(1) as f32,
@@ -721,6 +788,16 @@ impl SemanticIndex {
     /// Forgets the oldest posts until at most `max_posts` are left; returns how many.
     pub fn evict_beyond(&mut self, max_posts: usize) -> usize {
         self.evict_front_while(|_, len| len > max_posts)
+    }
+
+    /// Forgets the `count` oldest posts (all of them, if it holds fewer).
+    pub(crate) fn evict_oldest(&mut self, count: usize) {
+        let mut left = count;
+        self.evict_front_while(|_, _| {
+            let evict = left > 0;
+            left = left.saturating_sub(1);
+            evict
+        });
     }
 
     /// Forgets posts from the oldest while `evict(oldest, posts held)` says so.
