@@ -19,6 +19,7 @@ use echotrace_core::state::{self, Position, ShardSnapshot, Snapshot, SnapshotErr
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Why a snapshot could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,40 @@ pub enum StateError {
     /// Encoding the state failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+}
+
+/// How a snapshot's temporary file ends.
+const TEMPORARY_SUFFIX: &str = ".tmp";
+
+/// A temporary file untouched this long was left by a process that died while writing it: a
+/// snapshot takes seconds to write, even a full window's.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// How the temporary files of the snapshot at `path` begin: `.snapshot.bin.`.
+fn temporary_prefix(path: &Path) -> String {
+    format!(".{}.", path.file_name().unwrap_or_default().to_string_lossy())
+}
+
+/// Removes the temporary files of the snapshot at `path` that no process has touched for
+/// [`ABANDONED_AFTER`]; what cannot be read or removed is left.
+fn remove_abandoned(path: &Path) {
+    let (Some(dir), prefix) = (path.parent(), temporary_prefix(path)) else { return };
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let abandoned = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > ABANDONED_AFTER));
+        if name.starts_with(&prefix) && name.ends_with(TEMPORARY_SUFFIX) && abandoned {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %entry.path().display(), "abandoned temporary snapshot removed"),
+                Err(error) => {
+                    tracing::warn!(file = %entry.path().display(), %error, "cannot remove an abandoned temporary snapshot")
+                }
+            }
+        }
+    }
 }
 
 /// The snapshot file of one instance, and the fingerprint its state must match.
@@ -45,7 +80,9 @@ impl StateStore {
             return Ok(None);
         }
         fs::create_dir_all(&config.state.dir).map_err(io_error(&config.state.dir))?;
-        Ok(Some(StateStore { path: config.state.dir.join("snapshot.bin"), fingerprint: fingerprint(config) }))
+        let path = config.state.dir.join("snapshot.bin");
+        remove_abandoned(&path);
+        Ok(Some(StateStore { path, fingerprint: fingerprint(config) }))
     }
 
     /// The store of the `link` stage's shard `stage.link_shard` (`state.dir/link-shard-<n>.bin`),
@@ -56,10 +93,9 @@ impl StateStore {
             return Ok(None);
         }
         let shard = format!("link shard {} of {}", config.stage.link_shard, config.detector.link_shards);
-        Ok(Some(StateStore {
-            path: config.state.dir.join(format!("link-shard-{}.bin", config.stage.link_shard)),
-            fingerprint: state::linking_fingerprint(&config.detector, &shard),
-        }))
+        let path = config.state.dir.join(format!("link-shard-{}.bin", config.stage.link_shard));
+        remove_abandoned(&path);
+        Ok(Some(StateStore { path, fingerprint: state::linking_fingerprint(&config.detector, &shard) }))
     }
 
     /// The snapshot file's path.
@@ -68,15 +104,23 @@ impl StateStore {
     }
 
     /// Writes an encoded snapshot atomically (temporary file, fsync, rename, fsync of the folder).
+    ///
+    /// The temporary file has a name of its own (`.snapshot.bin.<random>.tmp`): processes that
+    /// share a state folder (standbys on one claim, or processes splitting a topic by mistake) may
+    /// write at the same moment, and with one shared name one's rename took the file the other
+    /// was about to rename. Whichever renames last leaves its snapshot, whole. A temporary file
+    /// is removed when its write fails; one left by a process that died while writing is removed
+    /// by the next store opened on the folder ([`remove_abandoned`]).
     fn write_encoded(&self, bytes: &[u8]) -> Result<(), StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        let temporary = dir.join(format!(".{name}.tmp"));
-        let mut file = fs::File::create(&temporary).map_err(io_error(&temporary))?;
-        file.write_all(bytes).map_err(io_error(&temporary))?;
-        file.sync_all().map_err(io_error(&temporary))?;
-        drop(file);
-        fs::rename(&temporary, &self.path).map_err(io_error(&self.path))?;
+        let mut file = tempfile::Builder::new()
+            .prefix(&temporary_prefix(&self.path))
+            .suffix(TEMPORARY_SUFFIX)
+            .tempfile_in(dir)
+            .map_err(io_error(dir))?;
+        file.write_all(bytes).map_err(io_error(file.path()))?;
+        file.as_file().sync_all().map_err(io_error(file.path()))?;
+        file.persist(&self.path).map_err(|error| io_error(&self.path)(error.error))?;
         sync_dir(dir)?;
         Ok(())
     }
@@ -145,6 +189,49 @@ mod tests {
         config.stage.link_shard = shard;
         config.detector.link_shards = std::num::NonZeroU32::new(3).unwrap();
         config
+    }
+
+    #[test]
+    fn processes_sharing_a_state_folder_write_at_once_and_leave_a_whole_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = link_config(dir.path(), 1);
+        let position = |offset| Position { source: "echotrace.probes".into(), partition: 0, offset };
+        let shard = LexicalShard::new(&config.detector, LinkShard::new(1, 3).unwrap());
+        // Four writers of one store, as standbys on one claim: each write renames its own file.
+        std::thread::scope(|scope| {
+            for writer in 0..4 {
+                let (config, shard) = (&config, &shard);
+                scope.spawn(move || {
+                    let store = StateStore::for_link_shard(config).unwrap().unwrap();
+                    for round in 0..25 {
+                        let snapshot = ShardSnapshot { shard: shard.clone(), position: position(writer * 100 + round) };
+                        store.write_shard(&snapshot).expect("every write succeeds");
+                    }
+                });
+            }
+        });
+        let store = StateStore::for_link_shard(&config).unwrap().unwrap();
+        let offset = store.read_shard().unwrap().unwrap().position.offset;
+        assert_eq!(offset % 100, 24, "one writer's last snapshot, whole");
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names, ["link-shard-1.bin"], "no temporary file left");
+    }
+
+    #[test]
+    fn temporary_snapshots_abandoned_for_an_hour_are_removed_and_recent_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = link_config(dir.path(), 0);
+        let (abandoned, writing) =
+            (dir.path().join(".link-shard-0.bin.a1b2c3.tmp"), dir.path().join(".link-shard-0.bin.d4e5f6.tmp"));
+        for path in [&abandoned, &writing] {
+            std::fs::write(path, b"partial").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options().write(true).open(&abandoned).unwrap().set_modified(two_hours_ago).unwrap();
+        StateStore::for_link_shard(&config).unwrap().unwrap();
+        assert!(!abandoned.exists(), "left by a process that died while writing");
+        assert!(writing.exists(), "another process may be writing it now");
     }
 
     #[test]
