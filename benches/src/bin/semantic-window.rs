@@ -19,7 +19,7 @@
 use anyhow::Context;
 use echotrace_benches::{SplitMix, percentile, resident_bytes};
 use echotrace_core::link::semantic::{SemanticIndex, TextEmbedding};
-use echotrace_core::link::semantic_shards::SemanticWindow;
+use echotrace_core::link::semantic_shards::{ScanLimits, SemanticWindow};
 use hnsw_rs::anndists::dist::DistDot;
 use hnsw_rs::hnsw::Hnsw;
 use std::num::NonZeroU32;
@@ -98,7 +98,7 @@ fn measure(size: usize, queries: usize, shards: NonZeroU32) -> anyhow::Result<()
     for (probe, exact) in probes.iter().zip(&exact) {
         let query = embedding(probe);
         let started = Instant::now();
-        let found = split.nearest(&query, &[], TOP_K, 0, -1.0, None);
+        let found = split.nearest(&query, &[], ScanLimits { top_k: TOP_K, lexical_top_k: 0, min_cosine: -1.0 }, None);
         split_times.push(started.elapsed().as_secs_f64() * 1e6);
         split_differs += usize::from(found.iter().map(|n| n.key).ne(exact.iter().copied()));
     }

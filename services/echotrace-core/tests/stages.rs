@@ -6,7 +6,7 @@
 mod common;
 
 use common::{RULES, Spec, post, spec};
-use echotrace_core::detector::{BatchPost, Detector, DetectorConfig, LexicalShard};
+use echotrace_core::detector::{BatchPost, Detector, DetectorConfig, LexicalShard, LinkProbe};
 use echotrace_core::link::semantic::{SemanticConfig, TextEmbedding};
 use echotrace_core::link::shard::LinkShard;
 use echotrace_core::post::Post;
@@ -102,6 +102,19 @@ fn prepared_stream(specs: &[Spec], config: &DetectorConfig) -> Vec<(PreparedPost
         .collect()
 }
 
+/// The stream as the detector takes it in a batch, each post with its embedding and arrival.
+fn batch_of(stream: &[(PreparedPost, Option<TextEmbedding>)]) -> Vec<BatchPost<'_>> {
+    stream
+        .iter()
+        .enumerate()
+        .map(|(index, (prepared, embedding))| BatchPost {
+            prepared: prepared.clone(),
+            embedding: embedding.as_ref(),
+            arrived_at: arrival(index, prepared),
+        })
+        .collect()
+}
+
 /// When post `index` of the stream arrived: a few seconds after it was posted, or unknown (read
 /// from a file) for every third post.
 fn arrival(index: usize, prepared: &PreparedPost) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -132,7 +145,7 @@ proptest! {
             .iter()
             .enumerate()
             .map(|(index, (prepared, _))| ArrivedProbe {
-                probe: Detector::new(window.clone()).probes([prepared]).remove(0),
+                probe: LinkProbe::of(prepared, &window),
                 arrived_at: arrival(index, prepared),
             })
             .collect();
@@ -144,16 +157,7 @@ proptest! {
     fn the_detect_stage_holds_the_contract((specs, cut, threads) in stream(), shards in 1u32..3) {
         let config = DetectorConfig { link_shards: NonZeroU32::new(shards).expect("one or two"), ..semantic_shards_config(shards) };
         let stream = prepared_stream(&specs, &config);
-        let batch: Vec<BatchPost> = stream
-            .iter()
-            .enumerate()
-            .map(|(index, (prepared, embedding))| BatchPost {
-                prepared: prepared.clone(),
-                embedding: embedding.as_ref(),
-                arrived_at: arrival(index, prepared),
-            })
-            .collect();
-        holds_the_contract::<Detector>(&config, &batch, cut, threads)?;
+        holds_the_contract::<Detector>(&config, &batch_of(&stream), cut, threads)?;
     }
 
     #[test]
@@ -187,15 +191,7 @@ proptest! {
         let whole = semantic_shards_config(1);
         let split = semantic_shards_config(shards);
         let stream = prepared_stream(&specs, &whole);
-        let batch: Vec<BatchPost> = stream
-            .iter()
-            .enumerate()
-            .map(|(index, (prepared, embedding))| BatchPost {
-                prepared: prepared.clone(),
-                embedding: embedding.as_ref(),
-                arrived_at: arrival(index, prepared),
-            })
-            .collect();
+        let batch = batch_of(&stream);
         let expected = Detector::new(whole).process_batch(batch.clone(), 1);
         let mut detector = Detector::new(split);
         let got = detector.process_batch(batch, threads);

@@ -76,26 +76,29 @@ pub struct StateStore {
 impl StateStore {
     /// The store `config.state` asks for; none when snapshots are off (`state.dir` empty).
     pub fn from_config(config: &Config) -> Result<Option<StateStore>, SinkError> {
-        if config.state.dir.as_os_str().is_empty() {
-            return Ok(None);
-        }
-        fs::create_dir_all(&config.state.dir).map_err(io_error(&config.state.dir))?;
-        let path = config.state.dir.join("snapshot.bin");
-        remove_abandoned(&path);
-        Ok(Some(StateStore { path, fingerprint: fingerprint(config) }))
+        StateStore::open(config, "snapshot.bin", || fingerprint(config))
     }
 
     /// The store of the `link` stage's shard `stage.link_shard` (`state.dir/link-shard-<n>.bin`),
     /// whose fingerprint is the lexical configuration's and the shard's; none when snapshots are
     /// off.
     pub fn for_link_shard(config: &Config) -> Result<Option<StateStore>, SinkError> {
-        if StateStore::from_config(config)?.is_none() {
+        let shard = format!("link shard {} of {}", config.stage.link_shard, config.detector.link_shards);
+        StateStore::open(config, &format!("link-shard-{}.bin", config.stage.link_shard), || {
+            state::linking_fingerprint(&config.detector, &shard)
+        })
+    }
+
+    /// The store of the file `name` in `state.dir`, created if missing and rid of the temporary
+    /// files its writers abandoned; none when snapshots are off.
+    fn open(config: &Config, name: &str, fingerprint: impl FnOnce() -> u64) -> Result<Option<StateStore>, SinkError> {
+        if config.state.dir.as_os_str().is_empty() {
             return Ok(None);
         }
-        let shard = format!("link shard {} of {}", config.stage.link_shard, config.detector.link_shards);
-        let path = config.state.dir.join(format!("link-shard-{}.bin", config.stage.link_shard));
+        fs::create_dir_all(&config.state.dir).map_err(io_error(&config.state.dir))?;
+        let path = config.state.dir.join(name);
         remove_abandoned(&path);
-        Ok(Some(StateStore { path, fingerprint: state::linking_fingerprint(&config.detector, &shard) }))
+        Ok(Some(StateStore { path, fingerprint: fingerprint() }))
     }
 
     /// The snapshot file's path.
@@ -224,14 +227,20 @@ mod tests {
         let config = link_config(dir.path(), 0);
         let (abandoned, writing) =
             (dir.path().join(".link-shard-0.bin.a1b2c3.tmp"), dir.path().join(".link-shard-0.bin.d4e5f6.tmp"));
-        for path in [&abandoned, &writing] {
+        let another_stores = dir.path().join(".snapshot.bin.a1b2c3.tmp");
+        for path in [&abandoned, &writing, &another_stores] {
             std::fs::write(path, b"partial").unwrap();
         }
         let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-        std::fs::File::options().write(true).open(&abandoned).unwrap().set_modified(two_hours_ago).unwrap();
+        for path in [&abandoned, &another_stores] {
+            std::fs::File::options().write(true).open(path).unwrap().set_modified(two_hours_ago).unwrap();
+        }
         StateStore::for_link_shard(&config).unwrap().unwrap();
         assert!(!abandoned.exists(), "left by a process that died while writing");
         assert!(writing.exists(), "another process may be writing it now");
+        assert!(another_stores.exists(), "the detector's store removes its own when it opens");
+        StateStore::from_config(&config).unwrap().unwrap();
+        assert!(!another_stores.exists());
     }
 
     #[test]

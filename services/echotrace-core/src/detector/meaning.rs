@@ -10,7 +10,7 @@
 use super::candidates::Candidate;
 use crate::graph::{CascadeGraph, NodeKey};
 use crate::link::semantic::{Neighbour, SemanticConfig, SemanticEvidence, TextEmbedding};
-use crate::link::semantic_shards::{SemanticWindow, WindowPrescan};
+use crate::link::semantic_shards::{ScanLimits, SemanticWindow, WindowPrescan};
 use crate::prepare::PreparedPost;
 use crate::records::EdgeKind;
 
@@ -92,7 +92,7 @@ impl MeaningLinker<'_> {
         let config = self.config;
         let mut ranked: Vec<_> = self
             .index
-            .nearest(query.embedding, query.words, config.top_k, config.lexical_top_k, config.min_cosine, query.prescan)
+            .nearest(query.embedding, query.words, ScanLimits::of(config), query.prescan)
             .into_iter()
             .filter(|n| n.created_at_ms <= query.created_at_ms && self.graph.node(n.key).is_some())
             .map(|n| (n.evidence.cosine + config.rank_overlap_weight * n.evidence.word_overlap, n))

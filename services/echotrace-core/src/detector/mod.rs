@@ -39,7 +39,7 @@ use crate::clock::{EventClock, Timeliness};
 use crate::fingerprint::FINGERPRINT_VERSION;
 use crate::graph::{CascadeGraph, NodeFacts};
 use crate::link::semantic::{SemanticConfig, TextEmbedding};
-use crate::link::semantic_shards::{SemanticWindow, WindowPrescan};
+use crate::link::semantic_shards::{ScanLimits, SemanticWindow, WindowPrescan};
 use crate::link::shard::LinkShard;
 use crate::normalize::NormalizedText;
 use crate::post::Post;
@@ -384,7 +384,7 @@ impl Detector {
         // One prescan per embedded post, consumed in the same order below.
         let embedded: Vec<&TextEmbedding> = batch.iter().filter_map(|post| post.embedding).collect();
         let mut prescans = if config.enabled && threads > 1 && embedded.len() > 1 {
-            self.embedded.prescan_all(&embedded, config.top_k, config.min_cosine, threads)
+            self.embedded.prescan_all(&embedded, ScanLimits::of(config), threads)
         } else {
             vec![None; embedded.len()]
         }

@@ -24,11 +24,33 @@
 //! window's document frequency of each query word and the arrival order, which the detecting
 //! process that asks holds.
 
-use super::semantic::{DocumentFrequencies, Neighbour, Prescan, SemanticEvidence, SemanticIndex, TextEmbedding};
+use super::semantic::{
+    DocumentFrequencies, Neighbour, Prescan, SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding,
+};
 use crate::graph::NodeKey;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+
+/// What one query asks of the window: its `top_k` nearest posts by cosine and, besides them, the
+/// `lexical_top_k` posts sharing the most of its words, each with a cosine of at least
+/// `min_cosine` ([`SemanticIndex::nearest`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScanLimits {
+    /// Nearest posts by cosine.
+    pub top_k: usize,
+    /// Posts sharing the most words, besides.
+    pub lexical_top_k: usize,
+    /// The least cosine weighed.
+    pub min_cosine: f32,
+}
+
+impl ScanLimits {
+    /// The limits semantic linking's settings set.
+    pub fn of(config: &SemanticConfig) -> ScanLimits {
+        ScanLimits { top_k: config.top_k, lexical_top_k: config.lexical_top_k, min_cosine: config.min_cosine }
+    }
+}
 
 /// The embedded posts of the window: one index, or shards of it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -124,24 +146,21 @@ impl SemanticWindow {
         }
     }
 
-    /// [`SemanticIndex::nearest`], with the prescan of [`Self::prescan_all`].
+    /// [`SemanticIndex::nearest`] within `limits`, with the prescan of [`Self::prescan_all`].
     pub fn nearest(
         &self,
         embedding: &TextEmbedding,
         words: &[u64],
-        top_k: usize,
-        lexical_top_k: usize,
-        min_cosine: f32,
+        limits: ScanLimits,
         prescan: Option<&WindowPrescan>,
     ) -> Vec<Neighbour> {
         match self {
             SemanticWindow::Whole(index) => {
                 let prescan = prescan.and_then(|prescan| prescan.0.first()).and_then(Option::as_ref);
+                let ScanLimits { top_k, lexical_top_k, min_cosine } = limits;
                 index.nearest(embedding, words, top_k, lexical_top_k, min_cosine, prescan)
             }
-            SemanticWindow::Sharded(shards) => {
-                shards.nearest(embedding, words, top_k, lexical_top_k, min_cosine, prescan)
-            }
+            SemanticWindow::Sharded(shards) => shards.nearest(embedding, words, limits, prescan),
         }
     }
 
@@ -161,14 +180,14 @@ impl SemanticWindow {
         }
     }
 
-    /// [`SemanticIndex::prescan_all`] in every shard.
+    /// [`SemanticIndex::prescan_all`] in every shard, for the nearest by cosine within `limits`.
     pub fn prescan_all(
         &self,
         embeddings: &[&TextEmbedding],
-        top_k: usize,
-        min_cosine: f32,
+        limits: ScanLimits,
         threads: usize,
     ) -> Vec<Option<WindowPrescan>> {
+        let ScanLimits { top_k, min_cosine, .. } = limits;
         let indexes: Vec<&SemanticIndex> = match self {
             SemanticWindow::Whole(index) => vec![index],
             SemanticWindow::Sharded(shards) => shards.shards.iter().collect(),
@@ -238,11 +257,10 @@ impl SemanticShards {
         &self,
         embedding: &TextEmbedding,
         words: &[u64],
-        top_k: usize,
-        lexical_top_k: usize,
-        min_cosine: f32,
+        limits: ScanLimits,
         prescan: Option<&WindowPrescan>,
     ) -> Vec<Neighbour> {
+        let ScanLimits { top_k, lexical_top_k, min_cosine } = limits;
         if self.arrivals.is_empty() || embedding.dimension != self.dimension || top_k + lexical_top_k == 0 {
             return Vec::new();
         }
@@ -361,8 +379,9 @@ mod tests {
                     Some(back) if back <= key => embeddings[key - back].clone(),
                     _ => embedding(&step.topics),
                 };
+                let limits = ScanLimits { top_k: 3, lexical_top_k, min_cosine: 0.2 };
                 let prescans: Vec<_> =
-                    windows.iter().map(|window| window.prescan_all(&[&embedding], 3, 0.2, 1).remove(0)).collect();
+                    windows.iter().map(|window| window.prescan_all(&[&embedding], limits, 1).remove(0)).collect();
                 let key = key as NodeKey;
                 for window in &mut windows {
                     window.evict_before(now - 60_000);
@@ -376,8 +395,8 @@ mod tests {
                     .iter()
                     .zip(&prescans)
                     .map(|(window, prescan)| {
-                        let after = window.nearest(&embedding, &step.words, 3, lexical_top_k, 0.2, None);
-                        let before = window.nearest(&embedding, &step.words, 3, lexical_top_k, 0.2, prescan.as_ref());
+                        let after = window.nearest(&embedding, &step.words, limits, None);
+                        let before = window.nearest(&embedding, &step.words, limits, prescan.as_ref());
                         let older = window.evidence(key / 2, &embedding, &step.words);
                         (window.len(), window.contains(key / 3), after, before, older)
                     })
