@@ -17,7 +17,7 @@ pairs and seconds as one JSON object.
 - `simhash`: the `simhash` package's 64-bit `Simhash` over the same features and its `SimhashIndex`
   at distance 3 (`k + 1` block tables, echotrace's `NearDupIndex` design).
 
-The normalization is a close copy of `normalize.rs`, not the same code: the pairs each method finds
+The normalization is a close copy of `prepare/normalize.rs`, not the same code: the pairs each method finds
 are compared with the exhaustive scan's in `compare.py`'s table, so a difference shows.
 """
 
@@ -37,7 +37,7 @@ TOKEN = re.compile(r"[^\W_]+")
 
 
 def features(text: str) -> list[str]:
-    """Word unigrams and CJK character bigrams of a text, as `normalize.rs` and `fingerprint.rs`."""
+    """Word unigrams and CJK character bigrams of a text, as `prepare/normalize.rs` and `prepare/fingerprint.rs`."""
     text = unicodedata.normalize("NFKC", text).lower()
     out = []
     for chunk in text.split():

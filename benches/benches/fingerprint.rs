@@ -13,9 +13,9 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use echotrace_benches::SplitMix;
 use echotrace_benches::synthetic::{Language, corpus};
-use echotrace_core::fingerprint::fingerprint;
 use echotrace_core::link::minhash;
-use echotrace_core::normalize::{NormalizedText, normalize};
+use echotrace_core::prepare::fingerprint::fingerprint;
+use echotrace_core::prepare::normalize::{NormalizedText, normalize};
 use std::hint::black_box;
 use std::time::Duration;
 

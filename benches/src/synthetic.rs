@@ -7,7 +7,7 @@
 //! characters (median 116), Chinese posts about 12 to 100 (median 42), as on X and Weibo.
 
 use crate::SplitMix;
-use echotrace_core::normalize::is_cjk;
+use echotrace_core::prepare::normalize::is_cjk;
 use words::{
     EMOJI, EN_ADJECTIVES, EN_CLOSERS, EN_DETERMINERS, EN_HASHTAGS, EN_NOUNS, EN_OPENERS, EN_PREPOSITIONS, EN_SYLLABLES,
     EN_TIMES, EN_TITLES, EN_VERBS, ZH_ADVERBS, ZH_CLOSERS, ZH_OBJECTS, ZH_OPENERS, ZH_PEOPLE, ZH_PLACES,

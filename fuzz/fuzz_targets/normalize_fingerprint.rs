@@ -2,9 +2,9 @@
 //! whitespace, and fingerprints the same every time.
 #![no_main]
 
-use echotrace_core::fingerprint::fingerprint;
+use echotrace_core::prepare::fingerprint::fingerprint;
 use echotrace_core::link::minhash;
-use echotrace_core::normalize::normalize;
+use echotrace_core::prepare::normalize::normalize;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

@@ -31,11 +31,11 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::{Detector, DetectorConfig};
-use echotrace_core::fingerprint::Features;
 use echotrace_core::link::minhash::{self, MinHashIndex, Signature, estimated_jaccard};
 use echotrace_core::link::near_dup::NearDupIndex;
-use echotrace_core::normalize::normalize;
 use echotrace_core::post::Post;
+use echotrace_core::prepare::fingerprint::Features;
+use echotrace_core::prepare::normalize::normalize;
 use echotrace_core::records::EdgeKind;
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};

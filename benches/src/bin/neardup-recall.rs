@@ -11,9 +11,9 @@
 //! posts within `k` (false links). The chosen setting is written up in `docs/near-duplicates.md`.
 
 use echotrace_benches::{SplitMix, load_texts};
-use echotrace_core::fingerprint::{Shingling, fingerprint_with, hamming};
 use echotrace_core::link::minhash::{self, BANDS, ROWS, estimated_jaccard};
-use echotrace_core::normalize::{Script, normalize};
+use echotrace_core::prepare::fingerprint::{Shingling, fingerprint_with, hamming};
+use echotrace_core::prepare::normalize::{Script, normalize};
 
 const EDIT_KINDS: [&str; 5] = ["delete", "insert", "replace", "prefix+tag", "two edits"];
 
@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
 /// Jaccard similarity reaches the threshold.
 fn measure_minhash(texts: &[String], pairs: &[(String, String, usize)], rng: &mut SplitMix) {
     let sig = |t: &str| minhash::signature(&normalize(t));
-    let simhash = |t: &str| echotrace_core::fingerprint::fingerprint(&normalize(t)).simhash;
+    let simhash = |t: &str| echotrace_core::prepare::fingerprint::fingerprint(&normalize(t)).simhash;
     let links = |a: &str, b: &str, threshold: f32, max_hamming: u32| match (sig(a), sig(b)) {
         (Some(x), Some(y)) => {
             (0..BANDS).any(|band| x[band * ROWS..(band + 1) * ROWS] == y[band * ROWS..(band + 1) * ROWS])

@@ -25,9 +25,9 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use echotrace_core::detector::{Detector, DetectorConfig};
-use echotrace_core::fingerprint::fingerprint;
-use echotrace_core::normalize::normalize;
 use echotrace_core::post::Post;
+use echotrace_core::prepare::fingerprint::fingerprint;
+use echotrace_core::prepare::normalize::normalize;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -3,21 +3,24 @@
 //! The detection core of echotrace: everything that turns a stream of posts into cascades, with no I/O.
 //! The services (`echotrace run`, `demo`, `replay`) wrap it with Kafka, Parquet, HTTP and metrics.
 //!
-//! The modules read as the pipeline:
+//! The modules read as the pipeline, one folder per stage:
 //!
 //! 1. [`post`] — the input contract: decoding and validating one post.
 //! 2. [`prepare`] — the stateless stage, one post at a time or a batch across threads:
-//!    [`normalize`] (NFKC, case folding, URL/mention/hashtag stripping, tokens, words or CJK
-//!    characters), [`fingerprint`] (stable, versioned 64-bit simhash over the normalized features),
-//!    the MinHash signature, canonical URLs and content words.
-//! 3. [`link`] — candidate parents: explicit ids, canonical URLs ([`link::urls`]) and near-duplicates
-//!    ([`link::near_dup`], a Manku-style permuted-table Hamming index).
-//! 4. [`graph`] — the cascade graph: primary parents, generations, union-find merges, eviction.
-//! 5. [`detector`] — the stages wired together: one post in, one [`detector::Detection`] out.
-//! 6. [`score`] — cascade features, rules and the alert lifecycle.
+//!    [`prepare::normalize`] (NFKC, case folding, URL/mention/hashtag stripping, tokens, words or
+//!    CJK characters), [`prepare::fingerprint`] (stable, versioned 64-bit simhash over the
+//!    normalized features), the MinHash signature, canonical URLs and content words.
+//! 3. [`link`] — the indexes that find candidate parents: canonical URLs ([`link::urls`]),
+//!    near-duplicates ([`link::near_dup`], a Manku-style permuted-table Hamming index), word sets
+//!    ([`link::minhash`]), held together by [`link::lexical`] and split by key into linking shards
+//!    ([`link::lexical_shard`], the link stage); the semantic window ([`link::semantic`]).
+//! 4. [`detector`] — the detect stage: one post in, one [`detector::Detection`] out: the parent
+//!    chosen among the candidates, placed in the cascade graph ([`detector::graph`]: primary
+//!    parents, generations, union-find merges, eviction).
+//! 5. [`score`] — cascade features, rules and the alert lifecycle.
 //!
 //! [`stage`] gives the stages one shape: a configuration, a process function over a batch, a state
-//! to snapshot and restore, and metrics.
+//! to snapshot and restore, and metrics; each stage's folder implements it.
 //!
 //! [`clock`] keeps event time, which the window evicts and the scorer slides on, out of reach of
 //! posts dated ahead. [`state`] writes the detector and the scorer to a snapshot and reads them back.
@@ -39,10 +42,7 @@
 
 pub mod clock;
 pub mod detector;
-pub mod fingerprint;
-pub mod graph;
 pub mod link;
-pub mod normalize;
 pub mod order;
 pub mod parallel;
 pub mod post;

@@ -62,7 +62,7 @@ impl EdgeKind {
         match self {
             EdgeKind::Repost | EdgeKind::Quote | EdgeKind::Reply => "explicit-v1",
             EdgeKind::SharedUrl => "url-v1",
-            EdgeKind::NearDuplicate => crate::fingerprint::FINGERPRINT_NAME,
+            EdgeKind::NearDuplicate => crate::prepare::fingerprint::FINGERPRINT_NAME,
             EdgeKind::Paraphrase | EdgeKind::Summary => crate::link::semantic::SEMANTIC_EVIDENCE_NAME,
         }
     }

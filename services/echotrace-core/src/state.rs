@@ -24,7 +24,8 @@
 //! decoding never panics on bad bytes. The payload is postcard, serde's compact binary format,
 //! whose wire format is specified apart from the crate.
 
-use crate::detector::{Detector, DetectorConfig, LexicalShard};
+use crate::detector::{Detector, DetectorConfig};
+use crate::link::lexical_shard::LexicalShard;
 use crate::score::alerts::ScorerState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

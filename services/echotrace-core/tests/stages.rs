@@ -6,7 +6,9 @@
 mod common;
 
 use common::{RULES, Spec, post, spec};
-use echotrace_core::detector::{BatchPost, Detector, DetectorConfig, LexicalShard, LinkProbe};
+use echotrace_core::detector::{BatchPost, Detector, DetectorConfig};
+use echotrace_core::link::lexical::LinkProbe;
+use echotrace_core::link::lexical_shard::{ArrivedProbe, LexicalShard, LexicalShardConfig};
 use echotrace_core::link::semantic::{SemanticConfig, TextEmbedding};
 use echotrace_core::link::shard::LinkShard;
 use echotrace_core::post::Post;
@@ -14,7 +16,8 @@ use echotrace_core::prepare::{PreparedPost, Preparer};
 use echotrace_core::score::alerts::{ScoreConfig, Scorer};
 use echotrace_core::score::features::PostSignals;
 use echotrace_core::score::rules::RuleSet;
-use echotrace_core::stage::{ArrivedProbe, LexicalShardConfig, Scored, ScorerConfig, Stage};
+use echotrace_core::score::{Scored, ScorerConfig};
+use echotrace_core::stage::Stage;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::fmt::Debug;

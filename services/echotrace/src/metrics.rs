@@ -3,9 +3,10 @@
 //! Label sets are bounded: reasons, edge kinds, rules, platforms, partitions and ranks; never a post,
 //! author or cascade id.
 
+use echotrace_core::detector::DetectorMetrics;
 use echotrace_core::records::{CascadeRecord, EdgeKind};
+use echotrace_core::score::ScorerStats;
 use echotrace_core::score::alerts::{AlertEvent, AlertState};
-use echotrace_core::stage::{DetectorMetrics, ScorerStats};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

@@ -182,7 +182,7 @@ pub fn fingerprint(config: &Config) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use echotrace_core::detector::LexicalShard;
+    use echotrace_core::link::lexical_shard::LexicalShard;
     use echotrace_core::link::shard::LinkShard;
 
     /// A configuration with snapshots in `dir`, for linking shard `shard` of 3.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use echotrace_core::graph::cascade_id_for;
+use echotrace_core::detector::graph::cascade_id_for;
 
 #[test]
 fn the_demo_prints_each_alert_as_it_fires_and_resolves() {

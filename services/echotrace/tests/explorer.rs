@@ -13,7 +13,7 @@ mod common;
 use common::broker::{free_http, metric, start_instance};
 use common::browser::Browser;
 use common::*;
-use echotrace_core::graph::cascade_id_for;
+use echotrace_core::detector::graph::cascade_id_for;
 use fantoccini::Locator;
 use fantoccini::key::Key;
 use rdkafka::ClientConfig;

@@ -1,15 +1,18 @@
 //! Candidate parents, whichever linker found them, and the rules that choose among them.
 //!
-//! Every linker ([`super::lexical`], [`super::meaning`], the post's own references) gives
-//! [`Candidate`]s. [`by_precedence`] orders them by kind (repost > quote > reply > shared URL >
-//! near-duplicate > paraphrase > summary), then strongest evidence, then earliest, and keeps one
-//! per parent. Only an earlier post can be a parent by similarity; a later one (delivered first,
+//! Every linker (the lexical window's answers through [`lexical_candidates`], [`super::meaning`],
+//! the post's own references) gives [`Candidate`]s. [`by_precedence`] orders them by kind
+//! (repost > quote > reply > shared URL > near-duplicate > paraphrase > summary), then strongest
+//! evidence, then earliest, and keeps one per parent. Only an earlier post can be a parent by similarity; a later one (delivered first,
 //! from another partition) and the best candidate into each other cascade become bridges
 //! ([`bridging_edges`]), which merge cascades.
 
-use crate::graph::{Bridge, CascadeGraph, NodeKey};
+use super::graph::{Bridge, CascadeGraph, NodeKey};
+use crate::link::lexical::LexicalAnswer;
 use crate::link::semantic::SemanticEvidence;
 use crate::post::Post;
+use crate::prepare::PreparedPost;
+use crate::prepare::fingerprint::hamming;
 use crate::records::{EdgeKind, EdgeRecord};
 use chrono::{DateTime, Utc};
 
@@ -115,6 +118,41 @@ impl Candidate {
             created_at: if reversed { millis_to_time(self.parent_time_ms) } else { child.created_at },
         }
     }
+}
+
+/// The candidate parents a lexical answer gives `prepared`, each match's payload turned into a
+/// live node by `resolve(payload, created_at_ms)` (`None`: the node has left the window). A URL
+/// share naming a URL the post does not have (an answer to another post) gives nothing.
+pub(super) fn lexical_candidates(
+    answer: &LexicalAnswer,
+    prepared: &PreparedPost,
+    resolve: impl Fn(u64, i64) -> Option<NodeKey>,
+) -> Vec<Candidate> {
+    let simhash = prepared.fingerprint.simhash;
+    let urls = answer.shared_urls.iter().filter_map(|share| {
+        let url = prepared.canonical_urls.get(share.url as usize)?;
+        let parent = resolve(share.first.payload, share.first.created_at_ms)?;
+        Some(Candidate {
+            evidence: Some(url.clone()),
+            ..Candidate::plain(parent, EdgeKind::SharedUrl, share.first.created_at_ms)
+        })
+    });
+    let near = answer.near_duplicates.iter().filter_map(|m| {
+        Some(Candidate {
+            rank: m.distance,
+            hamming: Some(m.distance),
+            ..Candidate::plain(resolve(m.payload, m.created_at_ms)?, EdgeKind::NearDuplicate, m.created_at_ms)
+        })
+    });
+    let sets = answer.similar_sets.iter().filter_map(|m| {
+        Some(Candidate {
+            rank: 100 + ((1.0 - m.jaccard) * 100.0).round() as u32,
+            hamming: Some(hamming(m.simhash, simhash)),
+            jaccard: Some(m.jaccard),
+            ..Candidate::plain(resolve(m.payload, m.created_at_ms)?, EdgeKind::NearDuplicate, m.created_at_ms)
+        })
+    });
+    urls.chain(near).chain(sets).collect()
 }
 
 /// The candidates by precedence of kind, then strongest evidence, then earliest; at most one per

@@ -8,7 +8,7 @@
 //! and primary parents as well as the semantic window.
 
 use super::candidates::Candidate;
-use crate::graph::{CascadeGraph, NodeKey};
+use crate::detector::graph::{CascadeGraph, NodeKey};
 use crate::link::semantic::{Neighbour, SemanticConfig, SemanticEvidence, TextEmbedding};
 use crate::link::semantic_shards::{ScanLimits, SemanticWindow, WindowPrescan};
 use crate::prepare::PreparedPost;

@@ -1,16 +1,19 @@
-//! The linking stages wired together: one post in, one [`Detection`] out.
+//! The detect stage: one prepared post in, one [`Detection`] out.
 //!
 //! [`Detector::process_prepared`] takes a post that the stateless stage has prepared
-//! ([`crate::prepare`]: normalized, fingerprinted, its URLs and content words found) and passes
-//! it through the stages of linking, one module each:
+//! ([`crate::prepare`]: normalized, fingerprinted, its URLs and content words found), asks the
+//! link stage's indexes ([`crate::link`]) what it may derive from, chooses its parent and places
+//! it in the cascade graph, one module each:
 //!
-//! - `candidates`: the parents the post names (repost, quote, reply), and the rules that choose
-//!   among every linker's candidates (precedence, bridges into other cascades);
-//! - `lexical`: shared canonical URLs, near-duplicates by simhash, similar word sets by MinHash;
-//! - `shard`: the same lexical window split into linking shards by lookup key
-//!   (`link_shards` > 1), each answering every post, the answers merged here;
+//! - `candidates`: the parents the post names (repost, quote, reply), the candidates a lexical
+//!   answer gives, and the rules that choose among every linker's candidates (precedence, bridges
+//!   into other cascades);
+//! - `sharded_window`: the lexical window split into linking shards by lookup key
+//!   (`link_shards` > 1, [`crate::link::lexical_shard`]), each answering every post, the answers
+//!   merged and resolved to live nodes;
 //! - `meaning`: when nothing lexical explains the post and its embedding is given, the best
 //!   paraphrase or summary parent by meaning;
+//! - [`graph`]: the cascade graph: nodes, primary parents, generations, merges, eviction;
 //! - placement, here in `mod.rs` because it writes every index: the post goes into the
 //!   [`CascadeGraph`] under its primary parent, its bridges merge cascades, it enters the indexes
 //!   under its keys, and every row it produced is returned; eviction by event time and by the
@@ -27,31 +30,30 @@
 //! snapshotted with the consumer offsets that produced it ([`crate::state`]).
 
 mod candidates;
-mod lexical;
+pub mod graph;
 mod meaning;
-mod shard;
+mod sharded_window;
 
-pub use lexical::{LexicalAnswer, LinkProbe, UrlShare};
 pub use meaning::{RankedCandidate, SemanticChoice};
-pub use shard::{LexicalShard, post_key};
 
 use crate::clock::{EventClock, Timeliness};
-use crate::fingerprint::FINGERPRINT_VERSION;
-use crate::graph::{CascadeGraph, NodeFacts};
+use crate::link::lexical::{LexicalAnswer, LexicalIndexes, LinkProbe};
 use crate::link::semantic::{SemanticConfig, TextEmbedding};
 use crate::link::semantic_shards::{ScanLimits, SemanticWindow, WindowPrescan};
 use crate::link::shard::LinkShard;
-use crate::normalize::NormalizedText;
 use crate::post::Post;
+use crate::prepare::fingerprint::FINGERPRINT_VERSION;
+use crate::prepare::normalize::NormalizedText;
 use crate::prepare::{PreparedPost, Preparer};
 use crate::records::{CascadeRecord, EdgeKind, EdgeRecord, MergeRecord, PostInput, PostRecord};
 use crate::score::features::account_looks_automated;
-use candidates::{Candidate, Child, bridging_edges, by_precedence, millis_to_time};
+use crate::stage::Stage;
+use candidates::{Candidate, Child, bridging_edges, by_precedence, lexical_candidates, millis_to_time};
 use chrono::{DateTime, Duration, Utc};
-use lexical::LexicalIndexes;
+use graph::{CascadeGraph, NodeFacts};
 use meaning::{MeaningLinker, MeaningQuery};
 use serde::{Deserialize, Serialize};
-use shard::ShardedWindow;
+use sharded_window::ShardedWindow;
 use std::num::NonZeroU32;
 
 /// Tuning of the detector. Every field has a default that the docs explain.
@@ -81,9 +83,10 @@ pub struct DetectorConfig {
     pub allowed_lateness_secs: u64,
     /// Whether posts sharing a canonical URL are linked.
     pub link_shared_urls: bool,
-    /// Linking shards the lexical window is split into, by lookup key ([`LexicalShard`]): 1 keeps
-    /// one window; more hold the shards in this process and let them answer a batch side by side,
-    /// the same links either way (but for the exceptions `detector::shard` names).
+    /// Linking shards the lexical window is split into, by lookup key
+    /// ([`crate::link::lexical_shard::LexicalShard`]): 1 keeps one window; more hold the shards in
+    /// this process and let them answer a batch side by side, the same links either way (but for
+    /// the exceptions `detector::sharded_window` names).
     pub link_shards: NonZeroU32,
     /// Paraphrase and summary linking by sentence embedding.
     pub semantic: SemanticConfig,
@@ -109,7 +112,7 @@ impl Default for DetectorConfig {
 
 impl DetectorConfig {
     /// A new event clock with this configuration's lead and lateness.
-    fn event_clock(&self) -> EventClock {
+    pub(crate) fn event_clock(&self) -> EventClock {
         EventClock::new(
             Duration::seconds(self.max_event_time_lead_secs as i64).num_milliseconds(),
             Duration::seconds(self.allowed_lateness_secs as i64).num_milliseconds(),
@@ -120,7 +123,7 @@ impl DetectorConfig {
 /// The cutoff to evict the window below now, if event time has moved it on by 1% of the window
 /// since the last one (`evicted_to_ms`, which it advances): the detector and every linking shard
 /// evict at the same cutoffs.
-fn eviction_cutoff(config: &DetectorConfig, clock: &EventClock, evicted_to_ms: &mut i64) -> Option<i64> {
+pub(crate) fn eviction_cutoff(config: &DetectorConfig, clock: &EventClock, evicted_to_ms: &mut i64) -> Option<i64> {
     let window_ms = Duration::seconds(config.window_secs as i64).num_milliseconds();
     let cutoff = clock.now_ms().saturating_sub(window_ms);
     (cutoff > evicted_to_ms.saturating_add(window_ms / 100)).then(|| {
@@ -304,10 +307,10 @@ impl Detector {
     fn lexical_candidates(&self, prepared: &PreparedPost, answer: &LexicalAnswer) -> Vec<Candidate> {
         let graph = &self.graph;
         match &self.lexical {
-            LexicalWindow::Whole(_) => answer.candidates(prepared, |key, _| graph.node(key).map(|_| key)),
-            LexicalWindow::Sharded(window) => {
-                answer.candidates(prepared, |post_key, created_at_ms| window.resolve(graph, post_key, created_at_ms))
-            }
+            LexicalWindow::Whole(_) => lexical_candidates(answer, prepared, |key, _| graph.node(key).map(|_| key)),
+            LexicalWindow::Sharded(window) => lexical_candidates(answer, prepared, |post_key, created_at_ms| {
+                window.resolve(graph, post_key, created_at_ms)
+            }),
         }
     }
 
@@ -594,6 +597,53 @@ impl Detector {
     }
 }
 
+/// What the detector counts, with the sizes of what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetectorMetrics {
+    /// Its counters.
+    pub stats: DetectorStats,
+    /// Posts in the lexical window ([`Detector::window_len`]).
+    pub window_posts: usize,
+    /// Embedded posts in the semantic window.
+    pub semantic_window_posts: usize,
+    /// Cascades in the graph.
+    pub cascades_live: usize,
+}
+
+impl Stage for Detector {
+    type Config = DetectorConfig;
+    type Input<'a> = BatchPost<'a>;
+    type Output = Option<Detection>;
+    type State = Detector;
+    type Metrics = DetectorMetrics;
+
+    fn empty(config: &DetectorConfig) -> Detector {
+        Detector::new(config.clone())
+    }
+
+    /// [`Detector::process_batch`]: `None` for a post whose id was processed already.
+    fn process(&mut self, batch: Vec<BatchPost<'_>>, threads: usize) -> Vec<Option<Detection>> {
+        self.process_batch(batch, threads)
+    }
+
+    fn state(&self) -> &Detector {
+        self
+    }
+
+    fn restore(_: &DetectorConfig, state: Detector) -> Detector {
+        state
+    }
+
+    fn metrics(&self) -> DetectorMetrics {
+        DetectorMetrics {
+            stats: self.stats(),
+            window_posts: self.window_len(),
+            semantic_window_posts: self.semantic_window_len(),
+            cascades_live: self.graph().cascade_count(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,7 +720,7 @@ mod tests {
         let original = detector.process(post("x:1", 0, CLAIM, "")).unwrap();
         assert_eq!(original.cascade.root_post_id, "x:1");
         assert_eq!(original.cascade.size, 3);
-        assert_eq!(original.merges[0].absorbed_cascade_id, crate::graph::cascade_id_for("bluesky:5"));
+        assert_eq!(original.merges[0].absorbed_cascade_id, graph::cascade_id_for("bluesky:5"));
     }
 
     #[test]
@@ -684,12 +734,12 @@ mod tests {
         // Quotes x:3 and copies x:2: x:3's cascade merges into x:2's.
         let first = detector.process(post("y:4", 3, OTHER, r#","quote_of":"x:3""#)).unwrap();
         let absorbed: Vec<_> = first.merges.iter().map(|m| m.absorbed_cascade_id.as_str()).collect();
-        assert_eq!(absorbed, [crate::graph::cascade_id_for("x:3")]);
+        assert_eq!(absorbed, [graph::cascade_id_for("x:3")]);
         // Quotes x:2 and copies x:1: x:2's cascade, holding x:3's, merges into x:1's.
         let second = detector.process(post("y:5", 4, CLAIM, r#","quote_of":"x:2""#)).unwrap();
         let absorbed: Vec<_> = second.merges.iter().map(|m| m.absorbed_cascade_id.as_str()).collect();
-        assert_eq!(absorbed, [crate::graph::cascade_id_for("x:2"), crate::graph::cascade_id_for("x:3")]);
-        assert!(second.merges.iter().all(|m| m.into_cascade_id == crate::graph::cascade_id_for("x:1")));
+        assert_eq!(absorbed, [graph::cascade_id_for("x:2"), graph::cascade_id_for("x:3")]);
+        assert!(second.merges.iter().all(|m| m.into_cascade_id == graph::cascade_id_for("x:1")));
         assert_eq!(second.cascade.size, 5);
     }
 

@@ -14,10 +14,10 @@
 //! hashes as the fingerprint (stable across releases, so state can be snapshotted and restored) and
 //! evict by event-time window in arrival order like the Hamming index; it is about a hundred lines.
 
-use crate::fingerprint::{Features, SHINGLING_V1, Shingling};
 use crate::link::near_dup::push_growing_gently;
 use crate::link::shard::LinkShard;
-use crate::normalize::NormalizedText;
+use crate::prepare::fingerprint::{Features, SHINGLING_V1, Shingling};
+use crate::prepare::normalize::NormalizedText;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
@@ -256,8 +256,8 @@ impl MinHashIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprint::for_each_feature;
-    use crate::normalize::normalize;
+    use crate::prepare::fingerprint::for_each_feature;
+    use crate::prepare::normalize::normalize;
     use proptest::prelude::*;
 
     fn sig(text: &str) -> Signature {

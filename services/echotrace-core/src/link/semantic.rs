@@ -46,10 +46,10 @@
 //! (a summary of an unseen article attached to an article on the same story) draws every later
 //! summary of the unseen article after it.
 
-use crate::graph::NodeKey;
+use crate::detector::graph::NodeKey;
 use crate::link::quantized::{self, CodeScale};
-use crate::normalize::{NormalizedText, Script};
 use crate::parallel;
+use crate::prepare::normalize::{NormalizedText, Script};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -837,7 +837,7 @@ impl SemanticIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::normalize;
+    use crate::prepare::normalize::normalize;
 
     fn unit(values: &[f32]) -> TextEmbedding {
         let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();

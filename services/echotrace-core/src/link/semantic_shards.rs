@@ -27,7 +27,7 @@
 use super::semantic::{
     DocumentFrequencies, Neighbour, Prescan, SemanticConfig, SemanticEvidence, SemanticIndex, TextEmbedding,
 };
-use crate::graph::NodeKey;
+use crate::detector::graph::NodeKey;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::num::NonZeroU32;

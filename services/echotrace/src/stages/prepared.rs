@@ -23,11 +23,11 @@ use crate::ingest::lag::Partition;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use echotrace_core::fingerprint::Fingerprint;
 use echotrace_core::link::minhash::Signature;
 use echotrace_core::link::semantic::TextEmbedding;
 use echotrace_core::post::{InvalidPost, Post};
 use echotrace_core::prepare::PreparedPost;
+use echotrace_core::prepare::fingerprint::Fingerprint;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 //! ([`crate::ingest::ordering`]). For each batch it sends one [`ProbeBatch`]: what a linking shard
 //! needs of each post ([`LinkProbe`], some 115 bytes) and when its message arrived. The probe
 //! topic has one partition, so every shard takes every post in that order, as the shards of one
-//! process do ([`echotrace_core::detector::LexicalShard`]). Shard `n` answers each batch with one
+//! process do ([`echotrace_core::link::lexical_shard::LexicalShard`]). Shard `n` answers each batch with one
 //! [`AnswerBatch`] on partition `n` of the answer topic; the `detect` stage waits for the answers
 //! of every shard, merges them per post, and links the batch with them
 //! ([`Detector::process_answered`](echotrace_core::detector::Detector::process_answered)).
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::sinks::kafka::{KafkaPublisher, Source};
 use crate::stages::InvalidInput;
 use anyhow::Context;
-use echotrace_core::detector::{LexicalAnswer, LinkProbe};
+use echotrace_core::link::lexical::{LexicalAnswer, LinkProbe};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};

@@ -16,7 +16,7 @@
 //! (`rn` to `m`, `l` to `I`) and would change the fingerprint of every text, not only of these.
 //!
 //! Latin and other space-separated scripts give word tokens; CJK text has no spaces, so each Han,
-//! kana or Hangul character is a token of its own and [`crate::fingerprint`] shingles them into
+//! kana or Hangul character is a token of its own and [`crate::prepare::fingerprint`] shingles them into
 //! character n-grams.
 
 use std::ops::Range;

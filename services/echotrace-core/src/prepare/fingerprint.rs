@@ -17,9 +17,9 @@
 //! landed within Hamming distance 3 of each other; short posts, which rarely repeat a word, have the
 //! same fingerprint in both versions. Version 3 fingerprints texts as the normalizer reads them
 //! since it drops invisible characters and reads Latin look-alikes in mixed-script words as Latin
-//! ([`crate::normalize`]); texts without those have the same fingerprint as in version 2.
+//! ([`mod@crate::prepare::normalize`]); texts without those have the same fingerprint as in version 2.
 
-use crate::normalize::{NormalizedText, Script};
+use crate::prepare::normalize::{NormalizedText, Script};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Version of the fingerprint algorithm, persisted next to every fingerprint.
@@ -161,7 +161,7 @@ pub fn hamming(a: u64, b: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::normalize;
+    use crate::prepare::normalize::normalize;
 
     fn simhash(text: &str) -> u64 {
         fingerprint(&normalize(text)).simhash
@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(simhash("the bridge the bridge the bridge closes"), simhash("the bridge closes"));
         let a = "the city said the mayor of the town and the council of the region met at the hall of the port";
         let b = "the ferry to the island of the north and the boat of the south left at the end of the day";
-        assert!(crate::fingerprint::hamming(simhash(a), simhash(b)) > 8, "common words must not outvote the rest");
+        assert!(
+            crate::prepare::fingerprint::hamming(simhash(a), simhash(b)) > 8,
+            "common words must not outvote the rest"
+        );
     }
 
     #[test]

@@ -1,16 +1,7 @@
-//! The lexical window split into linking shards ([`crate::link::shard`]): the stage that owns
-//! the near-duplicate, word-set and shared-URL indexes, apart from the graph.
-//!
-//! A [`LexicalShard`] reads every post of the stream in the detector's order, and for each one
-//! answers what it holds under the post's keys ([`LexicalAnswer`]), then enters the post under the
-//! keys it owns. It needs nothing from the graph: it keeps its own event clock over the same posts
-//! and evicts by it at the detector's cutoffs, and it stores each post under a hash of its id
-//! ([`post_key`]) rather than the graph's node key. The detector gathers one answer per shard,
-//! merges them, and resolves each match's post key to a live node ([`ShardedWindow`]).
-//!
-//! With `detector.link_shards = N` the shards live in the detector's process and answer a batch
-//! across threads, one shard per thread; the staged deployment runs the same [`LexicalShard`] as
-//! its own consumer group (`docs/scaling.md`).
+//! The detector's side of the lexical window split into linking shards
+//! ([`crate::link::lexical_shard`]): [`ShardedWindow`] asks the shards (held in this process, a
+//! batch side by side across threads, or running as the `link` stage and their answers given),
+//! merges their answers and resolves each match's post key to the node placed under it.
 //!
 //! **The same links as one window.** The union of the shards' answers is one index's answer
 //! (`link::shard`), so the detector chooses the same parents, and the sharded detector gives the
@@ -33,79 +24,19 @@
 //!   sees it); it moves it further only when the post is dated ahead of its first arrival and
 //!   delivered again later.
 
-use super::lexical::{LexicalAnswer, LexicalIndexes, LinkProbe};
-use super::{DetectorConfig, eviction_cutoff};
-use crate::clock::EventClock;
-use crate::graph::{CascadeGraph, NodeKey};
+use super::DetectorConfig;
+use super::graph::{CascadeGraph, NodeKey};
+use crate::link::lexical::{LexicalAnswer, LinkProbe};
+use crate::link::lexical_shard::LexicalShard;
 use crate::link::shard::LinkShard;
 use crate::parallel::map_in_order;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use xxhash_rust::xxh3::xxh3_64;
 
 /// Below this many posts in a batch, the shards answer on the calling thread: each answer takes a
 /// few microseconds, a scoped thread tens to start.
 const POSTS_PER_THREAD: usize = 16;
-
-/// What a linking shard stores for a post: the XXH3 hash of its id. A match is resolved to a node
-/// only when the node's event time is the match's too, so two ids with one hash would also need
-/// the same millisecond to be confused.
-pub fn post_key(post_id: &str) -> u64 {
-    xxh3_64(post_id.as_bytes())
-}
-
-/// One linking shard of the lexical window: its indexes, and the event clock that evicts them.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct LexicalShard {
-    config: DetectorConfig,
-    indexes: LexicalIndexes,
-    clock: EventClock,
-    evicted_to_ms: i64,
-}
-
-impl LexicalShard {
-    /// An empty shard `shard` of the window `config` describes.
-    pub fn new(config: &DetectorConfig, shard: LinkShard) -> LexicalShard {
-        LexicalShard {
-            indexes: LexicalIndexes::new(config.max_hamming, shard),
-            clock: config.event_clock(),
-            evicted_to_ms: i64::MIN,
-            config: config.clone(),
-        }
-    }
-
-    /// Fingerprints in this shard's near-duplicate tables.
-    pub fn len(&self) -> usize {
-        self.indexes.len()
-    }
-
-    /// Whether this shard holds no fingerprint.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// What this shard holds under a post's keys now, changing nothing (to decide whether the
-    /// post needs an embedding before it is answered).
-    pub fn lookup(&self, probe: &LinkProbe) -> LexicalAnswer {
-        self.indexes.answer(probe, &self.config)
-    }
-
-    /// Takes the next post of the stream, whose message arrived at `arrived_at`: moves event time,
-    /// evicts what left the window, answers what the shard holds under the post's keys, and enters
-    /// the post under the keys it owns, unless it holds it already (a duplicate delivery).
-    pub fn answer(&mut self, probe: &LinkProbe, arrived_at: Option<DateTime<Utc>>) -> LexicalAnswer {
-        self.clock.observe(probe.created_at_ms, arrived_at.map(|time| time.timestamp_millis()));
-        if let Some(cutoff) = eviction_cutoff(&self.config, &self.clock, &mut self.evicted_to_ms) {
-            self.indexes.evict_before(cutoff);
-        }
-        let answer = self.indexes.answer(probe, &self.config);
-        if !answer.holds(probe.post_key, probe.created_at_ms) {
-            self.indexes.insert(probe.post_key, probe);
-        }
-        answer
-    }
-}
 
 /// The detector's side of a window split into linking shards: the shards, when they are held in
 /// this process (none where they run as the `link` stage and their answers are given), and the
@@ -176,7 +107,8 @@ impl ShardedWindow {
         Some(key)
     }
 
-    /// Records that the post with key `post_key` ([`post_key`]) was placed as node `key`.
+    /// Records that the post with key `post_key` ([`crate::link::lexical::post_key`]) was placed
+    /// as node `key`.
     pub fn placed(&mut self, post_key: u64, key: NodeKey) {
         self.nodes.insert(post_key, key);
         self.placed.push_back((key, post_key));
@@ -200,6 +132,7 @@ impl ShardedWindow {
 mod tests {
     use super::*;
     use crate::detector::{BatchPost, Detection, Detector, LexicalWindow};
+    use crate::link::lexical::post_key;
     use crate::post::Post;
     use proptest::prelude::*;
     use std::num::NonZeroU32;

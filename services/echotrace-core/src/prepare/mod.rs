@@ -1,7 +1,9 @@
-//! The stateless stage: everything the detector needs from a post that the post alone decides.
+//! The prepare stage, stateless: everything the detector needs from a post that the post alone
+//! decides.
 //!
-//! [`Preparer::prepare`] normalizes the text once and computes from it the simhash fingerprint, the
-//! MinHash signature, the canonical URLs, the content words and the key of the text's embedding.
+//! [`Preparer::prepare`] normalizes the text once ([`mod@normalize`]) and computes from it the
+//! simhash fingerprint ([`fingerprint`]), the MinHash signature, the canonical URLs, the content
+//! words and the key of the text's embedding.
 //! The [`crate::detector::Detector`] then reads them twice without recomputing them: once to
 //! decide whether the post needs an embedding, once to link it.
 //!
@@ -11,13 +13,17 @@
 //! (`docs/scaling.md`).
 
 use crate::detector::{DetectorConfig, text_key};
-use crate::fingerprint::{Features, Fingerprint};
 use crate::link::minhash::{self, Signature};
 use crate::link::semantic::content_words;
 use crate::link::urls::{canonical_url, urls_in_text};
-use crate::normalize::{Script, normalize};
 use crate::parallel::map_in_order;
 use crate::post::Post;
+use crate::stage::Stage;
+pub mod fingerprint;
+pub mod normalize;
+
+use fingerprint::{Features, Fingerprint};
+use normalize::{Script, normalize};
 
 /// The most distinct URLs of one post that link it: a post may carry thousands, each a lookup
 /// and an index entry; the rest are stored with the post and not linked.
@@ -115,6 +121,32 @@ fn canonical_urls_of(post: &Post) -> Vec<String> {
     }
     canonical.sort();
     canonical
+}
+
+impl Stage for Preparer {
+    type Config = DetectorConfig;
+    type Input<'a> = Post;
+    type Output = PreparedPost;
+    type State = ();
+    type Metrics = ();
+
+    fn empty(config: &DetectorConfig) -> Preparer {
+        Preparer::new(config)
+    }
+
+    fn process(&mut self, batch: Vec<Post>, threads: usize) -> Vec<PreparedPost> {
+        self.prepare_all(batch, threads)
+    }
+
+    fn state(&self) -> &() {
+        &()
+    }
+
+    fn restore(config: &DetectorConfig, _: ()) -> Preparer {
+        Preparer::new(config)
+    }
+
+    fn metrics(&self) {}
 }
 
 #[cfg(test)]

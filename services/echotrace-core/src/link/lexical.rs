@@ -1,39 +1,45 @@
 //! Linking by words: the near-duplicate index (simhash within `max_hamming`), the word-set index
 //! (MinHash LSH, verified by estimated Jaccard and a looser simhash distance) and the shared-URL
-//! index (the first post of each canonical URL), with the candidates each gives a post.
+//! index (the first post of each canonical URL), held together as `LexicalIndexes`.
 //!
 //! Each lookup reads the entries of the post's own keys (simhash blocks, band keys, canonical
 //! URLs), which is what lets the window be split into linking shards by key ([`super::shard`],
-//! [`crate::link::shard`]). A lookup gives a [`LexicalAnswer`], the raw matches with the payloads
-//! the indexes store; the detector turns it into candidates, each counting only while its node is
-//! live in the graph.
+//! [`super::lexical_shard`]). A lookup gives a [`LexicalAnswer`], the raw matches with the
+//! payloads the indexes store; the detector turns it into candidates, each counting only while its
+//! node is live in the graph.
 
-use super::DetectorConfig;
-use super::candidates::Candidate;
-use crate::fingerprint::hamming;
-use crate::graph::NodeKey;
-use crate::link::minhash::{MinHashIndex, SetMatch, Signature};
-use crate::link::near_dup::{NearDupIndex, NearDupMatch};
-use crate::link::shard::LinkShard;
-use crate::link::urls::{FirstShare, SharedUrlIndex};
+use super::minhash::{MinHashIndex, SetMatch, Signature};
+use super::near_dup::{NearDupIndex, NearDupMatch};
+use super::shard::LinkShard;
+use super::urls::{FirstShare, SharedUrlIndex};
+use crate::detector::DetectorConfig;
+use crate::detector::graph::NodeKey;
 use crate::prepare::PreparedPost;
-use crate::records::EdgeKind;
+use crate::prepare::fingerprint::hamming;
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// The lexical indexes of the window (all of them, or a linking shard's).
 #[derive(Clone, Serialize, Deserialize)]
-pub(super) struct LexicalIndexes {
+pub(crate) struct LexicalIndexes {
     near_dups: NearDupIndex,
     similar_sets: MinHashIndex,
     shared_urls: SharedUrlIndex,
 }
 
+/// What a linking shard stores for a post: the XXH3 hash of its id. A match is resolved to a node
+/// only when the node's event time is the match's too, so two ids with one hash would also need
+/// the same millisecond to be confused.
+pub fn post_key(post_id: &str) -> u64 {
+    xxh3_64(post_id.as_bytes())
+}
+
 /// What the lexical window needs of a post, and all a linking shard is sent of it: its keys and
 /// the facts that order and evict it: 115 bytes in postcard for a post with a signature and one
-/// URL (`detector::shard`'s tests), against some 2.7 KB for a prepared post with its embedding.
+/// URL (`detector::sharded_window`'s tests), against some 2.7 KB for a prepared post with its embedding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkProbe {
-    /// The hash of the post's id ([`super::post_key`]): what a linking shard stores it under.
+    /// The hash of the post's id ([`post_key`]): what a linking shard stores it under.
     pub post_key: u64,
     /// The post's `created_at`, in milliseconds.
     pub created_at_ms: i64,
@@ -52,7 +58,7 @@ impl LinkProbe {
     /// The probe of `prepared`.
     pub fn of(prepared: &PreparedPost, config: &DetectorConfig) -> LinkProbe {
         LinkProbe {
-            post_key: super::post_key(&prepared.post.id),
+            post_key: post_key(&prepared.post.id),
             created_at_ms: prepared.post.created_at.timestamp_millis(),
             simhash: prepared.fingerprint.simhash,
             similar_enough: prepared.similar_enough(config),
@@ -110,41 +116,6 @@ impl LexicalAnswer {
         self.shared_urls.iter().any(|s| at(s.first.payload, s.first.created_at_ms))
             || self.near_duplicates.iter().any(|m| at(m.payload, m.created_at_ms))
             || self.similar_sets.iter().any(|m| at(m.payload, m.created_at_ms))
-    }
-
-    /// The candidate parents it gives `prepared`, each match's payload turned into a live node
-    /// by `resolve(payload, created_at_ms)` (`None`: the node has left the window). A URL share
-    /// naming a URL the post does not have (an answer to another post) gives nothing.
-    pub(super) fn candidates(
-        &self,
-        prepared: &PreparedPost,
-        resolve: impl Fn(u64, i64) -> Option<NodeKey>,
-    ) -> Vec<Candidate> {
-        let simhash = prepared.fingerprint.simhash;
-        let urls = self.shared_urls.iter().filter_map(|share| {
-            let url = prepared.canonical_urls.get(share.url as usize)?;
-            let parent = resolve(share.first.payload, share.first.created_at_ms)?;
-            Some(Candidate {
-                evidence: Some(url.clone()),
-                ..Candidate::plain(parent, EdgeKind::SharedUrl, share.first.created_at_ms)
-            })
-        });
-        let near = self.near_duplicates.iter().filter_map(|m| {
-            Some(Candidate {
-                rank: m.distance,
-                hamming: Some(m.distance),
-                ..Candidate::plain(resolve(m.payload, m.created_at_ms)?, EdgeKind::NearDuplicate, m.created_at_ms)
-            })
-        });
-        let sets = self.similar_sets.iter().filter_map(|m| {
-            Some(Candidate {
-                rank: 100 + ((1.0 - m.jaccard) * 100.0).round() as u32,
-                hamming: Some(hamming(m.simhash, simhash)),
-                jaccard: Some(m.jaccard),
-                ..Candidate::plain(resolve(m.payload, m.created_at_ms)?, EdgeKind::NearDuplicate, m.created_at_ms)
-            })
-        });
-        urls.chain(near).chain(sets).collect()
     }
 }
 
