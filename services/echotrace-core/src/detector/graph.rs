@@ -14,6 +14,7 @@
 use crate::records::{CascadeRecord, EdgeKind, MergeRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -89,10 +90,38 @@ pub struct NodeFacts<'a> {
     pub parent_evidence: &'a str,
 }
 
+/// A cascade's id as the graph and the scorer hold it: the hash its printed form
+/// ([`cascade_id_for`], the rows' and alerts' `cascade_id`) shows in hexadecimal. Eight bytes where
+/// a printed id, kept in the cascade, the map from ids to cascades and the scorer's maps, took
+/// some fifty each time, for every cascade, most of which hold one post. Ordered as the printed
+/// ids are (fixed-width lowercase hexadecimal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CascadeId(u64);
+
+impl CascadeId {
+    /// The id of a cascade rooted at `root_post_id`.
+    fn of(root_post_id: &str) -> CascadeId {
+        CascadeId(xxh3_64(root_post_id.as_bytes()))
+    }
+
+    /// The id a printed one stands for; `None` for a string no cascade is printed as.
+    pub fn parse(printed: &str) -> Option<CascadeId> {
+        let digits = printed.strip_prefix('c').filter(|d| d.len() == 16)?;
+        let lower_hex = digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        lower_hex.then(|| u64::from_str_radix(digits, 16).ok().map(CascadeId)).flatten()
+    }
+}
+
+impl std::fmt::Display for CascadeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{:016x}", self.0)
+    }
+}
+
 /// The aggregate state of one cascade.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cascade {
-    id: String,
+    id: CascadeId,
     root_post_id: Box<str>,
     size: u64,
     platforms: Vec<u16>,
@@ -104,7 +133,7 @@ struct Cascade {
     merged_into: Option<NodeKey>,
     members: Vec<NodeKey>,
     /// The ids of every cascade merged into this one, directly or through a cascade it absorbed.
-    absorbed_ids: Vec<String>,
+    absorbed_ids: Vec<CascadeId>,
 }
 
 /// A node as the API shows it.
@@ -184,9 +213,13 @@ pub struct Placement {
 pub struct CascadeGraph {
     nodes: VecDeque<Node>,
     base_key: NodeKey,
-    by_post_id: HashMap<Box<str>, NodeKey>,
+    /// Each live post's node by the hash of its id ([`id_hash`]): the id itself is read from the
+    /// node, so it is held once (a map keyed by the id held a second copy of every id).
+    by_id_hash: HashMap<u64, NodeKey>,
+    /// The nodes of the rare live ids whose hash an older live id holds in `by_id_hash`.
+    colliding_ids: HashMap<Box<str>, NodeKey>,
     cascades: HashMap<NodeKey, Cascade>,
-    cascade_keys: HashMap<String, NodeKey>,
+    cascade_keys: HashMap<CascadeId, NodeKey>,
     /// Cascades not merged into another, kept as a count: counting them is asked for every post.
     live_cascades: usize,
     platforms: Vec<String>,
@@ -195,7 +228,10 @@ pub struct CascadeGraph {
 impl CascadeGraph {
     /// The node of a post id, seen or placeholder.
     pub fn key_of(&self, post_id: &str) -> Option<NodeKey> {
-        self.by_post_id.get(post_id).copied()
+        let by_hash = self.by_id_hash.get(&id_hash(post_id)).copied();
+        by_hash
+            .filter(|&key| self.node(key).is_some_and(|node| &*node.post_id == post_id))
+            .or_else(|| self.colliding_ids.get(post_id).copied())
     }
 
     /// A node by key, if still in the window.
@@ -256,7 +292,14 @@ impl CascadeGraph {
     fn push_node(&mut self, mut node: Node) -> NodeKey {
         let key = self.base_key + self.nodes.len() as NodeKey;
         node.cascade = key;
-        self.by_post_id.insert(node.post_id.clone(), key);
+        match self.by_id_hash.entry(id_hash(&node.post_id)) {
+            Entry::Vacant(entry) => {
+                entry.insert(key);
+            }
+            Entry::Occupied(_) => {
+                self.colliding_ids.insert(node.post_id.clone(), key);
+            }
+        }
         self.nodes.push_back(node);
         key
     }
@@ -266,14 +309,14 @@ impl CascadeGraph {
         // A post id can root a second cascade while the first is still known (a reference to it
         // after its node left the window): the second takes the next free id, so no two cascades
         // the graph knows share one, and no row of one ever stands for the other.
-        let mut id = cascade_id_for(&node.post_id);
+        let mut id = CascadeId::of(&node.post_id);
         let mut incarnation = 1;
         while self.cascade_keys.contains_key(&id) {
-            id = cascade_id_for(&format!("{}#{incarnation}", node.post_id));
+            id = CascadeId::of(&format!("{}#{incarnation}", node.post_id));
             incarnation += 1;
         }
         let cascade = Cascade {
-            id: id.clone(),
+            id,
 
             root_post_id: node.post_id.clone(),
             size: u64::from(node.seen),
@@ -400,7 +443,7 @@ impl CascadeGraph {
                 cascade = survivor;
             }
         }
-        Placement { key, generation, summary_depth, cascade_id: self.cascades[&cascade].id.clone(), merges }
+        Placement { key, generation, summary_depth, cascade_id: self.cascades[&cascade].id.to_string(), merges }
     }
 
     /// Merges two live cascades into the one with the earlier root; returns the records and the survivor.
@@ -424,7 +467,7 @@ impl CascadeGraph {
         }
         let absorbed_state = self.cascades.get_mut(&absorbed).expect("live cascade");
         let mut absorbed_ids = std::mem::take(&mut absorbed_state.absorbed_ids);
-        absorbed_ids.insert(0, absorbed_state.id.clone());
+        absorbed_ids.insert(0, absorbed_state.id);
         let (size, depth, platforms) = (absorbed_state.size, absorbed_state.depth, absorbed_state.platforms.clone());
         let (summary_depth, automated_summary_depth) =
             (absorbed_state.summary_depth, absorbed_state.automated_summary_depth);
@@ -445,8 +488,8 @@ impl CascadeGraph {
         let records = absorbed_ids
             .iter()
             .map(|absorbed_id| MergeRecord {
-                absorbed_cascade_id: absorbed_id.clone(),
-                into_cascade_id: state.id.clone(),
+                absorbed_cascade_id: absorbed_id.to_string(),
+                into_cascade_id: state.id.to_string(),
                 bridging_post_id: bridge.to_owned(),
                 merged_at: at,
             })
@@ -473,7 +516,7 @@ impl CascadeGraph {
 
     fn record(&self, cascade: &Cascade) -> CascadeRecord {
         CascadeRecord {
-            cascade_id: cascade.id.clone(),
+            cascade_id: cascade.id.to_string(),
             root_post_id: cascade.root_post_id.to_string(),
             size: cascade.size,
             platforms: cascade
@@ -501,7 +544,7 @@ impl CascadeGraph {
 
     /// A cascade by id (an absorbed id resolves to the cascade it merged into), with nodes and edges.
     pub fn cascade_view(&self, cascade_id: &str) -> Option<CascadeView> {
-        let mut key = *self.cascade_keys.get(cascade_id)?;
+        let mut key = *self.cascade_keys.get(&CascadeId::parse(cascade_id)?)?;
         while let Some(next) = self.cascades.get(&key)?.merged_into {
             key = next;
         }
@@ -583,7 +626,12 @@ impl CascadeGraph {
         let mut evicted = 0;
         while self.nodes.front().is_some_and(|node| evict(self.base_key, node)) {
             let node = self.nodes.pop_front().expect("checked");
-            self.by_post_id.remove(&node.post_id);
+            let hash = id_hash(&node.post_id);
+            if self.by_id_hash.get(&hash) == Some(&self.base_key) {
+                self.by_id_hash.remove(&hash);
+            } else {
+                self.colliding_ids.remove(&node.post_id);
+            }
             self.base_key += 1;
             evicted += 1;
         }
@@ -608,11 +656,64 @@ impl CascadeGraph {
     }
 }
 
+/// The hash a post id is found by. Unit tests take its low 4 bits only, so that ids collide
+/// in every test of the graph and the detector and the colliding ids' map is exercised.
+fn id_hash(post_id: &str) -> u64 {
+    let hash = xxh3_64(post_id.as_bytes());
+    if cfg!(test) { hash & 0xF } else { hash }
+}
+
 /// A cascade's id: a hash of its root post id, so the same stream gives the same ids on every run.
 pub fn cascade_id_for(root_post_id: &str) -> String {
-    format!("c{:016x}", xxh3_64(root_post_id.as_bytes()))
+    CascadeId::of(root_post_id).to_string()
 }
 
 fn millis_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cascade_id_prints_as_before_and_reads_back() {
+        let id = CascadeId::of("x:1");
+        assert_eq!(id.to_string(), format!("c{:016x}", xxh3_64(b"x:1")), "the printed form rows and alerts carry");
+        assert_eq!(cascade_id_for("x:1"), id.to_string());
+        assert_eq!(CascadeId::parse(&id.to_string()), Some(id));
+        let printed = id.to_string();
+        for other in [&printed[1..], &printed.to_uppercase(), &format!("{printed}0"), &printed.replace('c', "d"), "c"] {
+            assert_eq!(CascadeId::parse(other), None, "{other} is no cascade's printed id");
+        }
+    }
+
+    #[test]
+    fn a_cascade_is_found_by_its_printed_id_and_by_the_ids_it_absorbed() {
+        let mut graph = CascadeGraph::default();
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let facts = |post_id| NodeFacts {
+            post_id,
+            platform: "x",
+            author_handle: "a",
+            text: "text",
+            created_at: at,
+            automated_account: false,
+            account_created_at: None,
+            parent_evidence: "",
+        };
+        let first = graph.add_post(facts("x:1"), None, Vec::new());
+        let second = graph.add_post(facts("x:2"), None, Vec::new());
+        let bridge = Bridge { other: second.key, kind: EdgeKind::NearDuplicate, other_is_later: false };
+        let third = graph.add_post(facts("x:3"), Some((first.key, EdgeKind::NearDuplicate)), vec![bridge]);
+        assert_eq!(third.cascade_id, cascade_id_for("x:1"));
+        assert_eq!(third.merges[0].absorbed_cascade_id, cascade_id_for("x:2"));
+        for id in [cascade_id_for("x:1"), cascade_id_for("x:2")] {
+            let view = graph.cascade_view(&id).expect("a live or absorbed id");
+            assert_eq!(view.cascade.cascade_id, cascade_id_for("x:1"));
+            assert_eq!(view.nodes.len(), 3);
+        }
+        assert!(graph.cascade_view(&cascade_id_for("x:2").to_uppercase()).is_none());
+        assert_eq!(graph.top_cascades(1)[0].size, 3);
+    }
 }

@@ -16,6 +16,7 @@ use super::breaker::{Admission, FLOOD_RULE, Flood, PageBreaker};
 use super::features::{CO_SIMILAR_WITHIN, CascadeActivity, CascadeFeatures, CascadeShape, PostSignals};
 use super::rules::{Rule, RuleSet};
 use crate::detector::Detection;
+use crate::detector::graph::CascadeId;
 use crate::records::EdgeKind;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -142,10 +143,10 @@ impl Default for ScoreConfig {
 /// a restart with an edited rules file keeps the phases of the rules it still has.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ScorerState {
-    activity: HashMap<String, CascadeActivity>,
-    info: HashMap<String, CascadeInfo>,
+    activity: HashMap<CascadeId, CascadeActivity>,
+    info: HashMap<CascadeId, CascadeInfo>,
     /// (cascade, rule name) → where that alert stands.
-    phases: HashMap<(String, String), Phase>,
+    phases: HashMap<(CascadeId, String), Phase>,
     /// Authors of recent posts, for co-similarity: post id → (author, event time).
     authors: HashMap<String, (String, DateTime<Utc>)>,
     authors_ring: VecDeque<(DateTime<Utc>, String)>,
@@ -157,7 +158,7 @@ pub struct ScorerState {
     /// Tracked cascades in about the order they may go idle: (a post time, cascade), queued when
     /// the cascade is first tracked and again whenever the sweep finds it had posts since. The
     /// sweep pops only what is older than `history_secs`, instead of scanning every cascade.
-    expiry: VecDeque<(DateTime<Utc>, String)>,
+    expiry: VecDeque<(DateTime<Utc>, CascadeId)>,
 }
 
 /// Features, rules and alert lifecycles of every cascade.
@@ -195,21 +196,21 @@ impl Scorer {
     /// a restarted process hands its Alertmanager dispatcher, so that it keeps re-sending them.
     pub fn firing(&mut self) -> Vec<AlertEvent> {
         let Some(now) = self.state.watermark else { return Vec::new() };
-        let mut firing: Vec<(String, String, DateTime<Utc>, bool)> = self
+        let mut firing: Vec<(CascadeId, String, DateTime<Utc>, bool)> = self
             .state
             .phases
             .iter()
             .filter_map(|((cascade, rule), phase)| match phase {
-                Phase::Firing { started_at, held, .. } => Some((cascade.clone(), rule.clone(), *started_at, *held)),
+                Phase::Firing { started_at, held, .. } => Some((*cascade, rule.clone(), *started_at, *held)),
                 Phase::Pending { .. } => None,
             })
             .collect();
         firing.sort();
         let mut events = Vec::with_capacity(firing.len());
         for (cascade, rule_name, started_at, held) in firing {
-            let features = self.features(&cascade).unwrap_or_default();
+            let features = self.features_of(cascade).unwrap_or_default();
             let Some(rule) = self.rules.rules.iter().find(|r| r.name == rule_name) else { continue };
-            let mut event = self.event(rule, &cascade, AlertState::Firing, now, started_at, None, &features);
+            let mut event = self.event(rule, cascade, AlertState::Firing, now, started_at, None, &features);
             event.held = held;
             events.push(event);
         }
@@ -238,8 +239,12 @@ impl Scorer {
 
     /// Current features of a cascade at the watermark.
     pub fn features(&mut self, cascade_id: &str) -> Option<CascadeFeatures> {
+        self.features_of(CascadeId::parse(cascade_id)?)
+    }
+
+    fn features_of(&mut self, cascade: CascadeId) -> Option<CascadeFeatures> {
         let watermark = self.state.watermark?;
-        let activity = self.state.activity.get_mut(cascade_id)?;
+        let activity = self.state.activity.get_mut(&cascade)?;
         activity.slide(watermark, self.window);
         Some(activity.features(watermark, self.window))
     }
@@ -250,9 +255,9 @@ impl Scorer {
         // and resolve every open alert.
         let at = detection.post.created_at.min(detection.event_time);
         let mut events = Vec::new();
-        let cascade = detection.cascade.cascade_id.clone();
+        let cascade = printed(&detection.cascade.cascade_id);
         for merge in &detection.merges {
-            events.extend(self.absorb(&merge.absorbed_cascade_id, &merge.into_cascade_id, at));
+            events.extend(self.absorb(printed(&merge.absorbed_cascade_id), printed(&merge.into_cascade_id), at));
         }
         let co_similar_author = detection
             .edges
@@ -266,10 +271,10 @@ impl Scorer {
         self.remember_author(&detection.post.post_id, &signals.author_id, at);
         let record = &detection.cascade;
         self.state.info.insert(
-            cascade.clone(),
+            cascade,
             CascadeInfo { root_post_id: record.root_post_id.clone(), platforms: record.platforms.clone() },
         );
-        self.tracked(&cascade, at).record(
+        self.tracked(cascade, at).record(
             at,
             signals,
             co_similar_author.as_deref(),
@@ -284,13 +289,13 @@ impl Scorer {
         );
         let watermark = self.state.watermark.map_or(at, |w| w.max(at));
         self.state.watermark = Some(watermark);
-        events.extend(self.evaluate(&cascade, at, Some(&detection.post.post_id)));
+        events.extend(self.evaluate(cascade, at, Some(&detection.post.post_id)));
         if self.state.activity.len() > self.max_cascades {
-            self.forget_beyond_bound(&cascade);
+            self.forget_beyond_bound(cascade);
         }
         if self.state.last_sweep.is_none_or(|last| watermark - last >= self.sweep) {
             self.state.last_sweep = Some(watermark);
-            events.extend(self.sweep(watermark, &cascade));
+            events.extend(self.sweep(watermark, cascade));
         }
         events
     }
@@ -307,14 +312,14 @@ impl Scorer {
 
     /// Re-evaluates cascades with open alerts that the current post did not touch, and forgets
     /// cascades that have been idle for `history_secs` with nothing open.
-    fn sweep(&mut self, now: DateTime<Utc>, touched: &str) -> Vec<AlertEvent> {
-        let mut open: Vec<String> =
-            self.state.phases.keys().map(|(cascade, _)| cascade.clone()).filter(|c| c != touched).collect();
+    fn sweep(&mut self, now: DateTime<Utc>, touched: CascadeId) -> Vec<AlertEvent> {
+        let mut open: Vec<CascadeId> =
+            self.state.phases.keys().map(|(cascade, _)| *cascade).filter(|&c| c != touched).collect();
         open.sort();
         open.dedup();
         let mut events = Vec::new();
         for cascade in open {
-            events.extend(self.evaluate(&cascade, now, None));
+            events.extend(self.evaluate(cascade, now, None));
         }
         for (rule, flood) in self.state.breaker.resolve_quiet(now) {
             events.push(self.flood_event(&rule, &flood, AlertState::Resolved, now));
@@ -324,11 +329,11 @@ impl Scorer {
     }
 
     /// The activity of `cascade`, tracked from `at` if it was not yet.
-    fn tracked(&mut self, cascade: &str, at: DateTime<Utc>) -> &mut CascadeActivity {
-        if !self.state.activity.contains_key(cascade) {
-            self.state.expiry.push_back((at, cascade.to_owned()));
+    fn tracked(&mut self, cascade: CascadeId, at: DateTime<Utc>) -> &mut CascadeActivity {
+        if !self.state.activity.contains_key(&cascade) {
+            self.state.expiry.push_back((at, cascade));
         }
-        self.state.activity.entry(cascade.to_owned()).or_default()
+        self.state.activity.entry(cascade).or_default()
     }
 
     /// Forgets the cascades idle for `history_secs` with nothing open, popping the expiry queue
@@ -354,28 +359,28 @@ impl Scorer {
         }
     }
 
-    fn cascades_with_open_alerts(&self) -> HashSet<String> {
-        self.state.phases.keys().map(|(cascade, _)| cascade.clone()).collect()
+    fn cascades_with_open_alerts(&self) -> HashSet<CascadeId> {
+        self.state.phases.keys().map(|(cascade, _)| *cascade).collect()
     }
 
     /// Forgets the cascades idle longest, with no open alert and other than `touched`, until 99% of
     /// `max_cascades` are kept.
-    fn forget_beyond_bound(&mut self, touched: &str) {
+    fn forget_beyond_bound(&mut self, touched: CascadeId) {
         let keep = self.max_cascades - self.max_cascades / 100;
         let open = self.cascades_with_open_alerts();
-        let mut idle: Vec<(Option<DateTime<Utc>>, &String)> = self
+        let mut idle: Vec<(Option<DateTime<Utc>>, CascadeId)> = self
             .state
             .activity
             .iter()
-            .filter(|(cascade, _)| cascade.as_str() != touched && !open.contains(cascade.as_str()))
-            .map(|(cascade, activity)| (activity.last_post_at(), cascade))
+            .filter(|(cascade, _)| **cascade != touched && !open.contains(*cascade))
+            .map(|(cascade, activity)| (activity.last_post_at(), *cascade))
             .collect();
         let excess = self.state.activity.len().saturating_sub(keep).min(idle.len());
         if excess == 0 {
             return;
         }
         idle.select_nth_unstable(excess - 1);
-        let forgotten: Vec<String> = idle[..excess].iter().map(|(_, cascade)| (*cascade).clone()).collect();
+        let forgotten: Vec<CascadeId> = idle[..excess].iter().map(|&(_, cascade)| cascade).collect();
         for cascade in &forgotten {
             self.state.activity.remove(cascade);
             self.state.info.remove(cascade);
@@ -383,13 +388,13 @@ impl Scorer {
         self.state.forgotten_early += forgotten.len() as u64;
     }
 
-    fn evaluate(&mut self, cascade: &str, now: DateTime<Utc>, trigger: Option<&str>) -> Vec<AlertEvent> {
-        let Some(activity) = self.state.activity.get_mut(cascade) else { return Vec::new() };
+    fn evaluate(&mut self, cascade: CascadeId, now: DateTime<Utc>, trigger: Option<&str>) -> Vec<AlertEvent> {
+        let Some(activity) = self.state.activity.get_mut(&cascade) else { return Vec::new() };
         activity.slide(now, self.window);
         let features = activity.features(now, self.window);
         let mut events = Vec::new();
         for rule in &self.rules.rules {
-            let key = (cascade.to_owned(), rule.name.clone());
+            let key = (cascade, rule.name.clone());
             let holds = rule.holds(&features);
             let for_duration = Duration::seconds(rule.for_secs as i64);
             let keep_firing = Duration::seconds(rule.keep_firing_secs as i64);
@@ -398,7 +403,7 @@ impl Scorer {
                 (None, true) if rule.for_secs > 0 => Some(Phase::Pending { since: now }),
                 (Some(Phase::Pending { since }), true) if now - since < for_duration => Some(Phase::Pending { since }),
                 (None | Some(Phase::Pending { .. }), true) => {
-                    let admission = self.state.breaker.admit(rule, cascade, now);
+                    let admission = self.state.breaker.admit(rule, &cascade.to_string(), now);
                     let held = admission != Admission::Sent;
                     let mut event = self.event(rule, cascade, AlertState::Firing, now, now, trigger, &features);
                     event.held = held;
@@ -445,22 +450,22 @@ impl Scorer {
     }
 
     /// Resolves the absorbed cascade's alerts and folds its activity into the survivor's.
-    fn absorb(&mut self, absorbed: &str, into: &str, at: DateTime<Utc>) -> Vec<AlertEvent> {
+    fn absorb(&mut self, absorbed: CascadeId, into: CascadeId, at: DateTime<Utc>) -> Vec<AlertEvent> {
         let mut events = Vec::new();
-        let features = self.features(absorbed).unwrap_or_default();
+        let features = self.features_of(absorbed).unwrap_or_default();
         for rule in &self.rules.rules {
-            let key = (absorbed.to_owned(), rule.name.clone());
+            let key = (absorbed, rule.name.clone());
             if let Some(Phase::Firing { started_at, held, .. }) = self.state.phases.remove(&key) {
                 let mut event = self.event(rule, absorbed, AlertState::Resolved, at, started_at, None, &features);
-                event.merged_into = Some(into.to_owned());
+                event.merged_into = Some(into.to_string());
                 event.held = held;
                 events.push(event);
             }
         }
-        if let Some(activity) = self.state.activity.remove(absorbed) {
+        if let Some(activity) = self.state.activity.remove(&absorbed) {
             self.tracked(into, at).absorb(activity);
         }
-        self.state.info.remove(absorbed);
+        self.state.info.remove(&absorbed);
         events
     }
 
@@ -468,20 +473,21 @@ impl Scorer {
     fn event(
         &self,
         rule: &Rule,
-        cascade: &str,
+        cascade: CascadeId,
         state: AlertState,
         at: DateTime<Utc>,
         started_at: DateTime<Utc>,
         trigger: Option<&str>,
         features: &CascadeFeatures,
     ) -> AlertEvent {
-        let info = self.state.info.get(cascade);
+        let info = self.state.info.get(&cascade);
+        let cascade = cascade.to_string();
         AlertEvent {
-            alert_id: alert_id(cascade, &rule.name),
+            alert_id: alert_id(&cascade, &rule.name),
             rule: rule.name.clone(),
             severity: rule.severity.clone(),
             summary: rule.summary.clone(),
-            cascade_id: cascade.to_owned(),
+            cascade_id: cascade,
             root_post_id: info.map(|i| i.root_post_id.clone()).unwrap_or_default(),
             platforms: info.map(|i| i.platforms.clone()).unwrap_or_default(),
             state,
@@ -499,7 +505,7 @@ impl Scorer {
 
     /// The page that stands for the held alerts of `rule`.
     fn flood_event(&self, rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) -> AlertEvent {
-        let info = self.state.info.get(&flood.cascade_id);
+        let info = CascadeId::parse(&flood.cascade_id).and_then(|cascade| self.state.info.get(&cascade));
         AlertEvent {
             alert_id: alert_id(rule, FLOOD_RULE),
             rule: FLOOD_RULE.to_owned(),
@@ -527,6 +533,11 @@ impl Scorer {
             features: CascadeFeatures::default(),
         }
     }
+}
+
+/// The id of a cascade the detector printed: every detection's and merge's cascade ids are.
+fn printed(cascade_id: &str) -> CascadeId {
+    CascadeId::parse(cascade_id).expect("the cascade graph prints every cascade id it gives")
 }
 
 /// The id of the alert of `rule` on `cascade_id`: the same on every run over the same stream.
