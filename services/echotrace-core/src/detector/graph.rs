@@ -317,7 +317,6 @@ impl CascadeGraph {
         }
         let cascade = Cascade {
             id,
-
             root_post_id: node.post_id.clone(),
             size: u64::from(node.seen),
             platforms: if node.seen { vec![node.platform] } else { Vec::new() },
