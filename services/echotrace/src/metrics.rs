@@ -108,6 +108,10 @@ pub struct Metrics {
     pub window_rebuilds: IntCounter,
     /// State snapshots restored when the group assigned partitions (start-up, takeover).
     pub state_takeovers: IntCounter,
+    /// Revocations of this member's partitions without a checkpoint before them: the group gave
+    /// them to another member first (its session or `max.poll.interval.ms` expired), the loop was
+    /// busy, or the checkpoint failed. The next owner writes again the rows since the last commit.
+    pub revocations_unchecked: IntCounter,
     /// Rows written to Parquet, all datasets.
     pub rows_written: IntCounter,
     /// Event time of the newest post processed, in seconds since the epoch.
@@ -366,6 +370,11 @@ impl Metrics {
                 &r,
                 "echotrace_state_takeovers_total",
                 "State snapshots restored when the group assigned this member partitions: on starting, or on taking over from another member",
+            ),
+            revocations_unchecked: counter(
+                &r,
+                "echotrace_revocations_without_checkpoint_total",
+                "Revocations of this member's partitions with no checkpoint before them (assignment lost to another member, the loop busy, or the checkpoint failed): the next owner writes again the rows since the last commit",
             ),
             rows_written: counter(&r, "echotrace_parquet_rows_written_total", "Rows written to Parquet"),
             event_time_seconds: register(

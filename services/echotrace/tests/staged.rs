@@ -356,12 +356,13 @@ fn assert_equal_to_replay(dir: &Path, sent: &[String], rows: Rows) {
             };
             panic!(
                 "{name} differ between the staged run ({} lines) and the replay ({} lines), first at line {:?}\n\
-                 staged:\n{}\nreplayed:\n{}",
+                 staged:\n{}\nreplayed:\n{}\nthe detect processes' partitions and checkpoints:\n{}",
                 staged.lines().count(),
                 expected.lines().count(),
                 first_difference,
                 around(staged),
                 around(expected),
+                detectors_lifecycle(dir),
             );
         }
     }
@@ -537,6 +538,39 @@ fn assert_stood_by(http: SocketAddr, active: SocketAddr, prepared_partitions: f6
 
 /// Asserts [`assert_stood_by`] of every running detector, then stops them all. All are checked
 /// before any stops: a stopped active one hands its partitions to a standby.
+/// What the detect processes' logs under `dir` say of their partitions and checkpoints, for a
+/// failure's message: which process owned the prepared partition when, and how each gave it up.
+fn detectors_lifecycle(dir: &Path) -> String {
+    const EVENTS: [&str; 8] = [
+        "partitions assigned",
+        "partitions revoked",
+        "checkpoint taken before",
+        "no checkpoint before",
+        "assignment lost",
+        "state restored",
+        "not taken over",
+        "shutting down",
+    ];
+    let mut logs: Vec<_> =
+        std::fs::read_dir(dir).map(|entries| entries.flatten().map(|entry| entry.path()).collect()).unwrap_or_default();
+    logs.retain(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("detect")));
+    logs.sort();
+    let mut lines = Vec::new();
+    for log in logs {
+        let name = log.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let events = text.lines().filter(|line| EVENTS.iter().any(|event| line.contains(event)));
+        lines.extend(events.map(|line| format!("{name}: {}", line.chars().take(300).collect::<String>())));
+    }
+    lines.join("\n")
+}
+
+/// Revocations a process met without a checkpoint before them: each lets its partitions' next
+/// owner write again the rows since the last commit.
+fn unchecked_revocations(http: SocketAddr) -> f64 {
+    metric(http, "echotrace_revocations_without_checkpoint_total")
+}
+
 fn stop_detectors_that_stood_by(
     detectors: Vec<(SocketAddr, Option<Reaper>)>,
     active: SocketAddr,
@@ -756,6 +790,7 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
     wait_for("posts of the second half detected", Duration::from_secs(120), || {
         metric(detect_http, "echotrace_posts_processed_total") >= (next_partition + 24) as f64
     });
+    let mut unchecked = unchecked_revocations(detect_http);
     stop(detectors[active].1.take().unwrap(), "active detector");
     let active = the_active(&detectors);
     let detect_http = detectors[active].0;
@@ -777,6 +812,11 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
         );
     }
     std::thread::sleep(Duration::from_secs(2));
+    unchecked += detectors
+        .iter()
+        .filter(|(_, process)| process.is_some())
+        .map(|(http, _)| unchecked_revocations(*http))
+        .sum::<f64>();
     stop_detectors_that_stood_by(detectors, detect_http, 1.0);
     // The restarted shard holds what a shard that read every probe holds: a fresh one, in a
     // group of its own and without a snapshot, reads the probe topic from its beginning.
@@ -796,6 +836,14 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
     wait_for("a shard rebuilt from every probe to hold as much", Duration::from_secs(60), || {
         ready(http) && metric(http, "echotrace_window_posts") == held
     });
-    // The stopped detector committed what it wrote: every row once.
-    assert_equal_to_replay(dir.path(), &sent, Rows::Once);
+    // The stopped detector committed what it wrote: every row once, unless a detector lost its
+    // partition without a checkpoint (fenced out when a loaded machine kept it from polling within
+    // its session or `max.poll.interval.ms`), whose successor wrote its last rows again.
+    let rows = if unchecked == 0.0 {
+        Rows::Once
+    } else {
+        eprintln!("{unchecked} revocations without a checkpoint: rows compared at least once");
+        Rows::AtLeastOnce
+    };
+    assert_equal_to_replay(dir.path(), &sent, rows);
 }

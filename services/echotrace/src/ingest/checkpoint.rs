@@ -477,6 +477,7 @@ impl Progress {
             // The group gave them to another member already (this one's session or
             // max.poll.interval.ms expired): a snapshot now would replace, in a shared folder,
             // the one that member restored and goes on from. It reads on from the last commit.
+            self.metrics.revocations_unchecked.inc();
             tracing::warn!(partitions = ?revoked, "assignment lost to another member: no checkpoint before the revocation");
         } else {
             self.checkpoint_before_revoke(consumer, revoked, started);
@@ -501,7 +502,10 @@ impl Progress {
                 "checkpoint taken before the partitions are revoked"
             ),
             // Nothing is lost: the next owner reads on from the last commit.
-            Err(error) => tracing::warn!(%error, "no checkpoint before the partitions are revoked"),
+            Err(error) => {
+                self.metrics.revocations_unchecked.inc();
+                tracing::warn!(%error, "no checkpoint before the partitions are revoked")
+            }
         }
     }
 

@@ -448,7 +448,10 @@ impl ConsumerContext for LagContext {
                 progress.before_revoke(consumer, &partitions(list));
                 self.in_rebalance.store(false, Ordering::Relaxed);
             }
-            Err(_) => tracing::warn!("the consumer loop is busy: no checkpoint before the partitions are revoked"),
+            Err(_) => {
+                self.metrics.revocations_unchecked.inc();
+                tracing::warn!("the consumer loop is busy: no checkpoint before the partitions are revoked")
+            }
         }
     }
 
