@@ -301,40 +301,6 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_enters_a_redelivered_post_once() {
-        let config = config(2);
-        let mut shards: Vec<LexicalShard> = LinkShard::all(2).map(|shard| LexicalShard::new(&config, shard)).collect();
-        let post =
-            posts(&[Step { story: 0, edit: 0, urls: 1, reposts: None, redelivers: None, after_secs: 0 }]).remove(0);
-        let probe = LinkProbe::of(&Detector::new(config.clone()).preparer().prepare(post), &config);
-        let first: Vec<LexicalAnswer> = shards.iter_mut().map(|shard| shard.answer(&probe, None)).collect();
-        assert!(first.iter().all(|answer| *answer == LexicalAnswer::default()), "nothing before it");
-        let held: Vec<usize> = shards.iter().map(LexicalShard::len).collect();
-        let again: Vec<LexicalAnswer> = shards.iter_mut().map(|shard| shard.answer(&probe, None)).collect();
-        assert!(again.iter().any(|answer| answer.holds(probe.post_key, probe.created_at_ms)), "it finds itself");
-        for answer in again {
-            let bytes = postcard::to_allocvec(&answer).unwrap();
-            assert_eq!(
-                postcard::from_bytes::<LexicalAnswer>(&bytes).unwrap(),
-                answer,
-                "an answer goes on the wire whole"
-            );
-        }
-        assert_eq!(shards.iter().map(LexicalShard::len).collect::<Vec<_>>(), held, "and is not entered again");
-    }
-
-    #[test]
-    fn a_probe_is_a_small_part_of_the_prepared_post() {
-        let post =
-            posts(&[Step { story: 2, edit: 0, urls: 1, reposts: None, redelivers: None, after_secs: 0 }]).remove(0);
-        let probe = LinkProbe::of(&Detector::new(config(2)).preparer().prepare(post), &config(2));
-        assert!(probe.signature.is_some() && probe.url_keys.len() == 1);
-        let bytes = postcard::to_allocvec(&probe).unwrap();
-        assert!(bytes.len() <= 135, "{} bytes", bytes.len());
-        assert_eq!(postcard::from_bytes::<LinkProbe>(&bytes).unwrap(), probe);
-    }
-
-    #[test]
     fn a_match_resolves_only_to_a_live_node_posted_at_its_time() {
         let config = config(2);
         let mut detector = Detector::new(config.clone());

@@ -36,7 +36,7 @@ pub fn post_key(post_id: &str) -> u64 {
 
 /// What the lexical window needs of a post, and all a linking shard is sent of it: its keys and
 /// the facts that order and evict it: 115 bytes in postcard for a post with a signature and one
-/// URL (`detector::sharded_window`'s tests), against some 2.7 KB for a prepared post with its embedding.
+/// URL (`link::lexical_shard`'s tests), against some 2.7 KB for a prepared post with its embedding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkProbe {
     /// The hash of the post's id ([`post_key`]): what a linking shard stores it under.

@@ -128,3 +128,51 @@ impl Stage for LexicalShard {
         LexicalShardStats { fingerprints: self.len() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::post::Post;
+    use crate::prepare::Preparer;
+
+    /// The probe of a post of fourteen words sharing one URL, in a window of two shards.
+    fn probe_and_config() -> (LinkProbe, DetectorConfig) {
+        let config = DetectorConfig { link_shards: std::num::NonZeroU32::new(2).unwrap(), ..DetectorConfig::default() };
+        let words: Vec<String> = (0..14).map(|w| format!("s0w{w}")).collect();
+        let json = format!(
+            r#"{{"id":"p:0","platform":"p0","author":{{"id":"a0","handle":"h0"}},"created_at":"2026-11-01T09:00:00Z","text":"{}","urls":["https://example.org/0"]}}"#,
+            words.join(" ")
+        );
+        let post = Post::from_json(json.as_bytes()).unwrap();
+        (LinkProbe::of(&Preparer::new(&config).prepare(post), &config), config)
+    }
+
+    #[test]
+    fn a_shard_enters_a_redelivered_post_once() {
+        let (probe, config) = probe_and_config();
+        let mut shards: Vec<LexicalShard> = LinkShard::all(2).map(|shard| LexicalShard::new(&config, shard)).collect();
+        let first: Vec<LexicalAnswer> = shards.iter_mut().map(|shard| shard.answer(&probe, None)).collect();
+        assert!(first.iter().all(|answer| *answer == LexicalAnswer::default()), "nothing before it");
+        let held: Vec<usize> = shards.iter().map(LexicalShard::len).collect();
+        let again: Vec<LexicalAnswer> = shards.iter_mut().map(|shard| shard.answer(&probe, None)).collect();
+        assert!(again.iter().any(|answer| answer.holds(probe.post_key, probe.created_at_ms)), "it finds itself");
+        for answer in again {
+            let bytes = postcard::to_allocvec(&answer).unwrap();
+            assert_eq!(
+                postcard::from_bytes::<LexicalAnswer>(&bytes).unwrap(),
+                answer,
+                "an answer goes on the wire whole"
+            );
+        }
+        assert_eq!(shards.iter().map(LexicalShard::len).collect::<Vec<_>>(), held, "and is not entered again");
+    }
+
+    #[test]
+    fn a_probe_is_a_small_part_of_the_prepared_post() {
+        let (probe, _) = probe_and_config();
+        assert!(probe.signature.is_some() && probe.url_keys.len() == 1);
+        let bytes = postcard::to_allocvec(&probe).unwrap();
+        assert!(bytes.len() <= 135, "{} bytes", bytes.len());
+        assert_eq!(postcard::from_bytes::<LinkProbe>(&bytes).unwrap(), probe);
+    }
+}

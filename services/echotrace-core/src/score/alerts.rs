@@ -403,7 +403,7 @@ impl Scorer {
                 (None, true) if rule.for_secs > 0 => Some(Phase::Pending { since: now }),
                 (Some(Phase::Pending { since }), true) if now - since < for_duration => Some(Phase::Pending { since }),
                 (None | Some(Phase::Pending { .. }), true) => {
-                    let admission = self.state.breaker.admit(rule, &cascade.to_string(), now);
+                    let admission = self.state.breaker.admit(rule, cascade, now);
                     let held = admission != Admission::Sent;
                     let mut event = self.event(rule, cascade, AlertState::Firing, now, now, trigger, &features);
                     event.held = held;
@@ -505,7 +505,7 @@ impl Scorer {
 
     /// The page that stands for the held alerts of `rule`.
     fn flood_event(&self, rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) -> AlertEvent {
-        let info = CascadeId::parse(&flood.cascade_id).and_then(|cascade| self.state.info.get(&cascade));
+        let info = self.state.info.get(&flood.cascade_id);
         AlertEvent {
             alert_id: alert_id(rule, FLOOD_RULE),
             rule: FLOOD_RULE.to_owned(),
@@ -515,7 +515,7 @@ impl Scorer {
                  true, not paged)",
                 flood.limit
             ),
-            cascade_id: flood.cascade_id.clone(),
+            cascade_id: flood.cascade_id.to_string(),
             root_post_id: info.map(|i| i.root_post_id.clone()).unwrap_or_default(),
             platforms: info.map(|i| i.platforms.clone()).unwrap_or_default(),
             state,

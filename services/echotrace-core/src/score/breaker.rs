@@ -9,6 +9,7 @@
 //! replay holds exactly the alerts the live run held.
 
 use super::rules::Rule;
+use crate::detector::graph::CascadeId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -37,7 +38,7 @@ pub enum Admission {
 pub struct Flood {
     /// The cascade of the first held alert, which the page names (its labels stay the same until
     /// it resolves).
-    pub cascade_id: String,
+    pub cascade_id: CascadeId,
     /// When the first held alert started.
     pub started_at: DateTime<Utc>,
     /// Alerts held since.
@@ -87,7 +88,7 @@ impl PageBreaker {
 
     /// Decides for an alert of `rule` on `cascade_id` that starts firing at `at`. A shadow rule's
     /// alerts never page, so they are never held.
-    pub fn admit(&mut self, rule: &Rule, cascade_id: &str, at: DateTime<Utc>) -> Admission {
+    pub fn admit(&mut self, rule: &Rule, cascade_id: CascadeId, at: DateTime<Utc>) -> Admission {
         let Some(limit) = self.limit(rule).filter(|_| !rule.shadow) else { return Admission::Sent };
         let budget = self.budgets.entry(rule.name.clone()).or_default();
         while budget.sent.front().is_some_and(|sent| at - *sent >= HOUR) {
@@ -104,8 +105,7 @@ impl PageBreaker {
                 Admission::Held { flood_starts: false }
             }
             None => {
-                budget.flood =
-                    Some(Flood { cascade_id: cascade_id.to_owned(), started_at: at, held: 1, last_held_at: at, limit });
+                budget.flood = Some(Flood { cascade_id, started_at: at, held: 1, last_held_at: at, limit });
                 Admission::Held { flood_starts: true }
             }
         }
@@ -150,37 +150,43 @@ mod tests {
 
     #[test]
     fn past_the_limit_alerts_are_held_and_one_flood_page_opens() {
+        let cascade = CascadeId::parse("c00000000000000c1").expect("a printed id");
         let rules = rules();
         let mut breaker = PageBreaker::new(3);
         let page = &rules.rules[0];
         for minute in 0..3 {
-            assert_eq!(breaker.admit(page, "c", at(minute)), Admission::Sent);
+            assert_eq!(breaker.admit(page, cascade, at(minute)), Admission::Sent);
         }
-        assert_eq!(breaker.admit(page, "c", at(3)), Admission::Held { flood_starts: true });
-        assert_eq!(breaker.admit(page, "c", at(4)), Admission::Held { flood_starts: false });
+        assert_eq!(breaker.admit(page, cascade, at(3)), Admission::Held { flood_starts: true });
+        assert_eq!(breaker.admit(page, cascade, at(4)), Admission::Held { flood_starts: false });
         assert_eq!(breaker.flood("page").map(|f| f.held), Some(2));
         // Still held after the first sends leave the hour: the flood lasts until an hour is quiet.
-        assert_eq!(breaker.admit(page, "c", at(70)), Admission::Held { flood_starts: false });
+        assert_eq!(breaker.admit(page, cascade, at(70)), Admission::Held { flood_starts: false });
         assert!(breaker.resolve_quiet(at(129)).is_empty());
         let resolved = breaker.resolve_quiet(at(130));
         assert_eq!(resolved.len(), 1);
         assert_eq!((resolved[0].0.as_str(), resolved[0].1.held), ("page", 3));
-        assert_eq!(breaker.admit(page, "c", at(131)), Admission::Sent, "a quiet hour resets the breaker");
+        assert_eq!(breaker.admit(page, cascade, at(131)), Admission::Sent, "a quiet hour resets the breaker");
     }
 
     #[test]
     fn the_default_limit_is_for_pages_and_a_rule_may_set_its_own() {
+        let cascade = CascadeId::parse("c00000000000000c1").expect("a printed id");
         let rules = rules();
         let mut breaker = PageBreaker::new(1);
         let (ticket, info) = (&rules.rules[1], &rules.rules[2]);
-        assert_eq!(breaker.admit(ticket, "c", at(0)), Admission::Sent);
-        assert_eq!(breaker.admit(ticket, "c", at(1)), Admission::Held { flood_starts: true }, "its own limit of 1");
+        assert_eq!(breaker.admit(ticket, cascade, at(0)), Admission::Sent);
+        assert_eq!(breaker.admit(ticket, cascade, at(1)), Admission::Held { flood_starts: true }, "its own limit of 1");
         for minute in 0..10 {
-            assert_eq!(breaker.admit(info, "c", at(minute)), Admission::Sent, "info has no limit unless it sets one");
+            assert_eq!(
+                breaker.admit(info, cascade, at(minute)),
+                Admission::Sent,
+                "info has no limit unless it sets one"
+            );
         }
         let mut unlimited = PageBreaker::new(0);
         for minute in 0..10 {
-            assert_eq!(unlimited.admit(&rules.rules[0], "c", at(minute)), Admission::Sent);
+            assert_eq!(unlimited.admit(&rules.rules[0], cascade, at(minute)), Admission::Sent);
         }
     }
 }
