@@ -391,6 +391,10 @@ pub struct AlertingConfig {
     /// The most cascades whose features are kept; past it those idle longest with no open alert
     /// are forgotten early (`echotrace_cascades_forgotten_early_total`).
     pub max_cascades: usize,
+    /// The owners the scorer splits cascades over within this process, by the hash of their ids,
+    /// each keeping its share of `max_cascades`: the same alerts as one owner while no owner
+    /// reaches its share (`docs/scaling.md`, "Built in one process: owners of cascades").
+    pub cascade_owners: usize,
     /// Alertmanager's base URL, e.g. `http://alertmanager:9093` (empty: do not push alerts).
     pub alertmanager_url: String,
     /// How often firing alerts are re-sent to Alertmanager, in milliseconds.
@@ -409,6 +413,7 @@ impl Default for AlertingConfig {
             history_secs: 3600,
             max_pages_per_hour: 10,
             max_cascades: echotrace_core::score::alerts::MAX_CASCADES,
+            cascade_owners: 1,
             alertmanager_url: String::new(),
             resend_interval_ms: 30_000,
             public_url: String::new(),
@@ -440,6 +445,7 @@ impl AlertingConfig {
             history_secs: self.history_secs,
             max_pages_per_hour: self.max_pages_per_hour,
             max_cascades: self.max_cascades,
+            owners: self.cascade_owners,
         }
     }
 }

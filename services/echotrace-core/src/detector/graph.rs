@@ -110,6 +110,12 @@ impl CascadeId {
         let lower_hex = digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         lower_hex.then(|| u64::from_str_radix(digits, 16).ok().map(CascadeId)).flatten()
     }
+
+    /// Which of `partitions` (at least one) the cascade falls in: its hash modulo their number,
+    /// as the scorer's owners of cascades split them ([`crate::score::owner`]).
+    pub fn partition(self, partitions: usize) -> usize {
+        (self.0 % partitions.max(1) as u64) as usize
+    }
 }
 
 impl std::fmt::Display for CascadeId {

@@ -12,15 +12,16 @@
 //! Everything runs on event time, so replaying a stream raises the same alerts at the same stream
 //! times as the live run did.
 
-use super::breaker::{Admission, FLOOD_RULE, Flood, PageBreaker};
-use super::features::{CO_SIMILAR_WITHIN, CascadeActivity, CascadeFeatures, CascadeShape, PostSignals};
+use super::breaker::PageGate;
+use super::features::{CO_SIMILAR_WITHIN, CascadeFeatures, CascadeShape, PostSignals};
+use super::owner::{CascadeInfo, CascadeOwner, Lifecycle};
 use super::rules::{Rule, RuleSet};
 use crate::detector::Detection;
 use crate::detector::graph::CascadeId;
 use crate::records::EdgeKind;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// An alert's state.
@@ -87,20 +88,6 @@ pub struct AlertEvent {
     pub features: CascadeFeatures,
 }
 
-/// Where one (cascade, rule) pair stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Phase {
-    Pending { since: DateTime<Utc> },
-    Firing { started_at: DateTime<Utc>, reported_size: u64, failing_since: Option<DateTime<Utc>>, held: bool },
-}
-
-/// Identity of the cascade an alert is about.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CascadeInfo {
-    root_post_id: String,
-    platforms: Vec<String>,
-}
-
 /// Scoring configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -118,8 +105,11 @@ pub struct ScoreConfig {
     pub max_pages_per_hour: u32,
     /// The most cascades whose activity is kept, whatever their time: past it those idle longest
     /// with no open alert are forgotten early (counted in [`Scorer::forgotten_early`]). What bounds
-    /// the scorer's memory when the rate jumps.
+    /// the scorer's memory when the rate jumps. Split evenly over the owners: each keeps its share.
     pub max_cascades: usize,
+    /// The owners the cascades are split over by the hash of their ids ([`super::owner`]); the
+    /// same alerts for any number, while no owner reaches its share of `max_cascades`.
+    pub owners: usize,
 }
 
 /// The default bound on the cascades the scorer keeps ([`ScoreConfig::max_cascades`]): as many
@@ -134,6 +124,7 @@ impl Default for ScoreConfig {
             history_secs: 3600,
             max_pages_per_hour: 10,
             max_cascades: MAX_CASCADES,
+            owners: 1,
         }
     }
 }
@@ -143,52 +134,59 @@ impl Default for ScoreConfig {
 /// a restart with an edited rules file keeps the phases of the rules it still has.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ScorerState {
-    activity: HashMap<CascadeId, CascadeActivity>,
-    info: HashMap<CascadeId, CascadeInfo>,
-    /// (cascade, rule name) → where that alert stands.
-    phases: HashMap<(CascadeId, String), Phase>,
     /// Authors of recent posts, for co-similarity: post id → (author, event time).
     authors: HashMap<String, (String, DateTime<Utc>)>,
     authors_ring: VecDeque<(DateTime<Utc>, String)>,
     watermark: Option<DateTime<Utc>>,
     last_sweep: Option<DateTime<Utc>>,
-    breaker: PageBreaker,
-    /// Cascades forgotten before `history_secs` because `max_cascades` were kept.
-    forgotten_early: u64,
-    /// Tracked cascades in about the order they may go idle: (a post time, cascade), queued when
-    /// the cascade is first tracked and again whenever the sweep finds it had posts since. The
-    /// sweep pops only what is older than `history_secs`, instead of scanning every cascade.
-    expiry: VecDeque<(DateTime<Utc>, CascadeId)>,
+    /// The cascades, split over their owners by the hash of their ids.
+    owners: Vec<CascadeOwner>,
+    gate: PageGate,
 }
 
 /// Features, rules and alert lifecycles of every cascade.
+///
+/// The scorer keeps what crosses cascades (the recent authors of the whole stream, event time and
+/// when to sweep) and splits the cascades over [`ScoreConfig::owners`] owners ([`super::owner`]),
+/// whose events pass the paging gate ([`PageGate`]) in the order one owner would make them.
 pub struct Scorer {
-    rules: RuleSet,
-    window: Duration,
+    lifecycle: Lifecycle,
     sweep: Duration,
-    history: Duration,
-    max_cascades: usize,
     state: ScorerState,
 }
 
 impl Scorer {
     /// A scorer with these rules.
     pub fn new(rules: RuleSet, config: &ScoreConfig) -> Scorer {
+        let owners = config.owners.max(1);
         Scorer {
-            rules,
-            window: Duration::seconds(config.window_secs as i64),
+            lifecycle: Lifecycle {
+                rules,
+                window: Duration::seconds(config.window_secs as i64),
+                history: Duration::seconds(config.history_secs.max(config.window_secs) as i64),
+                max_cascades: config.max_cascades.max(1).div_ceil(owners),
+            },
             sweep: Duration::seconds(config.sweep_secs.max(1) as i64),
-            history: Duration::seconds(config.history_secs.max(config.window_secs) as i64),
-            max_cascades: config.max_cascades.max(1),
-            state: ScorerState { breaker: PageBreaker::new(config.max_pages_per_hour), ..ScorerState::default() },
+            state: ScorerState {
+                owners: vec![CascadeOwner::default(); owners],
+                gate: PageGate::new(config.max_pages_per_hour),
+                ..ScorerState::default()
+            },
         }
     }
 
     /// Goes on from `state` (a snapshot's) with this scorer's rules and settings: the phases of
-    /// rules no longer in force are dropped, and the circuit breaker takes this scorer's limit.
+    /// rules no longer in force are dropped, the circuit breaker takes this scorer's limit, and
+    /// the cascades are split again if the number of owners changed.
     pub fn resume(&mut self, mut state: ScorerState) {
-        state.phases.retain(|(_, rule), _| self.rules.rules.iter().any(|r| r.name == *rule));
-        state.breaker.set_max_pages_per_hour(self.state.breaker.max_pages_per_hour());
+        let owners = self.state.owners.len();
+        if state.owners.len() != owners {
+            state.owners = CascadeOwner::split(std::mem::take(&mut state.owners), owners);
+        }
+        for owner in &mut state.owners {
+            owner.keep_rules(&self.lifecycle.rules);
+        }
+        state.gate.resume(&self.lifecycle.rules, self.state.gate.max_pages_per_hour());
         self.state = state;
     }
 
@@ -196,35 +194,21 @@ impl Scorer {
     /// a restarted process hands its Alertmanager dispatcher, so that it keeps re-sending them.
     pub fn firing(&mut self) -> Vec<AlertEvent> {
         let Some(now) = self.state.watermark else { return Vec::new() };
-        let mut firing: Vec<(CascadeId, String, DateTime<Utc>, bool)> = self
-            .state
-            .phases
-            .iter()
-            .filter_map(|((cascade, rule), phase)| match phase {
-                Phase::Firing { started_at, held, .. } => Some((*cascade, rule.clone(), *started_at, *held)),
-                Phase::Pending { .. } => None,
-            })
-            .collect();
-        firing.sort();
-        let mut events = Vec::with_capacity(firing.len());
-        for (cascade, rule_name, started_at, held) in firing {
-            let features = self.features_of(cascade).unwrap_or_default();
-            let Some(rule) = self.rules.rules.iter().find(|r| r.name == rule_name) else { continue };
-            let mut event = self.event(rule, cascade, AlertState::Firing, now, started_at, None, &features);
-            event.held = held;
-            events.push(event);
-        }
-        events
+        let mut firing: Vec<AlertEvent> =
+            self.state.owners.iter_mut().flat_map(|owner| owner.firing(&self.lifecycle, now)).collect();
+        firing.sort_by(|a, b| (&a.cascade_id, &a.rule).cmp(&(&b.cascade_id, &b.rule)));
+        self.state.gate.mark(&mut firing);
+        firing
     }
 
     /// Cascades forgotten before `history_secs` because the scorer kept `max_cascades`.
     pub fn forgotten_early(&self) -> u64 {
-        self.state.forgotten_early
+        self.state.owners.iter().map(CascadeOwner::forgotten_early).sum()
     }
 
     /// Cascades whose activity is kept.
     pub fn tracked_cascades(&self) -> usize {
-        self.state.activity.len()
+        self.state.owners.iter().map(CascadeOwner::tracked_cascades).sum()
     }
 
     /// Its state, for a snapshot.
@@ -234,19 +218,14 @@ impl Scorer {
 
     /// The rules in force.
     pub fn rules(&self) -> &[Rule] {
-        &self.rules.rules
+        &self.lifecycle.rules.rules
     }
 
     /// Current features of a cascade at the watermark.
     pub fn features(&mut self, cascade_id: &str) -> Option<CascadeFeatures> {
-        self.features_of(CascadeId::parse(cascade_id)?)
-    }
-
-    fn features_of(&mut self, cascade: CascadeId) -> Option<CascadeFeatures> {
-        let watermark = self.state.watermark?;
-        let activity = self.state.activity.get_mut(&cascade)?;
-        activity.slide(watermark, self.window);
-        Some(activity.features(watermark, self.window))
+        let (cascade, now) = (CascadeId::parse(cascade_id)?, self.state.watermark?);
+        let (lifecycle, owner) = self.owner(cascade);
+        owner.features(lifecycle, cascade, now)
     }
 
     /// Takes in one detection and the signals of its post; returns the alert events it caused.
@@ -257,7 +236,12 @@ impl Scorer {
         let mut events = Vec::new();
         let cascade = printed(&detection.cascade.cascade_id);
         for merge in &detection.merges {
-            events.extend(self.absorb(printed(&merge.absorbed_cascade_id), printed(&merge.into_cascade_id), at));
+            let (absorbed, into) = (printed(&merge.absorbed_cascade_id), printed(&merge.into_cascade_id));
+            let watermark = self.state.watermark;
+            let (lifecycle, owner) = self.owner(absorbed);
+            let (resolved, handover) = owner.hand_over(lifecycle, absorbed, into, watermark, at);
+            events.extend(resolved);
+            self.owner(into).1.take_over(into, handover, at);
         }
         let co_similar_author = detection
             .edges
@@ -270,34 +254,33 @@ impl Scorer {
             });
         self.remember_author(&detection.post.post_id, &signals.author_id, at);
         let record = &detection.cascade;
-        self.state.info.insert(
-            cascade,
-            CascadeInfo { root_post_id: record.root_post_id.clone(), platforms: record.platforms.clone() },
-        );
-        self.tracked(cascade, at).record(
-            at,
-            signals,
-            co_similar_author.as_deref(),
-            CascadeShape {
-                size: record.size,
-                depth: record.depth,
-                summary_depth: record.summary_depth,
-                automated_summary_depth: record.automated_summary_depth,
-                platforms: record.platforms.len() as u32,
-                first_seen: Some(record.first_seen),
-            },
-        );
+        let shape = CascadeShape {
+            size: record.size,
+            depth: record.depth,
+            summary_depth: record.summary_depth,
+            automated_summary_depth: record.automated_summary_depth,
+            platforms: record.platforms.len() as u32,
+            first_seen: Some(record.first_seen),
+        };
+        let info = CascadeInfo { root_post_id: record.root_post_id.clone(), platforms: record.platforms.clone() };
+        self.owner(cascade).1.record(cascade, at, signals, co_similar_author.as_deref(), shape, info);
         let watermark = self.state.watermark.map_or(at, |w| w.max(at));
         self.state.watermark = Some(watermark);
-        events.extend(self.evaluate(cascade, at, Some(&detection.post.post_id)));
-        if self.state.activity.len() > self.max_cascades {
-            self.forget_beyond_bound(cascade);
-        }
+        let (lifecycle, owner) = self.owner(cascade);
+        events.extend(owner.evaluate(lifecycle, cascade, at, Some(&detection.post.post_id)));
+        owner.forget_beyond_bound(lifecycle, cascade);
+        let mut events = self.state.gate.pass(&self.lifecycle.rules, events);
         if self.state.last_sweep.is_none_or(|last| watermark - last >= self.sweep) {
             self.state.last_sweep = Some(watermark);
             events.extend(self.sweep(watermark, cascade));
         }
         events
+    }
+
+    /// The owner of `cascade`, with what owners are configured with.
+    fn owner(&mut self, cascade: CascadeId) -> (&Lifecycle, &mut CascadeOwner) {
+        let owners = self.state.owners.len();
+        (&self.lifecycle, &mut self.state.owners[cascade.partition(owners)])
     }
 
     fn remember_author(&mut self, post_id: &str, author: &str, at: DateTime<Utc>) {
@@ -310,228 +293,20 @@ impl Scorer {
         }
     }
 
-    /// Re-evaluates cascades with open alerts that the current post did not touch, and forgets
-    /// cascades that have been idle for `history_secs` with nothing open.
+    /// Re-evaluates cascades with open alerts that the current post did not touch, in the order
+    /// of their ids across owners, resolves quiet flood pages, and forgets cascades that have been
+    /// idle for `history_secs` with nothing open.
     fn sweep(&mut self, now: DateTime<Utc>, touched: CascadeId) -> Vec<AlertEvent> {
-        let mut open: Vec<CascadeId> =
-            self.state.phases.keys().map(|(cascade, _)| *cascade).filter(|&c| c != touched).collect();
-        open.sort();
-        open.dedup();
-        let mut events = Vec::new();
-        for cascade in open {
-            events.extend(self.evaluate(cascade, now, None));
-        }
-        for (rule, flood) in self.state.breaker.resolve_quiet(now) {
-            events.push(self.flood_event(&rule, &flood, AlertState::Resolved, now));
-        }
-        self.forget_idle(now);
-        events
-    }
-
-    /// The activity of `cascade`, tracked from `at` if it was not yet.
-    fn tracked(&mut self, cascade: CascadeId, at: DateTime<Utc>) -> &mut CascadeActivity {
-        if !self.state.activity.contains_key(&cascade) {
-            self.state.expiry.push_back((at, cascade));
-        }
-        self.state.activity.entry(cascade).or_default()
-    }
-
-    /// Forgets the cascades idle for `history_secs` with nothing open, popping the expiry queue
-    /// while its front is older than that: a cascade with posts since, or an open alert, goes
-    /// back in the queue.
-    fn forget_idle(&mut self, now: DateTime<Utc>) {
-        let horizon = now - self.history;
-        let mut open = None;
-        while self.state.expiry.front().is_some_and(|(queued_at, _)| *queued_at < horizon) {
-            let (_, cascade) = self.state.expiry.pop_front().expect("checked");
-            // Forgotten early or absorbed meanwhile: nothing left to forget.
-            let Some(activity) = self.state.activity.get(&cascade) else { continue };
-            match activity.last_post_at() {
-                Some(last) if last >= horizon => self.state.expiry.push_back((last, cascade)),
-                _ if open.get_or_insert_with(|| self.cascades_with_open_alerts()).contains(&cascade) => {
-                    self.state.expiry.push_back((now, cascade));
-                }
-                _ => {
-                    self.state.activity.remove(&cascade);
-                    self.state.info.remove(&cascade);
-                }
-            }
-        }
-    }
-
-    fn cascades_with_open_alerts(&self) -> HashSet<CascadeId> {
-        self.state.phases.keys().map(|(cascade, _)| *cascade).collect()
-    }
-
-    /// Forgets the cascades idle longest, with no open alert and other than `touched`, until 99% of
-    /// `max_cascades` are kept.
-    fn forget_beyond_bound(&mut self, touched: CascadeId) {
-        let keep = self.max_cascades - self.max_cascades / 100;
-        let open = self.cascades_with_open_alerts();
-        let mut idle: Vec<(Option<DateTime<Utc>>, CascadeId)> = self
-            .state
-            .activity
-            .iter()
-            .filter(|(cascade, _)| **cascade != touched && !open.contains(*cascade))
-            .map(|(cascade, activity)| (activity.last_post_at(), *cascade))
-            .collect();
-        let excess = self.state.activity.len().saturating_sub(keep).min(idle.len());
-        if excess == 0 {
-            return;
-        }
-        idle.select_nth_unstable(excess - 1);
-        let forgotten: Vec<CascadeId> = idle[..excess].iter().map(|&(_, cascade)| cascade).collect();
-        for cascade in &forgotten {
-            self.state.activity.remove(cascade);
-            self.state.info.remove(cascade);
-        }
-        self.state.forgotten_early += forgotten.len() as u64;
-    }
-
-    fn evaluate(&mut self, cascade: CascadeId, now: DateTime<Utc>, trigger: Option<&str>) -> Vec<AlertEvent> {
-        let Some(activity) = self.state.activity.get_mut(&cascade) else { return Vec::new() };
-        activity.slide(now, self.window);
-        let features = activity.features(now, self.window);
-        let mut events = Vec::new();
-        for rule in &self.rules.rules {
-            let key = (cascade, rule.name.clone());
-            let holds = rule.holds(&features);
-            let for_duration = Duration::seconds(rule.for_secs as i64);
-            let keep_firing = Duration::seconds(rule.keep_firing_secs as i64);
-            let next = match (self.state.phases.get(&key).cloned(), holds) {
-                (None | Some(Phase::Pending { .. }), false) => None,
-                (None, true) if rule.for_secs > 0 => Some(Phase::Pending { since: now }),
-                (Some(Phase::Pending { since }), true) if now - since < for_duration => Some(Phase::Pending { since }),
-                (None | Some(Phase::Pending { .. }), true) => {
-                    let admission = self.state.breaker.admit(rule, cascade, now);
-                    let held = admission != Admission::Sent;
-                    let mut event = self.event(rule, cascade, AlertState::Firing, now, now, trigger, &features);
-                    event.held = held;
-                    event.starts = true;
-                    events.push(event);
-                    if admission == (Admission::Held { flood_starts: true }) {
-                        let flood = self.state.breaker.flood(&rule.name).expect("a flood opened").clone();
-                        let mut flood_starts = self.flood_event(&rule.name, &flood, AlertState::Firing, now);
-                        flood_starts.starts = true;
-                        events.push(flood_starts);
-                    }
-                    Some(Phase::Firing { started_at: now, reported_size: features.size, failing_since: None, held })
-                }
-                (Some(Phase::Firing { started_at, reported_size, held, .. }), true) => {
-                    let grown = features.size >= reported_size.saturating_mul(2);
-                    if grown {
-                        let mut event =
-                            self.event(rule, cascade, AlertState::Firing, now, started_at, trigger, &features);
-                        event.held = held;
-                        events.push(event);
-                    }
-                    let reported_size = if grown { features.size } else { reported_size };
-                    Some(Phase::Firing { started_at, reported_size, failing_since: None, held })
-                }
-                (Some(Phase::Firing { started_at, reported_size, failing_since, held }), false) => {
-                    let since = failing_since.unwrap_or(now);
-                    if now - since >= keep_firing {
-                        let mut event =
-                            self.event(rule, cascade, AlertState::Resolved, now, started_at, trigger, &features);
-                        event.held = held;
-                        events.push(event);
-                        None
-                    } else {
-                        Some(Phase::Firing { started_at, reported_size, failing_since: Some(since), held })
-                    }
-                }
-            };
-            match next {
-                Some(phase) => self.state.phases.insert(key, phase),
-                None => self.state.phases.remove(&key),
-            };
+        let lifecycle = &self.lifecycle;
+        let mut swept: Vec<(CascadeId, Vec<AlertEvent>)> =
+            self.state.owners.iter_mut().flat_map(|owner| owner.sweep(lifecycle, now, touched)).collect();
+        swept.sort_by_key(|(cascade, _)| *cascade);
+        let mut events = self.state.gate.pass(&lifecycle.rules, swept.into_iter().flat_map(|(_, e)| e).collect());
+        events.extend(self.state.gate.resolve_quiet(now));
+        for owner in &mut self.state.owners {
+            owner.forget_idle(lifecycle, now);
         }
         events
-    }
-
-    /// Resolves the absorbed cascade's alerts and folds its activity into the survivor's.
-    fn absorb(&mut self, absorbed: CascadeId, into: CascadeId, at: DateTime<Utc>) -> Vec<AlertEvent> {
-        let mut events = Vec::new();
-        let features = self.features_of(absorbed).unwrap_or_default();
-        for rule in &self.rules.rules {
-            let key = (absorbed, rule.name.clone());
-            if let Some(Phase::Firing { started_at, held, .. }) = self.state.phases.remove(&key) {
-                let mut event = self.event(rule, absorbed, AlertState::Resolved, at, started_at, None, &features);
-                event.merged_into = Some(into.to_string());
-                event.held = held;
-                events.push(event);
-            }
-        }
-        if let Some(activity) = self.state.activity.remove(&absorbed) {
-            self.tracked(into, at).absorb(activity);
-        }
-        self.state.info.remove(&absorbed);
-        events
-    }
-
-    #[allow(clippy::too_many_arguments)] // one event, described field by field
-    fn event(
-        &self,
-        rule: &Rule,
-        cascade: CascadeId,
-        state: AlertState,
-        at: DateTime<Utc>,
-        started_at: DateTime<Utc>,
-        trigger: Option<&str>,
-        features: &CascadeFeatures,
-    ) -> AlertEvent {
-        let info = self.state.info.get(&cascade);
-        let cascade = cascade.to_string();
-        AlertEvent {
-            alert_id: alert_id(&cascade, &rule.name),
-            rule: rule.name.clone(),
-            severity: rule.severity.clone(),
-            summary: rule.summary.clone(),
-            cascade_id: cascade,
-            root_post_id: info.map(|i| i.root_post_id.clone()).unwrap_or_default(),
-            platforms: info.map(|i| i.platforms.clone()).unwrap_or_default(),
-            state,
-            starts: false,
-            event_time: at,
-            started_at,
-            triggered_by: trigger.map(str::to_owned),
-            merged_into: None,
-            evidence: rule.evidence(features),
-            shadow: rule.shadow,
-            held: false,
-            features: features.clone(),
-        }
-    }
-
-    /// The page that stands for the held alerts of `rule`.
-    fn flood_event(&self, rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) -> AlertEvent {
-        let info = self.state.info.get(&flood.cascade_id);
-        AlertEvent {
-            alert_id: alert_id(rule, FLOOD_RULE),
-            rule: FLOOD_RULE.to_owned(),
-            severity: "critical".to_owned(),
-            summary: format!(
-                "Rule {rule} started more than {} alerts in an hour: the rest are held (stored in alerts/ with held = \
-                 true, not paged)",
-                flood.limit
-            ),
-            cascade_id: flood.cascade_id.to_string(),
-            root_post_id: info.map(|i| i.root_post_id.clone()).unwrap_or_default(),
-            platforms: info.map(|i| i.platforms.clone()).unwrap_or_default(),
-            state,
-            starts: false,
-            event_time: at,
-            started_at: flood.started_at,
-            triggered_by: None,
-            merged_into: None,
-            evidence: BTreeMap::from([
-                ("held_alerts".to_owned(), f64::from(flood.held)),
-                ("max_per_hour".to_owned(), f64::from(flood.limit)),
-            ]),
-            shadow: false,
-            held: false,
-            features: CascadeFeatures::default(),
-        }
     }
 }
 
@@ -550,6 +325,7 @@ mod tests {
     use super::*;
     use crate::detector::{Detector, DetectorConfig};
     use crate::post::Post;
+    use crate::score::breaker::FLOOD_RULE;
 
     /// Texts that share nothing, one per story.
     const STORIES: [&str; 6] = [

@@ -8,11 +8,13 @@
 //! event time has passed without a held alert. Event time, like the rest of the scorer, so a
 //! replay holds exactly the alerts the live run held.
 
-use super::rules::Rule;
+use super::alerts::{AlertEvent, AlertState};
+use super::features::CascadeFeatures;
+use super::rules::{Rule, RuleSet};
 use crate::detector::graph::CascadeId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// The name the flood page goes by (a rules file cannot use it).
 pub const FLOOD_RULE: &str = "alert_flood";
@@ -39,6 +41,10 @@ pub struct Flood {
     /// The cascade of the first held alert, which the page names (its labels stay the same until
     /// it resolves).
     pub cascade_id: CascadeId,
+    /// That cascade's root post, as the held alert named it.
+    pub root_post_id: String,
+    /// That cascade's platforms, as the held alert named them.
+    pub platforms: Vec<String>,
     /// When the first held alert started.
     pub started_at: DateTime<Utc>,
     /// Alerts held since.
@@ -86,10 +92,11 @@ impl PageBreaker {
             .or((rule.severity == "critical" && self.max_pages_per_hour > 0).then_some(self.max_pages_per_hour))
     }
 
-    /// Decides for an alert of `rule` on `cascade_id` that starts firing at `at`. A shadow rule's
-    /// alerts never page, so they are never held.
-    pub fn admit(&mut self, rule: &Rule, cascade_id: CascadeId, at: DateTime<Utc>) -> Admission {
+    /// Decides for the alert of `rule` that `starts` (an event of an alert that starts firing). A
+    /// shadow rule's alerts never page, so they are never held.
+    pub fn admit(&mut self, rule: &Rule, starts: &AlertEvent) -> Admission {
         let Some(limit) = self.limit(rule).filter(|_| !rule.shadow) else { return Admission::Sent };
+        let at = starts.event_time;
         let budget = self.budgets.entry(rule.name.clone()).or_default();
         while budget.sent.front().is_some_and(|sent| at - *sent >= HOUR) {
             budget.sent.pop_front();
@@ -105,7 +112,15 @@ impl PageBreaker {
                 Admission::Held { flood_starts: false }
             }
             None => {
-                budget.flood = Some(Flood { cascade_id, started_at: at, held: 1, last_held_at: at, limit });
+                budget.flood = Some(Flood {
+                    cascade_id: CascadeId::parse(&starts.cascade_id).expect("alerts name printed cascade ids"),
+                    root_post_id: starts.root_post_id.clone(),
+                    platforms: starts.platforms.clone(),
+                    started_at: at,
+                    held: 1,
+                    last_held_at: at,
+                    limit,
+                });
                 Admission::Held { flood_starts: true }
             }
         }
@@ -129,6 +144,117 @@ impl PageBreaker {
     }
 }
 
+/// The breaker as a gate on the alert events of the owners of cascades ([`super::owner`]), taken
+/// in the order one owner would make them: it decides which starting alerts are held, marks every
+/// later event of a held alert as held, and adds the flood pages. The limit counts across
+/// cascades, so it cannot be split with them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PageGate {
+    breaker: PageBreaker,
+    /// The open alerts it held: (cascade, rule name).
+    held: HashSet<(CascadeId, String)>,
+}
+
+impl PageGate {
+    /// A gate that lets `max_pages_per_hour` alerts of each critical rule page per hour.
+    pub fn new(max_pages_per_hour: u32) -> PageGate {
+        PageGate { breaker: PageBreaker::new(max_pages_per_hour), held: HashSet::new() }
+    }
+
+    /// The limit of critical rules without their own.
+    pub fn max_pages_per_hour(&self) -> u32 {
+        self.breaker.max_pages_per_hour()
+    }
+
+    /// Goes on with `rules` and this limit (a restart with another configuration): the held
+    /// alerts of rules no longer in force are forgotten, as their phases are.
+    pub fn resume(&mut self, rules: &RuleSet, max_pages_per_hour: u32) {
+        self.breaker.set_max_pages_per_hour(max_pages_per_hour);
+        self.held.retain(|(_, rule)| rules.rules.iter().any(|r| r.name == *rule));
+    }
+
+    /// Passes the owners' `events`, in order: an alert that starts is admitted or held (a flood
+    /// page follows the first held one), any other event of an alert takes whether it was held.
+    pub fn pass(&mut self, rules: &RuleSet, events: Vec<AlertEvent>) -> Vec<AlertEvent> {
+        let mut passed = Vec::with_capacity(events.len());
+        for mut event in events {
+            let key =
+                (CascadeId::parse(&event.cascade_id).expect("alerts name printed cascade ids"), event.rule.clone());
+            let rule = rules.rules.iter().find(|r| r.name == event.rule);
+            match rule.filter(|_| event.starts) {
+                Some(rule) => {
+                    let admission = self.breaker.admit(rule, &event);
+                    event.held = admission != Admission::Sent;
+                    if event.held {
+                        self.held.insert(key);
+                    }
+                    let at = event.event_time;
+                    passed.push(event);
+                    if admission == (Admission::Held { flood_starts: true }) {
+                        let flood = self.breaker.flood(&rule.name).expect("a flood opened");
+                        let mut flood_starts = flood_event(&rule.name, flood, AlertState::Firing, at);
+                        flood_starts.starts = true;
+                        passed.push(flood_starts);
+                    }
+                }
+                None if event.state == AlertState::Resolved => {
+                    event.held = self.held.remove(&key);
+                    passed.push(event);
+                }
+                None => {
+                    event.held = self.held.contains(&key);
+                    passed.push(event);
+                }
+            }
+        }
+        passed
+    }
+
+    /// Marks which of `firing` (the open alerts a restarted scorer lists) were held.
+    pub fn mark(&self, firing: &mut [AlertEvent]) {
+        for event in firing {
+            let cascade = CascadeId::parse(&event.cascade_id).expect("alerts name printed cascade ids");
+            event.held = self.held.contains(&(cascade, event.rule.clone()));
+        }
+    }
+
+    /// Resolves the flood pages that have held nothing for an hour at `now`.
+    pub fn resolve_quiet(&mut self, now: DateTime<Utc>) -> Vec<AlertEvent> {
+        let resolved = self.breaker.resolve_quiet(now);
+        resolved.iter().map(|(rule, flood)| flood_event(rule, flood, AlertState::Resolved, now)).collect()
+    }
+}
+
+/// The page that stands for the held alerts of `rule`.
+fn flood_event(rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) -> AlertEvent {
+    AlertEvent {
+        alert_id: super::alerts::alert_id(rule, FLOOD_RULE),
+        rule: FLOOD_RULE.to_owned(),
+        severity: "critical".to_owned(),
+        summary: format!(
+            "Rule {rule} started more than {} alerts in an hour: the rest are held (stored in alerts/ with held = \
+             true, not paged)",
+            flood.limit
+        ),
+        cascade_id: flood.cascade_id.to_string(),
+        root_post_id: flood.root_post_id.clone(),
+        platforms: flood.platforms.clone(),
+        state,
+        starts: false,
+        event_time: at,
+        started_at: flood.started_at,
+        triggered_by: None,
+        merged_into: None,
+        evidence: BTreeMap::from([
+            ("held_alerts".to_owned(), f64::from(flood.held)),
+            ("max_per_hour".to_owned(), f64::from(flood.limit)),
+        ]),
+        shadow: false,
+        held: false,
+        features: CascadeFeatures::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,45 +274,66 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + minutes * 60, 0).unwrap()
     }
 
+    /// An alert of one cascade that starts firing at `at`.
+    fn starts(at: DateTime<Utc>) -> AlertEvent {
+        AlertEvent {
+            alert_id: "a1".into(),
+            rule: "page".into(),
+            severity: "critical".into(),
+            summary: "s".into(),
+            cascade_id: "c00000000000000c1".into(),
+            root_post_id: "x:1".into(),
+            platforms: vec!["x".into()],
+            state: AlertState::Firing,
+            starts: true,
+            event_time: at,
+            started_at: at,
+            triggered_by: None,
+            merged_into: None,
+            evidence: BTreeMap::new(),
+            shadow: false,
+            held: false,
+            features: CascadeFeatures::default(),
+        }
+    }
+
     #[test]
     fn past_the_limit_alerts_are_held_and_one_flood_page_opens() {
-        let cascade = CascadeId::parse("c00000000000000c1").expect("a printed id");
         let rules = rules();
         let mut breaker = PageBreaker::new(3);
         let page = &rules.rules[0];
         for minute in 0..3 {
-            assert_eq!(breaker.admit(page, cascade, at(minute)), Admission::Sent);
+            assert_eq!(breaker.admit(page, &starts(at(minute))), Admission::Sent);
         }
-        assert_eq!(breaker.admit(page, cascade, at(3)), Admission::Held { flood_starts: true });
-        assert_eq!(breaker.admit(page, cascade, at(4)), Admission::Held { flood_starts: false });
+        assert_eq!(breaker.admit(page, &starts(at(3))), Admission::Held { flood_starts: true });
+        assert_eq!(breaker.admit(page, &starts(at(4))), Admission::Held { flood_starts: false });
         assert_eq!(breaker.flood("page").map(|f| f.held), Some(2));
         // Still held after the first sends leave the hour: the flood lasts until an hour is quiet.
-        assert_eq!(breaker.admit(page, cascade, at(70)), Admission::Held { flood_starts: false });
+        assert_eq!(breaker.admit(page, &starts(at(70))), Admission::Held { flood_starts: false });
         assert!(breaker.resolve_quiet(at(129)).is_empty());
         let resolved = breaker.resolve_quiet(at(130));
         assert_eq!(resolved.len(), 1);
         assert_eq!((resolved[0].0.as_str(), resolved[0].1.held), ("page", 3));
-        assert_eq!(breaker.admit(page, cascade, at(131)), Admission::Sent, "a quiet hour resets the breaker");
+        assert_eq!(breaker.admit(page, &starts(at(131))), Admission::Sent, "a quiet hour resets the breaker");
     }
 
     #[test]
     fn the_default_limit_is_for_pages_and_a_rule_may_set_its_own() {
-        let cascade = CascadeId::parse("c00000000000000c1").expect("a printed id");
         let rules = rules();
         let mut breaker = PageBreaker::new(1);
         let (ticket, info) = (&rules.rules[1], &rules.rules[2]);
-        assert_eq!(breaker.admit(ticket, cascade, at(0)), Admission::Sent);
-        assert_eq!(breaker.admit(ticket, cascade, at(1)), Admission::Held { flood_starts: true }, "its own limit of 1");
+        assert_eq!(breaker.admit(ticket, &starts(at(0))), Admission::Sent);
+        assert_eq!(breaker.admit(ticket, &starts(at(1))), Admission::Held { flood_starts: true }, "its own limit of 1");
         for minute in 0..10 {
             assert_eq!(
-                breaker.admit(info, cascade, at(minute)),
+                breaker.admit(info, &starts(at(minute))),
                 Admission::Sent,
                 "info has no limit unless it sets one"
             );
         }
         let mut unlimited = PageBreaker::new(0);
         for minute in 0..10 {
-            assert_eq!(unlimited.admit(&rules.rules[0], cascade, at(minute)), Admission::Sent);
+            assert_eq!(unlimited.admit(&rules.rules[0], &starts(at(minute))), Admission::Sent);
         }
     }
 }

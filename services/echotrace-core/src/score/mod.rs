@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod breaker;
 pub mod features;
+pub mod owner;
 pub mod rules;
 
 use crate::detector::Detection;
