@@ -10,10 +10,17 @@
 //!
 //! Memory is bounded by the window: nodes live in arrival order in a ring and are evicted from its
 //! front; a cascade is forgotten once its last post is older than the window.
+//!
+//! Most cascades are one post that nothing copies. Such a cascade's state is its root's (size,
+//! platform, depths, times), so it is not held: the graph derives it from the node, and holds it
+//! from the first change that makes them differ (a second post, a merge, a placeholder filled).
+//! That keeps a record of some 260 bytes, with its map entry and allocations, off 0.69 of the
+//! posts (`benches/README.md`, "Durable state").
 
 use crate::records::{CascadeRecord, EdgeKind, MergeRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use xxhash_rust::xxh3::xxh3_64;
@@ -142,6 +149,26 @@ struct Cascade {
     absorbed_ids: Vec<CascadeId>,
 }
 
+impl Cascade {
+    /// The state of the cascade whose only post is `root`, the node at `key`.
+    fn of_one(key: NodeKey, root: &Node) -> Cascade {
+        Cascade {
+            id: CascadeId::of(&root.post_id),
+            root_post_id: root.post_id.clone(),
+            size: u64::from(root.seen),
+            platforms: if root.seen { vec![root.platform] } else { Vec::new() },
+            depth: root.generation,
+            summary_depth: root.summary_depth,
+            automated_summary_depth: root.automated_summary_depth,
+            first_seen_ms: root.created_at_ms,
+            last_seen_ms: root.created_at_ms,
+            merged_into: None,
+            members: vec![key],
+            absorbed_ids: Vec::new(),
+        }
+    }
+}
+
 /// A node as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeView {
@@ -224,7 +251,10 @@ pub struct CascadeGraph {
     by_id_hash: HashMap<u64, NodeKey>,
     /// The nodes of the rare live ids whose hash an older live id holds in `by_id_hash`.
     colliding_ids: HashMap<Box<str>, NodeKey>,
+    /// The cascades held, by their root's key: every cascade but those of one post whose state
+    /// is their root's ([`CascadeGraph::cascade`]).
     cascades: HashMap<NodeKey, Cascade>,
+    /// Every cascade's root by the cascade's id, held or not.
     cascade_keys: HashMap<CascadeId, NodeKey>,
     /// Cascades not merged into another, kept as a count: counting them is asked for every post.
     live_cascades: usize,
@@ -321,28 +351,46 @@ impl CascadeGraph {
             id = CascadeId::of(&format!("{}#{incarnation}", node.post_id));
             incarnation += 1;
         }
-        let cascade = Cascade {
-            id,
-            root_post_id: node.post_id.clone(),
-            size: u64::from(node.seen),
-            platforms: if node.seen { vec![node.platform] } else { Vec::new() },
-            depth: 0,
-            summary_depth: 0,
-            automated_summary_depth: 0,
-            first_seen_ms: node.created_at_ms,
-            last_seen_ms: node.created_at_ms,
-            merged_into: None,
-            members: vec![root],
-            absorbed_ids: Vec::new(),
-        };
+        // Held from the start only when its id is not the one its root's id gives.
+        if incarnation > 1 {
+            let cascade = Cascade { id, ..Cascade::of_one(root, node) };
+            self.cascades.insert(root, cascade);
+        }
         self.cascade_keys.insert(id, root);
-        self.cascades.insert(root, cascade);
         self.live_cascades += 1;
+    }
+
+    /// Whether the cascade rooted at `key` is one post's, not held: its state is its root's.
+    fn is_of_one(&self, key: NodeKey) -> bool {
+        !self.cascades.contains_key(&key) && self.node(key).is_some_and(|root| root.cascade == key)
+    }
+
+    /// The state of the cascade rooted at `key`: held, or derived from its only post.
+    fn cascade(&self, key: NodeKey) -> Option<Cow<'_, Cascade>> {
+        match self.cascades.get(&key) {
+            Some(cascade) => Some(Cow::Borrowed(cascade)),
+            None => {
+                self.node(key).filter(|root| root.cascade == key).map(|root| Cow::Owned(Cascade::of_one(key, root)))
+            }
+        }
+    }
+
+    /// The state of the live cascade rooted at `key`, held from now on if it was not.
+    fn cascade_mut(&mut self, key: NodeKey) -> &mut Cascade {
+        if !self.cascades.contains_key(&key) {
+            let root = self.node(key).filter(|root| root.cascade == key).expect("a live cascade's root");
+            let cascade = Cascade::of_one(key, root);
+            self.cascades.insert(key, cascade);
+        }
+        self.cascades.get_mut(&key).expect("held")
     }
 
     /// The live cascade a node belongs to, following merges.
     pub fn cascade_of(&self, key: NodeKey) -> Option<NodeKey> {
         let mut cascade = self.node(key)?.cascade;
+        if self.is_of_one(cascade) {
+            return Some(cascade);
+        }
         while let Some(next) = self.cascades.get(&cascade)?.merged_into {
             cascade = next;
         }
@@ -374,6 +422,10 @@ impl CascadeGraph {
         let account_created_ms = facts.account_created_at.map(|time| time.timestamp_millis());
         let key = match self.key_of(facts.post_id) {
             Some(key) => {
+                // Held before the node changes: the state of a placeholder's cascade of one is
+                // the placeholder's.
+                let cascade = self.cascade_of(key).expect("placeholder has a cascade");
+                self.cascade_mut(cascade).size += 1;
                 let node = self.node_mut(key).expect("indexed node is live");
                 node.seen = true;
                 node.platform = platform;
@@ -388,9 +440,6 @@ impl CascadeGraph {
                 node.account_created_ms = account_created_ms;
                 node.automated_account = facts.automated_account;
                 node.extra_edges = extra_edges.clone();
-                let cascade = self.cascade_of(key).expect("placeholder has a cascade");
-                let state = self.cascades.get_mut(&cascade).expect("live cascade");
-                state.size += 1;
                 key
             }
             None => {
@@ -414,7 +463,7 @@ impl CascadeGraph {
                 match parent.and_then(|(p, _)| self.cascade_of(p)) {
                     Some(cascade) => {
                         self.node_mut(key).expect("just added").cascade = cascade;
-                        let state = self.cascades.get_mut(&cascade).expect("live cascade");
+                        let state = self.cascade_mut(cascade);
                         state.size += 1;
                         state.members.push(key);
                     }
@@ -429,15 +478,10 @@ impl CascadeGraph {
             }
         }
         let mut cascade = self.cascade_of(key).expect("node has a cascade");
-        // The post's own facts go in before any merge, which picks its survivor by first_seen.
-        let state = self.cascades.get_mut(&cascade).expect("live cascade");
-        state.depth = state.depth.max(generation);
-        state.summary_depth = state.summary_depth.max(summary_depth);
-        state.automated_summary_depth = state.automated_summary_depth.max(automated_summary_depth);
-        state.first_seen_ms = state.first_seen_ms.min(created_at_ms);
-        state.last_seen_ms = state.last_seen_ms.max(created_at_ms);
-        if let Err(at) = state.platforms.binary_search(&platform) {
-            state.platforms.insert(at, platform);
+        // The post's own facts go in before any merge, which picks its survivor by first_seen; a
+        // cascade of this post alone has them already.
+        if !self.is_of_one(cascade) {
+            self.add_facts(cascade, generation, summary_depth, automated_summary_depth, created_at_ms, platform);
         }
         let mut merges = Vec::new();
         for other in parent.map(|(p, _)| p).into_iter().chain(bridges.iter().map(|b| b.other)) {
@@ -448,7 +492,29 @@ impl CascadeGraph {
                 cascade = survivor;
             }
         }
-        Placement { key, generation, summary_depth, cascade_id: self.cascades[&cascade].id.to_string(), merges }
+        let cascade_id = self.cascade(cascade).expect("live cascade").id.to_string();
+        Placement { key, generation, summary_depth, cascade_id, merges }
+    }
+
+    /// Takes a post's depths, time and platform into the state of `cascade`.
+    fn add_facts(
+        &mut self,
+        cascade: NodeKey,
+        generation: u32,
+        summary_depth: u32,
+        automated_summary_depth: u32,
+        created_at_ms: i64,
+        platform: u16,
+    ) {
+        let state = self.cascade_mut(cascade);
+        state.depth = state.depth.max(generation);
+        state.summary_depth = state.summary_depth.max(summary_depth);
+        state.automated_summary_depth = state.automated_summary_depth.max(automated_summary_depth);
+        state.first_seen_ms = state.first_seen_ms.min(created_at_ms);
+        state.last_seen_ms = state.last_seen_ms.max(created_at_ms);
+        if let Err(at) = state.platforms.binary_search(&platform) {
+            state.platforms.insert(at, platform);
+        }
     }
 
     /// Merges two live cascades into the one with the earlier root; returns the records and the survivor.
@@ -457,7 +523,7 @@ impl CascadeGraph {
     /// `cascade_merges` holds every id whose posts now belong to the survivor, and one join on it
     /// (the alert's SQL) finds them all however long the chain of merges.
     fn merge(&mut self, a: NodeKey, b: NodeKey, bridge: &str, at: DateTime<Utc>) -> (Vec<MergeRecord>, NodeKey) {
-        let (first_a, first_b) = (self.cascades[&a].first_seen_ms, self.cascades[&b].first_seen_ms);
+        let (first_a, first_b) = (self.cascade_mut(a).first_seen_ms, self.cascade_mut(b).first_seen_ms);
         let (survivor, absorbed) = if (first_a, a) <= (first_b, b) { (a, b) } else { (b, a) };
         let absorbed_state = self.cascades.get_mut(&absorbed).expect("live cascade");
         absorbed_state.merged_into = Some(survivor);
@@ -516,7 +582,7 @@ impl CascadeGraph {
     /// The current state of the live cascade holding `key`.
     pub fn cascade_record_of(&self, key: NodeKey) -> Option<CascadeRecord> {
         let cascade = self.cascade_of(key)?;
-        Some(self.record(&self.cascades[&cascade]))
+        self.cascade(cascade).map(|state| self.record(&state))
     }
 
     fn record(&self, cascade: &Cascade) -> CascadeRecord {
@@ -541,19 +607,22 @@ impl CascadeGraph {
 
     /// The `n` largest live cascades, largest first (ties: most recent activity first).
     pub fn top_cascades(&self, n: usize) -> Vec<CascadeRecord> {
-        let mut live: Vec<&Cascade> =
-            self.cascades.values().filter(|c| c.merged_into.is_none() && c.size > 0).collect();
+        let held = self.cascades.values().filter(|c| c.merged_into.is_none() && c.size > 0).map(Cow::Borrowed);
+        let of_one = (self.base_key..self.base_key + self.nodes.len() as NodeKey)
+            .filter(|&key| self.node(key).is_some_and(|root| root.seen) && self.is_of_one(key))
+            .filter_map(|key| self.cascade(key));
+        let mut live: Vec<Cow<'_, Cascade>> = held.chain(of_one).collect();
         live.sort_by(|a, b| b.size.cmp(&a.size).then(b.last_seen_ms.cmp(&a.last_seen_ms)).then(a.id.cmp(&b.id)));
-        live.into_iter().take(n).map(|c| self.record(c)).collect()
+        live.into_iter().take(n).map(|c| self.record(&c)).collect()
     }
 
     /// A cascade by id (an absorbed id resolves to the cascade it merged into), with nodes and edges.
     pub fn cascade_view(&self, cascade_id: &str) -> Option<CascadeView> {
         let mut key = *self.cascade_keys.get(&CascadeId::parse(cascade_id)?)?;
-        while let Some(next) = self.cascades.get(&key)?.merged_into {
+        while let Some(next) = self.cascade(key)?.merged_into {
             key = next;
         }
-        let cascade = &self.cascades[&key];
+        let cascade = self.cascade(key)?;
         let mut members: Vec<NodeKey> = cascade.members.iter().copied().filter(|&k| self.node(k).is_some()).collect();
         members.sort_unstable();
         let nodes = members.iter().filter_map(|&k| self.node_view(k)).collect();
@@ -574,7 +643,7 @@ impl CascadeGraph {
                 }
             }
         }
-        Some(CascadeView { cascade: self.record(cascade), nodes, edges })
+        Some(CascadeView { cascade: self.record(&cascade), nodes, edges })
     }
 
     /// A post and its primary ancestors, from the post up to its root.
@@ -630,6 +699,12 @@ impl CascadeGraph {
     fn evict_front_while(&mut self, cutoff_ms: i64, evict: impl Fn(NodeKey, &Node) -> bool) -> usize {
         let mut evicted = 0;
         while self.nodes.front().is_some_and(|node| evict(self.base_key, node)) {
+            if self.is_of_one(self.base_key) {
+                // Its cascade goes with it (its last post is this one, evicted).
+                let root = self.nodes.front().expect("checked");
+                self.cascade_keys.remove(&CascadeId::of(&root.post_id));
+                self.live_cascades -= 1;
+            }
             let node = self.nodes.pop_front().expect("checked");
             let hash = id_hash(&node.post_id);
             if self.by_id_hash.get(&hash) == Some(&self.base_key) {
@@ -720,5 +795,47 @@ mod tests {
         }
         assert!(graph.cascade_view(&cascade_id_for("x:2").to_uppercase()).is_none());
         assert_eq!(graph.top_cascades(1)[0].size, 3);
+    }
+
+    #[test]
+    fn a_cascade_of_one_post_is_derived_from_it_until_it_changes() {
+        let mut graph = CascadeGraph::default();
+        let minute = |m: i64| DateTime::from_timestamp(1_700_000_000 + m * 60, 0).unwrap();
+        let facts = |post_id, m| NodeFacts {
+            post_id,
+            platform: "x",
+            author_handle: "a",
+            text: "text",
+            created_at: minute(m),
+            automated_account: false,
+            account_created_at: None,
+            parent_evidence: "",
+        };
+        let lone = graph.add_post(facts("x:1", 0), None, Vec::new());
+        graph.add_post(facts("x:2", 1), None, Vec::new());
+        assert!(graph.cascades.is_empty(), "two cascades of one post, neither held");
+        let record = graph.cascade_record_of(lone.key).unwrap();
+        assert_eq!(
+            (record.cascade_id.as_str(), record.size, record.platforms.as_slice()),
+            (lone.cascade_id.as_str(), 1, ["x".to_owned()].as_slice())
+        );
+        assert_eq!(graph.top_cascades(5).len(), 2);
+        assert_eq!(graph.cascade_view(&lone.cascade_id).unwrap().nodes.len(), 1);
+        // A reply makes x:2's cascade two posts: held from then on.
+        let parent = graph.key_of("x:2").unwrap();
+        graph.add_post(facts("x:3", 2), Some((parent, EdgeKind::Reply)), Vec::new());
+        assert_eq!(graph.cascades.len(), 1);
+        assert_eq!(graph.top_cascades(1)[0].size, 2);
+        // A placeholder's post arriving later than a reference to it: its cascade keeps the
+        // placeholder's time as its first.
+        let placeholder = graph.node_or_placeholder("x:9", minute(3));
+        graph.add_post(facts("x:9", 5), None, Vec::new());
+        let record = graph.cascade_record_of(placeholder).unwrap();
+        assert_eq!((record.size, record.first_seen, record.last_seen), (1, minute(3), minute(5)));
+        assert_eq!(graph.cascade_count(), 3);
+        // Evicted with its post, as a held one is once its last post is.
+        graph.evict_before(minute(1).timestamp_millis());
+        assert_eq!(graph.cascade_count(), 2);
+        assert!(graph.cascade_view(&lone.cascade_id).is_none(), "its id no longer resolves");
     }
 }

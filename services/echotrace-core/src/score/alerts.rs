@@ -1,11 +1,12 @@
 //! The alert lifecycle: pending → firing → resolved, one alert per cascade and rule, on event time.
 //!
 //! [`Scorer::observe`] is called with every detection. It updates the cascade's
-//! [`CascadeActivity`], evaluates every rule for that cascade at the post's event time, and returns
-//! the alert events that happened: an alert fires once its conditions have held for the rule's
-//! `for_secs`; while firing it is re-emitted each time the cascade doubles in size (so on-call sees
-//! it grow); it resolves once its conditions have failed for `keep_firing_secs`. Cascades that
-//! receive no posts are re-evaluated as event time moves on, so a campaign that stops resolves.
+//! [`CascadeActivity`](super::features::CascadeActivity), evaluates every rule for that cascade at
+//! the post's event time, and returns the alert events that happened: an alert fires once its
+//! conditions have held for the rule's `for_secs`; while firing it is re-emitted each time the
+//! cascade doubles in size (so on-call sees it grow); it resolves once its conditions have failed
+//! for `keep_firing_secs`. Cascades that receive no posts are re-evaluated as event time moves
+//! on, so a campaign that stops resolves.
 //! When cascades merge, the absorbed cascade's alerts resolve, marked with the cascade they merged
 //! into, and the merged cascade is evaluated as one.
 //!
