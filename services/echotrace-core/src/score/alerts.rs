@@ -14,7 +14,7 @@
 //! times as the live run did.
 
 use super::breaker::PageGate;
-use super::features::{CO_SIMILAR_WITHIN, CascadeFeatures, CascadeShape, PostSignals};
+use super::features::{CO_SIMILAR_WITHIN, CascadeFeatures, CascadeShape, PostSignals, author_key};
 use super::owner::{CascadeInfo, CascadeOwner, Lifecycle};
 use super::rules::{Rule, RuleSet};
 use crate::detector::Detection;
@@ -135,9 +135,11 @@ impl Default for ScoreConfig {
 /// a restart with an edited rules file keeps the phases of the rules it still has.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ScorerState {
-    /// Authors of recent posts, for co-similarity: post id → (author, event time).
-    authors: HashMap<String, (String, DateTime<Utc>)>,
-    authors_ring: VecDeque<(DateTime<Utc>, String)>,
+    /// Authors of recent posts, for co-similarity: the hash of a post id ([`post_key`]) → its
+    /// author's key ([`author_key`]) and event time.
+    authors: HashMap<u64, (u64, DateTime<Utc>)>,
+    /// The same posts in arrival order, to forget them past [`CO_SIMILAR_WITHIN`].
+    authors_ring: VecDeque<(DateTime<Utc>, u64)>,
     watermark: Option<DateTime<Utc>>,
     last_sweep: Option<DateTime<Utc>>,
     /// The cascades, split over their owners by the hash of their ids.
@@ -251,7 +253,7 @@ impl Scorer {
             .filter(|e| e.time_delta_ms.is_some_and(|d| d.abs() <= CO_SIMILAR_WITHIN.num_milliseconds()))
             .find_map(|e| {
                 let other = if e.child_id == detection.post.post_id { &e.parent_id } else { &e.child_id };
-                self.state.authors.get(other).map(|(author, _)| author.clone())
+                self.state.authors.get(&post_key(other)).map(|&(author, _)| author)
             });
         self.remember_author(&detection.post.post_id, &signals.author_id, at);
         let record = &detection.cascade;
@@ -264,7 +266,7 @@ impl Scorer {
             first_seen: Some(record.first_seen),
         };
         let info = CascadeInfo { root_post_id: record.root_post_id.clone(), platforms: record.platforms.clone() };
-        self.owner(cascade).1.record(cascade, at, signals, co_similar_author.as_deref(), shape, info);
+        self.owner(cascade).1.record(cascade, at, signals, co_similar_author, shape, info);
         let watermark = self.state.watermark.map_or(at, |w| w.max(at));
         self.state.watermark = Some(watermark);
         let (lifecycle, owner) = self.owner(cascade);
@@ -285,12 +287,13 @@ impl Scorer {
     }
 
     fn remember_author(&mut self, post_id: &str, author: &str, at: DateTime<Utc>) {
-        self.state.authors.insert(post_id.to_owned(), (author.to_owned(), at));
-        self.state.authors_ring.push_back((at, post_id.to_owned()));
+        let post = post_key(post_id);
+        self.state.authors.insert(post, (author_key(author), at));
+        self.state.authors_ring.push_back((at, post));
         let horizon = self.state.watermark.unwrap_or(at) - CO_SIMILAR_WITHIN;
         while self.state.authors_ring.front().is_some_and(|(t, _)| *t < horizon) {
-            let (_, id) = self.state.authors_ring.pop_front().expect("checked");
-            self.state.authors.remove(&id);
+            let (_, post) = self.state.authors_ring.pop_front().expect("checked");
+            self.state.authors.remove(&post);
         }
     }
 
@@ -309,6 +312,12 @@ impl Scorer {
         }
         events
     }
+}
+
+/// The key a recent post is found by among the recent authors: the 64-bit hash of its id (two
+/// posts of ten minutes sharing one: about one pair in 2^64).
+fn post_key(post_id: &str) -> u64 {
+    xxh3_64(post_id.as_bytes())
 }
 
 /// The id of a cascade the detector printed: every detection's and merge's cascade ids are.

@@ -42,6 +42,14 @@ pub fn account_looks_automated(declared_automated: bool, created_at: Option<Date
     declared_automated || created_at.is_some_and(|created| at - created < FRESH_ACCOUNT)
 }
 
+/// The key an account is counted by: the 64-bit hash of its id. Held where the id was (in every
+/// cascade's activity, and the scorer's recent authors), it keeps a string and its allocation off
+/// each entry, and a copy of the state (a checkpoint's pause) copies plain numbers. Two accounts
+/// whose ids share a hash would count as one: about one pair in 2^64.
+pub fn author_key(author_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(author_id.as_bytes())
+}
+
 /// What the scorer needs to know about one post beyond the detection itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostSignals {
@@ -164,7 +172,8 @@ pub struct CascadeActivity {
     /// The window's posts in arrival order (event times nearly sorted).
     window: VecDeque<WindowPost>,
     automated_in_window: u32,
-    authors: HashMap<String, u32>,
+    /// Each author's index in `by_author`, by [`author_key`].
+    authors: HashMap<u64, u32>,
     by_author: Vec<AuthorActivity>,
     top_author_posts: u32,
     automated_authors: u32,
@@ -179,16 +188,18 @@ pub struct CascadeActivity {
 }
 
 impl CascadeActivity {
-    /// Records a post of the cascade. `co_similar_author` is the author of the post it copies, when
-    /// it is linked by near-duplicate or shared URL to a post within [`CO_SIMILAR_WITHIN`].
+    /// Records a post of the cascade. `co_similar_author` is the key ([`author_key`]) of the
+    /// author of the post it copies, when it is linked by near-duplicate or shared URL to a post
+    /// within [`CO_SIMILAR_WITHIN`].
     pub fn record(
         &mut self,
         at: DateTime<Utc>,
         signals: &PostSignals,
-        co_similar_author: Option<&str>,
+        co_similar_author: Option<u64>,
         shape: CascadeShape,
     ) {
-        let author = self.author_index(&signals.author_id) as usize;
+        let author_key = author_key(&signals.author_id);
+        let author = self.author_index(author_key) as usize;
         let activity = &mut self.by_author[author];
         activity.posts += 1;
         self.top_author_posts = self.top_author_posts.max(activity.posts);
@@ -214,7 +225,7 @@ impl CascadeActivity {
                 self.top_target = Some((account, *count));
             }
         }
-        if let Some(other) = co_similar_author.filter(|other| *other != signals.author_id) {
+        if let Some(other) = co_similar_author.filter(|other| *other != author_key) {
             let other = self.author_index(other);
             self.coordinated.insert(author as u32);
             self.coordinated.insert(other);
@@ -222,9 +233,9 @@ impl CascadeActivity {
         self.shape = shape;
     }
 
-    fn author_index(&mut self, author_id: &str) -> u32 {
+    fn author_index(&mut self, author_key: u64) -> u32 {
         let next = self.authors.len() as u32;
-        let index = *self.authors.entry(author_id.to_owned()).or_insert(next);
+        let index = *self.authors.entry(author_key).or_insert(next);
         if index == next {
             self.by_author.push(AuthorActivity::default());
         }
@@ -300,7 +311,7 @@ impl CascadeActivity {
     /// Folds another cascade's activity into this one (the cascades merged).
     pub fn absorb(&mut self, other: CascadeActivity) {
         let remap: HashMap<u32, u32> =
-            other.authors.iter().map(|(id, &index)| (index, self.author_index(id))).collect();
+            other.authors.iter().map(|(&key, &index)| (index, self.author_index(key))).collect();
         for (index, theirs) in other.by_author.iter().enumerate() {
             let mine = &mut self.by_author[remap[&(index as u32)] as usize];
             mine.posts += theirs.posts;
@@ -376,7 +387,7 @@ mod tests {
             activity.record(
                 at(i * 15),
                 &signals(&format!("a{i}"), i % 2 == 0),
-                (i > 0).then_some("a0"),
+                (i > 0).then(|| author_key("a0")),
                 shape(i as u64 + 1, 1, 2),
             );
         }
@@ -436,7 +447,7 @@ mod tests {
         let mut b = CascadeActivity::default();
         a.record(at(0), &signals("x", false), None, shape(1, 0, 1));
         b.record(at(5), &signals("x", false), None, shape(1, 0, 1));
-        b.record(at(6), &signals("y", false), Some("x"), shape(2, 1, 1));
+        b.record(at(6), &signals("y", false), Some(author_key("x")), shape(2, 1, 1));
         a.absorb(b);
         let features = a.features(at(10), Duration::minutes(5));
         assert_eq!(features.distinct_authors, 2);

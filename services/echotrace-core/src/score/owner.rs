@@ -59,6 +59,8 @@ pub struct Handover {
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct CascadeOwner {
     activity: HashMap<CascadeId, CascadeActivity>,
+    /// The identity of the cascades with an open (pending or firing) alert, which their later
+    /// events name; any other cascade's is given with its next post, so it is not kept.
     info: HashMap<CascadeId, CascadeInfo>,
     /// (cascade, rule name) → where that alert stands.
     phases: HashMap<(CascadeId, String), Phase>,
@@ -111,13 +113,13 @@ impl CascadeOwner {
     }
 
     /// Records a post of `cascade` at `at`, with the author of the post it copies when the scorer
-    /// found one, and what the cascade looks like after it.
+    /// found one ([`super::features::author_key`]), and what the cascade looks like after it.
     pub fn record(
         &mut self,
         cascade: CascadeId,
         at: DateTime<Utc>,
         signals: &PostSignals,
-        co_similar_author: Option<&str>,
+        co_similar_author: Option<u64>,
         shape: CascadeShape,
         info: CascadeInfo,
     ) {
@@ -202,6 +204,7 @@ impl CascadeOwner {
     ) -> Vec<AlertEvent> {
         let Some(features) = self.features(lifecycle, cascade, now) else { return Vec::new() };
         let mut events = Vec::new();
+        let mut open = false;
         for rule in &lifecycle.rules.rules {
             let key = (cascade, rule.name.clone());
             let holds = rule.holds(&features);
@@ -243,10 +246,14 @@ impl CascadeOwner {
                     }
                 }
             };
+            open |= next.is_some();
             match next {
                 Some(phase) => self.phases.insert(key, phase),
                 None => self.phases.remove(&key),
             };
+        }
+        if !open {
+            self.info.remove(&cascade);
         }
         events
     }
