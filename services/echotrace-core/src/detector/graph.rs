@@ -378,8 +378,7 @@ impl CascadeGraph {
     /// The state of the live cascade rooted at `key`, held from now on if it was not.
     fn cascade_mut(&mut self, key: NodeKey) -> &mut Cascade {
         if !self.cascades.contains_key(&key) {
-            let root = self.node(key).filter(|root| root.cascade == key).expect("a live cascade's root");
-            let cascade = Cascade::of_one(key, root);
+            let cascade = self.cascade(key).expect("a live cascade's root").into_owned();
             self.cascades.insert(key, cascade);
         }
         self.cascades.get_mut(&key).expect("held")
@@ -607,11 +606,12 @@ impl CascadeGraph {
 
     /// The `n` largest live cascades, largest first (ties: most recent activity first).
     pub fn top_cascades(&self, n: usize) -> Vec<CascadeRecord> {
-        let held = self.cascades.values().filter(|c| c.merged_into.is_none() && c.size > 0).map(Cow::Borrowed);
+        let held = self.cascades.values().map(Cow::Borrowed);
         let of_one = (self.base_key..self.base_key + self.nodes.len() as NodeKey)
-            .filter(|&key| self.node(key).is_some_and(|root| root.seen) && self.is_of_one(key))
+            .filter(|key| !self.cascades.contains_key(key))
             .filter_map(|key| self.cascade(key));
-        let mut live: Vec<Cow<'_, Cascade>> = held.chain(of_one).collect();
+        let mut live: Vec<Cow<'_, Cascade>> =
+            held.chain(of_one).filter(|c| c.merged_into.is_none() && c.size > 0).collect();
         live.sort_by(|a, b| b.size.cmp(&a.size).then(b.last_seen_ms.cmp(&a.last_seen_ms)).then(a.id.cmp(&b.id)));
         live.into_iter().take(n).map(|c| self.record(&c)).collect()
     }

@@ -109,7 +109,8 @@ pub struct ScoreConfig {
     /// the scorer's memory when the rate jumps. Split evenly over the owners: each keeps its share.
     pub max_cascades: usize,
     /// The owners the cascades are split over by the hash of their ids ([`super::owner`]); the
-    /// same alerts for any number, while no owner reaches its share of `max_cascades`.
+    /// same alerts for any number, while no owner reaches its share of `max_cascades`. 0 counts
+    /// as 1.
     pub owners: usize,
 }
 

@@ -10,6 +10,7 @@
 
 use super::alerts::{AlertEvent, AlertState};
 use super::features::CascadeFeatures;
+use super::owner::CascadeInfo;
 use super::rules::{Rule, RuleSet};
 use crate::detector::graph::CascadeId;
 use chrono::{DateTime, Duration, Utc};
@@ -41,10 +42,8 @@ pub struct Flood {
     /// The cascade of the first held alert, which the page names (its labels stay the same until
     /// it resolves).
     pub cascade_id: CascadeId,
-    /// That cascade's root post, as the held alert named it.
-    pub root_post_id: String,
-    /// That cascade's platforms, as the held alert named them.
-    pub platforms: Vec<String>,
+    /// That cascade's root post and platforms, as the held alert named them.
+    pub names: CascadeInfo,
     /// When the first held alert started.
     pub started_at: DateTime<Utc>,
     /// Alerts held since.
@@ -92,11 +91,10 @@ impl PageBreaker {
             .or((rule.severity == "critical" && self.max_pages_per_hour > 0).then_some(self.max_pages_per_hour))
     }
 
-    /// Decides for the alert of `rule` that `starts` (an event of an alert that starts firing). A
-    /// shadow rule's alerts never page, so they are never held.
-    pub fn admit(&mut self, rule: &Rule, starts: &AlertEvent) -> Admission {
+    /// Decides for an alert of `rule` on `cascade_id` (named by `names`) that starts firing at
+    /// `at`. A shadow rule's alerts never page, so they are never held.
+    pub fn admit(&mut self, rule: &Rule, cascade_id: CascadeId, names: &CascadeInfo, at: DateTime<Utc>) -> Admission {
         let Some(limit) = self.limit(rule).filter(|_| !rule.shadow) else { return Admission::Sent };
-        let at = starts.event_time;
         let budget = self.budgets.entry(rule.name.clone()).or_default();
         while budget.sent.front().is_some_and(|sent| at - *sent >= HOUR) {
             budget.sent.pop_front();
@@ -112,15 +110,8 @@ impl PageBreaker {
                 Admission::Held { flood_starts: false }
             }
             None => {
-                budget.flood = Some(Flood {
-                    cascade_id: CascadeId::parse(&starts.cascade_id).expect("alerts name printed cascade ids"),
-                    root_post_id: starts.root_post_id.clone(),
-                    platforms: starts.platforms.clone(),
-                    started_at: at,
-                    held: 1,
-                    last_held_at: at,
-                    limit,
-                });
+                budget.flood =
+                    Some(Flood { cascade_id, names: names.clone(), started_at: at, held: 1, last_held_at: at, limit });
                 Admission::Held { flood_starts: true }
             }
         }
@@ -183,7 +174,9 @@ impl PageGate {
             let rule = rules.rules.iter().find(|r| r.name == event.rule);
             match rule.filter(|_| event.starts) {
                 Some(rule) => {
-                    let admission = self.breaker.admit(rule, &event);
+                    let names =
+                        CascadeInfo { root_post_id: event.root_post_id.clone(), platforms: event.platforms.clone() };
+                    let admission = self.breaker.admit(rule, key.0, &names, event.event_time);
                     event.held = admission != Admission::Sent;
                     if event.held {
                         self.held.insert(key);
@@ -237,8 +230,8 @@ fn flood_event(rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) 
             flood.limit
         ),
         cascade_id: flood.cascade_id.to_string(),
-        root_post_id: flood.root_post_id.clone(),
-        platforms: flood.platforms.clone(),
+        root_post_id: flood.names.root_post_id.clone(),
+        platforms: flood.names.platforms.clone(),
         state,
         starts: false,
         event_time: at,
@@ -274,66 +267,55 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + minutes * 60, 0).unwrap()
     }
 
-    /// An alert of one cascade that starts firing at `at`.
-    fn starts(at: DateTime<Utc>) -> AlertEvent {
-        AlertEvent {
-            alert_id: "a1".into(),
-            rule: "page".into(),
-            severity: "critical".into(),
-            summary: "s".into(),
-            cascade_id: "c00000000000000c1".into(),
-            root_post_id: "x:1".into(),
-            platforms: vec!["x".into()],
-            state: AlertState::Firing,
-            starts: true,
-            event_time: at,
-            started_at: at,
-            triggered_by: None,
-            merged_into: None,
-            evidence: BTreeMap::new(),
-            shadow: false,
-            held: false,
-            features: CascadeFeatures::default(),
-        }
+    /// The cascade every test alert is about.
+    fn cascade() -> (CascadeId, CascadeInfo) {
+        let names = CascadeInfo { root_post_id: "x:1".into(), platforms: vec!["x".into()] };
+        (CascadeId::parse("c00000000000000c1").expect("a printed id"), names)
     }
 
     #[test]
     fn past_the_limit_alerts_are_held_and_one_flood_page_opens() {
+        let (id, names) = cascade();
         let rules = rules();
         let mut breaker = PageBreaker::new(3);
         let page = &rules.rules[0];
         for minute in 0..3 {
-            assert_eq!(breaker.admit(page, &starts(at(minute))), Admission::Sent);
+            assert_eq!(breaker.admit(page, id, &names, at(minute)), Admission::Sent);
         }
-        assert_eq!(breaker.admit(page, &starts(at(3))), Admission::Held { flood_starts: true });
-        assert_eq!(breaker.admit(page, &starts(at(4))), Admission::Held { flood_starts: false });
+        assert_eq!(breaker.admit(page, id, &names, at(3)), Admission::Held { flood_starts: true });
+        assert_eq!(breaker.admit(page, id, &names, at(4)), Admission::Held { flood_starts: false });
         assert_eq!(breaker.flood("page").map(|f| f.held), Some(2));
         // Still held after the first sends leave the hour: the flood lasts until an hour is quiet.
-        assert_eq!(breaker.admit(page, &starts(at(70))), Admission::Held { flood_starts: false });
+        assert_eq!(breaker.admit(page, id, &names, at(70)), Admission::Held { flood_starts: false });
         assert!(breaker.resolve_quiet(at(129)).is_empty());
         let resolved = breaker.resolve_quiet(at(130));
         assert_eq!(resolved.len(), 1);
         assert_eq!((resolved[0].0.as_str(), resolved[0].1.held), ("page", 3));
-        assert_eq!(breaker.admit(page, &starts(at(131))), Admission::Sent, "a quiet hour resets the breaker");
+        assert_eq!(breaker.admit(page, id, &names, at(131)), Admission::Sent, "a quiet hour resets the breaker");
     }
 
     #[test]
     fn the_default_limit_is_for_pages_and_a_rule_may_set_its_own() {
+        let (id, names) = cascade();
         let rules = rules();
         let mut breaker = PageBreaker::new(1);
         let (ticket, info) = (&rules.rules[1], &rules.rules[2]);
-        assert_eq!(breaker.admit(ticket, &starts(at(0))), Admission::Sent);
-        assert_eq!(breaker.admit(ticket, &starts(at(1))), Admission::Held { flood_starts: true }, "its own limit of 1");
+        assert_eq!(breaker.admit(ticket, id, &names, at(0)), Admission::Sent);
+        assert_eq!(
+            breaker.admit(ticket, id, &names, at(1)),
+            Admission::Held { flood_starts: true },
+            "its own limit of 1"
+        );
         for minute in 0..10 {
             assert_eq!(
-                breaker.admit(info, &starts(at(minute))),
+                breaker.admit(info, id, &names, at(minute)),
                 Admission::Sent,
                 "info has no limit unless it sets one"
             );
         }
         let mut unlimited = PageBreaker::new(0);
         for minute in 0..10 {
-            assert_eq!(unlimited.admit(&rules.rules[0], &starts(at(minute))), Admission::Sent);
+            assert_eq!(unlimited.admit(&rules.rules[0], id, &names, at(minute)), Admission::Sent);
         }
     }
 }
