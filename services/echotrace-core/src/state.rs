@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The version of what a snapshot's payload holds.
-pub const SNAPSHOT_FORMAT: u32 = 13;
+pub const SNAPSHOT_FORMAT: u32 = 14;
 
 const MAGIC: &[u8; 8] = b"ETSTATE\0";
 const SHARD_MAGIC: &[u8; 8] = b"ETSHARD\0";

@@ -393,7 +393,7 @@ pub struct AlertingConfig {
     pub max_cascades: usize,
     /// The owners the scorer splits cascades over within this process, by the hash of their ids,
     /// each keeping its share of `max_cascades`: the same alerts as one owner while no owner
-    /// reaches its share (`docs/scaling.md`, "Built in one process: owners of cascades").
+    /// reaches its share (`docs/scaling.md`, "Built: owners of cascades, the scorer's half, as messages").
     pub cascade_owners: usize,
     /// Alertmanager's base URL, e.g. `http://alertmanager:9093` (empty: do not push alerts).
     pub alertmanager_url: String,

@@ -13,16 +13,16 @@
 //! Everything runs on event time, so replaying a stream raises the same alerts at the same stream
 //! times as the live run did.
 
-use super::breaker::PageGate;
-use super::features::{CO_SIMILAR_WITHIN, CascadeFeatures, CascadeShape, PostSignals, author_key};
-use super::owner::{CascadeInfo, CascadeOwner, Lifecycle};
+use super::features::{CascadeFeatures, PostSignals};
+use super::gate::PageGate;
+use super::owner::{CascadeOwner, Lifecycle};
+use super::router::{OwnerRecord, ScoreRouter};
 use super::rules::{Rule, RuleSet};
 use crate::detector::Detection;
 use crate::detector::graph::CascadeId;
-use crate::records::EdgeKind;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// An alert's state.
@@ -136,13 +136,8 @@ impl Default for ScoreConfig {
 /// a restart with an edited rules file keeps the phases of the rules it still has.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ScorerState {
-    /// Authors of recent posts, for co-similarity: the hash of a post id ([`post_key`]) → its
-    /// author's key ([`author_key`]) and event time.
-    authors: HashMap<u64, (u64, DateTime<Utc>)>,
-    /// The same posts in arrival order, to forget them past [`CO_SIMILAR_WITHIN`].
-    authors_ring: VecDeque<(DateTime<Utc>, u64)>,
-    watermark: Option<DateTime<Utc>>,
-    last_sweep: Option<DateTime<Utc>>,
+    /// What crosses cascades: posts numbered, recent authors, event time, the last sweep.
+    router: ScoreRouter,
     /// The cascades, split over their owners by the hash of their ids.
     owners: Vec<CascadeOwner>,
     gate: PageGate,
@@ -150,9 +145,11 @@ pub struct ScorerState {
 
 /// Features, rules and alert lifecycles of every cascade.
 ///
-/// The scorer keeps what crosses cascades (the recent authors of the whole stream, event time and
-/// when to sweep) and splits the cascades over [`ScoreConfig::owners`] owners ([`super::owner`]),
-/// whose events pass the paging gate ([`PageGate`]) in the order one owner would make them.
+/// The scorer is the three parts of the staged design in one process: the router
+/// ([`ScoreRouter`]) turns each detection into records for the owners of the cascades it touches,
+/// [`ScoreConfig::owners`] owners ([`super::owner`]) make their cascades' alert events and hand
+/// merged cascades over to each other, and the paging gate ([`PageGate`]) passes the events in the
+/// order one owner makes them.
 pub struct Scorer {
     lifecycle: Lifecycle,
     sweep: Duration,
@@ -172,9 +169,9 @@ impl Scorer {
             },
             sweep: Duration::seconds(config.sweep_secs.max(1) as i64),
             state: ScorerState {
+                router: ScoreRouter::default(),
                 owners: vec![CascadeOwner::default(); owners],
-                gate: PageGate::new(config.max_pages_per_hour),
-                ..ScorerState::default()
+                gate: PageGate::new(config.max_pages_per_hour, owners),
             },
         }
     }
@@ -190,14 +187,14 @@ impl Scorer {
         for owner in &mut state.owners {
             owner.keep_rules(&self.lifecycle.rules);
         }
-        state.gate.resume(&self.lifecycle.rules, self.state.gate.max_pages_per_hour());
+        state.gate.resume(&self.lifecycle.rules, self.state.gate.max_pages_per_hour(), owners);
         self.state = state;
     }
 
     /// The alerts firing now, as firing events at the watermark with their first `started_at`: what
     /// a restarted process hands its Alertmanager dispatcher, so that it keeps re-sending them.
     pub fn firing(&mut self) -> Vec<AlertEvent> {
-        let Some(now) = self.state.watermark else { return Vec::new() };
+        let Some(now) = self.state.router.watermark() else { return Vec::new() };
         let mut firing: Vec<AlertEvent> =
             self.state.owners.iter_mut().flat_map(|owner| owner.firing(&self.lifecycle, now)).collect();
         firing.sort_by(|a, b| (&a.cascade_id, &a.rule).cmp(&(&b.cascade_id, &b.rule)));
@@ -227,103 +224,38 @@ impl Scorer {
 
     /// Current features of a cascade at the watermark.
     pub fn features(&mut self, cascade_id: &str) -> Option<CascadeFeatures> {
-        let (cascade, now) = (CascadeId::parse(cascade_id)?, self.state.watermark?);
-        let (lifecycle, owner) = self.owner(cascade);
-        owner.features(lifecycle, cascade, now)
+        let (cascade, now) = (CascadeId::parse(cascade_id)?, self.state.router.watermark()?);
+        let owners = self.state.owners.len();
+        self.state.owners[cascade.partition(owners)].features(&self.lifecycle, cascade, now)
     }
 
     /// Takes in one detection and the signals of its post; returns the alert events it caused.
+    ///
+    /// The router's records go to their owners, the handovers they make to the owners of the
+    /// surviving cascades (an owner holds a record until its handovers came, as one in another
+    /// process would), and the owners' entries through the gate.
     pub fn observe(&mut self, detection: &Detection, signals: &PostSignals) -> Vec<AlertEvent> {
-        // A post dated ahead of event time counts at event time: it cannot move the scorer's clock
-        // and resolve every open alert.
-        let at = detection.post.created_at.min(detection.event_time);
-        let mut events = Vec::new();
-        let cascade = printed(&detection.cascade.cascade_id);
-        for merge in &detection.merges {
-            let (absorbed, into) = (printed(&merge.absorbed_cascade_id), printed(&merge.into_cascade_id));
-            let watermark = self.state.watermark;
-            let (lifecycle, owner) = self.owner(absorbed);
-            let (resolved, handover) = owner.hand_over(lifecycle, absorbed, into, watermark, at);
-            events.extend(resolved);
-            self.owner(into).1.take_over(into, handover, at);
-        }
-        let co_similar_author = detection
-            .edges
-            .iter()
-            .filter(|e| matches!(e.kind, EdgeKind::NearDuplicate | EdgeKind::SharedUrl))
-            .filter(|e| e.time_delta_ms.is_some_and(|d| d.abs() <= CO_SIMILAR_WITHIN.num_milliseconds()))
-            .find_map(|e| {
-                let other = if e.child_id == detection.post.post_id { &e.parent_id } else { &e.child_id };
-                self.state.authors.get(&post_key(other)).map(|&(author, _)| author)
-            });
-        self.remember_author(&detection.post.post_id, &signals.author_id, at);
-        let record = &detection.cascade;
-        let shape = CascadeShape {
-            size: record.size,
-            depth: record.depth,
-            summary_depth: record.summary_depth,
-            automated_summary_depth: record.automated_summary_depth,
-            platforms: record.platforms.len() as u32,
-            first_seen: Some(record.first_seen),
-        };
-        let info = CascadeInfo { root_post_id: record.root_post_id.clone(), platforms: record.platforms.clone() };
-        self.owner(cascade).1.record(cascade, at, signals, co_similar_author, shape, info);
-        let watermark = self.state.watermark.map_or(at, |w| w.max(at));
-        self.state.watermark = Some(watermark);
-        let (lifecycle, owner) = self.owner(cascade);
-        events.extend(owner.evaluate(lifecycle, cascade, at, Some(&detection.post.post_id)));
-        owner.forget_beyond_bound(lifecycle, cascade);
-        let mut events = self.state.gate.pass(&self.lifecycle.rules, events);
-        if self.state.last_sweep.is_none_or(|last| watermark - last >= self.sweep) {
-            self.state.last_sweep = Some(watermark);
-            events.extend(self.sweep(watermark, cascade));
-        }
-        events
-    }
-
-    /// The owner of `cascade`, with what owners are configured with.
-    fn owner(&mut self, cascade: CascadeId) -> (&Lifecycle, &mut CascadeOwner) {
         let owners = self.state.owners.len();
-        (&self.lifecycle, &mut self.state.owners[cascade.partition(owners)])
-    }
-
-    fn remember_author(&mut self, post_id: &str, author: &str, at: DateTime<Utc>) {
-        let post = post_key(post_id);
-        self.state.authors.insert(post, (author_key(author), at));
-        self.state.authors_ring.push_back((at, post));
-        let horizon = self.state.watermark.unwrap_or(at) - CO_SIMILAR_WITHIN;
-        while self.state.authors_ring.front().is_some_and(|(t, _)| *t < horizon) {
-            let (_, post) = self.state.authors_ring.pop_front().expect("checked");
-            self.state.authors.remove(&post);
+        let records = self.state.router.route(detection, signals, self.sweep, owners);
+        let through = self.state.router.routed();
+        let mut by_owner: Vec<Vec<OwnerRecord>> = vec![Vec::new(); owners];
+        for (owner, record) in records {
+            by_owner[owner].push(record);
         }
-    }
-
-    /// Re-evaluates cascades with open alerts that the current post did not touch, in the order
-    /// of their ids across owners, resolves quiet flood pages, and forgets cascades that have been
-    /// idle for `history_secs` with nothing open.
-    fn sweep(&mut self, now: DateTime<Utc>, touched: CascadeId) -> Vec<AlertEvent> {
-        let lifecycle = &self.lifecycle;
-        let mut swept: Vec<(CascadeId, Vec<AlertEvent>)> =
-            self.state.owners.iter_mut().flat_map(|owner| owner.sweep(lifecycle, now, touched)).collect();
-        swept.sort_by_key(|(cascade, _)| *cascade);
-        let mut events = self.state.gate.pass(&lifecycle.rules, swept.into_iter().flat_map(|(_, e)| e).collect());
-        events.extend(self.state.gate.resolve_quiet(now));
-        for owner in &mut self.state.owners {
-            owner.forget_idle(lifecycle, now);
+        let mut handovers = Vec::new();
+        for (owner, records) in by_owner.into_iter().enumerate() {
+            let output = self.state.owners[owner].receive(&self.lifecycle, through, records);
+            handovers.extend(output.handovers);
+            self.state.gate.take(owner, output.through, output.entries);
         }
-        events
+        while let Some(handover) = handovers.pop() {
+            let owner = handover.into.partition(owners);
+            let output = self.state.owners[owner].receive_handover(&self.lifecycle, handover);
+            handovers.extend(output.handovers);
+            self.state.gate.take(owner, output.through, output.entries);
+        }
+        self.state.gate.release(&self.lifecycle.rules)
     }
-}
-
-/// The key a recent post is found by among the recent authors: the 64-bit hash of its id (two
-/// posts of ten minutes sharing one: about one pair in 2^64).
-fn post_key(post_id: &str) -> u64 {
-    xxh3_64(post_id.as_bytes())
-}
-
-/// The id of a cascade the detector printed: every detection's and merge's cascade ids are.
-fn printed(cascade_id: &str) -> CascadeId {
-    CascadeId::parse(cascade_id).expect("the cascade graph prints every cascade id it gives")
 }
 
 /// The id of the alert of `rule` on `cascade_id`: the same on every run over the same stream.

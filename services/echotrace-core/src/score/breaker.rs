@@ -8,14 +8,12 @@
 //! event time has passed without a held alert. Event time, like the rest of the scorer, so a
 //! replay holds exactly the alerts the live run held.
 
-use super::alerts::{AlertEvent, AlertState};
-use super::features::CascadeFeatures;
 use super::owner::CascadeInfo;
-use super::rules::{Rule, RuleSet};
+use super::rules::Rule;
 use crate::detector::graph::CascadeId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// The name the flood page goes by (a rules file cannot use it).
 pub const FLOOD_RULE: &str = "alert_flood";
@@ -132,119 +130,6 @@ impl PageBreaker {
         }
         resolved.sort_by(|a, b| a.0.cmp(&b.0));
         resolved
-    }
-}
-
-/// The breaker as a gate on the alert events of the owners of cascades ([`super::owner`]), taken
-/// in the order one owner would make them: it decides which starting alerts are held, marks every
-/// later event of a held alert as held, and adds the flood pages. The limit counts across
-/// cascades, so it cannot be split with them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PageGate {
-    breaker: PageBreaker,
-    /// The open alerts it held: (cascade, rule name).
-    held: HashSet<(CascadeId, String)>,
-}
-
-impl PageGate {
-    /// A gate that lets `max_pages_per_hour` alerts of each critical rule page per hour.
-    pub fn new(max_pages_per_hour: u32) -> PageGate {
-        PageGate { breaker: PageBreaker::new(max_pages_per_hour), held: HashSet::new() }
-    }
-
-    /// The limit of critical rules without their own.
-    pub fn max_pages_per_hour(&self) -> u32 {
-        self.breaker.max_pages_per_hour()
-    }
-
-    /// Goes on with `rules` and this limit (a restart with another configuration): the held
-    /// alerts of rules no longer in force are forgotten, as their phases are.
-    pub fn resume(&mut self, rules: &RuleSet, max_pages_per_hour: u32) {
-        self.breaker.set_max_pages_per_hour(max_pages_per_hour);
-        self.held.retain(|(_, rule)| rules.rules.iter().any(|r| r.name == *rule));
-    }
-
-    /// Passes the owners' `events`, in order: an alert that starts is admitted or held (a flood
-    /// page follows the first held one), any other event of an alert takes whether it was held.
-    pub fn pass(&mut self, rules: &RuleSet, events: Vec<AlertEvent>) -> Vec<AlertEvent> {
-        let mut passed = Vec::with_capacity(events.len());
-        for mut event in events {
-            let key =
-                (CascadeId::parse(&event.cascade_id).expect("alerts name printed cascade ids"), event.rule.clone());
-            let rule = rules.rules.iter().find(|r| r.name == event.rule);
-            match rule.filter(|_| event.starts) {
-                Some(rule) => {
-                    let names =
-                        CascadeInfo { root_post_id: event.root_post_id.clone(), platforms: event.platforms.clone() };
-                    let admission = self.breaker.admit(rule, key.0, &names, event.event_time);
-                    event.held = admission != Admission::Sent;
-                    if event.held {
-                        self.held.insert(key);
-                    }
-                    let at = event.event_time;
-                    passed.push(event);
-                    if admission == (Admission::Held { flood_starts: true }) {
-                        let flood = self.breaker.flood(&rule.name).expect("a flood opened");
-                        let mut flood_starts = flood_event(&rule.name, flood, AlertState::Firing, at);
-                        flood_starts.starts = true;
-                        passed.push(flood_starts);
-                    }
-                }
-                None if event.state == AlertState::Resolved => {
-                    event.held = self.held.remove(&key);
-                    passed.push(event);
-                }
-                None => {
-                    event.held = self.held.contains(&key);
-                    passed.push(event);
-                }
-            }
-        }
-        passed
-    }
-
-    /// Marks which of `firing` (the open alerts a restarted scorer lists) were held.
-    pub fn mark(&self, firing: &mut [AlertEvent]) {
-        for event in firing {
-            let cascade = CascadeId::parse(&event.cascade_id).expect("alerts name printed cascade ids");
-            event.held = self.held.contains(&(cascade, event.rule.clone()));
-        }
-    }
-
-    /// Resolves the flood pages that have held nothing for an hour at `now`.
-    pub fn resolve_quiet(&mut self, now: DateTime<Utc>) -> Vec<AlertEvent> {
-        let resolved = self.breaker.resolve_quiet(now);
-        resolved.iter().map(|(rule, flood)| flood_event(rule, flood, AlertState::Resolved, now)).collect()
-    }
-}
-
-/// The page that stands for the held alerts of `rule`.
-fn flood_event(rule: &str, flood: &Flood, state: AlertState, at: DateTime<Utc>) -> AlertEvent {
-    AlertEvent {
-        alert_id: super::alerts::alert_id(rule, FLOOD_RULE),
-        rule: FLOOD_RULE.to_owned(),
-        severity: "critical".to_owned(),
-        summary: format!(
-            "Rule {rule} started more than {} alerts in an hour: the rest are held (stored in alerts/ with held = \
-             true, not paged)",
-            flood.limit
-        ),
-        cascade_id: flood.cascade_id.to_string(),
-        root_post_id: flood.names.root_post_id.clone(),
-        platforms: flood.names.platforms.clone(),
-        state,
-        starts: false,
-        event_time: at,
-        started_at: flood.started_at,
-        triggered_by: None,
-        merged_into: None,
-        evidence: BTreeMap::from([
-            ("held_alerts".to_owned(), f64::from(flood.held)),
-            ("max_per_hour".to_owned(), f64::from(flood.limit)),
-        ]),
-        shadow: false,
-        held: false,
-        features: CascadeFeatures::default(),
     }
 }
 

@@ -51,7 +51,7 @@ pub fn author_key(author_id: &str) -> u64 {
 }
 
 /// What the scorer needs to know about one post beyond the detection itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostSignals {
     /// The post's platform.
     pub platform: String,

@@ -1,10 +1,13 @@
 //! Scoring: cascade features over sliding windows of event time ([`features`]), rules over them
-//! ([`rules`]), the alert lifecycle ([`alerts`]), and the circuit breaker on paging ([`breaker`]).
+//! ([`rules`]), the alert lifecycle ([`alerts`]) split into a router ([`router`]), owners of
+//! cascades ([`owner`]) and the paging gate ([`gate`]), and the circuit breaker on paging ([`breaker`]).
 
 pub mod alerts;
 pub mod breaker;
 pub mod features;
+pub mod gate;
 pub mod owner;
+pub mod router;
 pub mod rules;
 
 use crate::detector::Detection;

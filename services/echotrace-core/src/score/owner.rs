@@ -1,22 +1,25 @@
 //! The owner of a set of cascades: their activity, their identity and the phases of their alerts.
 //!
-//! The [`super::alerts::Scorer`] splits cascades over owners by the hash of their id
-//! ([`CascadeId::partition`]). Nothing an owner does reads another owner's cascades: what crosses
-//! cascades (the recent authors of the whole stream, the stream's event time and when to sweep)
-//! is the scorer's, and reaches an owner as arguments; the paging limit across cascades is a gate
-//! after the owners ([`super::breaker::PageGate`]). A merge across owners is a handover
-//! ([`CascadeOwner::hand_over`], [`CascadeOwner::take_over`]). So a scorer of N owners raises the
-//! alerts one owner raises, in the same order (`tests::owners_raise_the_alerts_of_one`), the
-//! step towards owners as processes on the candidate-edge topic (`docs/scaling.md`).
+//! A scorer splits cascades over owners by the hash of their id ([`CascadeId::partition`]). An
+//! owner takes the records the router ([`super::router`]) sends it, in order, and makes the alert
+//! events of its cascades, which go to the paging gate ([`super::gate::PageGate`]) tagged with
+//! the post and step that caused them. Nothing an owner does reads another owner's cascades: what
+//! crosses cascades reaches it in the records, and a merge across owners is a handover, a message
+//! from the absorbed cascade's owner to the survivor's, which holds its later records until the
+//! handover arrives ([`CascadeOwner::receive_handover`]). So owners in other processes, fed by a
+//! topic, raise the alerts one owner raises, in the same order
+//! (`tests::owners_raise_the_alerts_of_one`, `tests::owners_apart_raise_the_alerts_of_one`).
 
 use super::alerts::{AlertEvent, AlertState, alert_id};
 use super::features::{CascadeActivity, CascadeFeatures, CascadeShape, PostSignals};
+use super::gate::{GateEntry, GateStep};
+use super::router::{OwnerRecord, OwnerStep};
 use super::rules::{Rule, RuleSet};
 use crate::detector::graph::CascadeId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
 /// Where one (cascade, rule) pair stands. Whether a firing alert is held is the gate's to know.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,7 +29,7 @@ enum Phase {
 }
 
 /// Identity of the cascade an alert is about.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CascadeInfo {
     /// Its root post.
     pub root_post_id: String,
@@ -49,10 +52,27 @@ pub struct Lifecycle {
 
 /// What a handover carries from the owner of an absorbed cascade to the owner of the cascade it
 /// merged into: its activity, if it was tracked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Handover {
+    /// The number of the post that merged them.
+    pub seq: u64,
+    /// The merge's place among the post's merges.
+    pub merge: u32,
+    /// The cascade it merged into, whose owner takes it.
+    pub into: CascadeId,
     /// The absorbed cascade's activity.
     pub activity: Option<CascadeActivity>,
+}
+
+/// What an owner made of the records and handovers it took.
+#[derive(Debug, Default)]
+pub struct OwnerOutput {
+    /// The number of the last post whose records it has all processed.
+    pub through: u64,
+    /// Its alert events, for the gate.
+    pub entries: Vec<GateEntry>,
+    /// Handovers for the owners of the cascades its cascades merged into.
+    pub handovers: Vec<Handover>,
 }
 
 /// The state of the cascades one owner holds.
@@ -71,6 +91,14 @@ pub struct CascadeOwner {
     expiry: BinaryHeap<Reverse<(DateTime<Utc>, CascadeId)>>,
     /// Cascades forgotten before the history ran out because the bound was reached.
     forgotten_early: u64,
+    /// Records taken and not yet processed: from the first that waits for a handover on.
+    pending: VecDeque<OwnerRecord>,
+    /// Handovers arrived for records not yet processed, by (post number, merge).
+    handovers: HashMap<(u64, u32), Handover>,
+    /// The router's number of the last post whose records it has taken.
+    received_through: u64,
+    /// The number of the last post whose records it has all processed.
+    through: u64,
 }
 
 impl CascadeOwner {
@@ -89,12 +117,18 @@ impl CascadeOwner {
         self.phases.retain(|(_, rule), _| rules.rules.iter().any(|r| r.name == *rule));
     }
 
-    /// The owners' states split again over `owners` (a restart with another number of owners):
-    /// each cascade goes to the owner its id falls to.
+    /// The owners' states split again over `owners` (a restart of one process with another
+    /// number of owners): each cascade goes to the owner its id falls to. One process's owners
+    /// have processed every record they took, so no record or handover waits.
     pub fn split(all: Vec<CascadeOwner>, owners: usize) -> Vec<CascadeOwner> {
         let owners = owners.max(1);
-        let mut split = vec![CascadeOwner::default(); owners];
+        let through = all.iter().map(|owner| owner.through).max().unwrap_or(0);
+        let mut split = vec![CascadeOwner { through, received_through: through, ..CascadeOwner::default() }; owners];
         for owner in all {
+            debug_assert!(
+                owner.pending.is_empty() && owner.handovers.is_empty(),
+                "one process's owner waits for nothing"
+            );
             split[0].forgotten_early += owner.forgotten_early;
             for (cascade, activity) in owner.activity {
                 split[cascade.partition(owners)].activity.insert(cascade, activity);
@@ -112,9 +146,86 @@ impl CascadeOwner {
         split
     }
 
-    /// Records a post of `cascade` at `at`, with the author of the post it copies when the scorer
+    /// Takes the records the router sent this owner for its posts up to `through` (every post's
+    /// records for this owner, in order) and processes them up to the first that waits for a
+    /// handover. A record taken before (the router sent it again after a restart) is passed over.
+    pub fn receive(&mut self, lifecycle: &Lifecycle, through: u64, records: Vec<OwnerRecord>) -> OwnerOutput {
+        let taken = self.received_through;
+        self.pending.extend(records.into_iter().filter(|record| record.seq > taken));
+        self.received_through = self.received_through.max(through);
+        self.run(lifecycle)
+    }
+
+    /// Takes a handover sent for one of this owner's records, and processes what waited for it.
+    pub fn receive_handover(&mut self, lifecycle: &Lifecycle, handover: Handover) -> OwnerOutput {
+        if handover.seq > self.through {
+            self.handovers.insert((handover.seq, handover.merge), handover);
+        }
+        self.run(lifecycle)
+    }
+
+    /// Processes the pending records in order, up to the first whose handovers have not arrived.
+    fn run(&mut self, lifecycle: &Lifecycle) -> OwnerOutput {
+        let mut output = OwnerOutput::default();
+        while let Some(record) = self.pending.front() {
+            let awaits: &[u32] = match &record.step {
+                OwnerStep::HandOver(step) => &step.awaits,
+                OwnerStep::Post(step) => &step.awaits,
+                OwnerStep::Sweep { .. } => &[],
+            };
+            if !awaits.iter().all(|&merge| self.handovers.contains_key(&(record.seq, merge))) {
+                break;
+            }
+            let record = self.pending.pop_front().expect("checked");
+            self.process(lifecycle, record, &mut output);
+        }
+        self.through = self.pending.front().map_or(self.received_through, |record| record.seq - 1);
+        output.through = self.through;
+        output
+    }
+
+    /// Processes one record whose handovers have arrived.
+    fn process(&mut self, lifecycle: &Lifecycle, record: OwnerRecord, output: &mut OwnerOutput) {
+        let seq = record.seq;
+        let mut entry = |step: GateStep, events: Vec<AlertEvent>| {
+            if !events.is_empty() {
+                output.entries.push(GateEntry { seq, step, events });
+            }
+        };
+        match record.step {
+            OwnerStep::HandOver(step) => {
+                for merge in step.awaits {
+                    let handover = self.handovers.remove(&(seq, merge)).expect("a record runs once its handovers came");
+                    self.take_over(step.absorbed, handover, step.at);
+                }
+                let (events, activity) = self.hand_over(lifecycle, step.absorbed, step.into, step.watermark, step.at);
+                entry(GateStep::Merge(step.merge), events);
+                output.handovers.push(Handover { seq, merge: step.merge, into: step.into, activity });
+            }
+            OwnerStep::Post(step) => {
+                for merge in &step.awaits {
+                    let handover =
+                        self.handovers.remove(&(seq, *merge)).expect("a record runs once its handovers came");
+                    self.take_over(step.cascade, handover, step.at);
+                }
+                let cascade = step.cascade;
+                self.record(cascade, step.at, &step.signals, step.co_similar_author, step.shape, step.info);
+                entry(GateStep::Post, self.evaluate(lifecycle, cascade, step.at, Some(&step.post_id)));
+                self.forget_beyond_bound(lifecycle, cascade);
+            }
+            OwnerStep::Sweep { watermark, touched } => {
+                for (cascade, events) in self.sweep(lifecycle, watermark, touched) {
+                    entry(GateStep::Sweep(cascade), events);
+                }
+                self.forget_idle(lifecycle, watermark);
+                output.entries.push(GateEntry { seq, step: GateStep::QuietFloods(watermark), events: Vec::new() });
+            }
+        }
+    }
+
+    /// Records a post of `cascade` at `at`, with the author of the post it copies when the router
     /// found one ([`super::features::author_key`]), and what the cascade looks like after it.
-    pub fn record(
+    fn record(
         &mut self,
         cascade: CascadeId,
         at: DateTime<Utc>,
@@ -161,16 +272,16 @@ impl CascadeOwner {
     }
 
     /// The first half of a merge, on the absorbed cascade's owner: resolves its alerts (marked
-    /// with the cascade they merged into) with its features at `now`, the scorer's event time, and
-    /// hands over its activity. `at` is the merging post's time.
-    pub fn hand_over(
+    /// with the cascade they merged into) with its features at `now`, the event time before the
+    /// post, and gives up its activity. `at` is the merging post's time.
+    fn hand_over(
         &mut self,
         lifecycle: &Lifecycle,
         absorbed: CascadeId,
         into: CascadeId,
         now: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
-    ) -> (Vec<AlertEvent>, Handover) {
+    ) -> (Vec<AlertEvent>, Option<CascadeActivity>) {
         let mut events = Vec::new();
         let features = now.and_then(|now| self.features(lifecycle, absorbed, now)).unwrap_or_default();
         for rule in &lifecycle.rules.rules {
@@ -182,12 +293,12 @@ impl CascadeOwner {
             }
         }
         self.info.remove(&absorbed);
-        (events, Handover { activity: self.activity.remove(&absorbed) })
+        (events, self.activity.remove(&absorbed))
     }
 
     /// The second half of a merge, on the surviving cascade's owner: folds the absorbed cascade's
     /// activity into `into`'s, tracked from `at` if it was not yet.
-    pub fn take_over(&mut self, into: CascadeId, handover: Handover, at: DateTime<Utc>) {
+    fn take_over(&mut self, into: CascadeId, handover: Handover, at: DateTime<Utc>) {
         if let Some(activity) = handover.activity {
             self.tracked(into, at).absorb(activity);
         }
@@ -195,7 +306,7 @@ impl CascadeOwner {
 
     /// Evaluates every rule on `cascade` at `now`; returns the alert events that happened, not yet
     /// through the gate (none held).
-    pub fn evaluate(
+    fn evaluate(
         &mut self,
         lifecycle: &Lifecycle,
         cascade: CascadeId,
@@ -261,7 +372,7 @@ impl CascadeOwner {
     /// Re-evaluates this owner's cascades with open alerts at `now`, but `touched` (the cascade of
     /// the post that moved event time, evaluated already); returns their events by cascade, in
     /// the cascades' order.
-    pub fn sweep(
+    fn sweep(
         &mut self,
         lifecycle: &Lifecycle,
         now: DateTime<Utc>,
@@ -277,7 +388,7 @@ impl CascadeOwner {
     /// Forgets the cascades idle for the history at `now` with nothing open, popping the expiry
     /// heap while its earliest entry is older than that: a cascade with posts since, or an open
     /// alert, goes back in the heap.
-    pub fn forget_idle(&mut self, lifecycle: &Lifecycle, now: DateTime<Utc>) {
+    fn forget_idle(&mut self, lifecycle: &Lifecycle, now: DateTime<Utc>) {
         let horizon = now - lifecycle.history;
         let mut open = None;
         while self.expiry.peek().is_some_and(|Reverse((queued_at, _))| *queued_at < horizon) {
@@ -299,7 +410,7 @@ impl CascadeOwner {
 
     /// Past the bound, forgets the cascades idle longest, with no open alert and other than
     /// `touched`, until 99% of the bound are kept.
-    pub fn forget_beyond_bound(&mut self, lifecycle: &Lifecycle, touched: CascadeId) {
+    fn forget_beyond_bound(&mut self, lifecycle: &Lifecycle, touched: CascadeId) {
         if self.activity.len() <= lifecycle.max_cascades {
             return;
         }
@@ -534,6 +645,136 @@ platforms = ">= 2"
         }
     }
 
+    /// A message on an owner's partition of the candidate-edge topic.
+    #[derive(Clone)]
+    enum OwnerMessage {
+        /// The router's records of a batch of posts (postcard), through the batch's last post.
+        Records { through: u64, records: Vec<u8> },
+        /// A handover from another owner (postcard).
+        Handover(Vec<u8>),
+    }
+
+    /// An owner process: its state, its partition's log and how far it has read; and the state
+    /// and position of its last snapshot, which a crash goes back to.
+    struct OwnerProcess {
+        owner: CascadeOwner,
+        log: Vec<OwnerMessage>,
+        read: usize,
+        snapshot: (Vec<u8>, usize),
+    }
+
+    /// Owners as processes: the router's records cross a serialized topic in batches, each owner
+    /// reads its partition at its own pace (`schedule` picks who moves next), handovers and gate
+    /// entries are messages, the router and the owners crash back to their last snapshots (the
+    /// router then sends records again, the owners read again). Returns what the gate passed.
+    fn scored_apart(detections: &[(Detection, PostSignals)], owners: usize, schedule: &[u8]) -> Vec<AlertEvent> {
+        let config = config(owners);
+        let lifecycle = Lifecycle {
+            rules: RuleSet::from_toml(RULES).unwrap(),
+            window: Duration::seconds(config.window_secs as i64),
+            history: Duration::seconds(config.history_secs as i64),
+            max_cascades: config.max_cascades.div_ceil(owners),
+        };
+        let mut router = super::super::router::ScoreRouter::default();
+        let mut router_snapshot = postcard::to_allocvec(&(&router, 0usize)).unwrap();
+        let mut processes: Vec<OwnerProcess> = (0..owners)
+            .map(|_| OwnerProcess {
+                owner: CascadeOwner::default(),
+                log: Vec::new(),
+                read: 0,
+                snapshot: (postcard::to_allocvec(&CascadeOwner::default()).unwrap(), 0),
+            })
+            .collect();
+        let mut gate = super::super::gate::PageGate::new(config.max_pages_per_hour, owners);
+        let mut gate_log: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+        let mut passed = Vec::new();
+        let (mut routed, mut gate_read, mut crashes) = (0, 0, 0);
+        let mut choices = schedule.iter().copied().cycle();
+        /// Who moves next.
+        enum Actor {
+            Router,
+            Gate,
+            Owner(usize),
+        }
+        loop {
+            let mut actors: Vec<Actor> = Vec::new();
+            if routed < detections.len() {
+                actors.push(Actor::Router);
+            }
+            if gate_read < gate_log.len() {
+                actors.push(Actor::Gate);
+            }
+            actors.extend((0..owners).filter(|&i| processes[i].read < processes[i].log.len()).map(Actor::Owner));
+            if actors.is_empty() {
+                break;
+            }
+            let choice = choices.next().unwrap_or(0) as usize;
+            match actors[choice % actors.len()] {
+                // The router crashes back to its snapshot (one choice in 16) and sends its
+                // records again, cut into other batches; or sends a batch of 1 to 4 posts, one
+                // message per owner, and takes a snapshot one time in 3.
+                Actor::Router if choice % 16 == 14 && crashes < 4 => {
+                    crashes += 1;
+                    (router, routed) = postcard::from_bytes(&router_snapshot).unwrap();
+                }
+                Actor::Router => {
+                    let batch = (1 + choice / 16 % 4).min(detections.len() - routed);
+                    let mut records: Vec<Vec<OwnerRecord>> = vec![Vec::new(); owners];
+                    for (detection, signals) in &detections[routed..routed + batch] {
+                        for (owner, record) in router.route(detection, signals, Duration::seconds(10), owners) {
+                            records[owner].push(record);
+                        }
+                    }
+                    routed += batch;
+                    for (process, records) in processes.iter_mut().zip(records) {
+                        let records = postcard::to_allocvec(&records).unwrap();
+                        process.log.push(OwnerMessage::Records { through: router.routed(), records });
+                    }
+                    if choice.is_multiple_of(3) {
+                        router_snapshot = postcard::to_allocvec(&(&router, routed)).unwrap();
+                    }
+                }
+                // The gate reads what the owners sent and passes what every owner is through with.
+                Actor::Gate => {
+                    let (owner, through, entries) = gate_log[gate_read].clone();
+                    gate_read += 1;
+                    gate.take(owner, through, postcard::from_bytes(&entries).unwrap());
+                    passed.extend(gate.release(&lifecycle.rules));
+                }
+                // An owner crashes back to its snapshot (one choice in 16, at most 4 in a run),
+                // or reads a message, takes a snapshot one time in 3 and sends what it made.
+                Actor::Owner(index) => {
+                    let process = &mut processes[index];
+                    if choice % 16 == 15 && crashes < 4 {
+                        crashes += 1;
+                        process.owner = postcard::from_bytes(&process.snapshot.0).unwrap();
+                        process.read = process.snapshot.1;
+                        continue;
+                    }
+                    let message = process.log[process.read].clone();
+                    process.read += 1;
+                    let output = match message {
+                        OwnerMessage::Records { through, records } => {
+                            process.owner.receive(&lifecycle, through, postcard::from_bytes(&records).unwrap())
+                        }
+                        OwnerMessage::Handover(handover) => {
+                            process.owner.receive_handover(&lifecycle, postcard::from_bytes(&handover).unwrap())
+                        }
+                    };
+                    if choice.is_multiple_of(3) {
+                        process.snapshot = (postcard::to_allocvec(&process.owner).unwrap(), process.read);
+                    }
+                    gate_log.push((index, output.through, postcard::to_allocvec(&output.entries).unwrap()));
+                    for handover in output.handovers {
+                        let to = handover.into.partition(owners);
+                        processes[to].log.push(OwnerMessage::Handover(postcard::to_allocvec(&handover).unwrap()));
+                    }
+                }
+            }
+        }
+        passed
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Copies, quotes that merge cascades, bursts and quiet spells long enough to forget
@@ -570,6 +811,33 @@ platforms = ">= 2"
             events.extend(scored(&mut restored, &detections[cut..]));
             prop_assert_eq!(events, expected);
             prop_assert_eq!(restored.firing(), one.firing());
+        }
+
+        /// The same streams with owners as processes (`scored_apart`): records and handovers as
+        /// messages read at each owner's pace, owners that crash back to their snapshots and read
+        /// again, the gate merging what they send: the gate passes one owner's events, in order.
+        #[test]
+        fn owners_apart_raise_the_alerts_of_one(
+            steps in steps(),
+            owners in 2usize..6,
+            schedule in proptest::collection::vec(any::<u8>(), 1..64),
+        ) {
+            let mut detector = Detector::new(DetectorConfig::default());
+            let detections: Vec<(Detection, PostSignals)> = posts(&steps)
+                .into_iter()
+                .filter_map(|post| {
+                    let signals = PostSignals::of(&post);
+                    detector.process(post).map(|detection| (detection, signals))
+                })
+                .collect();
+            let expected: Vec<AlertEvent> = scored(&mut scorer(1), &detections).into_iter().flatten().collect();
+            prop_assume!(detections.iter().any(|(d, _)| !d.merges.is_empty()) && !expected.is_empty());
+            let passed = scored_apart(&detections, owners, &schedule);
+            let brief = |events: &[AlertEvent]| -> Vec<String> {
+                events.iter().map(|e| format!("{} {} {:?} {} held={}", e.rule, e.cascade_id, e.state, e.event_time, e.held)).collect()
+            };
+            prop_assert_eq!(brief(&passed), brief(&expected));
+            prop_assert_eq!(passed, expected);
         }
     }
 }
