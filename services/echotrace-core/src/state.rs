@@ -74,7 +74,7 @@ struct SnapshotRef<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// The file does not start like a snapshot.
-    #[error("not an echotrace state snapshot of this kind (no ETSTATE or ETSHARD header)")]
+    #[error("not an echotrace state snapshot of this kind (not its ETSTATE, ETSHARD, ETOWNER or ETGATE header)")]
     NotASnapshot,
     /// It was written by a build with another payload format.
     #[error("snapshot format {found}, this build reads format {expected}")]
@@ -150,6 +150,53 @@ pub fn encode_shard(fingerprint: u64, snapshot: &ShardSnapshot) -> Result<Vec<u8
 /// Reads a linking shard's snapshot, refused where [`read`] would refuse a detector's.
 pub fn read_shard(bytes: &[u8], fingerprint: u64) -> Result<ShardSnapshot, SnapshotError> {
     unframe(SHARD_MAGIC, bytes, fingerprint)
+}
+
+/// The stages whose processes read one partition in order and snapshot what they hold with where
+/// that partition stood ([`PartitionSnapshot`]); each kind's files begin with a magic of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionStage {
+    /// An owner of cascades ([`crate::score::owner::CascadeOwner`]).
+    CascadeOwner,
+    /// The paging gate ([`crate::score::gate::PageGate`]).
+    PagingGate,
+}
+
+impl PartitionStage {
+    fn magic(self) -> &'static [u8; 8] {
+        match self {
+            PartitionStage::CascadeOwner => b"ETOWNER\0",
+            PartitionStage::PagingGate => b"ETGATE\0\0",
+        }
+    }
+}
+
+/// The snapshot of a stage process that reads one partition: its state, and the next offset of
+/// that partition after the last message the state reflects.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PartitionSnapshot<T> {
+    /// The state as it was.
+    pub state: T,
+    /// Where the partition stood.
+    pub position: Position,
+}
+
+/// Encodes a [`PartitionSnapshot`] of `stage`, framed as a detector's is under the stage's magic.
+pub fn encode_partition<T: Serialize>(
+    stage: PartitionStage,
+    fingerprint: u64,
+    snapshot: &PartitionSnapshot<T>,
+) -> Result<Vec<u8>, SnapshotError> {
+    frame(stage.magic(), fingerprint, snapshot)
+}
+
+/// Reads a [`PartitionSnapshot`] of `stage`, refused where [`read`] would refuse a detector's.
+pub fn read_partition<T: DeserializeOwned>(
+    stage: PartitionStage,
+    bytes: &[u8],
+    fingerprint: u64,
+) -> Result<PartitionSnapshot<T>, SnapshotError> {
+    unframe(stage.magic(), bytes, fingerprint)
 }
 
 /// The file of a snapshot holding `value`: header, payload, trailer.

@@ -213,6 +213,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 running.server.await?;
                 return Ok(());
             }
+            if config.stage.role == crate::config::StageRole::Score {
+                let running = crate::stages::owner::start(config, shutdown).await?;
+                running.consumer.await??;
+                running.server.await?;
+                return Ok(());
+            }
+            if config.stage.role == crate::config::StageRole::Gate {
+                let running = crate::stages::gate::start(config, shutdown).await?;
+                running.consumer.await??;
+                running.server.await?;
+                return Ok(());
+            }
             let running = crate::run::start(config, None, shutdown).await?;
             running.consumer.await??;
             running.server.await?;

@@ -50,7 +50,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StageConfig {
-    /// `whole`, `prepare`, `link` or `detect` ([`StageRole`]).
+    /// `whole`, `prepare`, `link`, `detect`, `score` or `gate` ([`StageRole`]).
     pub role: StageRole,
     /// In the `detect` stage: whether the lexical window's `detector.link_shards` shards run as
     /// `link` processes, asked over `kafka.probe_topic` and answering on `kafka.answer_topic`,
@@ -62,6 +62,13 @@ pub struct StageConfig {
     pub link_batch_size: usize,
     /// In the `link` stage: which of the `detector.link_shards` shards this process holds, from 0.
     pub link_shard: u32,
+    /// In the `detect` stage: whether the owners of cascades (`alerting.cascade_owners`) run as
+    /// `score` processes, sent the scorer's records on `kafka.owner_topic`, and their alert events
+    /// go through a `gate` process on `kafka.gate_topic`, rather than all in this process.
+    pub score_stage: bool,
+    /// In the `score` stage: which of the `alerting.cascade_owners` owners this process is, from 0:
+    /// the partition of `kafka.owner_topic` it reads.
+    pub score_owner: u32,
     /// In the `detect` stage with `link_stage`: how long it waits for the shards' answers to a
     /// batch before it logs which shards are missing (and again each time as long); it goes on
     /// waiting, since a post linked without one shard's answer would miss its matches there.
@@ -89,6 +96,8 @@ impl Default for StageConfig {
             link_stage: false,
             link_batch_size: 1024,
             link_shard: 0,
+            score_stage: false,
+            score_owner: 0,
             link_answer_warn_ms: 10_000,
             max_arrival_delay_ms: 2_000,
             max_order_wait_ms: 15_000,
@@ -122,6 +131,14 @@ pub enum StageRole {
     /// `kafka.probe_topic`, in the `detect` stage's order; its answer out to its partition of
     /// `kafka.answer_topic`.
     Link,
+    /// One owner of cascades (`stage.score_owner`): the scorer's records of its cascades in from
+    /// its partition of `kafka.owner_topic`, with the handovers other owners send it; its alert
+    /// events out to `kafka.gate_topic`.
+    Score,
+    /// The paging gate: every owner's alert events in from `kafka.gate_topic`, in the order one
+    /// scorer makes them, through the circuit breaker; alert rows, the alerts topic and
+    /// Alertmanager out.
+    Gate,
 }
 
 /// Where posts come from and where edges and dead letters go.
@@ -150,6 +167,12 @@ pub struct KafkaConfig {
     /// Topic from the `link` stage back to the `detect` stage: each shard's answers to a batch, on
     /// the partition of the shard's number (at least `detector.link_shards` partitions).
     pub answer_topic: String,
+    /// Topic from the `detect` stage to the `score` stage (`stage.score_stage`): the scorer's
+    /// records of each batch, on the partition of their owner, and the handovers between owners;
+    /// one partition per owner (`alerting.cascade_owners`).
+    pub owner_topic: String,
+    /// Topic from the `score` stage to the `gate` stage: each owner's alert events; one partition.
+    pub gate_topic: String,
     /// Extra librdkafka properties for every client (SASL, TLS, timeouts), passed through verbatim,
     /// e.g. `"security.protocol" = "SASL_SSL"`.
     pub properties: BTreeMap<String, String>,
@@ -167,6 +190,8 @@ impl Default for KafkaConfig {
             prepared_topic: "echotrace.prepared".into(),
             probe_topic: "echotrace.probes".into(),
             answer_topic: "echotrace.answers".into(),
+            owner_topic: "echotrace.owners".into(),
+            gate_topic: "echotrace.gate".into(),
             properties: BTreeMap::new(),
         }
     }
@@ -197,6 +222,8 @@ impl std::fmt::Debug for KafkaConfig {
             .field("prepared_topic", &self.prepared_topic)
             .field("probe_topic", &self.probe_topic)
             .field("answer_topic", &self.answer_topic)
+            .field("owner_topic", &self.owner_topic)
+            .field("gate_topic", &self.gate_topic)
             .field("properties", &properties)
             .finish()
     }
@@ -391,9 +418,9 @@ pub struct AlertingConfig {
     /// The most cascades whose features are kept; past it those idle longest with no open alert
     /// are forgotten early (`echotrace_cascades_forgotten_early_total`).
     pub max_cascades: usize,
-    /// The owners the scorer splits cascades over within this process, by the hash of their ids,
-    /// each keeping its share of `max_cascades`: the same alerts as one owner while no owner
-    /// reaches its share (`docs/scaling.md`, "Built: owners of cascades, the scorer's half, as messages").
+    /// The owners the scorer splits cascades over, by the hash of their ids, each keeping its
+    /// share of `max_cascades`: in this process, or one `score` process each with
+    /// `stage.score_stage`. The same alerts as one owner while no owner reaches its share (`docs/scaling.md`, "Built: owners of cascades, the scorer's half, as messages").
     pub cascade_owners: usize,
     /// Alertmanager's base URL, e.g. `http://alertmanager:9093` (empty: do not push alerts).
     pub alertmanager_url: String,
@@ -461,6 +488,12 @@ impl Config {
     /// (`stage.link_stage`).
     pub fn links_over_kafka(&self) -> bool {
         self.stage.role == StageRole::Detect && self.stage.link_stage
+    }
+
+    /// Whether this process is a `detect` stage whose owners of cascades run as the `score` stage
+    /// (`stage.score_stage`): it routes the scorer's records and raises no alert itself.
+    pub fn scores_over_kafka(&self) -> bool {
+        self.stage.role == StageRole::Detect && self.stage.score_stage
     }
 
     /// Loads defaults, then each TOML file in order (a later file's keys over an earlier's, as

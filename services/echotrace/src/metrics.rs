@@ -38,6 +38,8 @@ pub struct Metrics {
     pub cascades_forgotten_early: IntCounter,
     /// Cascades whose features the scorer keeps.
     pub scorer_cascades: IntGauge,
+    /// In the `gate` stage: the number of the last post every owner of cascades is through with.
+    pub gate_through_post: IntGauge,
     /// Messages sent to the dead-letter topic, by `reason` (the error kind).
     pub dead_letters: IntCounterVec,
     /// Edges found, by `kind`.
@@ -201,6 +203,14 @@ impl Metrics {
             scorer_cascades: register(
                 &r,
                 IntGauge::new("echotrace_scorer_cascades", "Cascades whose features the scorer keeps").expect("valid"),
+            ),
+            gate_through_post: register(
+                &r,
+                IntGauge::new(
+                    "echotrace_gate_through_post",
+                    "The number of the last post every owner of cascades is through with: the gate has passed its alert events and those of every post before",
+                )
+                .expect("valid"),
             ),
             dead_letters: counter_vec(
                 &r,

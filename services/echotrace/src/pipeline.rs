@@ -33,6 +33,7 @@ use echotrace_core::prepare::PreparedPost;
 use echotrace_core::records::EdgeRecord;
 use echotrace_core::score::alerts::{AlertEvent, Scorer, ScorerState};
 use echotrace_core::score::features::PostSignals;
+use echotrace_core::score::router::OwnerRecord;
 use echotrace_core::stage::Stage;
 use echotrace_core::state::{Position, Snapshot};
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,9 @@ pub struct Processed {
     pub alerts: Vec<AlertEvent>,
     /// When the post's message was produced, as given to [`Pipeline::submit`].
     pub produced_at: Option<DateTime<Utc>>,
+    /// The scorer's records for the owners of cascades, each with its owner, where they run as
+    /// the `score` stage (`stage.score_stage`); the alerts are then theirs to raise.
+    pub owner_records: Vec<(usize, OwnerRecord)>,
 }
 
 /// A post waiting for its batch: as it arrived, or prepared (and embedded where it may be linked
@@ -104,6 +108,9 @@ pub struct Pipeline {
     /// a checkpoint.
     in_flight: Option<PreparedBatch>,
     muted: bool,
+    /// Whether the owners of cascades run as the `score` stage: the scorer routes its records to
+    /// them and raises no alert here.
+    routes_scores: bool,
 }
 
 /// The pipeline `config` asks for: with the embedding model loaded when semantic linking is on,
@@ -115,7 +122,10 @@ pub fn from_config(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Pipeline> {
     let scorer = Scorer::new(config.alerting.rules()?, &config.alerting.score_config());
-    let pipeline = Pipeline::new(detector, scorer, sink, metrics.clone());
+    let pipeline = Pipeline {
+        routes_scores: config.scores_over_kafka(),
+        ..Pipeline::new(detector, scorer, sink, metrics.clone())
+    };
     if config.links_over_kafka() {
         // Every batch makes one round trip to the shards; posts come embedded, if at all.
         let shards = LinkShards::connect(config, metrics).context("the detect stage asks the link stage")?;
@@ -172,6 +182,7 @@ impl Pipeline {
             link_shards: None,
             in_flight: None,
             muted: false,
+            routes_scores: false,
         }
     }
 
@@ -431,7 +442,11 @@ impl Pipeline {
         if event_time > self.metrics.event_time_seconds.get() {
             self.metrics.event_time_seconds.set(event_time);
         }
-        let alerts = self.scorer.observe(&detection, signals);
+        let (alerts, owner_records) = if self.routes_scores {
+            (Vec::new(), self.scorer.route(&detection, signals))
+        } else {
+            (self.scorer.observe(&detection, signals), Vec::new())
+        };
         self.metrics.observe_scorer(self.scorer.metrics());
         if self.muted {
             return None;
@@ -450,7 +465,7 @@ impl Pipeline {
         }
         let edges = detection.edges.clone();
         self.sink.push(detection, embedding);
-        Some(Processed { edges, alerts, produced_at })
+        Some(Processed { edges, alerts, produced_at, owner_records })
     }
 
     /// A copy of the detector and the scorer's state, taken while neither can change: what a

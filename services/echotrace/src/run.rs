@@ -105,9 +105,21 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     let order_layout = match config.stage.role {
         StageRole::Detect => InputLayout::fetch_prepared(&config, &publisher, Duration::from_secs(10))
             .context("the detect stage orders posts by their input partitions")?,
-        StageRole::Whole | StageRole::Prepare | StageRole::Link => InputLayout::Input,
+        StageRole::Whole | StageRole::Prepare | StageRole::Link | StageRole::Score | StageRole::Gate => {
+            InputLayout::Input
+        }
     };
     let store = StateStore::from_config(&config).context("cannot create the state folder (state.dir)")?;
+    if config.scores_over_kafka() {
+        // The owners pass over records by the router's post numbers, which only a snapshot keeps
+        // across a restart: a window rebuilt from Kafka would number its posts again from one.
+        anyhow::ensure!(
+            store.is_some(),
+            "stage.score_stage needs state snapshots (state.dir): the owners of cascades take the scorer's records by \
+             post numbers that only a snapshot keeps across restarts"
+        );
+        crate::stages::owner::check_partitions(&publisher, &config)?;
+    }
     let (firing, held) = match &store {
         // The snapshot is taken over when the group assigns partitions (`Progress::take_over`):
         // a member that stands by while another owns them restores the state that one left.
@@ -146,7 +158,8 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     }
     let task_metrics = metrics.clone();
     let decoder = crate::stages::InputDecoder::new(&config);
-    let outlets = Outlets { publisher, state: store, dispatches_alerts: notices.is_some(), decoder };
+    let owner_records = config.scores_over_kafka().then(|| crate::stages::owner::OwnerRecords::new(&config));
+    let outlets = Outlets { publisher, state: store, dispatches_alerts: notices.is_some(), decoder, owner_records };
     let order = PartitionOrder::new(order_layout, &config, metrics.clone());
     let progress =
         Progress::new(pipeline, outlets, order, metrics.clone(), ownership, config.state.snapshot_interval());

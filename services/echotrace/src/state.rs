@@ -15,11 +15,16 @@ use crate::embed::Encoder;
 use crate::sinks::parquet::{SinkError, io_error, sync_dir};
 use echotrace_core::detector::Detector;
 use echotrace_core::score::alerts::ScorerState;
-use echotrace_core::state::{self, Position, ShardSnapshot, Snapshot, SnapshotError};
+use echotrace_core::state::{
+    self, PartitionSnapshot, PartitionStage, Position, ShardSnapshot, Snapshot, SnapshotError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Why a snapshot could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,21 @@ impl StateStore {
         })
     }
 
+    /// The store of owner of cascades `stage.score_owner` (`state.dir/score-owner-<n>.bin`), whose
+    /// fingerprint names the owner and how many there are; none when snapshots are off.
+    pub fn for_owner(config: &Config) -> Result<Option<StateStore>, SinkError> {
+        let owner =
+            format!("owner of cascades {} of {}", config.stage.score_owner, config.alerting.cascade_owners.max(1));
+        StateStore::open(config, &format!("score-owner-{}.bin", config.stage.score_owner), || xxh3_64(owner.as_bytes()))
+    }
+
+    /// The store of the paging gate (`state.dir/gate.bin`), whose fingerprint names how many owners
+    /// it waits for; none when snapshots are off.
+    pub fn for_gate(config: &Config) -> Result<Option<StateStore>, SinkError> {
+        let gate = format!("paging gate of {} owners", config.alerting.cascade_owners.max(1));
+        StateStore::open(config, "gate.bin", || xxh3_64(gate.as_bytes()))
+    }
+
     /// The store of the file `name` in `state.dir`, created if missing and rid of the temporary
     /// files its writers abandoned; none when snapshots are off.
     fn open(config: &Config, name: &str, fingerprint: impl FnOnce() -> u64) -> Result<Option<StateStore>, SinkError> {
@@ -151,6 +171,31 @@ impl StateStore {
         }
     }
 
+    /// Encodes the snapshot of a stage that reads one partition ([`PartitionStage`]) and writes it
+    /// atomically; returns its size in bytes.
+    pub fn write_partition<T: Serialize>(
+        &self,
+        stage: PartitionStage,
+        snapshot: &PartitionSnapshot<T>,
+    ) -> Result<u64, StateError> {
+        let bytes = state::encode_partition(stage, self.fingerprint, snapshot)?;
+        self.write_encoded(&bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// The snapshot of a stage that reads one partition to resume from, as [`StateStore::read`]
+    /// reads a detector's.
+    pub fn read_partition<T: DeserializeOwned>(
+        &self,
+        stage: PartitionStage,
+    ) -> Result<Option<PartitionSnapshot<T>>, SnapshotError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => state::read_partition(stage, &bytes, self.fingerprint).map(Some),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(SnapshotError::Io(error)),
+        }
+    }
+
     /// The snapshot to resume from: none when there is no file yet; an error that says why when
     /// there is one that cannot be used.
     pub fn read(&self) -> Result<Option<Snapshot>, SnapshotError> {
@@ -184,6 +229,7 @@ mod tests {
     use super::*;
     use echotrace_core::link::lexical_shard::LexicalShard;
     use echotrace_core::link::shard::LinkShard;
+    use echotrace_core::score::owner::CascadeOwner;
 
     /// A configuration with snapshots in `dir`, for linking shard `shard` of 3.
     fn link_config(dir: &Path, shard: u32) -> Config {
@@ -241,6 +287,43 @@ mod tests {
         assert!(another_stores.exists(), "the detector's store removes its own when it opens");
         StateStore::from_config(&config).unwrap().unwrap();
         assert!(!another_stores.exists());
+    }
+
+    #[test]
+    fn an_owner_of_cascades_and_the_gate_come_back_from_their_own_snapshots_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner_config = |owner: u32| {
+            let mut config = Config::default();
+            config.state.dir = dir.path().to_owned();
+            config.stage.score_owner = owner;
+            config.alerting.cascade_owners = 3;
+            config
+        };
+        let store = StateStore::for_owner(&owner_config(1)).unwrap().unwrap();
+        assert!(store.path().ends_with("score-owner-1.bin"));
+        assert!(store.read_partition::<CascadeOwner>(PartitionStage::CascadeOwner).unwrap().is_none());
+        let position = Position { source: "echotrace.owners".into(), partition: 1, offset: 7 };
+        let snapshot = PartitionSnapshot { state: CascadeOwner::default(), position: position.clone() };
+        store.write_partition(PartitionStage::CascadeOwner, &snapshot).unwrap();
+        let read = store.read_partition::<CascadeOwner>(PartitionStage::CascadeOwner).unwrap().unwrap();
+        assert_eq!(read.position, position);
+
+        // Owner 2's store, or owner 1's of another number of owners, given owner 1's file: refused.
+        let other = StateStore::for_owner(&owner_config(2)).unwrap().unwrap();
+        std::fs::copy(store.path(), other.path()).unwrap();
+        let refused = other.read_partition::<CascadeOwner>(PartitionStage::CascadeOwner);
+        assert!(matches!(refused, Err(SnapshotError::Configuration { .. })));
+        let mut four = owner_config(1);
+        four.alerting.cascade_owners = 4;
+        let refused =
+            StateStore::for_owner(&four).unwrap().unwrap().read_partition::<CascadeOwner>(PartitionStage::CascadeOwner);
+        assert!(matches!(refused, Err(SnapshotError::Configuration { .. })));
+        // Nor is an owner's file the gate's, whatever its name.
+        let gate = StateStore::for_gate(&owner_config(0)).unwrap().unwrap();
+        assert!(gate.path().ends_with("gate.bin"));
+        std::fs::copy(store.path(), gate.path()).unwrap();
+        let refused = gate.read_partition::<CascadeOwner>(PartitionStage::PagingGate);
+        assert!(matches!(refused, Err(SnapshotError::NotASnapshot)));
     }
 
     #[test]

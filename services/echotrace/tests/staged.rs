@@ -34,6 +34,11 @@
 //! mock cluster, a preparer and the active detector are killed (SIGKILL). Either way a standby
 //! takes over from the snapshot the active one left, and the result equals the replay.
 //!
+//! Another runs the scorer apart, on the mock cluster: a `detect` process routing the scorer's
+//! records (`stage.score_stage`) to three `score` processes, the owners of cascades, and a `gate`
+//! process writing the alerts; an owner is killed (SIGKILL) and started again mid-stream, and the
+//! rows equal one replay's, every row once.
+//!
 //! A last test runs three `detect` processes over a prepared topic of three partitions: each logs
 //! that it owns only part of it.
 //!
@@ -846,4 +851,97 @@ fn three_processes_per_stage_on_a_real_broker_with_a_shard_killed_and_the_detect
         Rows::AtLeastOnce
     };
     assert_equal_to_replay(dir.path(), &sent, rows);
+}
+
+/// How many owners of cascades the `score`-stage test runs, each a process.
+const OWNERS: u32 = 3;
+
+/// The owners of cascades as the `score` stage, their alert events through a `gate` process.
+fn with_score_stage(config: &Path) {
+    let mut toml = std::fs::read_to_string(config).unwrap();
+    // The configuration ends in its [stage] section.
+    toml.push_str(&format!("score_stage = true\n[alerting]\ncascade_owners = {OWNERS}\n"));
+    std::fs::write(config, toml).unwrap();
+}
+
+/// A `score` process, owner `owner` of the cascades, ready, logging to `dir/<name>.log`.
+fn start_owner(config: &Path, dir: &Path, owner: u32, name: &str) -> (SocketAddr, Reaper) {
+    let http = free_http();
+    let env = [("ECHOTRACE_STAGE__SCORE_OWNER", owner.to_string())];
+    let process = start_with(config, "score", http, &dir.join(format!("{name}.log")), &env);
+    wait_for("an owner of cascades on its partition", Duration::from_secs(60), || ready(http));
+    (http, process)
+}
+
+/// The scorer apart from the `detect` process: three `prepare` processes, a `detect` process
+/// that routes the scorer's records, three `score` processes owning the cascades, and a `gate`
+/// process writing and sending the alerts, on the mock cluster. An owner is killed (SIGKILL) once
+/// it has written a snapshot, and started again: it restores the snapshot, takes again what it had
+/// taken since without sending it, and goes on. The posts, edges and cascades the `detect` process
+/// writes, and the alerts the gate writes, equal one replay's, every row once.
+#[test]
+fn the_scorer_as_three_owners_and_a_gate_with_an_owner_killed_equals_one_replay() {
+    let Some((dir, cluster, broker, config)) = on_mock_cluster(3) else { return };
+    cluster.create_topic("echotrace.owners", OWNERS as i32, 1).unwrap();
+    cluster.create_topic("echotrace.gate", 1, 1).unwrap();
+    with_score_stage(&config);
+    let mut owners: Vec<(SocketAddr, Reaper)> =
+        (0..OWNERS).map(|owner| start_owner(&config, dir.path(), owner, &format!("score-{owner}"))).collect();
+    let gate_http = free_http();
+    let gate = start(&config, "gate", gate_http, &dir.path().join("gate.log"));
+    wait_for("the gate on its partition", Duration::from_secs(60), || ready(gate_http));
+    let _preparers = start_preparers(&config, dir.path());
+    let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
+
+    // A message on the owner topic that is not an owner message, and one on the gate topic that
+    // is not a gate message: each is dead-lettered, and its reader goes on.
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker).create().unwrap();
+    for topic in ["echotrace.owners", "echotrace.gate"] {
+        let record = BaseRecord::<(), [u8]>::to(topic).partition(0).payload(b"not a message of the scorer".as_slice());
+        producer.send(record).map_err(|(error, _)| error).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let (first, second) = input_halves(&[]);
+    let next_partition = first.len();
+    let mut sent = send(&broker, first, 0, Sending::Live).join().unwrap();
+    // An owner dies without committing or writing more, once it has taken records and written
+    // a snapshot of them.
+    wait_for("records taken by owner 1", Duration::from_secs(120), || {
+        metric(owners[1].0, "echotrace_messages_consumed_total") >= 4.0
+    });
+    let snapshots = metric(owners[1].0, "echotrace_snapshots_total");
+    wait_for("a snapshot of owner 1", Duration::from_secs(30), || {
+        metric(owners[1].0, "echotrace_snapshots_total") >= snapshots + 1.0
+    });
+    let (_, killed) = owners.remove(1);
+    drop(killed);
+    let sending = send(&broker, second, next_partition, Sending::Live);
+    std::thread::sleep(Duration::from_secs(2));
+    owners.insert(1, start_owner(&config, dir.path(), 1, "score-1-again"));
+    sent.extend(sending.join().unwrap());
+
+    let posts = SAMPLE.lines().count() as f64;
+    wait_for("every post processed by the detector", Duration::from_secs(240), || {
+        metric(detect_http, "echotrace_posts_processed_total") >= posts
+    });
+    wait_for("every post's alert events through the gate", Duration::from_secs(120), || {
+        metric(gate_http, "echotrace_gate_through_post") >= posts
+    });
+    let restarted_log = std::fs::read_to_string(dir.path().join("score-1-again.log")).unwrap();
+    assert!(restarted_log.contains("owner of cascades restored"), "{restarted_log}");
+    assert!(metric(owners[1].0, "echotrace_scorer_cascades") > 0.0, "the restarted owner holds cascades");
+    assert_eq!(metric(detect_http, "echotrace_alert_transitions_total"), 0.0, "the detector raises no alert itself");
+    assert!(metric(gate_http, "echotrace_alert_transitions_total") > 0.0, "the gate raises them");
+    assert_eq!(metric(owners[0].0, "echotrace_dead_letters_total"), 1.0, "the bad owner message, dead-lettered");
+    assert_eq!(metric(gate_http, "echotrace_dead_letters_total"), 1.0, "the bad gate message, dead-lettered");
+    assert!(dead_letter_kinds(&broker).iter().filter(|kind| *kind == "exchange_version").count() >= 2);
+    std::thread::sleep(Duration::from_secs(2));
+    stop(detect, "detector");
+    stop(gate, "gate");
+    for (owner, (_, process)) in owners.into_iter().enumerate() {
+        stop(process, &format!("owner {owner}"));
+    }
+    assert_equal_to_replay(dir.path(), &sent, Rows::Once);
 }

@@ -161,12 +161,7 @@ impl Scorer {
     pub fn new(rules: RuleSet, config: &ScoreConfig) -> Scorer {
         let owners = config.owners.max(1);
         Scorer {
-            lifecycle: Lifecycle {
-                rules,
-                window: Duration::seconds(config.window_secs as i64),
-                history: Duration::seconds(config.history_secs.max(config.window_secs) as i64),
-                max_cascades: config.max_cascades.max(1).div_ceil(owners),
-            },
+            lifecycle: Lifecycle::new(rules, config),
             sweep: Duration::seconds(config.sweep_secs.max(1) as i64),
             state: ScorerState {
                 router: ScoreRouter::default(),
@@ -229,6 +224,12 @@ impl Scorer {
         self.state.owners[cascade.partition(owners)].features(&self.lifecycle, cascade, now)
     }
 
+    /// The router's records for one detection, each with its owner: where the owners run as
+    /// processes of their own (the `score` stage), the records they are sent.
+    pub fn route(&mut self, detection: &Detection, signals: &PostSignals) -> Vec<(usize, OwnerRecord)> {
+        self.state.router.route(detection, signals, self.sweep, self.state.owners.len())
+    }
+
     /// Takes in one detection and the signals of its post; returns the alert events it caused.
     ///
     /// The router's records go to their owners, the handovers they make to the owners of the
@@ -236,7 +237,7 @@ impl Scorer {
     /// process would), and the owners' entries through the gate.
     pub fn observe(&mut self, detection: &Detection, signals: &PostSignals) -> Vec<AlertEvent> {
         let owners = self.state.owners.len();
-        let records = self.state.router.route(detection, signals, self.sweep, owners);
+        let records = self.route(detection, signals);
         let through = self.state.router.routed();
         let mut by_owner: Vec<Vec<OwnerRecord>> = vec![Vec::new(); owners];
         for (owner, record) in records {

@@ -79,11 +79,17 @@ impl PageGate {
         self.through[owner] = sent.max(through);
     }
 
+    /// The number of the last post every owner is through with: its entries and those before it
+    /// have passed.
+    pub fn through(&self) -> u64 {
+        self.through.iter().copied().min().unwrap_or(0)
+    }
+
     /// Passes the entries of every post that each owner is through with, in order: a post's
     /// merges, its own cascade, its sweep's cascades by id, then the flood pages the sweep
     /// resolves.
     pub fn release(&mut self, rules: &RuleSet) -> Vec<AlertEvent> {
-        let ready = self.through.iter().copied().min().unwrap_or(0);
+        let ready = self.through();
         let mut passed = Vec::new();
         while let Some(entry) = self.waiting.first_entry().filter(|entry| entry.key().0 <= ready) {
             let ((_, step), events) = entry.remove_entry();

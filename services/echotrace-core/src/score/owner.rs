@@ -10,7 +10,7 @@
 //! topic, raise the alerts one owner raises, in the same order
 //! (`tests::owners_raise_the_alerts_of_one`, `tests::owners_apart_raise_the_alerts_of_one`).
 
-use super::alerts::{AlertEvent, AlertState, alert_id};
+use super::alerts::{AlertEvent, AlertState, ScoreConfig, alert_id};
 use super::features::{CascadeActivity, CascadeFeatures, CascadeShape, PostSignals};
 use super::gate::{GateEntry, GateStep};
 use super::router::{OwnerRecord, OwnerStep};
@@ -48,6 +48,18 @@ pub struct Lifecycle {
     pub history: Duration,
     /// The most cascades one owner keeps.
     pub max_cascades: usize,
+}
+
+impl Lifecycle {
+    /// The lifecycle of each of `config.owners` owners under `rules`.
+    pub fn new(rules: RuleSet, config: &ScoreConfig) -> Lifecycle {
+        Lifecycle {
+            rules,
+            window: Duration::seconds(config.window_secs as i64),
+            history: Duration::seconds(config.history_secs.max(config.window_secs) as i64),
+            max_cascades: config.max_cascades.max(1).div_ceil(config.owners.max(1)),
+        }
+    }
 }
 
 /// What a handover carries from the owner of an absorbed cascade to the owner of the cascade it
@@ -669,12 +681,7 @@ platforms = ">= 2"
     /// router then sends records again, the owners read again). Returns what the gate passed.
     fn scored_apart(detections: &[(Detection, PostSignals)], owners: usize, schedule: &[u8]) -> Vec<AlertEvent> {
         let config = config(owners);
-        let lifecycle = Lifecycle {
-            rules: RuleSet::from_toml(RULES).unwrap(),
-            window: Duration::seconds(config.window_secs as i64),
-            history: Duration::seconds(config.history_secs as i64),
-            max_cascades: config.max_cascades.div_ceil(owners),
-        };
+        let lifecycle = Lifecycle::new(RuleSet::from_toml(RULES).unwrap(), &config);
         let mut router = super::super::router::ScoreRouter::default();
         let mut router_snapshot = postcard::to_allocvec(&(&router, 0usize)).unwrap();
         let mut processes: Vec<OwnerProcess> = (0..owners)

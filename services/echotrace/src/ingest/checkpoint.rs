@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Processed};
 use crate::sinks::kafka::{KafkaPublisher, Source};
 use crate::sinks::parquet::io_error;
+use crate::stages::owner::OwnerRecords;
 use crate::stages::{Decoded, InputDecoder};
 use crate::state::{StateError, StateStore};
 use chrono::DateTime;
@@ -45,6 +46,8 @@ pub struct Outlets {
     pub dispatches_alerts: bool,
     /// Decodes the consumed messages: posts, or prepared posts in the `detect` stage.
     pub decoder: InputDecoder,
+    /// Where the scorer's records go, where the owners of cascades run as the `score` stage.
+    pub owner_records: Option<OwnerRecords>,
 }
 
 /// The pipeline and what was read since the last commit; shared by the consumer loop and the
@@ -235,15 +238,21 @@ impl Progress {
     }
 
     /// Publishes what processed posts produced (edges and alerts to Kafka, alerts for the
-    /// dispatcher) and keeps the deliveries to await at the checkpoint.
+    /// dispatcher, the scorer's records to the owners of cascades, one message per owner) and
+    /// keeps the deliveries to await at the checkpoint.
     fn publish(&mut self, processed: Vec<Processed>) -> Result<(), IngestError> {
-        for processed in processed {
+        let mut owner_records = Vec::new();
+        for mut processed in processed {
+            owner_records.append(&mut processed.owner_records);
             self.deliveries.extend(self.outlets.publisher.edges(&processed.edges)?);
             self.deliveries.extend(self.outlets.publisher.alerts(&processed.alerts)?);
             if self.outlets.dispatches_alerts {
                 let produced_at = processed.produced_at;
                 self.unsent.extend(processed.alerts.into_iter().map(|event| AlertNotice { event, produced_at }));
             }
+        }
+        if let Some(owners) = &self.outlets.owner_records {
+            self.deliveries.extend(owners.send(&self.outlets.publisher, owner_records)?);
         }
         Ok(())
     }

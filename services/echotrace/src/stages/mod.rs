@@ -17,13 +17,23 @@
 //!   `detector.link_shards`), apart from the `detect` process: probes of every post in, in the
 //!   `detect` stage's order, on `kafka.probe_topic`; its answers out on `kafka.answer_topic`
 //!   ([`probes`]). The shards hold the window's memory, so it is split over processes.
+//! - `score` ([`owner`]): one owner of cascades (`stage.score_owner` of
+//!   `alerting.cascade_owners`), apart from the `detect` process, which with `stage.score_stage`
+//!   routes the scorer's records to the owners' partitions of `kafka.owner_topic` instead of
+//!   scoring. An owner makes its cascades' alert events and sends them to `kafka.gate_topic`; a
+//!   merge across owners is a handover on the survivor's partition.
+//! - `gate` ([`gate`]): the paging gate, one process: every owner's alert events in the order one
+//!   scorer makes them, through the circuit breaker, to the alert rows, the alerts topic and
+//!   Alertmanager.
 //!
 //! The `prepare` stage embeds every post that may be linked by meaning. A `whole` process embeds
 //! fewer: it skips the posts that something already in its window explains lexically, which only
 //! the stateful stage knows. The `detect` stage weighs a post's embedding only where nothing
 //! lexical explains it, as `whole` does, so the extra embeddings change no link.
 
+pub mod gate;
 pub mod link;
+pub mod owner;
 pub mod prepare;
 pub mod prepared;
 pub mod probes;
@@ -117,6 +127,8 @@ impl InputDecoder {
         match config.stage.role {
             StageRole::Detect => vec![config.kafka.prepared_topic.clone()],
             StageRole::Link => vec![config.kafka.probe_topic.clone()],
+            StageRole::Score => vec![config.kafka.owner_topic.clone()],
+            StageRole::Gate => vec![config.kafka.gate_topic.clone()],
             StageRole::Whole | StageRole::Prepare => config.kafka.input_topics.clone(),
         }
     }
