@@ -14,7 +14,7 @@ network are reachable from the machines the tests run on.
    applies.
 3. base/echotrace.toml: every key is one of deploy/echotrace.toml's (echotrace refuses unknown
    keys at start-up).
-Then, for each shape (one-process/, staged/, staged-standbys/: the resources its kustomization
+Then, for each shape (one-process/, staged/, staged-standbys/, staged-scorer/: the resources its kustomization
 renders):
 4. Every ECHOTRACE_* variable names a configuration section and key, with a valid role or device;
    the files of ECHOTRACE_CONFIG exist in the image or a mounted ConfigMap. Every image a container
@@ -33,12 +33,15 @@ renders):
    token or password is written in a manifest; every Secret key read is documented in README.md.
 10. Every pod meets the "restricted" Pod Security profile the namespace enforces, with a
    read-only root filesystem, and every container has CPU and memory requests and limits.
-11. The roles: one replica for each stateful writer (whole, detect), except in staged-standbys;
+11. The roles: one replica for each stateful writer (whole, detect, gate), except detect standbys;
    in the staged shapes, prepare and detect in different consumer groups, and prepare on the GPU
    with embed.device = "cuda".
 12. Detect standbys (staged-standbys): more than one replica, created in parallel and updated on
    delete (a standby is never ready, which stalls OrderedReady and RollingUpdate), output.dir and
    state.dir on ReadWriteMany claims every pod shares, one pod per node, no disruption budget.
+13. The scorer apart (staged-scorer): score pods and one gate only where the detect stage routes to
+   them (stage.score_stage); one score replica per owner (alerting.cascade_owners, the same in every
+   role), each the owner of its pod index; the gate's output.dir on the detect pods' datasets claim.
 
 Prints one line per check and `N passed, M failed`; exits non-zero when any check fails.
 """
@@ -61,9 +64,10 @@ SHAPES = {
     "one-process": {"whole"},
     "staged": {"prepare", "detect", "link"},
     "staged-standbys": {"prepare", "detect", "link"},
+    "staged-scorer": {"prepare", "detect", "link", "score", "gate"},
 }
 # The shapes whose detect StatefulSet runs standbys (check 12); elsewhere it is one replica.
-STANDBY_SHAPES = {"staged-standbys"}
+STANDBY_SHAPES = {"staged-standbys", "staged-scorer"}
 # The oldest Kubernetes these manifests are for: every field they use is GA there
 # (persistentVolumeClaimRetentionPolicy since 1.32, unhealthyPodEvictionPolicy since 1.31).
 KUBERNETES_VERSION = "1.32.0"
@@ -71,7 +75,7 @@ KUBERNETES_VERSION = "1.32.0"
 EXTRA_KEYS = ("stage.role", "kafka.prepared_topic", "embed.device")
 # ECHOTRACE_ variables that are not configuration keys (deploy/echotrace.toml's header).
 NON_KEY_VARIABLES = {"ECHOTRACE_CONFIG", "ECHOTRACE_LOG"}
-ROLES = {"whole", "prepare", "detect", "link"}
+ROLES = {"whole", "prepare", "detect", "link", "score", "gate"}
 DEVICES = {"cpu", "cuda"}
 # Where the images put deploy/echotrace.toml.
 IMAGE_CONFIG = "/etc/echotrace/echotrace.toml"
@@ -807,7 +811,7 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
     wanted = SHAPES[shape_name]
     if set(runs) != wanted:
         problems.append(f"roles {sorted(runs)}, wanted {sorted(wanted)}")
-    for role in ("whole", "detect"):
+    for role in ("whole", "detect", "gate"):
         for doc, container, config in runs.get(role, []):
             if role == "detect" and shape_name in STANDBY_SHAPES:
                 if doc["spec"].get("replicas", 1) < 2:
@@ -822,7 +826,8 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
             group = config.get("kafka", {}).get("group_id")
             # The prepare stage joins kafka.group_id + "-prepare" (services/echotrace/src/stages/prepare.rs),
             # link shard n commits under kafka.group_id + "-link-<n>" (stages/link.rs).
-            suffix = {"prepare": "-prepare", "link": "-link-<n>"}.get(role, "")
+            # Owner n commits under "-score-<n>" (stages/owner.rs), the gate under "-gate" (stages/gate.rs).
+            suffix = {"prepare": "-prepare", "link": "-link-<n>", "score": "-score-<n>", "gate": "-gate"}.get(role, "")
             groups.setdefault(f"{group}{suffix}", set()).add(role)
             spec = pod_spec(doc)
             gpu = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
@@ -854,7 +859,42 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
         if shard.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != \
                 "metadata.labels['apps.kubernetes.io/pod-index']":
             problems.append(f"{name(doc)}: stage.link_shard is not the pod's index (apps.kubernetes.io/pod-index)")
+    problems += check_scorer(shape, runs)
     return "\n".join(problems) or None
+
+
+def check_scorer(shape: Shape, runs: dict[str, list[tuple[dict, dict, dict]]]) -> list[str]:
+    """The scorer apart (stage.score_stage): one StatefulSet replica per owner of cascades, each the
+    owner of its pod index, as many as the detect stage routes to and the gate waits for; one gate,
+    writing alerts/ into the detect pods' datasets."""
+    problems = []
+    owners, gates, detects = runs.get("score", []), runs.get("gate", []), runs.get("detect", [])
+    routes = {str(config.get("stage", {}).get("score_stage", False)).lower() == "true" for _, _, config in detects}
+    if (owners or gates) and (routes != {True} or not owners or not gates):
+        problems.append(f"score pods ({len(owners)}) and a gate ({len(gates)}) run together, and only where the "
+                        f"detect stage routes to them (stage.score_stage: {sorted(routes)})")
+    counts = {str(config.get("alerting", {}).get("cascade_owners", 1)) for _, _, config in owners + gates + detects}
+    for doc, container, _ in owners:
+        if doc["kind"] != "StatefulSet" or {str(doc["spec"].get("replicas", 1))} != counts:
+            problems.append(f"{name(doc)}: the score stage is a StatefulSet of one replica per owner: replicas "
+                            f"{doc['spec'].get('replicas')}, alerting.cascade_owners {sorted(counts)}")
+        owner = next((var for var in container.get("env", []) if var["name"] == "ECHOTRACE_STAGE__SCORE_OWNER"), {})
+        if owner.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != \
+                "metadata.labels['apps.kubernetes.io/pod-index']":
+            problems.append(f"{name(doc)}: stage.score_owner is not the pod's index (apps.kubernetes.io/pod-index)")
+    # The gate writes alerts/ where the detect pods write the other datasets: the same claim.
+    def data_claims(doc: dict, container: dict, config: dict) -> set:
+        output = config.get("output", {}).get("dir", "")
+        mounts = {m["name"] for m in container.get("volumeMounts", []) if m.get("mountPath") == output}
+        return {v.get("persistentVolumeClaim", {}).get("claimName") for v in pod_spec(doc).get("volumes", [])
+                if v["name"] in mounts}
+    detect_data = set().union(*(data_claims(*run) for run in detects)) if detects else set()
+    for run in gates:
+        claims = data_claims(*run)
+        if not claims or None in claims or not claims <= detect_data:
+            problems.append(f"{name(run[0])}: the gate's output.dir is not on the detect pods' datasets claim "
+                            f"({sorted(map(str, claims))}, detect {sorted(map(str, detect_data))})")
+    return problems
 
 
 def main() -> int:
