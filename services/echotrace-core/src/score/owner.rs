@@ -192,6 +192,11 @@ impl CascadeOwner {
             self.process(lifecycle, record, &mut output);
         }
         self.through = self.pending.front().map_or(self.received_through, |record| record.seq - 1);
+        // A handover sent twice for a post processed meanwhile is never taken.
+        if !self.handovers.is_empty() {
+            let through = self.through;
+            self.handovers.retain(|(seq, _), _| *seq > through);
+        }
         output.through = self.through;
         output
     }
