@@ -851,16 +851,27 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
         problems.append("link pods run, but the detect stage does not ask them (stage.link_stage)")
     shard_counts = {str(config.get("detector", {}).get("link_shards", 1))
                     for _, _, config in runs.get("detect", []) + links}
-    for doc, container, _ in links:
-        if doc["kind"] != "StatefulSet" or {str(doc["spec"].get("replicas", 1))} != shard_counts:
-            problems.append(f"{name(doc)}: the link stage is a StatefulSet of one replica per shard: replicas "
-                            f"{doc['spec'].get('replicas')}, detector.link_shards {sorted(shard_counts)}")
-        shard = next((var for var in container.get("env", []) if var["name"] == "ECHOTRACE_STAGE__LINK_SHARD"), {})
-        if shard.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != \
-                "metadata.labels['apps.kubernetes.io/pod-index']":
-            problems.append(f"{name(doc)}: stage.link_shard is not the pod's index (apps.kubernetes.io/pod-index)")
+    problems += check_numbered(links, "link_shard", ("detector.link_shards", shard_counts))
     problems += check_scorer(shape, runs)
     return "\n".join(problems) or None
+
+
+def check_numbered(runs: list[tuple[dict, dict, dict]], key: str, count: tuple[str, set]) -> list[str]:
+    """Stages whose pod n holds part n of N (link shards, owners of cascades): a StatefulSet of N
+    replicas, N the same count everywhere (`count`: its key and the values found), each pod's
+    stage.`key` its pod index."""
+    problems = []
+    count_key, counts = count
+    variable = f"ECHOTRACE_STAGE__{key.upper()}"
+    for doc, container, _ in runs:
+        if doc["kind"] != "StatefulSet" or {str(doc["spec"].get("replicas", 1))} != counts:
+            problems.append(f"{name(doc)}: one StatefulSet replica per part: replicas "
+                            f"{doc['spec'].get('replicas')}, {count_key} {sorted(counts)}")
+        number = next((var for var in container.get("env", []) if var["name"] == variable), {})
+        if number.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != \
+                "metadata.labels['apps.kubernetes.io/pod-index']":
+            problems.append(f"{name(doc)}: stage.{key} is not the pod's index (apps.kubernetes.io/pod-index)")
+    return problems
 
 
 def check_scorer(shape: Shape, runs: dict[str, list[tuple[dict, dict, dict]]]) -> list[str]:
@@ -874,14 +885,7 @@ def check_scorer(shape: Shape, runs: dict[str, list[tuple[dict, dict, dict]]]) -
         problems.append(f"score pods ({len(owners)}) and a gate ({len(gates)}) run together, and only where the "
                         f"detect stage routes to them (stage.score_stage: {sorted(routes)})")
     counts = {str(config.get("alerting", {}).get("cascade_owners", 1)) for _, _, config in owners + gates + detects}
-    for doc, container, _ in owners:
-        if doc["kind"] != "StatefulSet" or {str(doc["spec"].get("replicas", 1))} != counts:
-            problems.append(f"{name(doc)}: the score stage is a StatefulSet of one replica per owner: replicas "
-                            f"{doc['spec'].get('replicas')}, alerting.cascade_owners {sorted(counts)}")
-        owner = next((var for var in container.get("env", []) if var["name"] == "ECHOTRACE_STAGE__SCORE_OWNER"), {})
-        if owner.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != \
-                "metadata.labels['apps.kubernetes.io/pod-index']":
-            problems.append(f"{name(doc)}: stage.score_owner is not the pod's index (apps.kubernetes.io/pod-index)")
+    problems += check_numbered(owners, "score_owner", ("alerting.cascade_owners", counts))
     # The gate writes alerts/ where the detect pods write the other datasets: the same claim.
     def data_claims(doc: dict, container: dict, config: dict) -> set:
         output = config.get("output", {}).get("dir", "")

@@ -7,9 +7,9 @@
 //! event time, so a process that restores a snapshot and then reads the input from those positions
 //! links and alerts exactly as the process that wrote it would have.
 //!
-//! A linking shard of the staged deployment's `link` stage is snapshotted alone
-//! ([`ShardSnapshot`]: the shard and the probe topic's position), in the same frame under the
-//! magic "ETSHARD\0".
+//! A stage of the staged deployment that reads one partition (a linking shard, an owner of
+//! cascades, the paging gate) is snapshotted alone ([`PartitionSnapshot`]: its state and the
+//! partition's position), in the same frame under a magic of its kind ([`PartitionStage`]).
 //!
 //! The file:
 //!
@@ -25,7 +25,6 @@
 //! whose wire format is specified apart from the crate.
 
 use crate::detector::{Detector, DetectorConfig};
-use crate::link::lexical_shard::LexicalShard;
 use crate::score::alerts::ScorerState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -35,7 +34,6 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const SNAPSHOT_FORMAT: u32 = 14;
 
 const MAGIC: &[u8; 8] = b"ETSTATE\0";
-const SHARD_MAGIC: &[u8; 8] = b"ETSHARD\0";
 const HEADER_LEN: usize = 8 + 4 + 8;
 const TRAILER_LEN: usize = 8 + 8;
 
@@ -132,30 +130,12 @@ pub fn read(bytes: &[u8], fingerprint: u64) -> Result<Snapshot, SnapshotError> {
     unframe(MAGIC, bytes, fingerprint)
 }
 
-/// A linking shard's snapshot (the staged deployment's `link` stage): the shard, and the next
-/// offset of the probe topic after the last probe it took.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct ShardSnapshot {
-    /// The shard as it was.
-    pub shard: LexicalShard,
-    /// Where the probe topic stood.
-    pub position: Position,
-}
-
-/// Encodes a linking shard's snapshot, framed as a detector's is, under the magic "ETSHARD\0".
-pub fn encode_shard(fingerprint: u64, snapshot: &ShardSnapshot) -> Result<Vec<u8>, SnapshotError> {
-    frame(SHARD_MAGIC, fingerprint, snapshot)
-}
-
-/// Reads a linking shard's snapshot, refused where [`read`] would refuse a detector's.
-pub fn read_shard(bytes: &[u8], fingerprint: u64) -> Result<ShardSnapshot, SnapshotError> {
-    unframe(SHARD_MAGIC, bytes, fingerprint)
-}
-
 /// The stages whose processes read one partition in order and snapshot what they hold with where
 /// that partition stood ([`PartitionSnapshot`]); each kind's files begin with a magic of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionStage {
+    /// A linking shard ([`crate::link::lexical_shard::LexicalShard`]) on the probe partition.
+    LinkShard,
     /// An owner of cascades ([`crate::score::owner::CascadeOwner`]).
     CascadeOwner,
     /// The paging gate ([`crate::score::gate::PageGate`]).
@@ -165,6 +145,7 @@ pub enum PartitionStage {
 impl PartitionStage {
     fn magic(self) -> &'static [u8; 8] {
         match self {
+            PartitionStage::LinkShard => b"ETSHARD\0",
             PartitionStage::CascadeOwner => b"ETOWNER\0",
             PartitionStage::PagingGate => b"ETGATE\0\0",
         }

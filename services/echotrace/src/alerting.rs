@@ -114,6 +114,28 @@ impl AlertDispatcher {
         }
     }
 
+    /// The dispatcher `config.alerting` asks for, started on a task of its own, and the channel to
+    /// it; none without `alerting.alertmanager_url`. Its alerts link to `alerting.public_url`, or
+    /// to `api_address` where that is empty.
+    pub fn start(
+        config: &crate::config::Config,
+        api_address: std::net::SocketAddr,
+        metrics: Arc<Metrics>,
+    ) -> Option<(mpsc::Sender<AlertNotice>, tokio::task::JoinHandle<()>)> {
+        let alerting = &config.alerting;
+        if alerting.alertmanager_url.is_empty() {
+            return None;
+        }
+        let public_url = match alerting.public_url.as_str() {
+            "" => format!("http://{api_address}"),
+            url => url.to_owned(),
+        };
+        let resend = Duration::from_millis(alerting.resend_interval_ms.max(100));
+        let dispatcher = AlertDispatcher::new(&alerting.alertmanager_url, &public_url, resend, metrics);
+        let (sender, receiver) = mpsc::channel(1024);
+        Some((sender, tokio::spawn(dispatcher.run(receiver))))
+    }
+
     /// Runs until `notices` is closed and everything pending has been delivered (or, after the
     /// channel closes, until one last attempt).
     pub async fn run(mut self, mut notices: mpsc::Receiver<AlertNotice>) {

@@ -1,11 +1,12 @@
 //! The command line: `echotrace run | demo | replay | query | serve-sql | compact | backtest`, with
 //! `--help` on each.
 
-use crate::config::Config;
+use crate::config::{Config, StageRole};
 use crate::metrics::Metrics;
 use crate::query::output::Format;
 use crate::shutdown;
 use crate::sinks::parquet::ParquetSink;
+use crate::stages::Running;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use echotrace_core::detector::Detector;
 use std::net::SocketAddr;
@@ -201,31 +202,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run => {
             let (trigger, shutdown) = shutdown::channel();
             trigger.on_signals();
-            if config.stage.role == crate::config::StageRole::Prepare {
-                let running = crate::stages::prepare::start(config, shutdown).await?;
-                running.consumer.await??;
-                running.server.await?;
-                return Ok(());
-            }
-            if config.stage.role == crate::config::StageRole::Link {
-                let running = crate::stages::link::start(config, shutdown).await?;
-                running.consumer.await??;
-                running.server.await?;
-                return Ok(());
-            }
-            if config.stage.role == crate::config::StageRole::Score {
-                let running = crate::stages::owner::start(config, shutdown).await?;
-                running.consumer.await??;
-                running.server.await?;
-                return Ok(());
-            }
-            if config.stage.role == crate::config::StageRole::Gate {
-                let running = crate::stages::gate::start(config, shutdown).await?;
-                running.consumer.await??;
-                running.server.await?;
-                return Ok(());
-            }
-            let running = crate::run::start(config, None, shutdown).await?;
+            let running = match config.stage.role {
+                StageRole::Prepare => crate::stages::prepare::start(config, shutdown).await?,
+                StageRole::Link => crate::stages::link::start(config, shutdown).await?,
+                StageRole::Score => crate::stages::owner::start(config, shutdown).await?,
+                StageRole::Gate => crate::stages::gate::start(config, shutdown).await?,
+                StageRole::Whole | StageRole::Detect => {
+                    let running = crate::run::start(config, None, shutdown).await?;
+                    Running { api_address: running.api_address, consumer: running.consumer, server: running.server }
+                }
+            };
             running.consumer.await??;
             running.server.await?;
             Ok(())

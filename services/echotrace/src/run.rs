@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// A detector service that has started: its API address and the handles to wait on.
 pub struct Running {
@@ -137,18 +136,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     );
     let topics = crate::stages::InputDecoder::topics(&config);
     tracing::info!(brokers = %config.kafka.brokers, topics = ?topics, role = ?config.stage.role, api = %api_address, out = %config.output.dir.display(), "consuming");
-    let (notices, dispatcher) = if config.alerting.alertmanager_url.is_empty() {
-        (None, None)
-    } else {
-        let public_url = match config.alerting.public_url.as_str() {
-            "" => format!("http://{api_address}"),
-            url => url.to_owned(),
-        };
-        let resend = Duration::from_millis(config.alerting.resend_interval_ms.max(100));
-        let dispatcher = AlertDispatcher::new(&config.alerting.alertmanager_url, &public_url, resend, metrics.clone());
-        let (sender, receiver) = mpsc::channel(1024);
-        (Some(sender), Some(tokio::spawn(dispatcher.run(receiver))))
-    };
+    let (notices, dispatcher) = AlertDispatcher::start(&config, api_address, metrics.clone()).unzip();
     // Alerts firing when the state was saved go on being sent, with their first startsAt: the
     // same alert to Alertmanager, not a new page.
     if let Some(notices) = &notices {

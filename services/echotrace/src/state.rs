@@ -15,9 +15,7 @@ use crate::embed::Encoder;
 use crate::sinks::parquet::{SinkError, io_error, sync_dir};
 use echotrace_core::detector::Detector;
 use echotrace_core::score::alerts::ScorerState;
-use echotrace_core::state::{
-    self, PartitionSnapshot, PartitionStage, Position, ShardSnapshot, Snapshot, SnapshotError,
-};
+use echotrace_core::state::{self, PartitionSnapshot, PartitionStage, Position, Snapshot, SnapshotError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fs;
@@ -155,22 +153,6 @@ impl StateStore {
         Ok(bytes.len() as u64)
     }
 
-    /// Encodes a linking shard's snapshot and writes it atomically; returns its size in bytes.
-    pub fn write_shard(&self, snapshot: &ShardSnapshot) -> Result<u64, StateError> {
-        let bytes = state::encode_shard(self.fingerprint, snapshot)?;
-        self.write_encoded(&bytes)?;
-        Ok(bytes.len() as u64)
-    }
-
-    /// The linking shard's snapshot to resume from, as [`StateStore::read`] reads a detector's.
-    pub fn read_shard(&self) -> Result<Option<ShardSnapshot>, SnapshotError> {
-        match fs::read(&self.path) {
-            Ok(bytes) => state::read_shard(&bytes, self.fingerprint).map(Some),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(SnapshotError::Io(error)),
-        }
-    }
-
     /// Encodes the snapshot of a stage that reads one partition ([`PartitionStage`]) and writes it
     /// atomically; returns its size in bytes.
     pub fn write_partition<T: Serialize>(
@@ -231,6 +213,11 @@ mod tests {
     use echotrace_core::link::shard::LinkShard;
     use echotrace_core::score::owner::CascadeOwner;
 
+    /// The linking shard's snapshot in `store`.
+    fn read_shard(store: &StateStore) -> Result<Option<PartitionSnapshot<LexicalShard>>, SnapshotError> {
+        store.read_partition(PartitionStage::LinkShard)
+    }
+
     /// A configuration with snapshots in `dir`, for linking shard `shard` of 3.
     fn link_config(dir: &Path, shard: u32) -> Config {
         let mut config = Config::default();
@@ -253,14 +240,14 @@ mod tests {
                 scope.spawn(move || {
                     let store = StateStore::for_link_shard(config).unwrap().unwrap();
                     for round in 0..25 {
-                        let snapshot = ShardSnapshot { shard: shard.clone(), position: position(writer * 100 + round) };
-                        store.write_shard(&snapshot).expect("every write succeeds");
+                        let snapshot = PartitionSnapshot { state: shard, position: position(writer * 100 + round) };
+                        store.write_partition(PartitionStage::LinkShard, &snapshot).expect("every write succeeds");
                     }
                 });
             }
         });
         let store = StateStore::for_link_shard(&config).unwrap().unwrap();
-        let offset = store.read_shard().unwrap().unwrap().position.offset;
+        let offset = read_shard(&store).unwrap().unwrap().position.offset;
         assert_eq!(offset % 100, 24, "one writer's last snapshot, whole");
         let names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
@@ -331,17 +318,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = link_config(dir.path(), 1);
         let store = StateStore::for_link_shard(&config).unwrap().unwrap();
-        assert!(store.read_shard().unwrap().is_none(), "nothing written yet");
+        assert!(read_shard(&store).unwrap().is_none(), "nothing written yet");
         let shard = LexicalShard::new(&config.detector, LinkShard::new(1, 3).unwrap());
         let position = Position { source: "echotrace.probes".into(), partition: 0, offset: 42 };
-        store.write_shard(&ShardSnapshot { shard, position: position.clone() }).unwrap();
-        assert_eq!(store.read_shard().unwrap().unwrap().position, position);
+        store
+            .write_partition(PartitionStage::LinkShard, &PartitionSnapshot { state: shard, position: position.clone() })
+            .unwrap();
+        assert_eq!(read_shard(&store).unwrap().unwrap().position, position);
         assert!(store.path().ends_with("link-shard-1.bin"));
 
         // Shard 2's store under the same folder, given shard 1's file: refused, not taken.
         let other = StateStore::for_link_shard(&link_config(dir.path(), 2)).unwrap().unwrap();
         std::fs::copy(store.path(), other.path()).unwrap();
-        assert!(matches!(other.read_shard(), Err(SnapshotError::Configuration { .. })));
+        assert!(matches!(read_shard(&other), Err(SnapshotError::Configuration { .. })));
         // Nor is a shard's file a detector's snapshot.
         let detector = StateStore::from_config(&config).unwrap().unwrap();
         std::fs::copy(store.path(), detector.path()).unwrap();

@@ -711,10 +711,20 @@ fn with_link_stage(config: &Path) {
 
 /// A `link` process holding shard `shard`, ready, logging to `dir/<name>.log`.
 fn start_link(config: &Path, dir: &Path, shard: u32, name: &str) -> (SocketAddr, Reaper) {
+    start_numbered(config, dir, ("link", "ECHOTRACE_STAGE__LINK_SHARD", shard), name)
+}
+
+/// A process of `role` whose number (`variable`) is `n`, ready on its partition, logging to
+/// `dir/<name>.log`.
+fn start_numbered(
+    config: &Path,
+    dir: &Path,
+    (role, variable, n): (&str, &str, u32),
+    name: &str,
+) -> (SocketAddr, Reaper) {
     let http = free_http();
-    let env = [("ECHOTRACE_STAGE__LINK_SHARD", shard.to_string())];
-    let process = start_with(config, "link", http, &dir.join(format!("{name}.log")), &env);
-    wait_for("a linking shard on the probe topic", Duration::from_secs(60), || ready(http));
+    let process = start_with(config, role, http, &dir.join(format!("{name}.log")), &[(variable, n.to_string())]);
+    wait_for(&format!("the {role} process {n} on its partition"), Duration::from_secs(60), || ready(http));
     (http, process)
 }
 
@@ -866,11 +876,7 @@ fn with_score_stage(config: &Path) {
 
 /// A `score` process, owner `owner` of the cascades, ready, logging to `dir/<name>.log`.
 fn start_owner(config: &Path, dir: &Path, owner: u32, name: &str) -> (SocketAddr, Reaper) {
-    let http = free_http();
-    let env = [("ECHOTRACE_STAGE__SCORE_OWNER", owner.to_string())];
-    let process = start_with(config, "score", http, &dir.join(format!("{name}.log")), &env);
-    wait_for("an owner of cascades on its partition", Duration::from_secs(60), || ready(http));
-    (http, process)
+    start_numbered(config, dir, ("score", "ECHOTRACE_STAGE__SCORE_OWNER", owner), name)
 }
 
 /// The scorer apart from the `detect` process: three `prepare` processes, a `detect` process

@@ -614,6 +614,18 @@ platforms = ">= 2"
         posts
     }
 
+    /// The detections of the posts of `steps`, each with its post's signals.
+    fn detected(steps: &[Step]) -> Vec<(Detection, PostSignals)> {
+        let mut detector = Detector::new(DetectorConfig::default());
+        posts(steps)
+            .into_iter()
+            .filter_map(|post| {
+                let signals = PostSignals::of(&post);
+                detector.process(post).map(|detection| (detection, signals))
+            })
+            .collect()
+    }
+
     fn config(owners: usize) -> ScoreConfig {
         ScoreConfig {
             window_secs: 300,
@@ -796,14 +808,7 @@ platforms = ">= 2"
         /// a one-owner snapshot, its cascades split again.
         #[test]
         fn owners_raise_the_alerts_of_one(steps in steps(), owners in 2usize..6, cut in 0usize..160) {
-            let mut detector = Detector::new(DetectorConfig::default());
-            let detections: Vec<(Detection, PostSignals)> = posts(&steps)
-                .into_iter()
-                .filter_map(|post| {
-                    let signals = PostSignals::of(&post);
-                    detector.process(post).map(|detection| (detection, signals))
-                })
-                .collect();
+            let detections = detected(&steps);
             let merged = detections.iter().filter(|(d, _)| !d.merges.is_empty()).count();
             let mut one = scorer(1);
             let expected = scored(&mut one, &detections);
@@ -834,14 +839,7 @@ platforms = ">= 2"
             owners in 2usize..6,
             schedule in proptest::collection::vec(any::<u8>(), 1..64),
         ) {
-            let mut detector = Detector::new(DetectorConfig::default());
-            let detections: Vec<(Detection, PostSignals)> = posts(&steps)
-                .into_iter()
-                .filter_map(|post| {
-                    let signals = PostSignals::of(&post);
-                    detector.process(post).map(|detection| (detection, signals))
-                })
-                .collect();
+            let detections = detected(&steps);
             let expected: Vec<AlertEvent> = scored(&mut scorer(1), &detections).into_iter().flatten().collect();
             prop_assume!(detections.iter().any(|(d, _)| !d.merges.is_empty()) && !expected.is_empty());
             let passed = scored_apart(&detections, owners, &schedule);

@@ -34,6 +34,7 @@
 pub mod gate;
 pub mod link;
 pub mod owner;
+pub mod partition;
 pub mod prepare;
 pub mod prepared;
 pub mod probes;
@@ -46,7 +47,19 @@ use echotrace_core::post::{InvalidPost, Post};
 use echotrace_core::prepare::PreparedPost;
 use prepared::{InvalidPrepared, PreparedSettings, Received};
 use probes::InvalidExchange;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// A stage process other than a detecting one (`prepare`, `link`, `score`, `gate`) that has
+/// started: its probes' address and the handles to wait on.
+pub struct Running {
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub api_address: SocketAddr,
+    /// The consumer loop; resolves once it has committed and written what it holds.
+    pub consumer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The HTTP server task.
+    pub server: tokio::task::JoinHandle<()>,
+}
 
 /// A consumed message, decoded for the stage that reads it.
 #[derive(Debug)]

@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::embed_counted;
 use crate::shutdown::Shutdown;
 use crate::sinks::kafka::{KafkaPublisher, Source};
-use crate::stages::InvalidInput;
+use crate::stages::{InvalidInput, Running};
 use anyhow::Context;
 use chrono::Utc;
 use echotrace_core::post::Post;
@@ -54,7 +54,6 @@ use rdkafka::producer::DeliveryFuture;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,16 +66,6 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// `-prepare` appended, so both stages can share one configuration.
 pub fn group_id(config: &Config) -> String {
     format!("{}-prepare", config.kafka.group_id)
-}
-
-/// A `prepare` stage that has started: its probes' address and the handles to wait on.
-pub struct Running {
-    /// Where `/healthz`, `/readyz` and `/metrics` listen.
-    pub api_address: SocketAddr,
-    /// The consumer loop; resolves when it has committed its last batch.
-    pub consumer: tokio::task::JoinHandle<anyhow::Result<()>>,
-    /// The HTTP server task.
-    pub server: tokio::task::JoinHandle<()>,
 }
 
 /// Marks the stage ready once the group has given it its partitions (none, where the stage has
