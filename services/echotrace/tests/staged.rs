@@ -34,10 +34,10 @@
 //! mock cluster, a preparer and the active detector are killed (SIGKILL). Either way a standby
 //! takes over from the snapshot the active one left, and the result equals the replay.
 //!
-//! Another runs the scorer apart, on the mock cluster: a `detect` process routing the scorer's
-//! records (`stage.score_stage`) to three `score` processes, the owners of cascades, and a `gate`
-//! process writing the alerts; an owner is killed (SIGKILL) and started again mid-stream, and the
-//! rows equal one replay's, every row once.
+//! Two more run the scorer apart, on the mock cluster and on tansu: a `detect` process routing the
+//! scorer's records (`stage.score_stage`) to three `score` processes, the owners of cascades, and
+//! a `gate` process writing the alerts; an owner is killed (SIGKILL) and started again
+//! mid-stream, and the rows equal one replay's, every row once.
 //!
 //! A last test runs three `detect` processes over a prepared topic of three partitions: each logs
 //! that it owns only part of it.
@@ -890,19 +890,42 @@ fn the_scorer_as_three_owners_and_a_gate_with_an_owner_killed_equals_one_replay(
     let Some((dir, cluster, broker, config)) = on_mock_cluster(3) else { return };
     cluster.create_topic("echotrace.owners", OWNERS as i32, 1).unwrap();
     cluster.create_topic("echotrace.gate", 1, 1).unwrap();
-    with_score_stage(&config);
+    scorer_apart_with_an_owner_killed(dir.path(), &broker, &config);
+}
+
+/// The same against a real broker (tansu) on loopback. The owners and the gate read assigned
+/// partitions, outside any group's rebalance, so an owner killed with SIGKILL leaves nothing that
+/// tansu would keep (its members' partitions outlive their sessions there).
+#[test]
+fn the_scorer_as_three_owners_and_a_gate_on_a_real_broker_with_an_owner_killed_equals_one_replay() {
+    let Some((tansu, _)) = tools() else { return };
+    let Some(runtime) = onnxruntime_library() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_tansu, broker) = start_tansu(&tansu, "sqlite://tansu.db", free_port(), dir.path());
+    let scorer_topics = [("echotrace.owners", OWNERS as i32), ("echotrace.gate", 1)];
+    for (topic, partitions) in TOPICS.into_iter().chain(scorer_topics) {
+        create_topic(&tansu, &broker, topic, partitions as u32);
+    }
+    let config = config(dir.path(), &broker, &runtime);
+    scorer_apart_with_an_owner_killed(dir.path(), &broker, &config);
+}
+
+/// What both runs do on `broker`, whose topics exist, with the staged configuration `config`
+/// in `dir`.
+fn scorer_apart_with_an_owner_killed(dir: &Path, broker: &str, config: &Path) {
+    with_score_stage(config);
     let mut owners: Vec<(SocketAddr, Reaper)> =
-        (0..OWNERS).map(|owner| start_owner(&config, dir.path(), owner, &format!("score-{owner}"))).collect();
+        (0..OWNERS).map(|owner| start_owner(config, dir, owner, &format!("score-{owner}"))).collect();
     let gate_http = free_http();
-    let gate = start(&config, "gate", gate_http, &dir.path().join("gate.log"));
+    let gate = start(config, "gate", gate_http, &dir.join("gate.log"));
     wait_for("the gate on its partition", Duration::from_secs(60), || ready(gate_http));
-    let _preparers = start_preparers(&config, dir.path());
-    let (detect_http, detect) = start_detect(&config, dir.path(), "detect");
+    let _preparers = start_preparers(config, dir);
+    let (detect_http, detect) = start_detect(config, dir, "detect");
 
     // A message on the owner topic that is not an owner message, and one on the gate topic that
     // is not a gate message: each is dead-lettered, and its reader goes on.
     let producer: ThreadedProducer<DefaultProducerContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker).create().unwrap();
+        rdkafka::ClientConfig::new().set("bootstrap.servers", broker).create().unwrap();
     for topic in ["echotrace.owners", "echotrace.gate"] {
         let record = BaseRecord::<(), [u8]>::to(topic).partition(0).payload(b"not a message of the scorer".as_slice());
         producer.send(record).map_err(|(error, _)| error).unwrap();
@@ -911,7 +934,7 @@ fn the_scorer_as_three_owners_and_a_gate_with_an_owner_killed_equals_one_replay(
 
     let (first, second) = input_halves(&[]);
     let next_partition = first.len();
-    let mut sent = send(&broker, first, 0, Sending::Live).join().unwrap();
+    let mut sent = send(broker, first, 0, Sending::Live).join().unwrap();
     // An owner dies without committing or writing more, once it has taken records and written
     // a snapshot of them.
     wait_for("records taken by owner 1", Duration::from_secs(120), || {
@@ -923,9 +946,9 @@ fn the_scorer_as_three_owners_and_a_gate_with_an_owner_killed_equals_one_replay(
     });
     let (_, killed) = owners.remove(1);
     drop(killed);
-    let sending = send(&broker, second, next_partition, Sending::Live);
+    let sending = send(broker, second, next_partition, Sending::Live);
     std::thread::sleep(Duration::from_secs(2));
-    owners.insert(1, start_owner(&config, dir.path(), 1, "score-1-again"));
+    owners.insert(1, start_owner(config, dir, 1, "score-1-again"));
     sent.extend(sending.join().unwrap());
 
     let posts = SAMPLE.lines().count() as f64;
@@ -935,19 +958,19 @@ fn the_scorer_as_three_owners_and_a_gate_with_an_owner_killed_equals_one_replay(
     wait_for("every post's alert events through the gate", Duration::from_secs(120), || {
         metric(gate_http, "echotrace_gate_through_post") >= posts
     });
-    let restarted_log = std::fs::read_to_string(dir.path().join("score-1-again.log")).unwrap();
+    let restarted_log = std::fs::read_to_string(dir.join("score-1-again.log")).unwrap();
     assert!(restarted_log.contains("owner of cascades restored"), "{restarted_log}");
     assert!(metric(owners[1].0, "echotrace_scorer_cascades") > 0.0, "the restarted owner holds cascades");
     assert_eq!(metric(detect_http, "echotrace_alert_transitions_total"), 0.0, "the detector raises no alert itself");
     assert!(metric(gate_http, "echotrace_alert_transitions_total") > 0.0, "the gate raises them");
     assert_eq!(metric(owners[0].0, "echotrace_dead_letters_total"), 1.0, "the bad owner message, dead-lettered");
     assert_eq!(metric(gate_http, "echotrace_dead_letters_total"), 1.0, "the bad gate message, dead-lettered");
-    assert!(dead_letter_kinds(&broker).iter().filter(|kind| *kind == "exchange_version").count() >= 2);
+    assert!(dead_letter_kinds(broker).iter().filter(|kind| *kind == "exchange_version").count() >= 2);
     std::thread::sleep(Duration::from_secs(2));
     stop(detect, "detector");
     stop(gate, "gate");
     for (owner, (_, process)) in owners.into_iter().enumerate() {
         stop(process, &format!("owner {owner}"));
     }
-    assert_equal_to_replay(dir.path(), &sent, Rows::Once);
+    assert_equal_to_replay(dir, &sent, Rows::Once);
 }
