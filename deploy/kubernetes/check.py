@@ -826,7 +826,7 @@ def check_roles(shape_name: str, shape: Shape) -> str | None:
             group = config.get("kafka", {}).get("group_id")
             # The prepare stage joins kafka.group_id + "-prepare" (services/echotrace/src/stages/prepare.rs),
             # link shard n commits under kafka.group_id + "-link-<n>" (stages/link.rs).
-            # Owner n commits under "-score-<n>" (stages/owner.rs), the gate under "-gate" (stages/gate.rs).
+            # Owner n commits under "-score-<n>" (stages/score.rs), the gate under "-gate" (stages/gate.rs).
             suffix = {"prepare": "-prepare", "link": "-link-<n>", "score": "-score-<n>", "gate": "-gate"}.get(role, "")
             groups.setdefault(f"{group}{suffix}", set()).add(role)
             spec = pod_spec(doc)

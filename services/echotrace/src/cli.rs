@@ -205,7 +205,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let running = match config.stage.role {
                 StageRole::Prepare => crate::stages::prepare::start(config, shutdown).await?,
                 StageRole::Link => crate::stages::link::start(config, shutdown).await?,
-                StageRole::Score => crate::stages::owner::start(config, shutdown).await?,
+                StageRole::Score => crate::stages::score::start(config, shutdown).await?,
                 StageRole::Gate => crate::stages::gate::start(config, shutdown).await?,
                 StageRole::Whole | StageRole::Detect => {
                     let running = crate::run::start(config, None, shutdown).await?;

@@ -117,7 +117,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
             "stage.score_stage needs state snapshots (state.dir): the owners of cascades take the scorer's records by \
              post numbers that only a snapshot keeps across restarts"
         );
-        crate::stages::owner::check_partitions(&publisher, &config)?;
+        crate::stages::score::check_partitions(&publisher, &config)?;
     }
     let (firing, held) = match &store {
         // The snapshot is taken over when the group assigns partitions (`Progress::take_over`):
@@ -146,7 +146,7 @@ pub async fn start(config: Config, observer: Option<Observer>, shutdown: Shutdow
     }
     let task_metrics = metrics.clone();
     let decoder = crate::stages::InputDecoder::new(&config);
-    let owner_records = config.scores_over_kafka().then(|| crate::stages::owner::OwnerRecords::new(&config));
+    let owner_records = config.scores_over_kafka().then(|| crate::stages::score::OwnerRecords::new(&config));
     let outlets = Outlets { publisher, state: store, dispatches_alerts: notices.is_some(), decoder, owner_records };
     let order = PartitionOrder::new(order_layout, &config, metrics.clone());
     let progress =

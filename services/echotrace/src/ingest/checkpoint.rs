@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Processed};
 use crate::sinks::kafka::{KafkaPublisher, Source};
 use crate::sinks::parquet::io_error;
-use crate::stages::owner::OwnerRecords;
+use crate::stages::score::OwnerRecords;
 use crate::stages::{Decoded, InputDecoder};
 use crate::state::{StateError, StateStore};
 use chrono::DateTime;

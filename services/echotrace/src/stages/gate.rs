@@ -3,7 +3,7 @@
 //!
 //! It reads the one partition of `kafka.gate_topic`, assigned rather than subscribed, in the
 //! consumer group `<kafka.group_id>-gate`: every owner's alert events and how far each owner is
-//! through ([`super::owner::GateMessage`]). [`PageGate`] passes a post's events once every owner
+//! through ([`super::score::GateMessage`]). [`PageGate`] passes a post's events once every owner
 //! is through with it, in the order one scorer makes them, through the circuit breaker; the
 //! events passed are what `whole` and `detect` write and send: rows of `alerts/`, messages on
 //! `kafka.alerts_topic`, notices to Alertmanager, the alert metrics. A message that is not a gate
@@ -18,9 +18,9 @@
 //! writes again (at least once, as every stage after a crash); the alerts firing at its snapshot
 //! go on being sent to Alertmanager.
 
-use super::owner::GateMessage;
 use super::partition::{METADATA_TIMEOUT, PartitionReader, Probes};
 use super::probes::{self, InvalidExchange};
+use super::score::GateMessage;
 use super::{InvalidInput, Running};
 use crate::alerting::{AlertDispatcher, AlertNotice};
 use crate::config::Config;
@@ -76,7 +76,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let Probes { metrics, ready, api_address, server } = Probes::serve(&config, &shutdown).await?;
     let publisher = KafkaPublisher::new(&config.kafka).context("cannot create the Kafka producer")?;
     publisher.check_topics(METADATA_TIMEOUT).context("cannot confirm that the output topics exist")?;
-    super::owner::check_partitions(&publisher, &config)?;
+    super::score::check_partitions(&publisher, &config)?;
     let sink = ParquetSink::new(&config.output.dir)?;
 
     let store = StateStore::for_gate(&config).context("cannot create the state folder (state.dir)")?;

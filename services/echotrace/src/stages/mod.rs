@@ -17,7 +17,7 @@
 //!   `detector.link_shards`), apart from the `detect` process: probes of every post in, in the
 //!   `detect` stage's order, on `kafka.probe_topic`; its answers out on `kafka.answer_topic`
 //!   ([`probes`]). The shards hold the window's memory, so it is split over processes.
-//! - `score` ([`owner`]): one owner of cascades (`stage.score_owner` of
+//! - `score` ([`score`]): one owner of cascades (`stage.score_owner` of
 //!   `alerting.cascade_owners`), apart from the `detect` process, which with `stage.score_stage`
 //!   routes the scorer's records to the owners' partitions of `kafka.owner_topic` instead of
 //!   scoring. An owner makes its cascades' alert events and sends them to `kafka.gate_topic`; a
@@ -33,11 +33,11 @@
 
 pub mod gate;
 pub mod link;
-pub mod owner;
 pub mod partition;
 pub mod prepare;
 pub mod prepared;
 pub mod probes;
+pub mod score;
 
 use crate::config::{Config, StageRole};
 use crate::ingest::lag::Partition;
